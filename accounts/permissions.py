@@ -1,0 +1,113 @@
+"""Building blocks every endpoint uses: ``HasGrant``, queryset scope filtering, ``can_access``.
+
+All three read the user's grants as they are in the database now (``effective_grants``).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.db.models import QuerySet
+from rest_framework.permissions import BasePermission
+
+from accounts.grants import ACTIONS, Action, Scope, scope_for, validate_permission_key
+from config.exceptions import PermissionDeniedError
+
+DEFAULT_GROUP_FIELD = "groupe"
+DEFAULT_USER_FIELD = "crm_user_id"
+
+
+class HasGrant(BasePermission):
+    """DRF permission: ``permission_classes = [HasGrant("fiches", "read")]``.
+
+    Unauthenticated → 401 (DRF's NotAuthenticated); authenticated without the grant → 403
+    ``permission_denied`` naming the missing grant.
+    """
+
+    def __init__(self, key: str, action: Action = "read"):
+        validate_permission_key(key)
+        if action not in ACTIONS:
+            raise ValueError(f"Unknown action {action!r}; expected one of {ACTIONS}.")
+        self.key = key
+        self.action = action
+
+    def __call__(self) -> HasGrant:  # DRF instantiates each entry of permission_classes
+        return self
+
+    def __repr__(self) -> str:
+        return f"HasGrant({self.key!r}, {self.action!r})"
+
+    @property
+    def grant_name(self) -> str:
+        return f"{self.key}.{self.action}"
+
+    def has_permission(self, request, view) -> bool:
+        user = request.user
+        if not (user and user.is_authenticated):
+            return False
+        if scope_for(user, self.key, self.action) is None:
+            raise PermissionDeniedError(
+                f"Missing permission {self.grant_name}.",
+                details={"required": self.grant_name},
+            )
+        return True
+
+
+def scope_queryset(
+    queryset: QuerySet,
+    user,
+    key: str,
+    *,
+    action: Action = "read",
+    group_field: str = DEFAULT_GROUP_FIELD,
+    user_field: str = DEFAULT_USER_FIELD,
+) -> QuerySet:
+    """Rows of ``queryset`` the user may see for ``key``.
+
+    ALL → everything; GROUP → rows whose ``group_field`` is in the user's ``groupes``;
+    SELF → rows whose ``user_field`` equals the user's ``crm_user_id``. No grant, or a
+    SELF/GROUP user without ``crm_user_id``/``groupes`` → nothing.
+    """
+    scope = scope_for(user, key, action)
+    if scope is None:
+        return queryset.none()
+    if scope == Scope.ALL:
+        return queryset
+    if scope == Scope.GROUP:
+        groupes = list(user.groupes or [])
+        return queryset.filter(**{f"{group_field}__in": groupes}) if groupes else queryset.none()
+    crm_user_id = user.crm_user_id
+    return queryset.filter(**{user_field: crm_user_id}) if crm_user_id else queryset.none()
+
+
+def _attr(obj: Any, name: str):
+    if isinstance(obj, dict):
+        return obj.get(name)
+    value = obj
+    for part in name.split("__"):
+        value = getattr(value, part, None)
+        if value is None:
+            return None
+    return value
+
+
+def can_access(
+    user,
+    key: str,
+    obj: Any,
+    *,
+    action: Action = "read",
+    group_field: str = DEFAULT_GROUP_FIELD,
+    user_field: str = DEFAULT_USER_FIELD,
+) -> bool:
+    """Per-object check with the same semantics as ``scope_queryset`` (objects or dicts)."""
+    scope = scope_for(user, key, action)
+    if scope is None:
+        return False
+    if scope == Scope.ALL:
+        return True
+    if scope == Scope.GROUP:
+        groupe = _attr(obj, group_field)
+        return bool(groupe) and groupe in (user.groupes or [])
+    crm_user_id = user.crm_user_id
+    return bool(crm_user_id) and _attr(obj, user_field) == crm_user_id

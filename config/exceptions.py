@@ -1,0 +1,186 @@
+"""One error envelope for every API error.
+
+Every error response has the body ``{"error": {"code": str, "message": str, "details": {}}}``.
+Domain code raises subclasses of ``ApplicationError``; DRF's own exceptions (validation,
+authentication, permission, throttling, 404, 405, parse errors) are mapped into the same shape
+by ``api_exception_handler``, the single DRF exception handler.
+
+Expected client errors are logged below ERROR (INFO, or WARNING for throttling/conflicts);
+unexpected exceptions are logged at ERROR with their traceback and answered with a 500 envelope.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from django.core.exceptions import PermissionDenied as DjangoPermissionDenied
+from django.http import Http404, JsonResponse
+from django.views import defaults
+from rest_framework import exceptions as drf_exceptions
+from rest_framework import status
+from rest_framework.response import Response
+from rest_framework.views import exception_handler as drf_default_handler
+
+logger = logging.getLogger("config.errors")
+
+
+class ApplicationError(Exception):
+    """Base of every domain error. Subclasses set ``status_code`` and ``code``."""
+
+    status_code: int = status.HTTP_400_BAD_REQUEST
+    code: str = "application_error"
+    default_message: str = "The request could not be processed."
+
+    def __init__(self, message: str | None = None, *, code: str | None = None, details: dict | None = None):
+        self.message = message or self.default_message
+        if code:
+            self.code = code
+        self.details = details or {}
+        super().__init__(self.message)
+
+
+class InvalidInput(ApplicationError):
+    status_code = 400
+    code = "invalid_input"
+    default_message = "Invalid input."
+
+
+class NotAuthenticatedError(ApplicationError):
+    status_code = 401
+    code = "not_authenticated"
+    default_message = "Authentication credentials were not provided or are invalid."
+
+
+class PermissionDeniedError(ApplicationError):
+    status_code = 403
+    code = "permission_denied"
+    default_message = "You do not have permission to perform this action."
+
+
+class NotFoundError(ApplicationError):
+    status_code = 404
+    code = "not_found"
+    default_message = "Not found."
+
+
+class ConflictError(ApplicationError):
+    status_code = 409
+    code = "conflict"
+    default_message = "The request conflicts with the current state."
+
+
+class DomainRuleError(ApplicationError):
+    status_code = 422
+    code = "domain_rule_violated"
+    default_message = "The request breaks a domain rule."
+
+
+class ThrottledError(ApplicationError):
+    status_code = 429
+    code = "throttled"
+    default_message = "Too many requests."
+
+    def __init__(self, message: str | None = None, *, retry_after: int, **kwargs):
+        self.retry_after = max(1, int(retry_after))
+        super().__init__(message, **kwargs)
+        self.details.setdefault("retry_after", self.retry_after)
+
+
+class DependencyUnavailable(ApplicationError):
+    status_code = 503
+    code = "dependency_unavailable"
+    default_message = "A service this request depends on is unavailable."
+
+
+def error_body(code: str, message: str, details: dict | None = None) -> dict[str, Any]:
+    return {"error": {"code": code, "message": message, "details": details or {}}}
+
+
+def _log(status_code: int, code: str, message: str, exc: BaseException | None = None) -> None:
+    if status_code >= 500:
+        logger.error("api_error", exc_info=exc, extra={"status": status_code, "code": code, "error": message})
+    elif status_code in (409, 429):
+        logger.warning("api_client_error", extra={"status": status_code, "code": code, "error": message})
+    else:
+        logger.info("api_client_error", extra={"status": status_code, "code": code, "error": message})
+
+
+def _from_drf(exc: drf_exceptions.APIException) -> tuple[str, str, dict]:
+    detail = exc.detail
+    if isinstance(exc, drf_exceptions.ValidationError):
+        details = detail if isinstance(detail, dict) else {"non_field_errors": detail}
+        return "validation_error", _first_message(details) or "Invalid input.", details
+    if isinstance(exc, drf_exceptions.Throttled):
+        wait = int(exc.wait) if exc.wait is not None else None
+        message = "Too many requests." + (f" Retry in {wait} seconds." if wait else "")
+        return "throttled", message, ({"retry_after": wait} if wait else {})
+    if isinstance(detail, dict):
+        # simplejwt's InvalidToken carries {"detail", "code", "messages"}.
+        message = str(detail.get("detail", "")) or exc.default_detail
+        code = str(detail.get("code", "")) or _code_of(exc)
+        extra = {k: v for k, v in detail.items() if k not in ("detail", "code")}
+        return code, message, extra
+    return _code_of(exc), str(detail), {}
+
+
+def _code_of(exc: drf_exceptions.APIException) -> str:
+    codes = exc.get_codes()
+    return codes if isinstance(codes, str) else exc.default_code
+
+
+def _first_message(details: Any) -> str | None:
+    """The first human message in a nested DRF error structure, prefixed with its field."""
+    if isinstance(details, dict):
+        for field, value in details.items():
+            inner = _first_message(value)
+            if inner:
+                return inner if field == "non_field_errors" else f"{field}: {inner}"
+    elif isinstance(details, list):
+        for value in details:
+            inner = _first_message(value)
+            if inner:
+                return inner
+    elif details:
+        return str(details)
+    return None
+
+
+def api_exception_handler(exc: Exception, context: dict) -> Response:
+    """The DRF ``EXCEPTION_HANDLER``: renders every error in the envelope."""
+    if isinstance(exc, ApplicationError):
+        headers = {"Retry-After": str(exc.retry_after)} if isinstance(exc, ThrottledError) else None
+        _log(exc.status_code, exc.code, exc.message)
+        return Response(error_body(exc.code, exc.message, exc.details), status=exc.status_code, headers=headers)
+
+    if isinstance(exc, Http404):
+        exc = drf_exceptions.NotFound()
+    elif isinstance(exc, DjangoPermissionDenied):
+        exc = drf_exceptions.PermissionDenied()
+
+    response = drf_default_handler(exc, context)  # sets WWW-Authenticate / Retry-After headers
+    if response is None:
+        _log(500, "internal_error", f"{type(exc).__name__}: {exc}", exc)
+        return Response(
+            error_body("internal_error", "An unexpected error occurred."),
+            status=status.HTTP_500_INTERNAL_SERVER_ERROR,
+        )
+    code, message, details = _from_drf(exc)
+    _log(response.status_code, code, message)
+    response.data = error_body(code, message, details)
+    return response
+
+
+# --- Django-level handlers so that non-DRF errors under /api/ share the envelope ----------
+
+
+def not_found_handler(request, exception=None):
+    if request.path.startswith("/api/"):
+        return JsonResponse(error_body("not_found", f"No route for {request.path}."), status=404)
+    return defaults.page_not_found(request, exception)
+
+
+def server_error_handler(request):
+    if request.path.startswith("/api/"):
+        return JsonResponse(error_body("internal_error", "An unexpected error occurred."), status=500)
+    return defaults.server_error(request)

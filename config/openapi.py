@@ -1,0 +1,33 @@
+"""OpenAPI helpers: the error envelope component and per-status error responses."""
+
+from drf_spectacular.utils import OpenApiResponse, inline_serializer
+from rest_framework import serializers
+
+ErrorEnvelope = inline_serializer(
+    name="ErrorEnvelope",
+    fields={
+        "error": inline_serializer(
+            name="ErrorBody",
+            fields={
+                "code": serializers.CharField(help_text="Machine-readable code, e.g. permission_denied."),
+                "message": serializers.CharField(help_text="Human-readable message."),
+                "details": serializers.DictField(help_text="Structured details (field errors, ...)."),
+            },
+        )
+    },
+)
+
+_DESCRIPTIONS = {
+    400: "Invalid input (`validation_error`, `invalid_input`, ...).",
+    401: "Missing, invalid or expired token, or inactive user (`not_authenticated`, `token_not_valid`, ...).",
+    403: "Authenticated but missing the required grant or scope (`permission_denied`, `scope_denied`).",
+    404: "Not found (`not_found`).",
+    409: "Conflicts with the current state (`conflict`, `role_in_use`, ...).",
+    422: "Breaks a domain rule.",
+    429: "Throttled (`throttled`); see the `Retry-After` header.",
+    503: "A dependency is unavailable.",
+}
+
+
+def errors(*statuses: int) -> dict[int, OpenApiResponse]:
+    return {s: OpenApiResponse(ErrorEnvelope, description=_DESCRIPTIONS[s]) for s in statuses}

@@ -1,0 +1,16 @@
+"""Settings for the test suite: the same as production settings, on a dedicated Redis database.
+
+Tests flush that Redis database, so it must never be the one a running system uses
+(``TEST_REDIS_URL``, default db 15 of the local Redis).
+"""
+
+import os
+
+os.environ["REDIS_URL"] = os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379/15")
+os.environ.pop("CELERY_BROKER_URL", None)
+os.environ.pop("CELERY_RESULT_BACKEND", None)
+os.environ.setdefault("LOG_LEVEL", "WARNING")
+
+from config.settings import *  # noqa: E402,F403
+
+PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]  # speed; not a security test

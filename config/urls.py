@@ -1,0 +1,18 @@
+from django.contrib import admin
+from django.urls import include, path
+from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
+
+from accounts.api.urls import admin_urlpatterns, auth_urlpatterns
+from config.health import HealthView
+
+handler404 = "config.exceptions.not_found_handler"
+handler500 = "config.exceptions.server_error_handler"
+
+urlpatterns = [
+    path("admin/", admin.site.urls),
+    path("api/health", HealthView.as_view(), name="health"),
+    path("api/auth/", include(auth_urlpatterns)),
+    path("api/admin/", include(admin_urlpatterns)),
+    path("api/schema/", SpectacularAPIView.as_view(), name="schema"),
+    path("api/docs/", SpectacularSwaggerView.as_view(url_name="schema"), name="docs"),
+]

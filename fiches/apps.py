@@ -1,0 +1,8 @@
+from django.apps import AppConfig
+
+
+class FichesConfig(AppConfig):
+    """CRM fiche cache, recordings, progressive date-range fetch jobs, CRM client and simulator."""
+
+    default_auto_field = "django.db.models.BigAutoField"
+    name = "fiches"

@@ -1,0 +1,1 @@
+"""The CRM gateway simulator (see ../shared/crm-gateway.md): deterministic synthetic data."""
