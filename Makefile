@@ -1,0 +1,63 @@
+# Two commands: `make run` (set up and run everything) and `make test` (set up and run the tests).
+SHELL := /bin/bash
+PYTHON ?= python3.12
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+
+# Local defaults for `make run`; anything in the environment or .env wins.
+export CRM_BASE_URL ?= http://127.0.0.1:8100
+export AUTH_SEED_ADMIN_EMAIL ?= admin@example.com
+export AUTH_SEED_ADMIN_PASSWORD ?= admin-pass-2026
+PORT ?= 8000
+export PORT
+
+.PHONY: run test install services migrate seed bench clean help
+
+help:
+	@echo "make run    set everything up and run web + worker + beat (+ CRM simulator)"
+	@echo "make test   set everything up and run the whole test suite"
+	@echo "make bench  run the benchmarks"
+
+$(PY):
+	@command -v $(PYTHON) >/dev/null 2>&1 && $(PYTHON) -c 'import sys; assert sys.version_info >= (3, 12)' 2>/dev/null || { \
+	  echo "ERROR: $(PYTHON) (Python >= 3.12) is required. With pyenv: 'pyenv install 3.12' (this repo's .python-version selects it)."; exit 1; }
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+
+$(STAMP): pyproject.toml | $(PY)
+	$(PY) -m pip install --quiet --disable-pip-version-check -e '.[dev]'
+	@touch $(STAMP)
+
+install: $(STAMP)
+
+services: install
+	$(PY) -m config.bootstrap
+
+migrate: services
+	$(PY) manage.py migrate --noinput
+
+seed: migrate
+	$(PY) manage.py seed_auth --demo
+
+run: seed
+	$(PY) manage.py collectstatic --noinput --verbosity 0
+	@echo
+	@echo "  API docs  http://127.0.0.1:$(PORT)/api/docs/"
+	@echo "  Admin     http://127.0.0.1:$(PORT)/admin/   ($(AUTH_SEED_ADMIN_EMAIL) / $(AUTH_SEED_ADMIN_PASSWORD))"
+	@echo "  Health    curl -s http://127.0.0.1:$(PORT)/api/health"
+	@echo "  Try       TOKEN=\$$(curl -s -X POST http://127.0.0.1:$(PORT)/api/auth/login -H 'Content-Type: application/json' \\"
+	@echo "              -d '{\"email\": \"manager@demo.example\", \"password\": \"demo-pass-2026\"}' | $(PY) -c 'import json,sys; print(json.load(sys.stdin)[\"access\"])')"
+	@echo "            curl -s http://127.0.0.1:$(PORT)/api/auth/me -H \"Authorization: Bearer \$$TOKEN\""
+	@echo "  Ctrl-C stops everything."
+	@echo
+	PATH="$(abspath $(VENV))/bin:$$PATH" $(VENV)/bin/honcho start -f Procfile
+
+test: services
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+bench: migrate
+	$(PY) -m bench $(BENCH_ARGS)
+
+clean:
+	rm -rf $(VENV) staticfiles .pytest_cache
