@@ -22,8 +22,8 @@ User = get_user_model()
 @dataclass(frozen=True)
 class GrantSpec:
     key: str
-    can_read: bool
-    can_write: bool
+    can_read: bool = False
+    can_write: bool = False
     scope: Scope = Scope.ALL
 
 

@@ -150,6 +150,9 @@ REST_FRAMEWORK = {
         "login_email": LOGIN_THROTTLE_EMAIL_RATE,
     },
     "UNAUTHENTICATED_USER": "django.contrib.auth.models.AnonymousUser",
+    # Trusted reverse proxies in front of us: 0 = use REMOTE_ADDR and ignore X-Forwarded-For
+    # (otherwise a client could pick its own throttling identity).
+    "NUM_PROXIES": env.int("NUM_PROXIES", default=0),
 }
 if DEBUG:
     REST_FRAMEWORK["DEFAULT_RENDERER_CLASSES"].append("rest_framework.renderers.BrowsableAPIRenderer")
@@ -169,6 +172,13 @@ SPECTACULAR_SETTINGS = {
     "COMPONENT_SPLIT_REQUEST": True,
     "SCHEMA_PATH_PREFIX": "/api",
 }
+
+# --- CRM gateway and fiche cache ------------------------------------------------------------
+CRM_BASE_URL = env.str("CRM_BASE_URL", default="http://127.0.0.1:8100")
+CRM_API_KEY = env.str("CRM_API_KEY", default="")
+CRM_TIMEOUT_SECONDS = env.float("CRM_TIMEOUT_SECONDS", default=30.0)
+FICHE_SALES_INCLUDE_RECORDINGS = env.str("FICHE_SALES_INCLUDE_RECORDINGS", default="1").strip() == "1"
+FICHE_FORCE_REFRESH_COOLDOWN_MS = env.int("FICHE_FORCE_REFRESH_COOLDOWN_MS", default=30 * 60 * 1000)
 
 # --- i18n, static -------------------------------------------------------------------------
 LANGUAGE_CODE = "en-us"
