@@ -41,15 +41,19 @@ class HasGrant(BasePermission):
     def grant_name(self) -> str:
         return f"{self.key}.{self.action}"
 
-    def has_permission(self, request, view) -> bool:
-        user = request.user
-        if not (user and user.is_authenticated):
-            return False
+    def require(self, user) -> None:
+        """Raise 403 ``permission_denied`` naming the grant unless ``user`` holds it."""
         if scope_for(user, self.key, self.action) is None:
             raise PermissionDeniedError(
                 f"Missing permission {self.grant_name}.",
                 details={"required": self.grant_name},
             )
+
+    def has_permission(self, request, view) -> bool:
+        user = request.user
+        if not (user and user.is_authenticated):
+            return False
+        self.require(user)
         return True
 
 

@@ -1,0 +1,44 @@
+"""``python -m bench [NAME ...]``: run benchmarks against a dedicated database.
+
+The database is ``BENCH_DATABASE_URL`` (default: ``callcentre_bench`` on the local Postgres); it is
+created and migrated when missing, and its tables are emptied by the benchmarks.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+DEFAULT_URL = "postgres://postgres@127.0.0.1:5432/callcentre_bench"
+
+
+def main() -> None:
+    os.environ["DATABASE_URL"] = os.environ.get("BENCH_DATABASE_URL", DEFAULT_URL)
+    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")
+    os.environ.setdefault("LOG_LEVEL", "WARNING")
+    from config.bootstrap import ensure_database
+
+    ensure_database(os.environ["DATABASE_URL"])
+    import django
+
+    django.setup()
+    from django.core.management import call_command
+
+    call_command("migrate", verbosity=0)
+
+    from bench import cache_write
+
+    benchmarks = {"cache_write": cache_write.run}
+    parser = argparse.ArgumentParser(prog="python -m bench")
+    parser.add_argument("names", nargs="*", choices=[*benchmarks, []], help="benchmarks to run (default: all)")
+    parser.add_argument("--fiches", type=int, default=10_000, help="fiches for cache_write (default 10000)")
+    parser.add_argument("--repeat", type=int, default=3, help="repetitions; the median is reported")
+    args = parser.parse_args()
+    for name in args.names or benchmarks:
+        benchmarks[name](args)
+    sys.stdout.flush()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,24 @@
+"""Domain errors of the fiches app, rendered by the API error envelope."""
+
+from config.exceptions import ApplicationError, DependencyUnavailable, NotFoundError, PermissionDeniedError
+
+
+class FicheNotFound(NotFoundError):
+    code = "fiche_not_found"
+    default_message = "Fiche not found."
+
+
+class ScopeDenied(PermissionDeniedError):
+    code = "scope_denied"
+    default_message = "This fiche is outside your visibility scope."
+
+
+class CrmUnavailable(DependencyUnavailable):
+    code = "crm_unavailable"
+    default_message = "The CRM gateway is unavailable and nothing is cached for this request."
+
+
+class FicheBusy(ApplicationError):
+    status_code = 503
+    code = "fiche_busy"
+    default_message = "This fiche is being fetched by another request; try again shortly."

@@ -1,0 +1,165 @@
+"""The fiche cache: list rows, full details (outside the list row), recordings, per-date state."""
+
+from django.db import models
+
+# Sections of the gateway's ``fiche`` object stored in ``fiche_cache_details`` (one JSON column
+# each); ``mail_devis`` lives in its own table and ``recordings`` in ``recordings``.
+DETAIL_SECTIONS: tuple[str, ...] = (
+    "information",
+    "prospect",
+    "etiquettes",
+    "documents",
+    "commentaires",
+    "mails",
+    "rendez_vous",
+    "alertes",
+    "enfants",
+    "conjoint",
+    "reclamations",
+    "autres_contrats",
+    "raw_sections",
+    "elements_souscription",
+    "tarification",
+)
+
+
+class FicheCache(models.Model):
+    """One cached fiche. Narrow on purpose: range reads only touch this table."""
+
+    fiche_id = models.CharField(max_length=64, unique=True)
+    cle = models.CharField(max_length=64, null=True, blank=True)
+    sales_date = models.DateField(help_text="Source of truth for date coverage.")
+    groupe = models.CharField(max_length=128, null=True, blank=True)
+    crm_user_id = models.CharField(max_length=64, null=True, blank=True)
+    agent_name = models.CharField(max_length=255, null=True, blank=True)
+    prospect_nom = models.CharField(max_length=255, null=True, blank=True)
+    prospect_prenom = models.CharField(max_length=255, null=True, blank=True)
+    statut = models.CharField(max_length=128, null=True, blank=True)
+    produit = models.CharField(max_length=255, null=True, blank=True)
+    raw_data = models.JSONField(
+        default=dict,
+        help_text="The sales-list item with _salesListOnly=true while only the sales list is known; "
+        "after a details fetch, the fiche keys no dedicated table holds.",
+    )
+    details_success = models.BooleanField(null=True)
+    details_message = models.CharField(max_length=255, null=True, blank=True)
+    details_fetched_at = models.DateTimeField(null=True, blank=True)
+    last_revalidated_at = models.DateTimeField(null=True, blank=True)
+    recordings_count = models.PositiveIntegerField(default=0)
+    has_recordings = models.BooleanField(default=False)
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        db_table = "fiche_cache"
+        verbose_name = "cached fiche"
+        indexes = [
+            models.Index(fields=["sales_date", "fiche_id"], name="fiche_cache_date_id"),
+            models.Index(fields=["groupe", "sales_date"], name="fiche_cache_group_date"),
+            models.Index(fields=["crm_user_id", "sales_date"], name="fiche_cache_user_date"),
+        ]
+
+    def __str__(self) -> str:
+        return self.fiche_id
+
+    @property
+    def has_details(self) -> bool:
+        return self.details_fetched_at is not None
+
+    @property
+    def prospect_name(self) -> str:
+        return " ".join(p for p in (self.prospect_prenom, self.prospect_nom) if p)
+
+
+class FicheCacheDetails(models.Model):
+    """The full details sections of a fiche, one JSON column per section of the contract."""
+
+    fiche = models.OneToOneField(FicheCache, on_delete=models.CASCADE, primary_key=True, related_name="details")
+    information = models.JSONField(default=dict)
+    prospect = models.JSONField(null=True, blank=True)
+    etiquettes = models.JSONField(null=True, blank=True)
+    documents = models.JSONField(null=True, blank=True)
+    commentaires = models.JSONField(null=True, blank=True)
+    mails = models.JSONField(null=True, blank=True)
+    rendez_vous = models.JSONField(null=True, blank=True)
+    alertes = models.JSONField(null=True, blank=True)
+    enfants = models.JSONField(null=True, blank=True)
+    conjoint = models.JSONField(null=True, blank=True)
+    reclamations = models.JSONField(null=True, blank=True)
+    autres_contrats = models.JSONField(null=True, blank=True)
+    raw_sections = models.JSONField(null=True, blank=True)
+    elements_souscription = models.JSONField(null=True, blank=True)
+    tarification = models.JSONField(null=True, blank=True)
+    present_sections = models.JSONField(
+        default=list, help_text="Which sections the gateway sent, in order (to rebuild its exact shape)."
+    )
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        db_table = "fiche_cache_details"
+        verbose_name_plural = "fiche cache details"
+
+
+class FicheCacheMailDevis(models.Model):
+    """``mail_devis`` (large: tens of KB), loaded only when asked for."""
+
+    fiche = models.OneToOneField(FicheCache, on_delete=models.CASCADE, primary_key=True, related_name="mail_devis")
+    content = models.JSONField(null=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        db_table = "fiche_cache_mail_devis"
+        verbose_name_plural = "fiche cache mail devis"
+
+
+class TranscriptionStatus(models.TextChoices):
+    NONE = "none", "not requested"
+    PENDING = "pending", "pending"
+    PROCESSING = "processing", "processing"
+    DONE = "done", "done"
+    FAILED = "failed", "failed"
+
+
+class Recording(models.Model):
+    """A call recording. Caching is additive: a sales-list refresh never deletes one."""
+
+    call_id = models.CharField(max_length=128, unique=True)
+    fiche = models.ForeignKey(FicheCache, on_delete=models.CASCADE, related_name="recordings")
+    recording_url = models.TextField(null=True, blank=True)
+    started_at = models.DateTimeField(null=True, blank=True)
+    duration_seconds = models.FloatField(null=True, blank=True)
+    direction = models.CharField(max_length=16, null=True, blank=True)
+    from_number = models.CharField(max_length=64, null=True, blank=True)
+    to_number = models.CharField(max_length=64, null=True, blank=True)
+    raw_data = models.JSONField(default=dict, help_text="Fields of the gateway's recording not held in columns.")
+    transcription_status = models.CharField(
+        max_length=16, choices=TranscriptionStatus.choices, default=TranscriptionStatus.NONE
+    )
+    transcribed_at = models.DateTimeField(null=True, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        db_table = "recordings"
+        ordering = ["started_at", "call_id"]
+        indexes = [models.Index(fields=["fiche", "started_at"], name="recordings_fiche_started")]
+
+    def __str__(self) -> str:
+        return self.call_id
+
+
+class SalesDateState(models.Model):
+    """Per-date fetch state. A date whose sales list came back empty counts as covered."""
+
+    sales_date = models.DateField(primary_key=True)
+    last_fetched_at = models.DateTimeField(null=True, blank=True)
+    fiche_count = models.PositiveIntegerField(default=0)
+    last_error = models.TextField(null=True, blank=True)
+    last_error_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        db_table = "fiche_sales_dates"
+        ordering = ["-sales_date"]
+
+    def __str__(self) -> str:
+        return self.sales_date.isoformat()

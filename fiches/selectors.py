@@ -1,0 +1,138 @@
+"""Reads of the fiche cache: coverage, scope-filtered range reads, details reconstruction."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import UTC, date, datetime, timedelta
+
+from django.db import connection
+
+from accounts.permissions import scope_queryset
+from fiches.models import DETAIL_SECTIONS, FicheCache, Recording, SalesDateState
+
+
+def dates_between(start: date, end: date) -> list[date]:
+    return [start + timedelta(days=i) for i in range((end - start).days + 1)]
+
+
+@dataclass(frozen=True)
+class Coverage:
+    covered: list[date]
+    missing: list[date]
+
+    @property
+    def complete(self) -> bool:
+        return not self.missing
+
+
+_COVERED_DATES = """
+SELECT sales_date FROM fiche_sales_dates
+WHERE sales_date BETWEEN %(start)s AND %(end)s AND last_fetched_at IS NOT NULL
+UNION
+SELECT DISTINCT sales_date FROM fiche_cache WHERE sales_date BETWEEN %(start)s AND %(end)s
+"""
+
+
+def date_range_coverage(start: date, end: date) -> Coverage:
+    """Dates of ``start``..``end`` already covered (fetched, or holding fiche rows) and missing."""
+    with connection.cursor() as cursor:
+        cursor.execute(_COVERED_DATES, {"start": start, "end": end})
+        covered = {row[0] for row in cursor.fetchall()}
+    days = dates_between(start, end)
+    return Coverage(covered=[d for d in days if d in covered], missing=[d for d in days if d not in covered])
+
+
+def is_date_covered(day: date) -> bool:
+    return bool(date_range_coverage(day, day).covered)
+
+
+# --- Range reads --------------------------------------------------------------------------
+
+RANGE_FIELDS = (
+    "fiche_id",
+    "cle",
+    "sales_date",
+    "groupe",
+    "crm_user_id",
+    "agent_name",
+    "prospect_nom",
+    "prospect_prenom",
+    "statut",
+    "produit",
+    "recordings_count",
+    "has_recordings",
+    "details_fetched_at",
+    "last_revalidated_at",
+)
+
+
+def fiches_for_range(user, start: date, end: date) -> list[dict]:
+    """Cached fiches of the range the user may see (``fiches`` scope), as plain dicts ready for
+    orjson, ordered by (sales date, fiche id)."""
+    queryset = FicheCache.objects.filter(sales_date__range=(start, end))
+    return list(scope_queryset(queryset, user, "fiches").order_by("sales_date", "fiche_id").values(*RANGE_FIELDS))
+
+
+# --- One fiche ----------------------------------------------------------------------------
+
+
+def fiche_row(fiche_id: str) -> FicheCache | None:
+    return FicheCache.objects.filter(fiche_id=fiche_id).first()
+
+
+def _iso_z(value: datetime | None) -> str | None:
+    return None if value is None else value.astimezone(UTC).isoformat().replace("+00:00", "Z")
+
+
+def recording_dict(rec: Recording) -> dict:
+    """A recording in the gateway's shape."""
+    duration = rec.duration_seconds
+    if duration is not None and float(duration).is_integer():
+        duration = int(duration)
+    return {
+        "call_id": rec.call_id,
+        "recording_url": rec.recording_url,
+        "started_at": _iso_z(rec.started_at),
+        "duration_seconds": duration,
+        "direction": rec.direction,
+        "from_number": rec.from_number,
+        "to_number": rec.to_number,
+        **(rec.raw_data or {}),
+    }
+
+
+def recordings_for(fiche: FicheCache) -> list[dict]:
+    return [recording_dict(r) for r in fiche.recordings.order_by("started_at", "call_id")]
+
+
+def fiche_payload(fiche: FicheCache, *, include_mail_devis: bool = False) -> dict:
+    """The gateway's details envelope rebuilt from the cache.
+
+    With full details: exactly the gateway's ``fiche`` (same sections, same order), with
+    ``mail_devis`` only when asked for. With only the sales list: the summary the list gave
+    (``information`` and ``prospect`` from it, and the recordings).
+    """
+    if fiche.details_fetched_at is None:
+        raw = fiche.raw_data or {}
+        information = {
+            k: raw.get(k)
+            for k in ("fiche_id", "sales_date", "groupe", "crm_user_id", "agent_name", "statut", "produit")
+        }
+        information["fiche_id"], information["sales_date"] = fiche.fiche_id, fiche.sales_date.isoformat()
+        body = {"information": information, "prospect": raw.get("prospect") or {}, "recordings": recordings_for(fiche)}
+        return {"success": True, "message": "Sales list only", "cle": fiche.cle, "fiche": body}
+
+    details = fiche.details
+    body: dict = {}
+    for section in details.present_sections:
+        if section == "recordings":
+            body["recordings"] = recordings_for(fiche)
+        elif section == "mail_devis":
+            if include_mail_devis:
+                mail = getattr(fiche, "mail_devis", None)
+                body["mail_devis"] = mail.content if mail is not None else None
+        elif section in DETAIL_SECTIONS:
+            body[section] = getattr(details, section)
+        else:
+            body[section] = (fiche.raw_data or {}).get(section)
+    return {"success": bool(fiche.details_success), "message": fiche.details_message, "cle": fiche.cle, "fiche": body}
