@@ -180,6 +180,19 @@ CRM_TIMEOUT_SECONDS = env.float("CRM_TIMEOUT_SECONDS", default=30.0)
 FICHE_SALES_INCLUDE_RECORDINGS = env.str("FICHE_SALES_INCLUDE_RECORDINGS", default="1").strip() == "1"
 FICHE_FORCE_REFRESH_COOLDOWN_MS = env.int("FICHE_FORCE_REFRESH_COOLDOWN_MS", default=30 * 60 * 1000)
 
+# --- Progressive date-range fetch jobs ---------------------------------------------------------
+PROGRESSIVE_FETCH_MAX_RANGE_DAYS = env.int("PROGRESSIVE_FETCH_MAX_RANGE_DAYS", default=366)
+PROGRESSIVE_FETCH_REUSE_SECONDS = env.int("PROGRESSIVE_FETCH_REUSE_SECONDS", default=300)
+PROGRESSIVE_FETCH_DAY_CONCURRENCY = env.int("PROGRESSIVE_FETCH_DAY_CONCURRENCY", default=4)
+PROGRESSIVE_FETCH_DAY_MAX_ERRORS = env.int("PROGRESSIVE_FETCH_DAY_MAX_ERRORS", default=3)
+PROGRESSIVE_FETCH_WEBHOOK_FREQUENCY = env.int("PROGRESSIVE_FETCH_WEBHOOK_FREQUENCY", default=5)
+PROGRESSIVE_FETCH_RETRY_BASE_SECONDS = env.float("PROGRESSIVE_FETCH_RETRY_BASE_SECONDS", default=2.0)
+
+# --- Outgoing notifications ------------------------------------------------------------------
+# Comma-separated scheme://host[:port] origins; when set, webhooks may only go there (and those
+# may be private addresses). Unset: any public destination.
+WEBHOOK_ALLOWED_ORIGINS = env.list("WEBHOOK_ALLOWED_ORIGINS", default=[])
+
 # --- i18n, static -------------------------------------------------------------------------
 LANGUAGE_CODE = "en-us"
 TIME_ZONE = env.str("TIME_ZONE", default="Europe/Paris")

@@ -1,5 +1,10 @@
-"""The fiche cache: list rows, full details (outside the list row), recordings, per-date state."""
+"""The fiche cache (list rows, full details outside the list row, recordings, per-date state) and
+the progressive fetch jobs."""
 
+import uuid
+
+from django.conf import settings
+from django.contrib.postgres.fields import ArrayField
 from django.db import models
 
 # Sections of the gateway's ``fiche`` object stored in ``fiche_cache_details`` (one JSON column
@@ -163,3 +168,83 @@ class SalesDateState(models.Model):
 
     def __str__(self) -> str:
         return self.sales_date.isoformat()
+
+
+class JobStatus(models.TextChoices):
+    PENDING = "pending"
+    PROCESSING = "processing"
+    COMPLETE = "complete"
+    FAILED = "failed"
+
+
+TERMINAL_STATUSES = (JobStatus.COMPLETE, JobStatus.FAILED)
+
+
+class ScopeKind(models.TextChoices):
+    ALL = "ALL"
+    GROUP = "GROUP"
+    SELF = "SELF"
+    NONE = "NONE"
+
+
+def _date_array():
+    return ArrayField(models.DateField(), default=list, blank=True)
+
+
+class ProgressiveFetchJob(models.Model):
+    """Background fill (or forced revalidation) of a date range, one task per remaining date."""
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    status = models.CharField(max_length=16, choices=JobStatus.choices, default=JobStatus.PENDING)
+    progress = models.PositiveSmallIntegerField(default=0)
+    start_date = models.DateField()
+    end_date = models.DateField()
+    dates_already_fetched = _date_array()
+    dates_remaining = _date_array()
+    dates_failed = _date_array()
+    total_days = models.PositiveIntegerField()
+    completed_days = models.PositiveIntegerField(default=0)
+    total_fiches = models.PositiveIntegerField(default=0)
+    initial_date_counts = models.JSONField(
+        default=dict, help_text="Cached fiches per date at creation; total_fiches moves by per-date deltas."
+    )
+    force_refresh = models.BooleanField(default=False, help_text="Refresh job: refetches every date.")
+    error = models.TextField(null=True, blank=True)
+    requested_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    scope_kind = models.CharField(max_length=8, choices=ScopeKind.choices, default=ScopeKind.NONE)
+    scope_groupes = ArrayField(models.CharField(max_length=128), default=list, blank=True)
+    scope_crm_user_id = models.CharField(max_length=64, null=True, blank=True)
+    webhook_url = models.TextField(null=True, blank=True)
+    webhook_secret = models.TextField(null=True, blank=True)
+    webhook_attempts = models.PositiveIntegerField(default=0)
+    webhook_last_status_code = models.PositiveSmallIntegerField(null=True, blank=True)
+    webhook_last_error = models.TextField(null=True, blank=True)
+    webhook_last_attempt_at = models.DateTimeField(null=True, blank=True)
+    webhooks_disabled = models.BooleanField(default=False, help_text="Set when a receiver answered 410 Gone.")
+    dispatched_at = models.DateTimeField(null=True, blank=True)
+    last_progress_at = models.DateTimeField(null=True, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True, db_index=True)
+    updated_at = models.DateTimeField(auto_now=True)
+    started_at = models.DateTimeField(null=True, blank=True)
+    completed_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        db_table = "progressive_fetch_jobs"
+        ordering = ["-created_at"]
+        indexes = [
+            models.Index(fields=["requested_by", "start_date", "end_date", "created_at"], name="pf_jobs_reuse"),
+            models.Index(fields=["status", "created_at"], name="pf_jobs_status"),
+        ]
+        constraints = [
+            models.CheckConstraint(condition=models.Q(end_date__gte=models.F("start_date")), name="pf_jobs_range"),
+            models.CheckConstraint(condition=models.Q(progress__lte=100), name="pf_jobs_progress"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.id} {self.start_date}..{self.end_date} {self.status}"
+
+    @property
+    def is_terminal(self) -> bool:
+        return self.status in TERMINAL_STATUSES

@@ -5,10 +5,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 
+from django.core.exceptions import ValidationError
 from django.db import connection
 
+from accounts.grants import Scope, scope_for
 from accounts.permissions import scope_queryset
-from fiches.models import DETAIL_SECTIONS, FicheCache, Recording, SalesDateState
+from config.exceptions import NotFoundError, PermissionDeniedError
+from fiches.models import DETAIL_SECTIONS, FicheCache, ProgressiveFetchJob, Recording
 
 
 def dates_between(start: date, end: date) -> list[date]:
@@ -136,3 +139,68 @@ def fiche_payload(fiche: FicheCache, *, include_mail_devis: bool = False) -> dic
         else:
             body[section] = (fiche.raw_data or {}).get(section)
     return {"success": bool(fiche.details_success), "message": fiche.details_message, "cle": fiche.cle, "fiche": body}
+
+
+# --- Progressive fetch jobs ---------------------------------------------------------------
+
+
+def derived_status(job) -> str:
+    """The original's defensive status: ``processing`` at 100 % with nothing remaining reads as
+    ``complete`` (or ``failed`` when a date failed), even if finalization has not run yet."""
+    if job.status == "processing" and job.progress == 100 and not job.dates_remaining:
+        return "failed" if job.dates_failed else "complete"
+    return job.status
+
+
+def _iso_dates(values) -> list[str]:
+    return [d.isoformat() for d in sorted(values)]
+
+
+def job_payload(job) -> dict:
+    """The job in the field names of the ``fiches.progressive_fetch.*`` Pusher payloads."""
+    return {
+        "jobId": str(job.id),
+        "status": derived_status(job),
+        "startDate": job.start_date.isoformat(),
+        "endDate": job.end_date.isoformat(),
+        "progress": job.progress,
+        "completedDays": job.completed_days,
+        "totalDays": job.total_days,
+        "totalFiches": job.total_fiches,
+        "datesCompleted": _iso_dates(job.dates_already_fetched),
+        "datesRemaining": _iso_dates(job.dates_remaining),
+        "datesFailed": _iso_dates(job.dates_failed),
+    }
+
+
+def job_dict(job) -> dict:
+    """Polling / inspection shape: the Pusher fields plus refresh marker, error and timestamps."""
+    return {
+        **job_payload(job),
+        "forceRefresh": job.force_refresh,
+        "error": job.error,
+        "createdAt": job.created_at.isoformat() if job.created_at else None,
+        "startedAt": job.started_at.isoformat() if job.started_at else None,
+        "completedAt": job.completed_at.isoformat() if job.completed_at else None,
+    }
+
+
+def visible_jobs(user):
+    """Jobs the user may see: every job with ``fiches`` scope ALL, else the jobs they requested."""
+    queryset = ProgressiveFetchJob.objects.all()
+    if scope_for(user, "fiches", "read") == Scope.ALL:
+        return queryset
+    return queryset.filter(requested_by=user)
+
+
+def job_for_user(user, job_id) -> ProgressiveFetchJob:
+    """The job, or 404 ``job_not_found`` / 403 ``permission_denied`` when it is not the user's."""
+    try:
+        job = ProgressiveFetchJob.objects.filter(pk=job_id).first()
+    except (ValueError, ValidationError):
+        job = None
+    if job is None:
+        raise NotFoundError(f"No job {job_id}.", code="job_not_found", details={"jobId": str(job_id)})
+    if not visible_jobs(user).filter(pk=job.pk).exists():
+        raise PermissionDeniedError("This job belongs to another user.", details={"jobId": str(job_id)})
+    return job

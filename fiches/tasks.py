@@ -1,15 +1,27 @@
-"""Celery tasks of the fiches app: thin wrappers that re-load by id and call one service."""
+"""Celery tasks of the fiches app: thin wrappers that re-load by id and call one service.
+
+Tasks whose name starts with ``fiches.tasks.crm.`` call the CRM and are routed to the ``crm``
+queue (config/celery.py).
+"""
 
 from __future__ import annotations
 
 import logging
+import random
+from datetime import date
 
-from celery import shared_task
+from celery import chord, shared_task
+from django.conf import settings
 
-from config.locks import LockNotAcquired
+from config.limits import Semaphore
+from config.locks import LockNotAcquired, redis_lock
 from config.task_retry import error_budget_left, retry_after_error, retry_waiting
-from fiches.clients.crm import CrmTransientError
+from fiches.clients.crm import CrmPermanentError, CrmTransientError
+from fiches.models import ProgressiveFetchJob
+from fiches.services import jobs
+from fiches.services.cache import record_sales_date_error
 from fiches.services.details import fiche_ensure_details
+from fiches.services.revalidation import date_lock_ttl, sales_day_refresh
 
 logger = logging.getLogger("fiches.tasks")
 
@@ -39,3 +51,91 @@ def fiche_fetch(self, fiche_id: str, force_refresh: bool = False, error_attempts
         "refresh_skipped": outcome.refresh_skipped,
         "recordings": outcome.row.recordings_count,
     }
+
+
+# --- Progressive fetch jobs ----------------------------------------------------------------
+
+
+@shared_task(name="fiches.tasks.progressive_fetch_continue")
+def progressive_fetch_continue(job_id: str, redrive: bool = False) -> int:
+    """Orchestrator: one day task per remaining date, as a chord whose body is a finalizer."""
+    dates = jobs.progressive_fetch_dispatch(job_id=job_id, redrive=redrive)
+    if dates:
+        job = ProgressiveFetchJob.objects.only("force_refresh").get(pk=job_id)
+        chord(
+            progressive_fetch_day.si(job_id, d.isoformat(), job.force_refresh) for d in dates
+        )(progressive_fetch_finalize.si(job_id))
+    return len(dates)
+
+
+def day_semaphore() -> Semaphore:
+    return Semaphore(
+        "progressive-fetch-days", limit=settings.PROGRESSIVE_FETCH_DAY_CONCURRENCY, lease_seconds=date_lock_ttl()
+    )
+
+
+@shared_task(bind=True, name="fiches.tasks.crm.progressive_fetch_day")
+def progressive_fetch_day(self, job_id: str, day: str, force_refresh: bool = False, error_attempts: int = 0) -> dict:
+    """Fetch and cache one date of a job, then hand the outcome to the job's updater.
+
+    Waits (never drops) when the global day cap is reached or the date is being fetched by
+    someone else. Transient CRM errors retry with backoff within an error budget; after the
+    last one — or on a permanent error — the date is reported failed. Always returns normally
+    so that the chord completes.
+    """
+    the_day = date.fromisoformat(day)
+    status = ProgressiveFetchJob.objects.filter(pk=job_id).values_list("status", flat=True).first()
+    if status is None or status in ("complete", "failed"):
+        return {"date": day, "skipped": "job is finished or gone"}
+    holder = f"{job_id}:{day}"
+    semaphore = day_semaphore()
+    if not semaphore.acquire(holder):
+        raise retry_waiting(self, countdown=random.uniform(0.2, 1.0))
+    ok, error, fetched = True, None, False
+    try:
+        logger.info("day_started", extra={"job_id": job_id, "date": day, "force": force_refresh})
+        outcome = sales_day_refresh(day=the_day, force=force_refresh, job_id=job_id)
+        fetched = outcome.fetched
+    except LockNotAcquired:
+        raise retry_waiting(self, countdown=random.uniform(0.2, 1.0)) from None
+    except CrmPermanentError as exc:
+        ok, error = False, str(exc)
+    except Exception as exc:  # transient CRM errors, and anything unexpected (DB hiccup...)
+        if not isinstance(exc, CrmTransientError):
+            logger.exception("day_unexpected_error", extra={"job_id": job_id, "date": day})
+        if error_budget_left(self, max_errors=settings.PROGRESSIVE_FETCH_DAY_MAX_ERRORS):
+            logger.warning("day_retry", extra={"job_id": job_id, "date": day, "error": str(exc),
+                                               "attempt": error_attempts + 1})
+            raise retry_after_error(self, exc, base=settings.PROGRESSIVE_FETCH_RETRY_BASE_SECONDS) from None
+        ok, error = False, f"{type(exc).__name__}: {exc}"
+    finally:
+        semaphore.release(holder)
+    if not ok:
+        record_sales_date_error(day=the_day, error=error)
+    logger.info("day_finished", extra={"job_id": job_id, "date": day, "ok": ok, "fetched": fetched})
+    progressive_fetch_update_job.delay(job_id, day, ok, error)
+    return {"date": day, "ok": ok, "fetched": fetched, "error": error}
+
+
+@shared_task(bind=True, name="fiches.tasks.progressive_fetch_update_job")
+def progressive_fetch_update_job(self, job_id: str, day: str, ok: bool, error: str | None = None) -> dict:
+    """The per-job updater: serialized by a Redis lock keyed by the job id (the filter) and the
+    job's row lock (the fence). A lock it cannot get in time means retry later, never a drop."""
+    try:
+        with redis_lock(f"progressive-fetch-job:{job_id}", timeout=60, wait=2):
+            result = jobs.progressive_fetch_apply_outcome(
+                job_id=job_id, day=date.fromisoformat(day), ok=ok, error=error
+            )
+    except LockNotAcquired:
+        raise retry_waiting(self, countdown=random.uniform(0.1, 0.5)) from None
+    return {"changed": result.changed, "finalized": result.finalized, "status": result.status}
+
+
+@shared_task(bind=True, name="fiches.tasks.progressive_fetch_finalize")
+def progressive_fetch_finalize(self, job_id: str) -> bool:
+    """Chord body: finalize the job if every date is processed and nobody finalized it yet."""
+    try:
+        with redis_lock(f"progressive-fetch-job:{job_id}", timeout=60, wait=2):
+            return jobs.progressive_fetch_finalize_if_done(job_id=job_id)
+    except LockNotAcquired:
+        raise retry_waiting(self, countdown=1) from None

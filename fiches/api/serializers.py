@@ -45,3 +45,116 @@ class RecordingsOutput(serializers.Serializer):
     fiche_id = serializers.CharField()
     count = serializers.IntegerField()
     recordings = RecordingOutput(many=True)
+
+
+# --- Progressive fetch ----------------------------------------------------------------------
+
+_DATE = {"format": "%Y-%m-%d", "input_formats": ["%Y-%m-%d"]}
+
+
+class ByDateRangeQuery(serializers.Serializer):
+    startDate = serializers.DateField(**_DATE, help_text="First sales date, YYYY-MM-DD.")
+    endDate = serializers.DateField(**_DATE, help_text="Last sales date (inclusive), YYYY-MM-DD.")
+    refresh = serializers.BooleanField(
+        required=False, default=False, help_text="Refetch every date in the background (needs fiches.write)."
+    )
+    webhookUrl = serializers.CharField(
+        required=False, allow_blank=False, max_length=2048, help_text="Receives signed progress webhooks."
+    )
+    webhookSecret = serializers.CharField(
+        required=False, allow_blank=False, max_length=512, write_only=True,
+        help_text="Signing secret (Standard Webhooks; `whsec_…` base64 or any string). Never returned.",
+    )
+
+    def validate(self, attrs):
+        if "webhookSecret" in attrs and "webhookUrl" not in attrs:
+            raise serializers.ValidationError({"webhookSecret": "webhookSecret needs a webhookUrl."})
+        return attrs
+
+
+class ByDateQuery(serializers.Serializer):
+    date = serializers.DateField(**_DATE, help_text="The sales date, YYYY-MM-DD.")
+    refresh = serializers.BooleanField(required=False, default=False)
+    webhookUrl = serializers.CharField(required=False, allow_blank=False, max_length=2048)
+    webhookSecret = serializers.CharField(required=False, allow_blank=False, max_length=512, write_only=True)
+
+
+class CachedFiche(serializers.Serializer):
+    fiche_id = serializers.CharField()
+    cle = serializers.CharField(allow_null=True)
+    sales_date = serializers.DateField()
+    groupe = serializers.CharField(allow_null=True)
+    crm_user_id = serializers.CharField(allow_null=True)
+    agent_name = serializers.CharField(allow_null=True)
+    prospect_nom = serializers.CharField(allow_null=True)
+    prospect_prenom = serializers.CharField(allow_null=True)
+    statut = serializers.CharField(allow_null=True)
+    produit = serializers.CharField(allow_null=True)
+    recordings_count = serializers.IntegerField()
+    has_recordings = serializers.BooleanField()
+    details_fetched_at = serializers.DateTimeField(allow_null=True)
+    last_revalidated_at = serializers.DateTimeField(allow_null=True)
+
+
+class RangeMeta(serializers.Serializer):
+    startDate = serializers.DateField()
+    endDate = serializers.DateField()
+    totalDays = serializers.IntegerField()
+    datesAlreadyFetched = serializers.ListField(child=serializers.DateField())
+    datesRemaining = serializers.ListField(child=serializers.DateField())
+    complete = serializers.BooleanField()
+    backgroundJobId = serializers.UUIDField(allow_null=True)
+    jobReused = serializers.BooleanField()
+    forceRefresh = serializers.BooleanField()
+    totalFiches = serializers.IntegerField(help_text="Cached fiches of the range visible to the caller.")
+    cachedFiches = serializers.IntegerField()
+
+
+class RangeOutput(serializers.Serializer):
+    fiches = CachedFiche(many=True)
+    meta = RangeMeta()
+
+
+class JobOutput(serializers.Serializer):
+    jobId = serializers.UUIDField()
+    status = serializers.ChoiceField(choices=["pending", "processing", "complete", "failed"])
+    startDate = serializers.DateField()
+    endDate = serializers.DateField()
+    progress = serializers.IntegerField(min_value=0, max_value=100)
+    completedDays = serializers.IntegerField()
+    totalDays = serializers.IntegerField()
+    totalFiches = serializers.IntegerField()
+    datesCompleted = serializers.ListField(child=serializers.DateField())
+    datesRemaining = serializers.ListField(child=serializers.DateField())
+    datesFailed = serializers.ListField(child=serializers.DateField())
+    forceRefresh = serializers.BooleanField()
+    error = serializers.CharField(allow_null=True)
+    createdAt = serializers.DateTimeField()
+    startedAt = serializers.DateTimeField(allow_null=True)
+    completedAt = serializers.DateTimeField(allow_null=True)
+
+
+class WebhookDeliverySummary(serializers.Serializer):
+    id = serializers.IntegerField()
+    event = serializers.CharField()
+    status = serializers.CharField()
+    attempts = serializers.IntegerField()
+    lastStatusCode = serializers.IntegerField(allow_null=True)
+    createdAt = serializers.DateTimeField()
+
+
+class JobDetailOutput(JobOutput):
+    webhookConfigured = serializers.BooleanField()
+    webhookDeliveries = WebhookDeliverySummary(many=True, help_text="The last 10 deliveries.")
+
+
+class JobPollOutput(JobOutput):
+    partialData = CachedFiche(many=True, help_text="Cached fiches of the job's range, filtered by your scope.")
+
+
+class JobPollQuery(serializers.Serializer):
+    jobId = serializers.UUIDField()
+
+
+class JobListQuery(serializers.Serializer):
+    status = serializers.ChoiceField(choices=["pending", "processing", "complete", "failed"], required=False)

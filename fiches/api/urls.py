@@ -2,8 +2,13 @@ from django.urls import path
 
 from fiches.api import views
 
-# Specific routes (status/..., jobs/...) must come before the catch-all fiche id route.
+# Specific routes come before the catch-all fiche id route.
 fiches_urlpatterns = [
+    path("status/by-date-range", views.ByDateRangeView.as_view(), name="fiches-by-date-range"),
+    path("status/by-date", views.ByDateView.as_view(), name="fiches-by-date"),
+    path("webhooks/fiches", views.JobPollView.as_view(), name="fiches-job-poll"),
+    path("jobs", views.JobListView.as_view(), name="fiches-jobs"),
+    path("jobs/<uuid:job_id>", views.JobDetailView.as_view(), name="fiches-job-detail"),
     path("<str:fiche_id>", views.FicheDetailView.as_view(), name="fiche-detail"),
 ]
 

@@ -6,10 +6,15 @@ from rest_framework.views import APIView
 
 from accounts.permissions import HasGrant, can_access
 from config.openapi import errors
+from config.pagination import LimitOffset
+from config.responses import orjson_response
 from fiches import selectors
 from fiches.api import serializers as s
 from fiches.exceptions import FicheNotFound, ScopeDenied
+from fiches.services import jobs
 from fiches.services.details import fiche_get_for_user
+from realtime.selectors import job_webhook_deliveries
+from realtime.url_safety import validate_webhook_url
 
 FICHE_ID = OpenApiParameter("fiche_id", str, OpenApiParameter.PATH, description="The CRM fiche id.")
 
@@ -53,3 +58,120 @@ class RecordingsView(APIView):
             raise ScopeDenied(details={"fiche_id": fiche_id})
         recordings = selectors.recordings_for(row)
         return Response({"fiche_id": row.fiche_id, "count": len(recordings), "recordings": recordings})
+
+
+# --- Progressive date-range fetch ----------------------------------------------------------
+
+
+def _range_response(request, *, start, end, refresh, webhook_url=None, webhook_secret=None):
+    if refresh:
+        HasGrant("fiches", "write").require(request.user)
+    if webhook_url:
+        validate_webhook_url(webhook_url)
+    result = jobs.progressive_fetch_request(
+        user=request.user, start=start, end=end, refresh=refresh,
+        webhook_url=webhook_url, webhook_secret=webhook_secret,
+    )
+    return orjson_response({"fiches": result.fiches, "meta": result.meta})
+
+
+class ByDateRangeView(APIView):
+    permission_classes = [HasGrant("fiches", "read")]
+
+    @extend_schema(
+        tags=["fiches"],
+        summary="Cached fiches of a date range at once; missing dates fill in the background",
+        description=(
+            "Never calls the CRM and never waits. Returns the cached fiches of the range visible to the "
+            "caller, and `meta.backgroundJobId` when dates are missing (or with `refresh=true`, which needs "
+            "fiches.write and refetches every date). The same range again within 5 minutes reuses the job. "
+            "Follow the job on Pusher channel `private-job-{id}`, by polling "
+            "`/api/fiches/webhooks/fiches?jobId=`, or with a webhook."
+        ),
+        parameters=[s.ByDateRangeQuery],
+        responses={200: s.RangeOutput, **errors(400, 401, 403)},
+    )
+    def get(self, request):
+        query = s.ByDateRangeQuery(data=request.query_params)
+        query.is_valid(raise_exception=True)
+        data = query.validated_data
+        return _range_response(
+            request, start=data["startDate"], end=data["endDate"], refresh=data["refresh"],
+            webhook_url=data.get("webhookUrl"), webhook_secret=data.get("webhookSecret"),
+        )
+
+
+class ByDateView(APIView):
+    permission_classes = [HasGrant("fiches", "read")]
+
+    @extend_schema(
+        tags=["fiches"],
+        summary="Cached fiches of one date; the same as by-date-range for a single day",
+        parameters=[s.ByDateQuery],
+        responses={200: s.RangeOutput, **errors(400, 401, 403)},
+    )
+    def get(self, request):
+        query = s.ByDateQuery(data=request.query_params)
+        query.is_valid(raise_exception=True)
+        data = query.validated_data
+        return _range_response(
+            request, start=data["date"], end=data["date"], refresh=data["refresh"],
+            webhook_url=data.get("webhookUrl"), webhook_secret=data.get("webhookSecret"),
+        )
+
+
+class JobPollView(APIView):
+    permission_classes = [HasGrant("fiches", "read")]
+
+    @extend_schema(
+        tags=["jobs"],
+        summary="Poll a job: its state plus the cached fiches of its range (filtered by your scope)",
+        parameters=[s.JobPollQuery],
+        responses={200: s.JobPollOutput, **errors(400, 401, 403, 404)},
+    )
+    def get(self, request):
+        query = s.JobPollQuery(data=request.query_params)
+        query.is_valid(raise_exception=True)
+        job = selectors.job_for_user(request.user, query.validated_data["jobId"])
+        partial = selectors.fiches_for_range(request.user, job.start_date, job.end_date)
+        return orjson_response({**selectors.job_dict(job), "partialData": partial})
+
+
+class JobDetailView(APIView):
+    permission_classes = [HasGrant("fiches", "read")]
+
+    @extend_schema(
+        tags=["jobs"],
+        summary="A job with its dates, counters, error, refresh marker and last 10 webhook deliveries",
+        parameters=[OpenApiParameter("job_id", str, OpenApiParameter.PATH)],
+        responses={200: s.JobDetailOutput, **errors(401, 403, 404)},
+    )
+    def get(self, request, job_id):
+        job = selectors.job_for_user(request.user, job_id)
+        return orjson_response(
+            {
+                **selectors.job_dict(job),
+                "webhookConfigured": bool(job.webhook_url),
+                "webhookDeliveries": job_webhook_deliveries(job, limit=10),
+            }
+        )
+
+
+class JobListView(APIView):
+    permission_classes = [HasGrant("fiches", "read")]
+
+    @extend_schema(
+        tags=["jobs"],
+        summary="Jobs you may see (all of them with fiches scope ALL), newest first",
+        parameters=[s.JobListQuery, OpenApiParameter("limit", int), OpenApiParameter("offset", int)],
+        responses={200: s.JobOutput(many=True), **errors(400, 401, 403)},
+    )
+    def get(self, request):
+        query = s.JobListQuery(data=request.query_params)
+        query.is_valid(raise_exception=True)
+        queryset = selectors.visible_jobs(request.user).order_by("-created_at")
+        if "status" in query.validated_data:
+            queryset = queryset.filter(status=query.validated_data["status"])
+        paginator = LimitOffset()
+        page = paginator.paginate_queryset(queryset, request, view=self)
+        return paginator.get_paginated_response([selectors.job_dict(job) for job in page])

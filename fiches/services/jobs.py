@@ -1,0 +1,342 @@
+"""Progressive date-range fetch jobs: the request that never waits, the dispatch, the serialized
+per-job updater and the exactly-once finalization.
+
+Flow: ``progressive_fetch_request`` (API) creates a job for the missing dates (or every date
+when refreshing) → ``progressive_fetch_dispatch`` (orchestrator task) fans out one day task per
+remaining date as a chord → each day task hands its outcome to ``progressive_fetch_apply_outcome``
+(the updater task, serialized by a Redis lock keyed by the job id **and** the job's row lock) →
+when no date remains, the job is finalized exactly once (a conditional update whose row count
+decides who publishes the terminal event and webhook).
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from datetime import date, timedelta
+
+from django.conf import settings
+from django.db import connection, transaction
+from django.utils import timezone
+
+from accounts.grants import scope_for
+from config.exceptions import InvalidInput
+from fiches import selectors
+from fiches.models import TERMINAL_STATUSES, JobStatus, ProgressiveFetchJob, ScopeKind
+from realtime.publisher import publish
+from realtime.webhooks import send_job_webhook
+
+logger = logging.getLogger("fiches.jobs")
+
+EVENT_CREATED = "fiches.progressive_fetch.created"
+EVENT_PROGRESS = "fiches.progressive_fetch.progress"
+EVENT_COMPLETE = "fiches.progressive_fetch.complete"
+EVENT_FAILED = "fiches.progressive_fetch.failed"
+
+
+# --- The request ------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class RangeResult:
+    fiches: list[dict]
+    meta: dict
+
+
+def validate_range(start: date, end: date) -> None:
+    if end < start:
+        raise InvalidInput(
+            "endDate must be on or after startDate.", details={"startDate": str(start), "endDate": str(end)}
+        )
+    days = (end - start).days + 1
+    limit = settings.PROGRESSIVE_FETCH_MAX_RANGE_DAYS
+    if days > limit:
+        raise InvalidInput(
+            f"The range covers {days} days; at most {limit} are allowed.",
+            code="range_too_long",
+            details={"days": days, "max_days": limit},
+        )
+
+
+def _scope_snapshot(user) -> dict:
+    scope = scope_for(user, "fiches", "read")
+    return {
+        "scope_kind": str(scope) if scope is not None else ScopeKind.NONE,
+        "scope_groupes": list(user.groupes or []),
+        "scope_crm_user_id": user.crm_user_id,
+    }
+
+
+def _counts_by_date(start: date, end: date) -> dict[str, int]:
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT sales_date, count(*) FROM fiche_cache WHERE sales_date BETWEEN %s AND %s GROUP BY sales_date",
+            [start, end],
+        )
+        return {d.isoformat(): n for d, n in cursor.fetchall()}
+
+
+def _find_reusable_job(*, user, start: date, end: date, webhook_url: str | None) -> ProgressiveFetchJob | None:
+    since = timezone.now() - timedelta(seconds=settings.PROGRESSIVE_FETCH_REUSE_SECONDS)
+    return (
+        ProgressiveFetchJob.objects.filter(
+            requested_by=user, start_date=start, end_date=end, webhook_url=webhook_url, created_at__gte=since
+        )
+        .order_by("-created_at")
+        .first()
+    )
+
+
+def progressive_fetch_request(
+    *,
+    user,
+    start: date,
+    end: date,
+    refresh: bool = False,
+    webhook_url: str | None = None,
+    webhook_secret: str | None = None,
+) -> RangeResult:
+    """Cached fiches of the range at once, plus a background job for what is missing.
+
+    Never calls the CRM and never waits for background work. Not refreshing, the same user's
+    same range within ``PROGRESSIVE_FETCH_REUSE_SECONDS`` reuses the latest job; concurrent
+    identical requests are serialized by a transaction-scoped advisory lock, so they get one job.
+    """
+    validate_range(start, end)
+    all_dates = selectors.dates_between(start, end)
+    coverage = selectors.date_range_coverage(start, end)
+    fiches = selectors.fiches_for_range(user, start, end)
+    logger.info(
+        "progressive_fetch_started",
+        extra={"start": str(start), "end": str(end), "refresh": refresh, "user_id": user.pk},
+    )
+    logger.info(
+        "cache_coverage_analyzed",
+        extra={"cached_days": len(coverage.covered), "missing_days": len(coverage.missing)},
+    )
+
+    job = None
+    reused = False
+    if refresh or coverage.missing:
+        with transaction.atomic():
+            if not refresh:
+                with connection.cursor() as cursor:
+                    key = f"pf-request:{user.pk}:{start}:{end}:{webhook_url or ''}"
+                    cursor.execute("SELECT pg_advisory_xact_lock(hashtextextended(%s, 0))", [key])
+                job = _find_reusable_job(user=user, start=start, end=end, webhook_url=webhook_url)
+                reused = job is not None
+            if job is None:
+                job = _create_job(
+                    user=user,
+                    start=start,
+                    end=end,
+                    refresh=refresh,
+                    covered=[] if refresh else coverage.covered,
+                    remaining=all_dates if refresh else coverage.missing,
+                    webhook_url=webhook_url,
+                    webhook_secret=webhook_secret,
+                )
+    meta = {
+        "startDate": start.isoformat(),
+        "endDate": end.isoformat(),
+        "totalDays": len(all_dates),
+        "datesAlreadyFetched": [d.isoformat() for d in coverage.covered],
+        "datesRemaining": [d.isoformat() for d in job.dates_remaining] if job else [],
+        "complete": job is None,
+        "backgroundJobId": str(job.id) if job else None,
+        "jobReused": reused,
+        "forceRefresh": refresh,
+        "totalFiches": len(fiches),
+        "cachedFiches": len(fiches),
+    }
+    return RangeResult(fiches=fiches, meta=meta)
+
+
+def _create_job(*, user, start, end, refresh, covered, remaining, webhook_url, webhook_secret) -> ProgressiveFetchJob:
+    from fiches.tasks import progressive_fetch_continue
+
+    counts = _counts_by_date(start, end)
+    total_days = (end - start).days + 1
+    job = ProgressiveFetchJob.objects.create(
+        start_date=start,
+        end_date=end,
+        dates_already_fetched=list(covered),
+        dates_remaining=list(remaining),
+        dates_failed=[],
+        total_days=total_days,
+        completed_days=len(covered),
+        progress=round(len(covered) / total_days * 100),
+        total_fiches=sum(counts.values()),
+        initial_date_counts=counts,
+        force_refresh=refresh,
+        requested_by=user,
+        webhook_url=webhook_url or None,
+        webhook_secret=webhook_secret or None,
+        **_scope_snapshot(user),
+    )
+    logger.info(
+        "background_job_created",
+        extra={"job_id": str(job.id), "remaining_days": len(remaining), "refresh": refresh},
+    )
+    logger.info(
+        "triggering_background_fetch",
+        extra={"job_id": str(job.id), "remaining_days": len(remaining), "webhook_configured": bool(webhook_url)},
+    )
+    publish(EVENT_CREATED, selectors.job_payload(job))
+    progressive_fetch_continue.delay_on_commit(str(job.id))
+    return job
+
+
+# --- Dispatch (orchestrator) -------------------------------------------------------------
+
+
+def progressive_fetch_dispatch(*, job_id: str, redrive: bool = False) -> list[date]:
+    """Mark the job processing and return the dates to fan out (once; ``redrive`` re-sends the
+    remaining dates of a job already dispatched). A job with nothing left is finalized."""
+    with transaction.atomic():
+        job = ProgressiveFetchJob.objects.select_for_update().filter(pk=job_id).first()
+        if job is None or job.is_terminal:
+            return []
+        if job.dispatched_at is not None and not redrive:
+            logger.info("progressive_fetch_already_dispatched", extra={"job_id": job_id})
+            return []
+        now = timezone.now()
+        job.status = JobStatus.PROCESSING
+        job.started_at = job.started_at or now
+        job.dispatched_at = now
+        job.last_progress_at = job.last_progress_at or now
+        job.save(update_fields=["status", "started_at", "dispatched_at", "last_progress_at", "updated_at"])
+        dates = sorted(job.dates_remaining)
+        if not dates:
+            _finalize_locked(job)
+    logger.info("fanning_out_day_workers", extra={"job_id": job_id, "days": len(dates), "redrive": redrive})
+    return dates
+
+
+# --- The updater --------------------------------------------------------------------------
+
+
+@dataclass
+class UpdateResult:
+    changed: bool = False
+    finalized: bool = False
+    status: str | None = None
+    processed_days: int = 0
+    remaining: list[str] = field(default_factory=list)
+
+
+def _fiches_on(day: date) -> int:
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT count(*) FROM fiche_cache WHERE sales_date = %s", [day])
+        return cursor.fetchone()[0]
+
+
+def progressive_fetch_apply_outcome(*, job_id: str, day: date, ok: bool, error: str | None = None) -> UpdateResult:
+    """Apply one day's outcome to the job under its row lock (callers also hold the job's Redis
+    lock). Duplicate and out-of-order outcomes are no-ops, except that a job with nothing left
+    that is not finalized gets finalized. A success is final: a later failure of the same date
+    does not undo it."""
+    with transaction.atomic():
+        job = ProgressiveFetchJob.objects.select_for_update().filter(pk=job_id).first()
+        if job is None or job.is_terminal:
+            return UpdateResult(status=job.status if job else None)
+        all_dates = selectors.dates_between(job.start_date, job.end_date)
+        completed, failed = set(job.dates_already_fetched), set(job.dates_failed)
+        result = UpdateResult()
+        if day in all_dates:
+            if ok and day not in completed:
+                completed.add(day)
+                failed.discard(day)
+                result.changed = True
+            elif not ok and day not in completed and day not in failed:
+                failed.add(day)
+                result.changed = True
+        remaining = [d for d in all_dates if d not in completed and d not in failed]
+        processed = len(completed) + len(failed)
+        result.processed_days, result.remaining = processed, [d.isoformat() for d in remaining]
+
+        if result.changed:
+            if ok:
+                # total_fiches moves by this date's delta: no count over the whole range.
+                now_on_day = _fiches_on(day)
+                before = int(job.initial_date_counts.get(day.isoformat(), 0))
+                job.total_fiches = max(0, job.total_fiches + now_on_day - before)
+                job.initial_date_counts[day.isoformat()] = now_on_day
+            else:
+                job.error = f"{day.isoformat()}: {error or 'failed'}"[:2000]
+                logger.warning("day_failed", extra={"job_id": job_id, "date": day.isoformat(), "error": error})
+            job.dates_already_fetched = sorted(completed)
+            job.dates_failed = sorted(failed)
+            job.dates_remaining = remaining
+            job.completed_days = len(completed)
+            job.progress = round(processed / len(all_dates) * 100)
+            job.status = JobStatus.PROCESSING
+            job.last_progress_at = timezone.now()
+            job.save(
+                update_fields=[
+                    "total_fiches", "initial_date_counts", "error", "dates_already_fetched", "dates_failed",
+                    "dates_remaining", "completed_days", "progress", "status", "last_progress_at", "updated_at",
+                ]
+            )
+            logger.info(
+                "progressive_fetch_job_updated",
+                extra={"job_id": job_id, "date": day.isoformat(), "processed_days": processed,
+                       "remaining": len(remaining)},
+            )
+            publish(EVENT_PROGRESS, {**selectors.job_payload(job), "latestDate": day.isoformat()})
+            frequency = max(1, settings.PROGRESSIVE_FETCH_WEBHOOK_FREQUENCY)
+            if remaining and processed % frequency == 0:
+                _webhook(job, EVENT_PROGRESS)
+        if not remaining:
+            result.finalized = _finalize_locked(job)
+        result.status = job.status
+        return result
+
+
+def _webhook(job: ProgressiveFetchJob, event: str) -> None:
+    if job.webhook_url and not job.webhooks_disabled:
+        send_job_webhook(job_id=str(job.id), event=event)
+
+
+def _finalize_locked(job: ProgressiveFetchJob) -> bool:
+    """Finalize a job whose row lock the caller holds. Exactly once: the conditional update's row
+    count decides, whoever races here."""
+    status = JobStatus.FAILED if job.dates_failed else JobStatus.COMPLETE
+    now = timezone.now()
+    updated = ProgressiveFetchJob.objects.filter(pk=job.pk, status__in=[JobStatus.PENDING, JobStatus.PROCESSING]).update(
+        status=status, progress=100, dates_remaining=[], completed_at=now, updated_at=now, last_progress_at=now
+    )
+    if updated != 1:
+        return False
+    job.status, job.progress, job.dates_remaining, job.completed_at = status, 100, [], now
+    event = EVENT_COMPLETE if status == JobStatus.COMPLETE else EVENT_FAILED
+    logger.info(
+        "progressive_fetch_job_finalized",
+        extra={"job_id": str(job.pk), "status": status, "failed_days": len(job.dates_failed)},
+    )
+    publish(event, selectors.job_payload(job))
+    _webhook(job, event)
+    return True
+
+
+def progressive_fetch_finalize_if_done(*, job_id: str) -> bool:
+    """The chord body's safety net: finalize a job with no date left that is not finalized."""
+    with transaction.atomic():
+        job = ProgressiveFetchJob.objects.select_for_update().filter(pk=job_id).first()
+        if job is None or job.is_terminal or job.dates_remaining:
+            return False
+        return _finalize_locked(job)
+
+
+def progressive_fetch_finalize_now(*, job_id: str, reason: str = "finalized by an operator") -> bool:
+    """Operator action: the remaining dates are marked failed with ``reason``, then the job ends."""
+    with transaction.atomic():
+        job = ProgressiveFetchJob.objects.select_for_update().filter(pk=job_id).first()
+        if job is None or job.status in TERMINAL_STATUSES:
+            return False
+        if job.dates_remaining:
+            job.dates_failed = sorted(set(job.dates_failed) | set(job.dates_remaining))
+            job.error = f"{len(job.dates_remaining)} date(s) {reason}"
+            job.dates_remaining = []
+            job.save(update_fields=["dates_failed", "error", "dates_remaining", "updated_at"])
+        return _finalize_locked(job)
