@@ -15,12 +15,22 @@ PASSWORD = "correct-horse-battery-staple"
 
 
 @pytest.fixture(autouse=True)
-def _flush_test_redis():
-    """Each test starts with an empty test Redis database (throttles, locks, counters)."""
+def _flush_test_redis(request):
+    """Each test starts with an empty test Redis database (throttles, locks, counters).
+
+    With a live Celery worker (``workflow`` tests) only our own keys go: flushing would also drop
+    the broker's queue bindings under the worker's feet.
+    """
     client = redis.Redis.from_url(settings.REDIS_URL)
     if client.connection_pool.connection_kwargs.get("db", 0) == 0:
         pytest.exit("Refusing to flush Redis db 0: point TEST_REDIS_URL at a dedicated database.")
-    client.flushdb()
+    if request.node.get_closest_marker("workflow"):
+        for pattern in ("lock:*", "sem:*", "limit:*", f"{settings.CACHES['default']['KEY_PREFIX']}:*"):
+            keys = list(client.scan_iter(pattern))
+            if keys:
+                client.delete(*keys)
+    else:
+        client.flushdb()
     yield
     client.close()
 

@@ -1,0 +1,117 @@
+"""Workflow tests: a real ``celery worker`` subprocess, real Redis and Postgres, and the CRM
+simulator over HTTP. Data must be committed for the worker to see it (``transaction=True``)."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import redis
+from django.conf import settings
+from django.db import connection
+
+from fiches.simulator.server import CrmSimulator, SimulatorConfig
+
+ROOT = Path(__file__).resolve().parents[2]
+WORKER_LOG_DIR = ROOT / ".pytest_workers"
+
+
+def _flush_redis() -> None:
+    client = redis.Redis.from_url(settings.REDIS_URL)
+    client.flushdb()
+    client.close()
+
+
+class Worker:
+    """A ``celery worker`` subprocess on the test database and the test Redis database."""
+
+    def __init__(self, *, env: dict[str, str], name: str, concurrency: int = 4):
+        WORKER_LOG_DIR.mkdir(exist_ok=True)
+        self.log_path = WORKER_LOG_DIR / f"{name}.log"
+        self.env, self.name, self.concurrency = env, name, concurrency
+        self.process: subprocess.Popen | None = None
+
+    def start(self) -> Worker:
+        log = open(self.log_path, "w")
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "celery", "-A", "config", "worker", "-Q", "default,crm,webhooks",
+             "-c", str(self.concurrency), "-n", f"{self.name}@%h", "--without-gossip", "--without-mingle",
+             "--without-heartbeat", "-l", "INFO"],
+            cwd=ROOT, env=self.env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+        )
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            if "ready." in self.log_path.read_text(errors="replace"):
+                return self
+            if self.process.poll() is not None:
+                raise RuntimeError(f"worker exited early:\n{self.log_path.read_text()[-3000:]}")
+            time.sleep(0.2)
+        raise RuntimeError(f"worker not ready:\n{self.log_path.read_text()[-3000:]}")
+
+    def stop(self) -> None:
+        if self.process and self.process.poll() is None:
+            os.killpg(self.process.pid, signal.SIGTERM)
+            try:
+                self.process.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.process.pid, signal.SIGKILL)
+                self.process.wait()
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+
+def worker_env(crm_url: str, **overrides: str) -> dict[str, str]:
+    db = connection.settings_dict
+    env = {
+        **os.environ,
+        "DJANGO_SETTINGS_MODULE": "config.test_settings",
+        "DATABASE_URL": f"postgres://{db['USER']}@{db['HOST'] or '127.0.0.1'}:{db['PORT'] or 5432}/{db['NAME']}",
+        "TEST_REDIS_URL": settings.REDIS_URL,
+        "CRM_BASE_URL": crm_url,
+        "LOG_LEVEL": "INFO",
+        "PROGRESSIVE_FETCH_RETRY_BASE_SECONDS": "0.2",
+        "PROGRESSIVE_FETCH_DAY_MAX_ERRORS": "2",
+        "CRM_TIMEOUT_SECONDS": "5",
+    }
+    env.update(overrides)
+    return env
+
+
+@pytest.fixture(scope="module")
+def simulator():
+    with CrmSimulator(SimulatorConfig(seed=42, fiches_per_day=6)) as sim:
+        yield sim
+
+
+@pytest.fixture(scope="module")
+def worker(simulator, django_db_setup, django_db_blocker):
+    """One worker for the module (the test Redis database is flushed before it starts only)."""
+    with django_db_blocker.unblock():
+        _flush_redis()
+        w = Worker(env=worker_env(simulator.url), name="wf").start()
+    yield w
+    w.stop()
+
+
+@pytest.fixture
+def crm(simulator, settings):
+    simulator.config = SimulatorConfig(seed=42, fiches_per_day=6)
+    simulator.clear_requests()
+    settings.CRM_BASE_URL = simulator.url
+    return simulator
+
+
+def wait_for(predicate, *, timeout: float = 30.0, interval: float = 0.1, message: str = "condition"):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(interval)
+    raise AssertionError(f"timed out after {timeout}s waiting for {message}")
