@@ -17,6 +17,10 @@ def main() -> None:
     os.environ["DATABASE_URL"] = os.environ.get("BENCH_DATABASE_URL", DEFAULT_URL)
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")
     os.environ.setdefault("LOG_LEVEL", "WARNING")
+    # Production-like settings, shared with the servers and workers the benchmarks start.
+    os.environ["DEBUG"] = "false"
+    os.environ.setdefault("SECRET_KEY", "bench-secret-key-" + "x" * 40)
+    os.environ.setdefault("ALLOWED_HOSTS", "127.0.0.1,localhost")
     from config.bootstrap import ensure_database
 
     ensure_database(os.environ["DATABASE_URL"])
@@ -27,13 +31,19 @@ def main() -> None:
 
     call_command("migrate", verbosity=0)
 
-    from bench import cache_write
+    from bench import cache_write, jobs
 
-    benchmarks = {"cache_write": cache_write.run}
+    benchmarks = {
+        "cache_write": cache_write.run,
+        "range_read": jobs.range_read,
+        "orchestration": jobs.orchestration,
+        "polling": jobs.polling,
+    }
     parser = argparse.ArgumentParser(prog="python -m bench")
-    parser.add_argument("names", nargs="*", choices=[*benchmarks, []], help="benchmarks to run (default: all)")
+    parser.add_argument("names", nargs="*", choices=list(benchmarks), help="benchmarks to run (default: all)")
     parser.add_argument("--fiches", type=int, default=10_000, help="fiches for cache_write (default 10000)")
     parser.add_argument("--repeat", type=int, default=3, help="repetitions; the median is reported")
+    parser.add_argument("--seconds", type=int, default=10, help="duration of each wrk load (default 10)")
     args = parser.parse_args()
     for name in args.names or benchmarks:
         benchmarks[name](args)

@@ -21,7 +21,9 @@ def redis_lock(name: str, *, timeout: float, wait: float = 0.0) -> Iterator[None
     A holder that outlives ``timeout`` loses the lock silently (release then is a no-op), which is
     why callers keep a database fence (row lock or conditional update) behind it.
     """
-    lock = get_redis().lock(f"lock:{name}", timeout=timeout, blocking=wait > 0, blocking_timeout=wait or None)
+    lock = get_redis().lock(
+        f"lock:{name}", timeout=timeout, sleep=0.01, blocking=wait > 0, blocking_timeout=wait or None
+    )
     if not lock.acquire():
         raise LockNotAcquired(name)
     try:

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import environ
 from django.core.exceptions import ImproperlyConfigured
+from kombu import Exchange, Queue
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 
@@ -98,13 +99,40 @@ CACHES = {
     }
 }
 
+# Celery (read by config/celery.py from the CELERY_* names). See DESIGN.md, "Celery conventions":
+# acks late + reject on worker lost (a task whose worker dies is re-delivered), prefetch 1, JSON
+# only, and the hard time limit below the Redis visibility timeout (or Redis would re-deliver a
+# message whose task may still legitimately be running).
 CELERY_BROKER_URL = env.str("CELERY_BROKER_URL", default=REDIS_URL)
 CELERY_RESULT_BACKEND = env.str("CELERY_RESULT_BACKEND", default=REDIS_URL)
-# Seconds. The hard task limit must stay below the broker's visibility timeout, otherwise
-# Redis re-delivers a message whose task is still legitimately running (see config/celery.py).
-CELERY_VISIBILITY_TIMEOUT = env.int("CELERY_VISIBILITY_TIMEOUT", default=3600)
+_VISIBILITY_TIMEOUT = env.int("CELERY_VISIBILITY_TIMEOUT", default=3600)
+CELERY_BROKER_TRANSPORT_OPTIONS = {"visibility_timeout": _VISIBILITY_TIMEOUT}
+CELERY_RESULT_BACKEND_TRANSPORT_OPTIONS = {"visibility_timeout": _VISIBILITY_TIMEOUT}
+CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
+CELERY_RESULT_EXPIRES = 24 * 3600
+CELERY_TASK_ACKS_LATE = True
+CELERY_TASK_REJECT_ON_WORKER_LOST = True
+CELERY_WORKER_PREFETCH_MULTIPLIER = 1
+CELERY_TASK_SERIALIZER = "json"
+CELERY_RESULT_SERIALIZER = "json"
+CELERY_ACCEPT_CONTENT = ["json"]
 CELERY_TASK_TIME_LIMIT = env.int("CELERY_TASK_TIME_LIMIT", default=900)
 CELERY_TASK_SOFT_TIME_LIMIT = env.int("CELERY_TASK_SOFT_TIME_LIMIT", default=840)
+CELERY_TASK_DEFAULT_QUEUE = "default"
+CELERY_TASK_QUEUES = tuple(Queue(name, Exchange(name), routing_key=name) for name in ("default", "crm", "webhooks"))
+CELERY_TASK_ROUTES = {
+    # Tasks that call the CRM run on the "crm" queue, outgoing webhooks on "webhooks".
+    "fiches.tasks.crm.*": {"queue": "crm"},
+    "realtime.tasks.webhooks.*": {"queue": "webhooks"},
+}
+CELERY_BEAT_SCHEDULER = "django_celery_beat.schedulers:DatabaseScheduler"
+CELERY_WORKER_HIJACK_ROOT_LOGGER = False
+if not CELERY_TASK_SOFT_TIME_LIMIT < CELERY_TASK_TIME_LIMIT < _VISIBILITY_TIMEOUT:
+    raise ImproperlyConfigured(
+        "Celery time limits must satisfy CELERY_TASK_SOFT_TIME_LIMIT < CELERY_TASK_TIME_LIMIT < "
+        f"CELERY_VISIBILITY_TIMEOUT (got {CELERY_TASK_SOFT_TIME_LIMIT}, {CELERY_TASK_TIME_LIMIT}, "
+        f"{_VISIBILITY_TIMEOUT})."
+    )
 
 # --- Auth -------------------------------------------------------------------------------
 AUTH_USER_MODEL = "accounts.User"
@@ -171,6 +199,10 @@ SPECTACULAR_SETTINGS = {
     "REDOC_DIST": "SIDECAR",
     "COMPONENT_SPLIT_REQUEST": True,
     "SCHEMA_PATH_PREFIX": "/api",
+    "ENUM_NAME_OVERRIDES": {
+        "JobStatusEnum": ["pending", "processing", "complete", "failed"],
+        "HealthStatusEnum": ["ok", "error"],
+    },
 }
 
 # --- CRM gateway and fiche cache ------------------------------------------------------------
@@ -179,6 +211,9 @@ CRM_API_KEY = env.str("CRM_API_KEY", default="")
 CRM_TIMEOUT_SECONDS = env.float("CRM_TIMEOUT_SECONDS", default=30.0)
 FICHE_SALES_INCLUDE_RECORDINGS = env.str("FICHE_SALES_INCLUDE_RECORDINGS", default="1").strip() == "1"
 FICHE_FORCE_REFRESH_COOLDOWN_MS = env.int("FICHE_FORCE_REFRESH_COOLDOWN_MS", default=30 * 60 * 1000)
+
+# Seconds a rendered date-range response is kept in Redis (invalidated by any cache write); 0 = off.
+RANGE_RESPONSE_CACHE_SECONDS = env.int("RANGE_RESPONSE_CACHE_SECONDS", default=120)
 
 # --- Progressive date-range fetch jobs ---------------------------------------------------------
 PROGRESSIVE_FETCH_MAX_RANGE_DAYS = env.int("PROGRESSIVE_FETCH_MAX_RANGE_DAYS", default=366)
@@ -196,6 +231,7 @@ WEBHOOK_ALLOWED_ORIGINS = env.list("WEBHOOK_ALLOWED_ORIGINS", default=[])
 # --- i18n, static -------------------------------------------------------------------------
 LANGUAGE_CODE = "en-us"
 TIME_ZONE = env.str("TIME_ZONE", default="Europe/Paris")
+CELERY_TIMEZONE = TIME_ZONE
 USE_I18N = True
 USE_TZ = True
 STATIC_URL = "static/"

@@ -5,12 +5,14 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 
+from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.db import connection
 
 from accounts.grants import Scope, scope_for
 from accounts.permissions import scope_queryset
 from config.exceptions import NotFoundError, PermissionDeniedError
+from config.redis import get_redis
 from fiches.models import DETAIL_SECTIONS, FicheCache, ProgressiveFetchJob, Recording
 
 
@@ -69,11 +71,66 @@ RANGE_FIELDS = (
 )
 
 
+def _range_queryset(user, start: date, end: date):
+    queryset = FicheCache.objects.filter(sales_date__range=(start, end))
+    return scope_queryset(queryset, user, "fiches").order_by("sales_date", "fiche_id").values(*RANGE_FIELDS)
+
+
 def fiches_for_range(user, start: date, end: date) -> list[dict]:
     """Cached fiches of the range the user may see (``fiches`` scope), as plain dicts ready for
     orjson, ordered by (sales date, fiche id)."""
-    queryset = FicheCache.objects.filter(sales_date__range=(start, end))
-    return list(scope_queryset(queryset, user, "fiches").order_by("sales_date", "fiche_id").values(*RANGE_FIELDS))
+    return list(_range_queryset(user, start, end))
+
+
+CACHE_VERSION_KEY = "fiche-cache:version"
+
+
+def _scope_key(user) -> str:
+    scope = scope_for(user, "fiches", "read")
+    if scope == Scope.GROUP:
+        return "GROUP:" + ",".join(sorted(user.groupes or []))
+    if scope == Scope.SELF:
+        return f"SELF:{user.crm_user_id or ''}"
+    return str(scope) if scope else "NONE"
+
+
+def fiches_for_range_json(user, start: date, end: date) -> tuple[bytes, int]:
+    """The same fiches, already rendered as a JSON array by Postgres (no Python object per row),
+    and their count: the hot path of the range endpoint.
+
+    Rendered arrays are kept in Redis for ``RANGE_RESPONSE_CACHE_SECONDS`` under the cache's data
+    version (bumped after every committed cache write), the range and the caller's scope, so a
+    repeated read costs one Redis GET and a write is visible to the next read.
+    """
+    ttl = settings.RANGE_RESPONSE_CACHE_SECONDS
+    key = None
+    if ttl > 0:
+        redis = get_redis()
+        version = int(redis.get(CACHE_VERSION_KEY) or 0)
+        key = f"fiche-range-json:{version}:{_scope_key(user)}:{start}:{end}"
+        cached = redis.get(key)
+        if cached is not None:
+            count, _, body = cached.partition(b"\n")
+            return body, int(count)
+    queryset = _range_queryset(user, start, end).order_by()  # json_agg orders
+    if queryset.query.is_empty():
+        return b"[]", 0
+    sql, params = queryset.query.sql_with_params()
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"SELECT coalesce(json_agg(t ORDER BY t.sales_date, t.fiche_id), '[]')::text, count(*) FROM ({sql}) t",
+            params,
+        )
+        text, count = cursor.fetchone()
+    body = text.encode()
+    if key is not None:
+        get_redis().set(key, str(count).encode() + b"\n" + body, ex=ttl)
+    return body, count
+
+
+def bump_cache_version() -> None:
+    """Invalidate rendered range responses (call after a committed write to the fiche cache)."""
+    get_redis().incr(CACHE_VERSION_KEY)
 
 
 # --- One fiche ----------------------------------------------------------------------------

@@ -10,11 +10,13 @@ import logging
 import random
 from datetime import date
 
+import orjson
 from celery import chord, shared_task
 from django.conf import settings
 
 from config.limits import Semaphore
 from config.locks import LockNotAcquired, redis_lock
+from config.redis import get_redis
 from config.task_retry import error_budget_left, retry_after_error, retry_waiting
 from fiches.clients.crm import CrmPermanentError, CrmTransientError
 from fiches.models import ProgressiveFetchJob
@@ -56,7 +58,7 @@ def fiche_fetch(self, fiche_id: str, force_refresh: bool = False, error_attempts
 # --- Progressive fetch jobs ----------------------------------------------------------------
 
 
-@shared_task(name="fiches.tasks.progressive_fetch_continue")
+@shared_task(name="fiches.tasks.progressive_fetch_continue", ignore_result=True)
 def progressive_fetch_continue(job_id: str, redrive: bool = False) -> int:
     """Orchestrator: one day task per remaining date, as a chord whose body is a finalizer."""
     dates = jobs.progressive_fetch_dispatch(job_id=job_id, redrive=redrive)
@@ -113,25 +115,70 @@ def progressive_fetch_day(self, job_id: str, day: str, force_refresh: bool = Fal
     if not ok:
         record_sales_date_error(day=the_day, error=error)
     logger.info("day_finished", extra={"job_id": job_id, "date": day, "ok": ok, "fetched": fetched})
-    progressive_fetch_update_job.delay(job_id, day, ok, error)
+    report_day_outcome(job_id, day, ok, error)
     return {"date": day, "ok": ok, "fetched": fetched, "error": error}
 
 
-@shared_task(bind=True, name="fiches.tasks.progressive_fetch_update_job")
+def _outcomes_key(job_id: str) -> str:
+    return f"progressive-fetch-outcomes:{job_id}"
+
+
+def report_day_outcome(job_id: str, day: str, ok: bool, error: str | None) -> None:
+    """Hand a day's outcome to the job's updater.
+
+    The outcome goes into the job's pending list in Redis; then the day task runs the updater
+    itself (same code, same locks) if it gets the job's lock within a moment, applying every
+    pending outcome in one transaction. If it cannot (or anything fails), the outcome is handed
+    over as a durable updater task message instead: the Redis list is only an accelerator.
+    """
+    redis = get_redis()
+    key = _outcomes_key(job_id)
+    redis.rpush(key, orjson.dumps([day, ok, error]))
+    redis.expire(key, 24 * 3600)
+    try:
+        apply_pending_outcomes(job_id, jobs.DayOutcome(date.fromisoformat(day), ok, error), wait=0.5)
+        return
+    except LockNotAcquired:
+        pass
+    except Exception:
+        logger.exception("inline_update_failed", extra={"job_id": job_id, "date": day})
+    progressive_fetch_update_job.delay(job_id, day, ok, error)
+
+
+def apply_pending_outcomes(job_id: str, outcome: jobs.DayOutcome, *, wait: float) -> jobs.UpdateResult:
+    """Under the job's Redis lock: apply ``outcome`` and every outcome pending in the list, in one
+    transaction; trim the list only after the commit (a crash in between re-applies: no-ops)."""
+    redis = get_redis()
+    key = _outcomes_key(job_id)
+    with redis_lock(f"progressive-fetch-job:{job_id}", timeout=60, wait=wait):
+        pending = redis.lrange(key, 0, -1)
+        outcomes = [outcome] + [
+            jobs.DayOutcome(date.fromisoformat(d), bool(o), e) for d, o, e in map(orjson.loads, pending)
+        ]
+        result = jobs.progressive_fetch_apply_outcomes(job_id=job_id, outcomes=outcomes)
+        if pending:
+            redis.ltrim(key, len(pending), -1)
+        if result.finalized:
+            redis.delete(key)
+    return result
+
+
+@shared_task(bind=True, name="fiches.tasks.progressive_fetch_update_job", ignore_result=True)
 def progressive_fetch_update_job(self, job_id: str, day: str, ok: bool, error: str | None = None) -> dict:
     """The per-job updater: serialized by a Redis lock keyed by the job id (the filter) and the
-    job's row lock (the fence). A lock it cannot get in time means retry later, never a drop."""
+    job's row lock (the fence). A lock it cannot get in time means retry later, never a drop.
+    An outcome already applied (by an updater that drained the pending list) is a quick no-op."""
+    outcome = jobs.DayOutcome(date.fromisoformat(day), ok, error)
+    if jobs.outcome_is_applied(job_id=job_id, outcome=outcome):
+        return {"changed": False, "finalized": False, "status": "already applied"}
     try:
-        with redis_lock(f"progressive-fetch-job:{job_id}", timeout=60, wait=2):
-            result = jobs.progressive_fetch_apply_outcome(
-                job_id=job_id, day=date.fromisoformat(day), ok=ok, error=error
-            )
+        result = apply_pending_outcomes(job_id, outcome, wait=0.5)
     except LockNotAcquired:
         raise retry_waiting(self, countdown=random.uniform(0.1, 0.5)) from None
     return {"changed": result.changed, "finalized": result.finalized, "status": result.status}
 
 
-@shared_task(bind=True, name="fiches.tasks.progressive_fetch_finalize")
+@shared_task(bind=True, name="fiches.tasks.progressive_fetch_finalize", ignore_result=True)
 def progressive_fetch_finalize(self, job_id: str) -> bool:
     """Chord body: finalize the job if every date is processed and nobody finalized it yet."""
     try:

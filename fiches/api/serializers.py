@@ -1,5 +1,8 @@
 """Input validation and documented output shapes of the fiches API."""
 
+import re
+from datetime import date
+
 from rest_framework import serializers
 
 
@@ -49,12 +52,25 @@ class RecordingsOutput(serializers.Serializer):
 
 # --- Progressive fetch ----------------------------------------------------------------------
 
-_DATE = {"format": "%Y-%m-%d", "input_formats": ["%Y-%m-%d"]}
+class StrictDateField(serializers.DateField):
+    """YYYY-MM-DD exactly (``strptime`` alone would accept ``2026-2-1``); impossible dates are
+    rejected with the same clear message."""
+
+    default_error_messages = {"invalid": "Expected a date as YYYY-MM-DD, got {value!r}."}
+
+    def __init__(self, **kwargs):
+        super().__init__(format="%Y-%m-%d", input_formats=["%Y-%m-%d"], **kwargs)
+
+    def to_internal_value(self, value):
+        if not isinstance(value, str) or not re.fullmatch(r"\d{4}-\d{2}-\d{2}", value):
+            self.fail("invalid", value=str(value)[:40])
+        try:
+            return date.fromisoformat(value)
+        except ValueError:
+            self.fail("invalid", value=value)
 
 
-class ByDateRangeQuery(serializers.Serializer):
-    startDate = serializers.DateField(**_DATE, help_text="First sales date, YYYY-MM-DD.")
-    endDate = serializers.DateField(**_DATE, help_text="Last sales date (inclusive), YYYY-MM-DD.")
+class WebhookQueryMixin(serializers.Serializer):
     refresh = serializers.BooleanField(
         required=False, default=False, help_text="Refetch every date in the background (needs fiches.write)."
     )
@@ -72,11 +88,13 @@ class ByDateRangeQuery(serializers.Serializer):
         return attrs
 
 
-class ByDateQuery(serializers.Serializer):
-    date = serializers.DateField(**_DATE, help_text="The sales date, YYYY-MM-DD.")
-    refresh = serializers.BooleanField(required=False, default=False)
-    webhookUrl = serializers.CharField(required=False, allow_blank=False, max_length=2048)
-    webhookSecret = serializers.CharField(required=False, allow_blank=False, max_length=512, write_only=True)
+class ByDateRangeQuery(WebhookQueryMixin):
+    startDate = StrictDateField(help_text="First sales date, YYYY-MM-DD.")
+    endDate = StrictDateField(help_text="Last sales date (inclusive), YYYY-MM-DD.")
+
+
+class ByDateQuery(WebhookQueryMixin):
+    date = StrictDateField(help_text="The sales date, YYYY-MM-DD.")
 
 
 class CachedFiche(serializers.Serializer):

@@ -1,5 +1,6 @@
 """Fiches API. Views validate input, call one service or selector, and return."""
 
+from django.http import HttpResponse
 from drf_spectacular.utils import OpenApiParameter, extend_schema
 from rest_framework.response import Response
 from rest_framework.views import APIView
@@ -51,7 +52,7 @@ class RecordingsView(APIView):
         responses={200: s.RecordingsOutput, **errors(401, 403, 404)},
     )
     def get(self, request, fiche_id: str):
-        row = selectors.fiche_row(fiche_id)
+        row = selectors.fiche_row(fiche_id.strip())
         if row is None:
             raise FicheNotFound(f"Fiche {fiche_id} is not cached.", details={"fiche_id": fiche_id})
         if not can_access(request.user, "recordings", row):
@@ -72,7 +73,7 @@ def _range_response(request, *, start, end, refresh, webhook_url=None, webhook_s
         user=request.user, start=start, end=end, refresh=refresh,
         webhook_url=webhook_url, webhook_secret=webhook_secret,
     )
-    return orjson_response({"fiches": result.fiches, "meta": result.meta})
+    return HttpResponse(result.render(), content_type="application/json")
 
 
 class ByDateRangeView(APIView):

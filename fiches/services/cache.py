@@ -28,6 +28,7 @@ from django.db import connection, transaction
 from django.utils import timezone
 
 from fiches.models import DETAIL_SECTIONS, FicheCache, FicheCacheDetails, FicheCacheMailDevis
+from fiches.selectors import bump_cache_version
 
 logger = logging.getLogger("fiches.cache")
 
@@ -251,6 +252,7 @@ def cache_fiche_sales_summaries(
                 _DATES_UPSERT,
                 {"fetched_at": revalidated_at, "dates": dates, "counts": [counts.get(d, 0) for d in dates]},
             )
+    transaction.on_commit(bump_cache_version)
     logger.info(
         "sales_list_cached",
         extra={
@@ -320,5 +322,6 @@ def fiche_details_persist(*, envelope: dict, fetched_at: datetime | None = None)
             cursor, _dedupe_recordings(_recording_row(row.fiche_id, rec) for rec in fiche.get("recordings") or ())
         )
     row.refresh_from_db()
+    transaction.on_commit(bump_cache_version)
     logger.info("fiche_details_cached", extra={"fiche_id": row.fiche_id, "recordings": row.recordings_count})
     return row

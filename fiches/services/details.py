@@ -44,6 +44,7 @@ def fiche_ensure_details(*, fiche_id: str, force_refresh: bool = False, wait: fl
 
     Raises ``crm.CrmError`` subclasses and ``LockNotAcquired``.
     """
+    fiche_id = str(fiche_id).strip()
     lock_ttl = settings.CRM_TIMEOUT_SECONDS + crm.CONNECT_TIMEOUT_SECONDS + 30
     with redis_lock(f"fiche-fetch:{fiche_id}", timeout=lock_ttl, wait=wait):
         row = selectors.fiche_row(fiche_id)  # re-read: another holder may have just fetched it
@@ -71,6 +72,7 @@ def fiche_get_for_user(*, user, fiche_id: str, refresh: bool = False, include_ma
     Scope is checked on cached metadata before any CRM call, and for an uncached fiche after
     fetching it. CRM down: the cached copy with ``meta.stale`` or, with nothing cached, 503.
     """
+    fiche_id = str(fiche_id).strip()
     row = selectors.fiche_row(fiche_id)
     if row is not None:
         _check_scope(user, row)

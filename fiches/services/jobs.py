@@ -15,6 +15,7 @@ import logging
 from dataclasses import dataclass, field
 from datetime import date, timedelta
 
+import orjson
 from django.conf import settings
 from django.db import connection, transaction
 from django.utils import timezone
@@ -39,8 +40,11 @@ EVENT_FAILED = "fiches.progressive_fetch.failed"
 
 @dataclass(frozen=True)
 class RangeResult:
-    fiches: list[dict]
+    fiches_json: bytes  # a JSON array rendered by Postgres
     meta: dict
+
+    def render(self) -> bytes:
+        return b'{"fiches":' + self.fiches_json + b',"meta":' + orjson.dumps(self.meta) + b"}"
 
 
 def validate_range(start: date, end: date) -> None:
@@ -105,7 +109,7 @@ def progressive_fetch_request(
     validate_range(start, end)
     all_dates = selectors.dates_between(start, end)
     coverage = selectors.date_range_coverage(start, end)
-    fiches = selectors.fiches_for_range(user, start, end)
+    fiches_json, fiche_count = selectors.fiches_for_range_json(user, start, end)
     logger.info(
         "progressive_fetch_started",
         extra={"start": str(start), "end": str(end), "refresh": refresh, "user_id": user.pk},
@@ -146,10 +150,10 @@ def progressive_fetch_request(
         "backgroundJobId": str(job.id) if job else None,
         "jobReused": reused,
         "forceRefresh": refresh,
-        "totalFiches": len(fiches),
-        "cachedFiches": len(fiches),
+        "totalFiches": fiche_count,
+        "cachedFiches": fiche_count,
     }
-    return RangeResult(fiches=fiches, meta=meta)
+    return RangeResult(fiches_json=fiches_json, meta=meta)
 
 
 def _create_job(*, user, start, end, refresh, covered, remaining, webhook_url, webhook_secret) -> ProgressiveFetchJob:
@@ -225,72 +229,149 @@ class UpdateResult:
     remaining: list[str] = field(default_factory=list)
 
 
-def _fiches_on(day: date) -> int:
+def _fiches_on(days: list[date]) -> dict[date, int]:
+    if not days:
+        return {}
     with connection.cursor() as cursor:
-        cursor.execute("SELECT count(*) FROM fiche_cache WHERE sales_date = %s", [day])
-        return cursor.fetchone()[0]
+        cursor.execute(
+            "SELECT sales_date, count(*) FROM fiche_cache WHERE sales_date = ANY(%s) GROUP BY sales_date", [days]
+        )
+        counts = dict(cursor.fetchall())
+    return {day: counts.get(day, 0) for day in days}
+
+
+@dataclass(frozen=True)
+class DayOutcome:
+    day: date
+    ok: bool
+    error: str | None = None
+
+
+def outcome_is_applied(*, job_id: str, outcome: DayOutcome) -> bool:
+    """Cheap pre-check without locks: is this outcome already reflected in the job (and the job not
+    waiting for its finalization)? The updater's fast path for duplicates."""
+    row = (
+        ProgressiveFetchJob.objects.filter(pk=job_id)
+        .values("status", "dates_already_fetched", "dates_failed", "dates_remaining")
+        .first()
+    )
+    if row is None or row["status"] in TERMINAL_STATUSES:
+        return True
+    if not row["dates_remaining"]:
+        return False  # nothing left but not finalized: the updater must finalize
+    if outcome.ok:
+        return outcome.day in row["dates_already_fetched"]
+    return outcome.day in row["dates_already_fetched"] or outcome.day in row["dates_failed"]
 
 
 def progressive_fetch_apply_outcome(*, job_id: str, day: date, ok: bool, error: str | None = None) -> UpdateResult:
-    """Apply one day's outcome to the job under its row lock (callers also hold the job's Redis
-    lock). Duplicate and out-of-order outcomes are no-ops, except that a job with nothing left
-    that is not finalized gets finalized. A success is final: a later failure of the same date
-    does not undo it."""
+    """Apply one day's outcome (see ``progressive_fetch_apply_outcomes``)."""
+    return progressive_fetch_apply_outcomes(job_id=job_id, outcomes=[DayOutcome(day, ok, error)])
+
+
+def progressive_fetch_apply_outcomes(*, job_id: str, outcomes: list[DayOutcome]) -> UpdateResult:
+    """Apply day outcomes to the job in one transaction under its row lock (callers also hold the
+    job's Redis lock), in order, as the original's updater algorithm does for each:
+
+    completed/failed date sets; remaining = all - completed - failed; progress =
+    round(processed / total x 100); ``error`` records the latest failure; ``total_fiches`` moves by
+    the processed date's delta. Duplicate and out-of-order outcomes are no-ops, except that a job
+    with nothing left that is not finalized gets finalized. A success is final: a later failure of
+    the same date does not undo it. Each applied outcome publishes a progress event (after commit)
+    and every ``PROGRESSIVE_FETCH_WEBHOOK_FREQUENCY`` processed days a progress webhook goes out.
+    """
     with transaction.atomic():
         job = ProgressiveFetchJob.objects.select_for_update().filter(pk=job_id).first()
         if job is None or job.is_terminal:
             return UpdateResult(status=job.status if job else None)
         all_dates = selectors.dates_between(job.start_date, job.end_date)
+        in_range = set(all_dates)
         completed, failed = set(job.dates_already_fetched), set(job.dates_failed)
+        fresh_ok = [o.day for o in outcomes if o.ok and o.day in in_range and o.day not in completed]
+        counts_now = _fiches_on(sorted(set(fresh_ok)))
+        frequency = max(1, settings.PROGRESSIVE_FETCH_WEBHOOK_FREQUENCY)
         result = UpdateResult()
-        if day in all_dates:
-            if ok and day not in completed:
+        for outcome in outcomes:
+            day = outcome.day
+            processed_before = len(completed) + len(failed)
+            if day not in in_range:
+                continue
+            if outcome.ok and day not in completed:
                 completed.add(day)
-                failed.discard(day)
-                result.changed = True
-            elif not ok and day not in completed and day not in failed:
-                failed.add(day)
-                result.changed = True
-        remaining = [d for d in all_dates if d not in completed and d not in failed]
-        processed = len(completed) + len(failed)
-        result.processed_days, result.remaining = processed, [d.isoformat() for d in remaining]
-
-        if result.changed:
-            if ok:
-                # total_fiches moves by this date's delta: no count over the whole range.
-                now_on_day = _fiches_on(day)
+                if day in failed:
+                    failed.discard(day)
+                    if not failed:
+                        job.error = None  # the failure it recorded was retried successfully
                 before = int(job.initial_date_counts.get(day.isoformat(), 0))
-                job.total_fiches = max(0, job.total_fiches + now_on_day - before)
-                job.initial_date_counts[day.isoformat()] = now_on_day
+                job.total_fiches = max(0, job.total_fiches + counts_now[day] - before)
+                job.initial_date_counts[day.isoformat()] = counts_now[day]
+            elif not outcome.ok and day not in completed and day not in failed:
+                failed.add(day)
+                job.error = f"{day.isoformat()}: {outcome.error or 'failed'}"[:2000]
+                logger.warning("day_failed", extra={"job_id": job_id, "date": day.isoformat(), "error": outcome.error})
             else:
-                job.error = f"{day.isoformat()}: {error or 'failed'}"[:2000]
-                logger.warning("day_failed", extra={"job_id": job_id, "date": day.isoformat(), "error": error})
+                continue
+            result.changed = True
+            processed = len(completed) + len(failed)
             job.dates_already_fetched = sorted(completed)
             job.dates_failed = sorted(failed)
-            job.dates_remaining = remaining
+            job.dates_remaining = [d for d in all_dates if d not in completed and d not in failed]
             job.completed_days = len(completed)
             job.progress = round(processed / len(all_dates) * 100)
             job.status = JobStatus.PROCESSING
-            job.last_progress_at = timezone.now()
-            job.save(
-                update_fields=[
-                    "total_fiches", "initial_date_counts", "error", "dates_already_fetched", "dates_failed",
-                    "dates_remaining", "completed_days", "progress", "status", "last_progress_at", "updated_at",
-                ]
-            )
             logger.info(
                 "progressive_fetch_job_updated",
                 extra={"job_id": job_id, "date": day.isoformat(), "processed_days": processed,
-                       "remaining": len(remaining)},
+                       "remaining": len(job.dates_remaining)},
             )
             publish(EVENT_PROGRESS, {**selectors.job_payload(job), "latestDate": day.isoformat()})
-            frequency = max(1, settings.PROGRESSIVE_FETCH_WEBHOOK_FREQUENCY)
-            if remaining and processed % frequency == 0:
+            if job.dates_remaining and processed // frequency > processed_before // frequency:
                 _webhook(job, EVENT_PROGRESS)
+        if result.changed:
+            _write_progress(job, newly_completed=fresh_ok, counts=counts_now)
+        remaining = [d for d in all_dates if d not in completed and d not in failed]
+        result.processed_days = len(completed) + len(failed)
+        result.remaining = [d.isoformat() for d in remaining]
         if not remaining:
             result.finalized = _finalize_locked(job)
         result.status = job.status
         return result
+
+
+_PROGRESS_UPDATE = """
+UPDATE progressive_fetch_jobs SET
+    dates_already_fetched = ARRAY(SELECT DISTINCT d FROM unnest(dates_already_fetched || %(completed)s::date[]) d
+                                  ORDER BY d),
+    dates_failed = ARRAY(SELECT DISTINCT d FROM unnest(dates_failed || %(failed)s::date[]) d
+                         WHERE d <> ALL(%(completed)s::date[]) ORDER BY d),
+    dates_remaining = ARRAY(SELECT d FROM unnest(dates_remaining) d
+                            WHERE d <> ALL(%(completed)s::date[] || %(failed)s::date[]) ORDER BY d),
+    initial_date_counts = initial_date_counts || %(counts)s::jsonb,
+    total_fiches = %(total_fiches)s, completed_days = %(completed_days)s, progress = %(progress)s,
+    error = %(error)s, status = %(status)s, last_progress_at = now(), updated_at = now()
+WHERE id = %(id)s
+"""
+
+
+def _write_progress(job: ProgressiveFetchJob, *, newly_completed: list[date], counts: dict[date, int]) -> None:
+    """One statement per applied batch: the date sets move by the batch's dates only (no full
+    arrays are sent), the counters are set from the values computed under the row lock."""
+    newly_failed = [d for d in job.dates_failed if d not in set(job.dates_already_fetched)]
+    with connection.cursor() as cursor:
+        cursor.execute(
+            _PROGRESS_UPDATE,
+            {
+                "id": job.pk,
+                "completed": [d for d in newly_completed if d in set(job.dates_already_fetched)],
+                "failed": newly_failed,
+                "counts": orjson.dumps({d.isoformat(): n for d, n in counts.items()}).decode(),
+                "total_fiches": job.total_fiches,
+                "completed_days": job.completed_days,
+                "progress": job.progress,
+                "error": job.error,
+                "status": job.status,
+            },
+        )
 
 
 def _webhook(job: ProgressiveFetchJob, event: str) -> None:
