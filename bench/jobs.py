@@ -128,8 +128,9 @@ def orchestration(args) -> None:
                 DATABASE_URL=support.database_url(), CRM_BASE_URL=sim.url,
                 PROGRESSIVE_FETCH_DAY_CONCURRENCY=str(day_concurrency),
             )
-            crm_worker = support.start_worker(env, name="crm", concurrency=day_concurrency, queues="crm")
-            default_worker = support.start_worker(env, name="default", concurrency=2, queues="default,webhooks")
+            # More worker slots than CRM slots: a day's database write overlaps the next day's fetch.
+            crm_worker = support.start_worker(env, name="crm", concurrency=day_concurrency + 2, queues="crm")
+            default_worker = support.start_worker(env, name="default", concurrency=1, queues="default,webhooks")
             try:
                 from django.conf import settings
 

@@ -9,8 +9,14 @@ never dropped.
 from __future__ import annotations
 
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 from config.redis import get_redis
+
+
+class LimitBusy(Exception):
+    """A global limit is saturated: the work must wait (and retry), never be dropped."""
 
 _ACQUIRE = """
 local key, member, limit, now, expires = KEYS[1], ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4])
@@ -38,6 +44,25 @@ class Semaphore:
         now = time.time()
         script = get_redis().register_script(_ACQUIRE)
         return bool(script(keys=[self.key], args=[holder, self.limit, now, now + self.lease_seconds]))
+
+    def acquire_wait(self, holder: str, *, wait: float, step: float = 0.01) -> bool:
+        """Try for up to ``wait`` seconds (keeps a worker slot hot instead of re-enqueueing)."""
+        deadline = time.monotonic() + wait
+        while not self.acquire(holder):
+            if time.monotonic() >= deadline:
+                return False
+            time.sleep(step)
+        return True
+
+    @contextmanager
+    def slot(self, holder: str, *, wait: float) -> Iterator[None]:
+        """Hold a slot for the block; ``LimitBusy`` when none frees up within ``wait`` seconds."""
+        if not self.acquire_wait(holder, wait=wait):
+            raise LimitBusy(self.key)
+        try:
+            yield
+        finally:
+            self.release(holder)
 
     def release(self, holder: str) -> None:
         get_redis().zrem(self.key, holder)

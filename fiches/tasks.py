@@ -14,7 +14,7 @@ import orjson
 from celery import chord, shared_task
 from django.conf import settings
 
-from config.limits import Semaphore
+from config.limits import LimitBusy, Semaphore
 from config.locks import LockNotAcquired, redis_lock
 from config.redis import get_redis
 from config.task_retry import error_budget_left, retry_after_error, retry_waiting
@@ -80,25 +80,26 @@ def day_semaphore() -> Semaphore:
 def progressive_fetch_day(self, job_id: str, day: str, force_refresh: bool = False, error_attempts: int = 0) -> dict:
     """Fetch and cache one date of a job, then hand the outcome to the job's updater.
 
-    Waits (never drops) when the global day cap is reached or the date is being fetched by
-    someone else. Transient CRM errors retry with backoff within an error budget; after the
-    last one — or on a permanent error — the date is reported failed. Always returns normally
-    so that the chord completes.
+    Waits (never drops) when the global day cap is reached (``PROGRESSIVE_FETCH_DAY_CONCURRENCY``
+    CRM day fetches at once across all workers) or the date is being fetched by someone else.
+    Transient CRM errors retry with backoff within an error budget; after the last one, or on a
+    permanent error, the date is reported failed. Always returns normally so that the chord
+    completes.
     """
     the_day = date.fromisoformat(day)
     status = ProgressiveFetchJob.objects.filter(pk=job_id).values_list("status", flat=True).first()
     if status is None or status in ("complete", "failed"):
         return {"date": day, "skipped": "job is finished or gone"}
     holder = f"{job_id}:{day}"
-    semaphore = day_semaphore()
-    if not semaphore.acquire(holder):
-        raise retry_waiting(self, countdown=random.uniform(0.2, 1.0))
     ok, error, fetched = True, None, False
     try:
         logger.info("day_started", extra={"job_id": job_id, "date": day, "force": force_refresh})
-        outcome = sales_day_refresh(day=the_day, force=force_refresh, job_id=job_id)
+        outcome = sales_day_refresh(
+            day=the_day, force=force_refresh, job_id=job_id,
+            crm_gate=lambda: day_semaphore().slot(holder, wait=1.0),
+        )
         fetched = outcome.fetched
-    except LockNotAcquired:
+    except (LockNotAcquired, LimitBusy):
         raise retry_waiting(self, countdown=random.uniform(0.2, 1.0)) from None
     except CrmPermanentError as exc:
         ok, error = False, str(exc)
@@ -110,8 +111,6 @@ def progressive_fetch_day(self, job_id: str, day: str, force_refresh: bool = Fal
                                                "attempt": error_attempts + 1})
             raise retry_after_error(self, exc, base=settings.PROGRESSIVE_FETCH_RETRY_BASE_SECONDS) from None
         ok, error = False, f"{type(exc).__name__}: {exc}"
-    finally:
-        semaphore.release(holder)
     if not ok:
         record_sales_date_error(day=the_day, error=error)
     logger.info("day_finished", extra={"job_id": job_id, "date": day, "ok": ok, "fetched": fetched})
