@@ -72,15 +72,33 @@ def scope_queryset(
     SELF → rows whose ``user_field`` equals the user's ``crm_user_id``. No grant, or a
     SELF/GROUP user without ``crm_user_id``/``groupes`` → nothing.
     """
-    scope = scope_for(user, key, action)
-    if scope is None:
+    return filter_by_scope(
+        queryset,
+        scope_for(user, key, action),
+        groupes=user.groupes,
+        crm_user_id=user.crm_user_id,
+        group_field=group_field,
+        user_field=user_field,
+    )
+
+
+def filter_by_scope(
+    queryset: QuerySet,
+    scope: Scope | str | None,
+    *,
+    groupes,
+    crm_user_id: str | None,
+    group_field: str = DEFAULT_GROUP_FIELD,
+    user_field: str = DEFAULT_USER_FIELD,
+) -> QuerySet:
+    """The same filter for an explicit scope (e.g. the snapshot stored on a job)."""
+    if scope is None or scope not in (Scope.ALL, Scope.GROUP, Scope.SELF):
         return queryset.none()
     if scope == Scope.ALL:
         return queryset
     if scope == Scope.GROUP:
-        groupes = list(user.groupes or [])
+        groupes = list(groupes or [])
         return queryset.filter(**{f"{group_field}__in": groupes}) if groupes else queryset.none()
-    crm_user_id = user.crm_user_id
     return queryset.filter(**{user_field: crm_user_id}) if crm_user_id else queryset.none()
 
 

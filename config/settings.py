@@ -227,6 +227,25 @@ PROGRESSIVE_FETCH_RETRY_BASE_SECONDS = env.float("PROGRESSIVE_FETCH_RETRY_BASE_S
 # Comma-separated scheme://host[:port] origins; when set, webhooks may only go there (and those
 # may be private addresses). Unset: any public destination.
 WEBHOOK_ALLOWED_ORIGINS = env.list("WEBHOOK_ALLOWED_ORIGINS", default=[])
+WEBHOOK_TIMEOUT_SECONDS = env.float("WEBHOOK_TIMEOUT_SECONDS", default=15.0)
+WEBHOOK_MAX_ATTEMPTS = env.int("WEBHOOK_MAX_ATTEMPTS", default=3)
+WEBHOOK_RETRY_BASE_SECONDS = env.float("WEBHOOK_RETRY_BASE_SECONDS", default=10.0)
+WEBHOOK_RETRY_MAX_SECONDS = env.float("WEBHOOK_RETRY_MAX_SECONDS", default=3600.0)
+WEBHOOK_PARTIAL_DATA_LIMIT = env.int("WEBHOOK_PARTIAL_DATA_LIMIT", default=500)
+WEBHOOK_RETENTION_DAYS = env.int("WEBHOOK_RETENTION_DAYS", default=30)
+
+# Pusher Channels; unset app id/key/secret disables it (events are logged at DEBUG).
+PUSHER_APP_ID = env.str("PUSHER_APP_ID", default="")
+PUSHER_KEY = env.str("PUSHER_KEY", default="")
+PUSHER_SECRET = env.str("PUSHER_SECRET", default="")
+PUSHER_CLUSTER = env.str("PUSHER_CLUSTER", default="")
+PUSHER_HOST = env.str("PUSHER_HOST", default="")
+PUSHER_PORT = env.int("PUSHER_PORT", default=0) or None
+PUSHER_USE_TLS = env.bool("PUSHER_USE_TLS", default=True)
+PUSHER_TIMEOUT_SECONDS = env.float("PUSHER_TIMEOUT_SECONDS", default=2.0)
+PUSHER_BACKOFF_SECONDS = env.float("PUSHER_BACKOFF_SECONDS", default=30.0)
+# Unknown realtime events / missing payload fields raise (tests) instead of being logged.
+REALTIME_STRICT_EVENTS = env.bool("REALTIME_STRICT_EVENTS", default=False)
 
 # --- i18n, static -------------------------------------------------------------------------
 LANGUAGE_CODE = "en-us"

@@ -10,6 +10,7 @@ os.environ["REDIS_URL"] = os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:63
 os.environ.pop("CELERY_BROKER_URL", None)
 os.environ.pop("CELERY_RESULT_BACKEND", None)
 os.environ.setdefault("LOG_LEVEL", "WARNING")
+os.environ.setdefault("REALTIME_STRICT_EVENTS", "true")
 
 from config.settings import *  # noqa: E402,F403
 

@@ -5,6 +5,7 @@ from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 from accounts.api.urls import admin_urlpatterns, auth_urlpatterns
 from config.health import HealthView
 from fiches.api.urls import fiches_urlpatterns, recordings_urlpatterns
+from realtime.api.urls import delivery_urlpatterns, realtime_urlpatterns
 
 handler404 = "config.exceptions.not_found_handler"
 handler500 = "config.exceptions.server_error_handler"
@@ -14,7 +15,9 @@ urlpatterns = [
     path("api/health", HealthView.as_view(), name="health"),
     path("api/auth/", include(auth_urlpatterns)),
     path("api/admin/", include(admin_urlpatterns)),
+    path("api/fiches/webhooks/deliveries/", include(delivery_urlpatterns)),
     path("api/fiches/", include(fiches_urlpatterns)),
+    path("api/realtime/", include(realtime_urlpatterns)),
     path("api/recordings/", include(recordings_urlpatterns)),
     path("api/schema/", SpectacularAPIView.as_view(), name="schema"),
     path("api/docs/", SpectacularSwaggerView.as_view(url_name="schema"), name="docs"),

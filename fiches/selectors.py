@@ -10,7 +10,7 @@ from django.core.exceptions import ValidationError
 from django.db import connection
 
 from accounts.grants import Scope, scope_for
-from accounts.permissions import scope_queryset
+from accounts.permissions import filter_by_scope, scope_queryset
 from config.exceptions import NotFoundError, PermissionDeniedError
 from config.redis import get_redis
 from fiches.models import DETAIL_SECTIONS, FicheCache, ProgressiveFetchJob, Recording
@@ -261,3 +261,19 @@ def job_for_user(user, job_id) -> ProgressiveFetchJob:
     if not visible_jobs(user).filter(pk=job.pk).exists():
         raise PermissionDeniedError("This job belongs to another user.", details={"jobId": str(job_id)})
     return job
+
+
+PARTIAL_FIELDS = ("fiche_id", "sales_date", "prospect_nom", "prospect_prenom", "groupe", "recordings_count")
+
+
+def partial_fiches_for_job(job, *, limit: int) -> tuple[list[dict], bool]:
+    """The cached fiches of the job's range filtered by the scope snapshot stored on the job (not
+    the live user), at most ``limit`` of them; and whether more exist."""
+    queryset = filter_by_scope(
+        FicheCache.objects.filter(sales_date__range=(job.start_date, job.end_date)),
+        job.scope_kind,
+        groupes=job.scope_groupes,
+        crm_user_id=job.scope_crm_user_id,
+    ).order_by("sales_date", "fiche_id")
+    rows = list(queryset.values(*PARTIAL_FIELDS)[: limit + 1])
+    return rows[:limit], len(rows) > limit

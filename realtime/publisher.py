@@ -1,21 +1,131 @@
 """``publish(event, payload)``: the one entry point every app uses to notify clients via Pusher.
 
-Best-effort and after commit: a Pusher failure is logged and never breaks the caller.
+- The payload is the domain object itself (no wrapper), routed per the contract
+  (``realtime.events.channels_for``), truncated under Pusher's 10 KB limit when needed.
+- Events are sent after the current transaction commits; the events of one transaction go out
+  together as Pusher batch triggers (at most 10 events per HTTP call).
+- Best-effort: a Pusher error or timeout is logged and never breaks the caller. An API request
+  never waits on Pusher: outside a Celery worker the batch is handed to a task.
+- An unknown event or a payload missing a required field raises ``InvalidEvent`` when
+  ``REALTIME_STRICT_EVENTS`` is on (tests), and is logged and dropped otherwise.
+- ``PUSHER_APP_ID`` / ``PUSHER_KEY`` / ``PUSHER_SECRET`` unset: disabled, events logged at DEBUG.
 """
 
 from __future__ import annotations
 
 import logging
+import threading
+import time
 
-from django.db import transaction
+import pusher
+from celery import current_task
+from django.conf import settings
+from django.db import connection, transaction
+
+from realtime.events import InvalidEvent, channels_for, encode_payload, validate_event
 
 logger = logging.getLogger("realtime.publisher")
+BATCH_SIZE = 10  # Pusher's maximum events per batch trigger
+
+_pending = threading.local()
+
+
+def pusher_enabled() -> bool:
+    return bool(settings.PUSHER_APP_ID and settings.PUSHER_KEY and settings.PUSHER_SECRET)
+
+
+def pusher_client() -> pusher.Pusher:
+    options = {
+        "app_id": str(settings.PUSHER_APP_ID),
+        "key": settings.PUSHER_KEY,
+        "secret": settings.PUSHER_SECRET,
+        "ssl": settings.PUSHER_USE_TLS,
+        "timeout": settings.PUSHER_TIMEOUT_SECONDS,
+    }
+    if settings.PUSHER_HOST:
+        options["host"] = settings.PUSHER_HOST
+    elif settings.PUSHER_CLUSTER:
+        options["cluster"] = settings.PUSHER_CLUSTER
+    if settings.PUSHER_PORT:
+        options["port"] = settings.PUSHER_PORT
+    return pusher.Pusher(**options)
+
+
+def build_messages(event: str, payload: dict) -> list[dict]:
+    """The batch entries of one event: one per channel, data already encoded and truncated."""
+    validate_event(event, payload)
+    data = encode_payload(payload)
+    return [{"channel": channel, "name": event, "data": data} for channel in channels_for(event, payload)]
 
 
 def publish(event: str, payload: dict) -> None:
-    """Publish ``event`` once the current transaction commits (immediately outside one)."""
-    transaction.on_commit(lambda: _send(event, payload))
+    """Publish ``event`` with ``payload`` once the current transaction commits."""
+    try:
+        messages = build_messages(event, payload)
+    except InvalidEvent:
+        if settings.REALTIME_STRICT_EVENTS:
+            raise
+        logger.error("realtime_event_invalid", exc_info=True, extra={"event": event})
+        return
+    logger.info(
+        "realtime_event",
+        extra={"event": event, "job_id": payload.get("jobId"), "channels": [m["channel"] for m in messages]},
+    )
+    if not pusher_enabled():
+        logger.debug("pusher_disabled", extra={"event": event})
+        return
+    queue = getattr(_pending, "messages", None)
+    if queue is not None and not _flush_registered():
+        queue = None  # the transaction that registered the flush was rolled back: drop its events
+    if queue is None:
+        _pending.messages = list(messages)
+        transaction.on_commit(_flush)  # outside a transaction this runs at once
+    else:
+        queue.extend(messages)
 
 
-def _send(event: str, payload: dict) -> None:
-    logger.info("realtime_event", extra={"event": event, "job_id": payload.get("jobId")})
+def _flush_registered() -> bool:
+    return any(entry[1] is _flush for entry in connection.run_on_commit)
+
+
+def _flush() -> None:
+    messages, _pending.messages = getattr(_pending, "messages", None) or [], None
+    if not messages:
+        return
+    if current_task and current_task.request.id:  # in a worker: send now (short timeout)
+        send_messages(messages)
+    else:  # in a web request: never wait on Pusher
+        from realtime.tasks import send_pusher_messages
+
+        try:
+            send_pusher_messages.delay(messages)
+        except Exception:
+            logger.exception("pusher_enqueue_failed", extra={"events": len(messages)})
+
+
+_circuit = {"open_until": 0.0}
+
+
+def send_messages(messages: list[dict]) -> int:
+    """Send batch triggers of at most 10 events; returns how many were accepted. Never raises.
+
+    After a failure, sending pauses for ``PUSHER_BACKOFF_SECONDS`` (events are dropped and
+    logged): an unreachable Pusher must not slow every job down by a timeout per event.
+    """
+    sent = 0
+    client = pusher_client()
+    for start in range(0, len(messages), BATCH_SIZE):
+        batch = messages[start : start + BATCH_SIZE]
+        if time.monotonic() < _circuit["open_until"]:
+            logger.warning("pusher_paused_event_dropped", extra={"events": [m["name"] for m in batch]})
+            continue
+        try:
+            client.trigger_batch(batch, already_encoded=True)  # encoded and size-checked by us
+            sent += len(batch)
+        except Exception as exc:  # best-effort: Pusher down must not break a job or a request
+            _circuit["open_until"] = time.monotonic() + settings.PUSHER_BACKOFF_SECONDS
+            logger.warning(
+                "pusher_trigger_failed",
+                extra={"error": f"{type(exc).__name__}: {exc}", "events": [m["name"] for m in batch]},
+            )
+    return sent

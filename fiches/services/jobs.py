@@ -375,8 +375,9 @@ def _write_progress(job: ProgressiveFetchJob, *, newly_completed: list[date], co
 
 
 def _webhook(job: ProgressiveFetchJob, event: str) -> None:
+    """Store a webhook delivery of the job's state as it is now (the row must be written first)."""
     if job.webhook_url and not job.webhooks_disabled:
-        send_job_webhook(job_id=str(job.id), event=event)
+        send_job_webhook(job=job, event=event)
 
 
 def _finalize_locked(job: ProgressiveFetchJob) -> bool:

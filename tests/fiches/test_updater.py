@@ -3,7 +3,7 @@ under duplicates / reordering / concurrent updaters, exactly-once finalization, 
 and the operator's finalize-now.
 
 Published realtime events and webhook requests are observed through their after-commit log lines
-(``realtime_event`` on ``realtime.publisher``, ``webhook_requested`` on ``realtime.webhooks``).
+(``realtime_event`` on ``realtime.publisher``, ``webhook_delivery_created`` on ``realtime.webhooks``).
 """
 
 from __future__ import annotations
@@ -331,7 +331,7 @@ def test_finalization_happens_exactly_once(user, logs, django_capture_on_commit_
     assert len(events(logs, "realtime_event", terminal)) == 1
     assert events(logs, "realtime_event", other_terminal) == []
     assert len(events(logs, "realtime_event", jobs.EVENT_PROGRESS)) == 3
-    assert len(events(logs, "webhook_requested", terminal)) == 1
+    assert len(events(logs, "webhook_delivery_created", terminal)) == 1
     assert all(r.job_id == job_id for r in events(logs, "realtime_event"))
 
 
@@ -418,7 +418,7 @@ def test_progress_webhooks_follow_the_frequency(
     for on in all_days:
         with django_capture_on_commit_callbacks(execute=True):
             apply(job, on)
-        seen.append([r.event for r in events(logs, "webhook_requested")])
+        seen.append([r.event for r in events(logs, "webhook_delivery_created")])
 
     if webhook_url is None or disabled:
         assert seen == [[]] * 5
@@ -431,7 +431,7 @@ def test_progress_webhooks_follow_the_frequency(
         [progress, progress],
         [progress, progress, complete],
     ]
-    assert all(r.job_id == str(job.id) for r in events(logs, "webhook_requested"))
+    assert all(r.job_id == str(job.id) for r in events(logs, "webhook_delivery_created"))
 
 
 # --- Concurrent updaters ------------------------------------------------------------------------------

@@ -1,0 +1,187 @@
+"""The realtime contract (../shared/seeds/003): every event with its required payload fields, the
+channel routing rules, channel-name validation and payload truncation."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+import orjson
+
+GLOBAL_CHANNEL = "private-global"
+MAX_CHANNELS_PER_TRIGGER = 100
+MAX_CHANNEL_LENGTH = 164
+MAX_PAYLOAD_BYTES = 10 * 1024  # Pusher's documented limit (the Python library checks 30 KB)
+_CHANNEL_RE = re.compile(r"\A[-a-zA-Z0-9_=@,.;]+\Z")
+
+AUDIT, FICHE, JOB, GLOBAL = "audit", "fiche", "job", "global"
+
+
+@dataclass(frozen=True)
+class EventSpec:
+    required: tuple[str, ...]
+    channels: tuple[str, ...]  # channel kinds; the contract's per-event list wins over the generic rules
+    rerun_channels: tuple[str, ...] | None = None  # step reruns (payload has rerun_id) go elsewhere
+
+
+_AF = (AUDIT, FICHE)
+_JOB_FIELDS = ("jobId", "status", "startDate", "endDate", "progress", "completedDays", "totalDays", "totalFiches",
+               "datesCompleted", "datesRemaining", "datesFailed")
+
+EVENTS: dict[str, EventSpec] = {
+    # audits
+    "audit.started": EventSpec(("audit_id", "fiche_id", "audit_config_id", "audit_config_name", "total_steps",
+                                "started_at", "status"), _AF),
+    "audit.fiche_fetch_started": EventSpec(("fiche_id", "from_cache", "status"), (FICHE,)),
+    "audit.fiche_fetch_completed": EventSpec(("fiche_id", "recordings_count", "prospect_name", "from_cache", "status"),
+                                             (FICHE,)),
+    "audit.config_loaded": EventSpec(("config_id", "config_name", "steps_count", "status"), (GLOBAL,)),
+    "audit.transcription_check": EventSpec(("fiche_id", "total_recordings", "transcribed", "needs_transcription",
+                                            "status"), (FICHE,)),
+    "audit.timeline_generated": EventSpec(("fiche_id", "recordings_count", "total_chunks", "status"), (FICHE,)),
+    "audit.analysis_started": EventSpec(("audit_id", "fiche_id", "total_steps", "model", "status"), _AF),
+    "audit.step_started": EventSpec(("audit_id", "step_position", "status"), _AF, rerun_channels=(AUDIT,)),
+    "audit.step_completed": EventSpec(("audit_id", "step_position", "status"), _AF, rerun_channels=(AUDIT,)),
+    "audit.step_failed": EventSpec(("audit_id", "fiche_id", "step_position", "step_name", "error", "status"), _AF),
+    "audit.progress": EventSpec(("audit_id", "fiche_id", "completed_steps", "total_steps", "failed_steps",
+                                 "current_phase", "progress_percentage", "status"), _AF),
+    "audit.compliance_calculated": EventSpec(("audit_id", "fiche_id", "overall_score", "score_percentage", "niveau",
+                                              "is_compliant", "critical_issues", "status"), _AF),
+    "audit.completed": EventSpec(("audit_id", "fiche_id", "overall_score", "score_percentage", "niveau",
+                                  "is_compliant", "successful_steps", "failed_steps", "total_tokens",
+                                  "duration_seconds", "completed_at", "status"), _AF),
+    "audit.failed": EventSpec(("audit_id", "fiche_id", "error", "failed_at", "status"), _AF),
+    # transcriptions
+    "transcription.started": EventSpec(("fiche_id", "total_recordings", "priority", "started_at", "status"), (FICHE,)),
+    "transcription.status_check": EventSpec(("fiche_id", "total_recordings", "already_transcribed",
+                                             "needs_transcription", "is_complete", "status"), (FICHE,)),
+    "transcription.recording_started": EventSpec(("fiche_id", "call_id", "recording_index", "total_to_transcribe",
+                                                  "status"), (FICHE,)),
+    "transcription.recording_completed": EventSpec(("fiche_id", "call_id", "transcription_id", "recording_index",
+                                                    "total_to_transcribe", "status"), (FICHE,)),
+    "transcription.recording_failed": EventSpec(("fiche_id", "call_id", "error", "recording_index",
+                                                 "total_to_transcribe", "status"), (FICHE,)),
+    "transcription.progress": EventSpec(("fiche_id", "total_recordings", "transcribed", "pending", "failed",
+                                         "progress_percentage", "status"), (FICHE,)),
+    "transcription.completed": EventSpec(("fiche_id", "total_recordings", "transcribed", "failed", "duration_seconds",
+                                          "completed_at", "status"), (FICHE,)),
+    "transcription.failed": EventSpec(("fiche_id", "error", "failed_at", "status"), (FICHE,)),
+    # batches and notifications
+    "batch.progress": EventSpec(("batch_id", "operation_type", "total", "completed", "failed", "progress_percentage"),
+                                (GLOBAL,)),
+    "batch.completed": EventSpec(("batch_id", "operation_type", "total", "completed", "failed", "duration_ms"),
+                                 (GLOBAL,)),
+    "notification": EventSpec(("type", "message", "duration"), (GLOBAL,)),
+    # progressive fetch jobs
+    "fiches.progressive_fetch.created": EventSpec(_JOB_FIELDS, (JOB,)),
+    "fiches.progressive_fetch.progress": EventSpec((*_JOB_FIELDS, "latestDate"), (JOB,)),
+    "fiches.progressive_fetch.complete": EventSpec(_JOB_FIELDS, (JOB,)),
+    "fiches.progressive_fetch.failed": EventSpec(_JOB_FIELDS, (JOB,)),
+}
+
+# Automation runs (phase 2) publish `automation.run.*` events, each carrying `runId`, on their own
+# channel; their names are defined with the automation app.
+AUTOMATION_RUN_PREFIX = "automation.run."
+
+
+class InvalidEvent(ValueError):
+    """An unknown event, a payload missing a required field, or an invalid channel."""
+
+
+def validate_channel(channel: str) -> str:
+    if not isinstance(channel, str) or not _CHANNEL_RE.match(channel):
+        raise InvalidEvent(f"invalid channel name {channel!r}")
+    if len(channel) > MAX_CHANNEL_LENGTH:
+        raise InvalidEvent(f"channel name longer than {MAX_CHANNEL_LENGTH} characters: {channel[:40]}...")
+    return channel
+
+
+def validate_event(event: str, payload: dict) -> None:
+    if not isinstance(payload, dict):
+        raise InvalidEvent(f"{event}: payload must be an object")
+    if event.startswith(AUTOMATION_RUN_PREFIX):
+        required: tuple[str, ...] = ("runId",)
+    elif event in EVENTS:
+        required = EVENTS[event].required
+    else:
+        raise InvalidEvent(f"unknown realtime event {event!r}")
+    missing = [name for name in required if name not in payload]
+    if missing:
+        raise InvalidEvent(f"{event}: payload is missing {', '.join(missing)}")
+
+
+def channels_for(event: str, payload: dict) -> list[str]:
+    """The channels of an event, per the contract: the event's own channel list, else the generic
+    rules (audit_id → audit, fiche_id → fiche, jobId → job, otherwise global)."""
+    if event.startswith(AUTOMATION_RUN_PREFIX):
+        return [validate_channel(f"private-job-automation-run-{payload['runId']}")]
+    spec = EVENTS.get(event)
+    if spec is not None:
+        kinds = spec.rerun_channels if (spec.rerun_channels and "rerun_id" in payload) else spec.channels
+    elif event.startswith("batch.") or event == "notification":
+        kinds = (GLOBAL,)
+    else:
+        kinds = tuple(k for k, field in ((AUDIT, "audit_id"), (FICHE, "fiche_id"), (JOB, "jobId")) if field in payload)
+    channels = []
+    for kind in kinds:
+        if kind == AUDIT and "audit_id" in payload:
+            channels.append(f"private-audit-{payload['audit_id']}")
+        elif kind == FICHE and "fiche_id" in payload:
+            channels.append(f"private-fiche-{payload['fiche_id']}")
+        elif kind == JOB and "jobId" in payload:
+            channels.append(f"private-job-{payload['jobId']}")
+        elif kind == GLOBAL:
+            channels.append(GLOBAL_CHANNEL)
+    channels = channels or [GLOBAL_CHANNEL]
+    if len(channels) > MAX_CHANNELS_PER_TRIGGER:
+        raise InvalidEvent(f"{event}: more than {MAX_CHANNELS_PER_TRIGGER} channels")
+    return [validate_channel(c) for c in dict.fromkeys(channels)]
+
+
+# --- Truncation -----------------------------------------------------------------------------
+
+_KEEP_SUFFIXES = ("_id", "Id", "_ids")
+_KEEP_NAMES = {"status", "progress", "type", "truncated"}
+
+
+def _size(value) -> int:
+    return len(orjson.dumps(value))
+
+
+def _essential(key: str, value) -> bool:
+    """Identifiers, status and counters are kept whatever happens."""
+    if key in _KEEP_NAMES or key.endswith(_KEEP_SUFFIXES):
+        return not isinstance(value, (list, dict)) or _size(value) < 256
+    return isinstance(value, (int, float, bool)) or value is None
+
+
+def encode_payload(payload: dict, *, limit: int = MAX_PAYLOAD_BYTES) -> str:
+    """The payload as JSON of at most ``limit`` UTF-8 bytes. Oversized payloads are truncated:
+    the largest arrays and strings are shortened first, then non-essential fields dropped;
+    identifiers and counters stay, and ``truncated: true`` is set."""
+    encoded = orjson.dumps(payload)
+    if len(encoded) <= limit:
+        return encoded.decode()
+    data = dict(payload)
+    data["truncated"] = True
+    for _ in range(200):
+        encoded = orjson.dumps(data)
+        if len(encoded) <= limit:
+            return encoded.decode()
+        candidates = [(k, v) for k, v in data.items() if not _essential(k, v) and isinstance(v, (list, str, dict))]
+        if not candidates:
+            break
+        key, value = max(candidates, key=lambda kv: _size(kv[1]))
+        if isinstance(value, list) and len(value) > 1:
+            data[key] = value[: len(value) // 2]
+        elif isinstance(value, str) and len(value) > 64:
+            data[key] = value[: len(value) // 2] + "…"
+        else:
+            del data[key]
+    # Still too big: keep only the essential scalar fields.
+    data = {k: v for k, v in data.items() if _essential(k, v) and not isinstance(v, (list, dict))}
+    data["truncated"] = True
+    encoded = orjson.dumps(data)
+    if len(encoded) > limit:
+        raise InvalidEvent(f"payload cannot be truncated under {limit} bytes")
+    return encoded.decode()

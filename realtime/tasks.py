@@ -1,0 +1,42 @@
+"""Celery tasks of the realtime app. Webhook tasks run on the ``webhooks`` queue."""
+
+from __future__ import annotations
+
+import logging
+
+from celery import shared_task
+from django.conf import settings
+
+from config.locks import LockNotAcquired, redis_lock
+from config.task_retry import retry_waiting
+from realtime import publisher, webhooks
+from realtime.models import AttemptTrigger
+
+logger = logging.getLogger("realtime.tasks")
+
+
+@shared_task(name="realtime.tasks.send_pusher_messages", ignore_result=True)
+def send_pusher_messages(messages: list[dict]) -> int:
+    """Pusher batch triggers for events published during a web request (requests never wait)."""
+    return publisher.send_messages(messages)
+
+
+@shared_task(bind=True, name="realtime.tasks.webhooks.deliver", ignore_result=True)
+def deliver_webhook(self, delivery_id: int, trigger: str = AttemptTrigger.SCHEDULED) -> str:
+    """One attempt of a webhook delivery; schedules the next attempt when one is due."""
+    try:
+        with redis_lock(f"webhook-delivery:{delivery_id}", timeout=settings.WEBHOOK_TIMEOUT_SECONDS + 60):
+            result = webhooks.attempt_delivery(delivery_id=delivery_id, trigger=trigger, task_id=self.request.id)
+    except LockNotAcquired:  # an attempt of this delivery is running: try again shortly
+        raise retry_waiting(self, countdown=2) from None
+    if result.retry_in is not None:
+        deliver_webhook.apply_async((delivery_id,), countdown=result.retry_in)
+    return result.status
+
+
+@shared_task(name="realtime.tasks.purge_webhook_deliveries", ignore_result=True)
+def purge_webhook_deliveries() -> int:
+    """Beat: delete successful deliveries older than ``WEBHOOK_RETENTION_DAYS``, in batches."""
+    deleted = webhooks.purge_old_deliveries(older_than_days=settings.WEBHOOK_RETENTION_DAYS)
+    logger.info("webhook_deliveries_purged", extra={"deleted": deleted})
+    return deleted
