@@ -5,10 +5,10 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-# Local defaults for `make run`; anything in the environment or .env wins.
-export CRM_BASE_URL ?= http://127.0.0.1:8100
-export AUTH_SEED_ADMIN_EMAIL ?= admin@example.com
-export AUTH_SEED_ADMIN_PASSWORD ?= admin-pass-2026
+# Local defaults for `make run` only; anything in the environment wins.
+run seed: export CRM_BASE_URL ?= http://127.0.0.1:8100
+run seed: export AUTH_SEED_ADMIN_EMAIL ?= admin@example.com
+run seed: export AUTH_SEED_ADMIN_PASSWORD ?= admin-pass-2026
 PORT ?= 8000
 export PORT
 
