@@ -27,7 +27,8 @@ def free_port() -> int:
 
 
 def child_env(**overrides: str) -> dict[str, str]:
-    env = {**os.environ, "DJANGO_SETTINGS_MODULE": "config.settings", "LOG_LEVEL": "WARNING"}
+    # No global CRM rate limit: the benchmarks measure our overhead against a local simulator.
+    env = {**os.environ, "DJANGO_SETTINGS_MODULE": "config.settings", "LOG_LEVEL": "WARNING", "CRM_RATE_LIMIT": "off"}
     env.update(overrides)
     return env
 

@@ -18,6 +18,10 @@ from config.redis import get_redis
 class LimitBusy(Exception):
     """A global limit is saturated: the work must wait (and retry), never be dropped."""
 
+    def __init__(self, name: str, retry_after: float = 1.0):
+        super().__init__(f"{name} busy; retry in {retry_after:.2f}s")
+        self.retry_after = retry_after
+
 _ACQUIRE = """
 local key, member, limit, now, expires = KEYS[1], ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4])
 redis.call('ZREMRANGEBYSCORE', key, '-inf', now)
@@ -71,3 +75,66 @@ class Semaphore:
         redis = get_redis()
         redis.zremrangebyscore(self.key, "-inf", time.time())
         return [m.decode() for m in redis.zrange(self.key, 0, -1)]
+
+
+# GCRA (generic cell rate algorithm): one key holding the theoretical arrival time. A call is
+# allowed when it would not run ahead of the schedule by more than the burst; otherwise the
+# script answers how long to wait. Atomic, so every worker process shares one rate.
+_GCRA = """
+local key, now, interval, burst = KEYS[1], tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
+local tat = tonumber(redis.call('GET', key) or now)
+if tat < now then tat = now end
+local allow_at = tat - interval * (burst - 1)
+if allow_at > now then
+  return tostring(allow_at - now)
+end
+redis.call('SET', key, tostring(tat + interval), 'PX', math.ceil((tat + interval - now) * 1000) + 1000)
+return '0'
+"""
+
+_UNITS = {"s": 1, "sec": 1, "second": 1, "m": 60, "min": 60, "minute": 60, "h": 3600, "hour": 3600}
+
+
+def parse_rate(rate: str) -> float | None:
+    """``"20/m"`` → seconds between calls (3.0); ``""``, ``"0"`` or ``"off"`` → None (no limit)."""
+    rate = (rate or "").strip().lower()
+    if rate in ("", "0", "off", "none"):
+        return None
+    count, _, unit = rate.partition("/")
+    try:
+        calls = float(count)
+        seconds = _UNITS[unit or "s"]
+    except (ValueError, KeyError):
+        raise ValueError(f"Invalid rate {rate!r}; expected e.g. '20/m', '5/s' or 'off'.") from None
+    if calls <= 0:
+        return None
+    return seconds / calls
+
+
+class RateLimiter:
+    """At most one call per ``interval`` seconds on average across every process (burst 1 by
+    default: calls are spaced, so no window holds more than its share)."""
+
+    def __init__(self, name: str, *, rate: str, burst: int = 1):
+        self.key = f"limit:{name}"
+        self.interval = parse_rate(rate)
+        self.burst = max(1, burst)
+
+    def try_acquire(self) -> float:
+        """0 when the call may go now (and is counted), else the seconds to wait."""
+        if self.interval is None:
+            return 0.0
+        script = get_redis().register_script(_GCRA)
+        return float(script(keys=[self.key], args=[time.time(), self.interval, self.burst]))
+
+    def acquire(self, *, max_wait: float) -> None:
+        """Wait in place up to ``max_wait`` seconds; beyond that raise ``LimitBusy`` (the task
+        re-enqueues itself with that countdown, which is not an error)."""
+        deadline = time.monotonic() + max_wait
+        while True:
+            wait = self.try_acquire()
+            if wait <= 0:
+                return
+            if time.monotonic() + wait > deadline:
+                raise LimitBusy(self.key, retry_after=wait)
+            time.sleep(wait)

@@ -223,6 +223,18 @@ PROGRESSIVE_FETCH_DAY_MAX_ERRORS = env.int("PROGRESSIVE_FETCH_DAY_MAX_ERRORS", d
 PROGRESSIVE_FETCH_WEBHOOK_FREQUENCY = env.int("PROGRESSIVE_FETCH_WEBHOOK_FREQUENCY", default=5)
 PROGRESSIVE_FETCH_RETRY_BASE_SECONDS = env.float("PROGRESSIVE_FETCH_RETRY_BASE_SECONDS", default=2.0)
 
+# --- Revalidation and resilience ------------------------------------------------------------
+# Global CRM call rate across every worker ("20/m"; "off" for none). Over it, work waits.
+CRM_RATE_LIMIT = env.str("CRM_RATE_LIMIT", default="20/m")
+CACHE_STALE_AFTER_HOURS = env.int("CACHE_STALE_AFTER_HOURS", default=24)
+CACHE_WARMUP_DAYS = env.int("CACHE_WARMUP_DAYS", default=7)
+SALES_LIST_CHUNK_DAYS = env.int("SALES_LIST_CHUNK_DAYS", default=5)
+REFRESH_MAX_RANGE_DAYS = env.int("REFRESH_MAX_RANGE_DAYS", default=93)
+REFRESH_MIN_INTERVAL_SECONDS = env.int("REFRESH_MIN_INTERVAL_SECONDS", default=60)
+PROGRESSIVE_FETCH_STALL_SECONDS = env.int("PROGRESSIVE_FETCH_STALL_SECONDS", default=300)
+PROGRESSIVE_FETCH_DEADLINE_SECONDS = env.int("PROGRESSIVE_FETCH_DEADLINE_SECONDS", default=1800)
+WORKFLOW_LOG_DB_ENABLED = env.str("WORKFLOW_LOG_DB_ENABLED", default="0").strip().lower() in ("1", "true", "yes")
+
 # --- Outgoing notifications ------------------------------------------------------------------
 # Comma-separated scheme://host[:port] origins; when set, webhooks may only go there (and those
 # may be private addresses). Unset: any public destination.

@@ -2,7 +2,7 @@ from django.contrib import admin, messages
 from django.db.models import Q
 from django.utils.html import format_html, format_html_join
 
-from fiches.models import FicheCache, ProgressiveFetchJob, Recording, SalesDateState
+from fiches.models import FicheCache, ProgressiveFetchJob, Recording, SalesDateState, WorkflowLog
 from fiches.selectors import derived_status
 from fiches.services.jobs import progressive_fetch_finalize_now
 from fiches.tasks import progressive_fetch_continue
@@ -162,3 +162,17 @@ class ProgressiveFetchJobAdmin(admin.ModelAdmin):
     def finalize_now(self, request, queryset):
         done = sum(progressive_fetch_finalize_now(job_id=str(job.pk)) for job in queryset)
         self.message_user(request, f"Finalized {done} job(s).", messages.SUCCESS)
+
+
+@admin.register(WorkflowLog)
+class WorkflowLogAdmin(admin.ModelAdmin):
+    """Filter by job with ?job_id=<uuid> (or search the id)."""
+
+    list_display = ("created_at", "level", "event", "job_id", "date", "data")
+    list_filter = ("event", "level", "workflow")
+    search_fields = ("job_id",)
+    readonly_fields = [f.name for f in WorkflowLog._meta.fields]
+
+    def has_add_permission(self, request):
+        return False
+

@@ -248,3 +248,24 @@ class ProgressiveFetchJob(models.Model):
     @property
     def is_terminal(self) -> bool:
         return self.status in TERMINAL_STATUSES
+
+
+class WorkflowLog(models.Model):
+    """Workflow events written to the database when ``WORKFLOW_LOG_DB_ENABLED=1`` (job created,
+    day start/end, updater updates, finalization, reconciler actions), for correlation across
+    workers in the admin."""
+
+    workflow = models.CharField(max_length=32, default="fiche")
+    event = models.CharField(max_length=64)
+    level = models.CharField(max_length=8, default="INFO")
+    job_id = models.UUIDField(null=True, blank=True, db_index=True)
+    date = models.DateField(null=True, blank=True)
+    data = models.JSONField(default=dict)
+    created_at = models.DateTimeField(auto_now_add=True, db_index=True)
+
+    class Meta:
+        db_table = "workflow_logs"
+        ordering = ["-created_at", "-id"]
+
+    def __str__(self) -> str:
+        return f"{self.created_at:%H:%M:%S} {self.event}"

@@ -23,7 +23,9 @@ from fiches.models import ProgressiveFetchJob
 from fiches.services import jobs
 from fiches.services.cache import record_sales_date_error
 from fiches.services.details import fiche_ensure_details
+from fiches.services import revalidation
 from fiches.services.revalidation import date_lock_ttl, sales_day_refresh
+from fiches.workflow_log import trace
 
 logger = logging.getLogger("fiches.tasks")
 
@@ -93,14 +95,16 @@ def progressive_fetch_day(self, job_id: str, day: str, force_refresh: bool = Fal
     holder = f"{job_id}:{day}"
     ok, error, fetched = True, None, False
     try:
-        logger.info("day_started", extra={"job_id": job_id, "date": day, "force": force_refresh})
+        trace("day_started", job_id=job_id, day=day, force=force_refresh, attempt=self.request.retries)
         outcome = sales_day_refresh(
             day=the_day, force=force_refresh, job_id=job_id,
             crm_gate=lambda: day_semaphore().slot(holder, wait=1.0),
         )
         fetched = outcome.fetched
-    except (LockNotAcquired, LimitBusy):
+    except LockNotAcquired:
         raise retry_waiting(self, countdown=random.uniform(0.2, 1.0)) from None
+    except LimitBusy as exc:
+        raise retry_waiting(self, countdown=max(0.2, exc.retry_after) + random.uniform(0, 0.2)) from None
     except CrmPermanentError as exc:
         ok, error = False, str(exc)
     except Exception as exc:  # transient CRM errors, and anything unexpected (DB hiccup...)
@@ -113,7 +117,7 @@ def progressive_fetch_day(self, job_id: str, day: str, force_refresh: bool = Fal
         ok, error = False, f"{type(exc).__name__}: {exc}"
     if not ok:
         record_sales_date_error(day=the_day, error=error)
-    logger.info("day_finished", extra={"job_id": job_id, "date": day, "ok": ok, "fetched": fetched})
+    trace("day_finished", job_id=job_id, day=day, ok=ok, fetched=fetched, error=error)
     report_day_outcome(job_id, day, ok, error)
     return {"date": day, "ok": ok, "fetched": fetched, "error": error}
 
@@ -185,3 +189,47 @@ def progressive_fetch_finalize(self, job_id: str) -> bool:
             return jobs.progressive_fetch_finalize_if_done(job_id=job_id)
     except LockNotAcquired:
         raise retry_waiting(self, countdown=1) from None
+
+
+# --- Warm-cache, revalidation, reconciliation ---------------------------------------------------
+
+
+@shared_task(bind=True, name="fiches.tasks.crm.cache_sales_list")
+def cache_sales_list(self, start: str, end: str, sales_data: list | None = None) -> dict:
+    """Warm the cache for a range (one CRM call, 5-day chunks on failure; or prefetched data).
+    Busy dates or a saturated CRM rate make it wait (re-enqueued), never drop."""
+    try:
+        summary = revalidation.cache_sales_list(
+            start=date.fromisoformat(start), end=date.fromisoformat(end), sales_data=sales_data
+        )
+    except LockNotAcquired:
+        raise retry_waiting(self, countdown=random.uniform(0.5, 2.0)) from None
+    except LimitBusy as exc:
+        raise retry_waiting(self, countdown=max(0.2, exc.retry_after) + random.uniform(0, 0.2)) from None
+    return summary.as_dict()
+
+
+@shared_task(bind=True, name="fiches.tasks.crm.revalidate_date")
+def revalidate_date(self, day: str) -> dict:
+    """Revalidate one date (delegates to the range warm-cache for that day)."""
+    return cache_sales_list.run(day, day)
+
+
+@shared_task(name="fiches.tasks.warm_recent_sales_cache", ignore_result=True)
+def warm_recent_sales_cache() -> dict:
+    """Beat: revalidate today and the last CACHE_WARMUP_DAYS dates the staleness policy selects."""
+    selected = revalidation.dates_to_warm()
+    for day in sorted(selected):
+        revalidate_date.delay(day.isoformat())
+    trace("warmup_scheduled", dates=len(selected), reasons=",".join(sorted(set(selected.values()))))
+    return {day.isoformat(): reason for day, reason in selected.items()}
+
+
+@shared_task(name="fiches.tasks.reconcile_progressive_jobs", ignore_result=True)
+def reconcile_progressive_jobs() -> dict:
+    """Beat (every minute): every job ends. Stalled jobs get their remaining dates re-dispatched,
+    jobs with nothing left are finalized, jobs past the deadline end failed ("timed out")."""
+    actions = jobs.progressive_fetch_reconcile()
+    for job_id in actions["redrive"]:
+        progressive_fetch_continue.delay(job_id, redrive=True)
+    return actions

@@ -176,3 +176,19 @@ class JobPollQuery(serializers.Serializer):
 
 class JobListQuery(serializers.Serializer):
     status = serializers.ChoiceField(choices=["pending", "processing", "complete", "failed"], required=False)
+
+
+class WarmInput(serializers.Serializer):
+    startDate = StrictDateField(help_text="First sales date, YYYY-MM-DD.")
+    endDate = StrictDateField(help_text="Last sales date (inclusive), YYYY-MM-DD.")
+
+    def validate(self, attrs):
+        if attrs["endDate"] < attrs["startDate"]:
+            raise serializers.ValidationError({"endDate": "endDate must be on or after startDate."})
+        return attrs
+
+
+class WarmOutput(serializers.Serializer):
+    taskId = serializers.CharField()
+    startDate = serializers.DateField()
+    endDate = serializers.DateField()

@@ -6,6 +6,7 @@ from fiches.api import views
 fiches_urlpatterns = [
     path("status/by-date-range", views.ByDateRangeView.as_view(), name="fiches-by-date-range"),
     path("status/by-date", views.ByDateView.as_view(), name="fiches-by-date"),
+    path("cache/warm", views.CacheWarmView.as_view(), name="fiches-cache-warm"),
     path("webhooks/fiches", views.JobPollView.as_view(), name="fiches-job-poll"),
     path("jobs", views.JobListView.as_view(), name="fiches-jobs"),
     path("jobs/<uuid:job_id>", views.JobDetailView.as_view(), name="fiches-job-detail"),

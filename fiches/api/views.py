@@ -14,6 +14,7 @@ from fiches.api import serializers as s
 from fiches.exceptions import FicheNotFound, ScopeDenied
 from fiches.services import jobs
 from fiches.services.details import fiche_get_for_user
+from fiches.tasks import cache_sales_list
 from realtime.selectors import job_webhook_deliveries
 from realtime.url_safety import validate_webhook_url
 
@@ -176,3 +177,21 @@ class JobListView(APIView):
         paginator = LimitOffset()
         page = paginator.paginate_queryset(queryset, request, view=self)
         return paginator.get_paginated_response([selectors.job_dict(job) for job in page])
+
+
+class CacheWarmView(APIView):
+    permission_classes = [HasGrant("fiches", "write")]
+
+    @extend_schema(
+        tags=["fiches"],
+        summary="Warm the cache for a range in the background (one CRM call, 5-day chunks on failure)",
+        request=s.WarmInput,
+        responses={202: s.WarmOutput, **errors(400, 401, 403)},
+    )
+    def post(self, request):
+        data = s.WarmInput(data=request.data)
+        data.is_valid(raise_exception=True)
+        start, end = data.validated_data["startDate"], data.validated_data["endDate"]
+        jobs.validate_range(start, end)
+        task = cache_sales_list.delay(start.isoformat(), end.isoformat())
+        return Response({"taskId": task.id, "startDate": start.isoformat(), "endDate": end.isoformat()}, status=202)

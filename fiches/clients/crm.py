@@ -112,8 +112,8 @@ def _error_message(response: requests.Response) -> str:
 # --- Validation ---------------------------------------------------------------------------
 
 
-class _Invalid(Exception):
-    pass
+class InvalidSale(Exception):
+    """An item that breaks the contract (the message names the field)."""
 
 
 def _require_str(obj: dict, field: str, where: str) -> str:
@@ -121,7 +121,7 @@ def _require_str(obj: dict, field: str, where: str) -> str:
     if isinstance(value, int) and not isinstance(value, bool):
         value = str(value)
     if not isinstance(value, str) or not value.strip():
-        raise _Invalid(f"{where}: missing or empty '{field}'")
+        raise InvalidSale(f"{where}: missing or empty '{field}'")
     return value.strip()
 
 
@@ -139,28 +139,28 @@ def _require_date(obj: dict, field: str, where: str) -> str:
             raise ValueError
         return date.fromisoformat(value).isoformat()
     except ValueError:
-        raise _Invalid(f"{where}: '{field}' is not a YYYY-MM-DD date: {value[:40]!r}") from None
+        raise InvalidSale(f"{where}: '{field}' is not a YYYY-MM-DD date: {value[:40]!r}") from None
 
 
 def _validate_recordings(items: Any, where: str) -> list[dict]:
     if items is None:
         return []
     if not isinstance(items, list):
-        raise _Invalid(f"{where}: 'recordings' is not a list")
+        raise InvalidSale(f"{where}: 'recordings' is not a list")
     recordings = []
     for i, rec in enumerate(items):
         rec_where = f"{where}.recordings[{i}]"
         if not isinstance(rec, dict):
-            raise _Invalid(f"{rec_where}: not an object")
+            raise InvalidSale(f"{rec_where}: not an object")
         started_at = rec.get("started_at")
         if started_at is not None:
             try:
                 datetime.fromisoformat(str(started_at))
             except ValueError:
-                raise _Invalid(f"{rec_where}: 'started_at' is not an ISO datetime: {str(started_at)[:40]!r}") from None
+                raise InvalidSale(f"{rec_where}: 'started_at' is not an ISO datetime: {str(started_at)[:40]!r}") from None
         duration = rec.get("duration_seconds")
         if duration is not None and (not isinstance(duration, (int, float)) or isinstance(duration, bool)):
-            raise _Invalid(f"{rec_where}: 'duration_seconds' is not a number")
+            raise InvalidSale(f"{rec_where}: 'duration_seconds' is not a number")
         recordings.append({**rec, "call_id": _require_str(rec, "call_id", rec_where)})
     return recordings
 
@@ -168,10 +168,10 @@ def _validate_recordings(items: Any, where: str) -> list[dict]:
 def validate_sale(item: Any, where: str) -> dict:
     """One sales-list item, normalized (string ids, ISO date); unknown fields are kept."""
     if not isinstance(item, dict):
-        raise _Invalid(f"{where}: not an object")
+        raise InvalidSale(f"{where}: not an object")
     prospect = item.get("prospect") or {}
     if not isinstance(prospect, dict):
-        raise _Invalid(f"{where}: 'prospect' is not an object")
+        raise InvalidSale(f"{where}: 'prospect' is not an object")
     sale = {
         **item,
         "fiche_id": _require_str(item, "fiche_id", where),
@@ -185,7 +185,7 @@ def validate_sale(item: Any, where: str) -> dict:
     return sale
 
 
-def _permanent(path: str, exc: _Invalid) -> CrmPermanentError:
+def _permanent(path: str, exc: InvalidSale) -> CrmPermanentError:
     return CrmPermanentError(f"CRM response to GET {path} breaks the contract: {exc}")
 
 
@@ -207,12 +207,12 @@ def fetch_sales_with_calls(start: date, end: date, *, include_recordings: bool |
     )
     try:
         if not isinstance(body, dict) or body.get("success") is False:
-            raise _Invalid("body is not a success object")
+            raise InvalidSale("body is not a success object")
         fiches = body.get("fiches")
         if not isinstance(fiches, list):
-            raise _Invalid("'fiches' is missing or not a list")
+            raise InvalidSale("'fiches' is missing or not a list")
         sales = [validate_sale(item, f"fiches[{i}]") for i, item in enumerate(fiches)]
-    except _Invalid as exc:
+    except InvalidSale as exc:
         raise _permanent(path, exc) from None
     logger.info(
         "crm_sales_fetched",
@@ -230,26 +230,26 @@ def fetch_fiche_details(fiche_id: str) -> dict:
     body = _get(path)
     try:
         if not isinstance(body, dict):
-            raise _Invalid("body is not an object")
+            raise InvalidSale("body is not an object")
         if body.get("success") is False:
-            raise _Invalid(f"success=false: {str(body.get('message', ''))[:200]}")
+            raise InvalidSale(f"success=false: {str(body.get('message', ''))[:200]}")
         fiche = body.get("fiche")
         if not isinstance(fiche, dict):
-            raise _Invalid("'fiche' is missing or not an object")
+            raise InvalidSale("'fiche' is missing or not an object")
         information = fiche.get("information")
         if not isinstance(information, dict):
-            raise _Invalid("'fiche.information' is missing or not an object")
+            raise InvalidSale("'fiche.information' is missing or not an object")
         information = {
             **information,
             "fiche_id": _require_str(information, "fiche_id", "fiche.information"),
             "sales_date": _require_date(information, "sales_date", "fiche.information"),
         }
         if information["fiche_id"] != fiche_id:
-            raise _Invalid(f"asked for fiche {fiche_id}, got {information['fiche_id']}")
+            raise InvalidSale(f"asked for fiche {fiche_id}, got {information['fiche_id']}")
         fiche = {**fiche, "information": information}
         if "recordings" in fiche:
             fiche["recordings"] = _validate_recordings(fiche["recordings"], "fiche")
-    except _Invalid as exc:
+    except InvalidSale as exc:
         raise _permanent(path, exc) from None
     return {
         "success": True,

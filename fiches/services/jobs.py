@@ -21,10 +21,12 @@ from django.db import connection, transaction
 from django.utils import timezone
 
 from accounts.grants import scope_for
-from config.exceptions import InvalidInput
+from config.exceptions import InvalidInput, ThrottledError
+from config.redis import get_redis
 from fiches import selectors
 from fiches.models import TERMINAL_STATUSES, JobStatus, ProgressiveFetchJob, ScopeKind
 from realtime.publisher import publish
+from fiches.workflow_log import trace
 from realtime.webhooks import send_job_webhook
 
 logger = logging.getLogger("fiches.jobs")
@@ -107,6 +109,8 @@ def progressive_fetch_request(
     identical requests are serialized by a transaction-scoped advisory lock, so they get one job.
     """
     validate_range(start, end)
+    if refresh:
+        _refresh_guardrails(user=user, start=start, end=end)
     all_dates = selectors.dates_between(start, end)
     coverage = selectors.date_range_coverage(start, end)
     fiches_json, fiche_count = selectors.fiches_for_range_json(user, start, end)
@@ -156,6 +160,28 @@ def progressive_fetch_request(
     return RangeResult(fiches_json=fiches_json, meta=meta)
 
 
+def _refresh_guardrails(*, user, start: date, end: date) -> None:
+    """``refresh=true`` forces work for every date: cap its range, and let the same user refresh
+    the same range at most once per ``REFRESH_MIN_INTERVAL_SECONDS``."""
+    days = (end - start).days + 1
+    if days > settings.REFRESH_MAX_RANGE_DAYS:
+        raise InvalidInput(
+            f"refresh=true covers at most {settings.REFRESH_MAX_RANGE_DAYS} days; this range has {days}.",
+            code="refresh_range_too_long",
+            details={"days": days, "max_days": settings.REFRESH_MAX_RANGE_DAYS},
+        )
+    interval = settings.REFRESH_MIN_INTERVAL_SECONDS
+    if interval > 0:
+        redis = get_redis()
+        key = f"refresh-guard:{user.pk}:{start}:{end}"
+        if not redis.set(key, 1, nx=True, ex=interval):
+            raise ThrottledError(
+                "This range was refreshed moments ago; the cached data is already being revalidated.",
+                code="refresh_too_frequent",
+                retry_after=max(1, redis.ttl(key)),
+            )
+
+
 def _create_job(*, user, start, end, refresh, covered, remaining, webhook_url, webhook_secret) -> ProgressiveFetchJob:
     from fiches.tasks import progressive_fetch_continue
 
@@ -178,10 +204,7 @@ def _create_job(*, user, start, end, refresh, covered, remaining, webhook_url, w
         webhook_secret=webhook_secret or None,
         **_scope_snapshot(user),
     )
-    logger.info(
-        "background_job_created",
-        extra={"job_id": str(job.id), "remaining_days": len(remaining), "refresh": refresh},
-    )
+    trace("background_job_created", job_id=job.id, remaining_days=len(remaining), refresh=refresh)
     logger.info(
         "triggering_background_fetch",
         extra={"job_id": str(job.id), "remaining_days": len(remaining), "webhook_configured": bool(webhook_url)},
@@ -308,7 +331,7 @@ def progressive_fetch_apply_outcomes(*, job_id: str, outcomes: list[DayOutcome])
             elif not outcome.ok and day not in completed and day not in failed:
                 failed.add(day)
                 job.error = f"{day.isoformat()}: {outcome.error or 'failed'}"[:2000]
-                logger.warning("day_failed", extra={"job_id": job_id, "date": day.isoformat(), "error": outcome.error})
+                trace("day_failed", job_id=job_id, day=day, level=logging.WARNING, error=outcome.error)
             else:
                 continue
             result.changed = True
@@ -319,11 +342,8 @@ def progressive_fetch_apply_outcomes(*, job_id: str, outcomes: list[DayOutcome])
             job.completed_days = len(completed)
             job.progress = round(processed / len(all_dates) * 100)
             job.status = JobStatus.PROCESSING
-            logger.info(
-                "progressive_fetch_job_updated",
-                extra={"job_id": job_id, "date": day.isoformat(), "processed_days": processed,
-                       "remaining": len(job.dates_remaining)},
-            )
+            trace("progressive_fetch_job_updated", job_id=job_id, day=day, ok=outcome.ok,
+                  processed_days=processed, remaining=len(job.dates_remaining))
             publish(EVENT_PROGRESS, {**selectors.job_payload(job), "latestDate": day.isoformat()})
             if job.dates_remaining and processed // frequency > processed_before // frequency:
                 _webhook(job, EVENT_PROGRESS)
@@ -392,10 +412,7 @@ def _finalize_locked(job: ProgressiveFetchJob) -> bool:
         return False
     job.status, job.progress, job.dates_remaining, job.completed_at = status, 100, [], now
     event = EVENT_COMPLETE if status == JobStatus.COMPLETE else EVENT_FAILED
-    logger.info(
-        "progressive_fetch_job_finalized",
-        extra={"job_id": str(job.pk), "status": status, "failed_days": len(job.dates_failed)},
-    )
+    trace("progressive_fetch_job_finalized", job_id=job.pk, status=status, failed_days=len(job.dates_failed))
     publish(event, selectors.job_payload(job))
     _webhook(job, event)
     return True
@@ -422,3 +439,37 @@ def progressive_fetch_finalize_now(*, job_id: str, reason: str = "finalized by a
             job.dates_remaining = []
             job.save(update_fields=["dates_failed", "error", "dates_remaining", "updated_at"])
         return _finalize_locked(job)
+
+
+def progressive_fetch_reconcile(*, now=None) -> dict[str, list[str]]:
+    """Make every unfinished job end (the reconciler beat task):
+
+    - older than ``PROGRESSIVE_FETCH_DEADLINE_SECONDS``: remaining dates marked failed
+      ("timed out"), the job ends failed;
+    - nothing remaining but not finalized: finalized;
+    - no progress for ``PROGRESSIVE_FETCH_STALL_SECONDS`` (or never dispatched): returned under
+      ``redrive`` for the caller to re-dispatch (idempotent); its clock restarts so the next
+      re-drive waits another stall period.
+    """
+    now = now or timezone.now()
+    stall = timedelta(seconds=settings.PROGRESSIVE_FETCH_STALL_SECONDS)
+    deadline = timedelta(seconds=settings.PROGRESSIVE_FETCH_DEADLINE_SECONDS)
+    actions: dict[str, list[str]] = {"redrive": [], "finalized": [], "timed_out": []}
+    unfinished = ProgressiveFetchJob.objects.filter(status__in=[JobStatus.PENDING, JobStatus.PROCESSING]).only(
+        "id", "created_at", "dispatched_at", "last_progress_at", "dates_remaining"
+    )
+    for job in unfinished:
+        job_id = str(job.pk)
+        if now - job.created_at > deadline:
+            if progressive_fetch_finalize_now(job_id=job_id, reason="timed out"):
+                actions["timed_out"].append(job_id)
+                trace("reconcile_timed_out", job_id=job_id, level=logging.WARNING)
+        elif not job.dates_remaining:
+            if progressive_fetch_finalize_if_done(job_id=job_id):
+                actions["finalized"].append(job_id)
+                trace("reconcile_finalized", job_id=job_id)
+        elif now - (job.last_progress_at or job.dispatched_at or job.created_at) > stall:
+            ProgressiveFetchJob.objects.filter(pk=job.pk).update(last_progress_at=now)
+            actions["redrive"].append(job_id)
+            trace("reconcile_redrive", job_id=job_id, level=logging.WARNING, remaining=len(job.dates_remaining))
+    return actions

@@ -1,22 +1,56 @@
-"""Fetching sales lists from the CRM into the cache (per day), one fetch per date at a time."""
+"""Fetching sales lists from the CRM into the cache: per day (progressive jobs) and per range
+(warm-cache with a 5-day chunk fallback), with the limits the original had in Inngest, rebuilt
+on Redis: one CRM fetch per date at a time, a global CRM call rate, and the staleness policy of
+scheduled warmups."""
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
-from contextlib import AbstractContextManager, nullcontext
-from dataclasses import dataclass
-from datetime import date
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager, ExitStack, contextmanager, nullcontext
+from dataclasses import dataclass, field
+from datetime import date, datetime, timedelta
 
 from django.conf import settings
+from django.db import connection
 from django.utils import timezone
 
+from config.limits import RateLimiter
 from config.locks import redis_lock
 from fiches import selectors
 from fiches.clients import crm
-from fiches.services.cache import cache_fiche_sales_summaries
+from fiches.services.cache import cache_fiche_sales_summaries, record_sales_date_error
 
 logger = logging.getLogger("fiches.revalidation")
+
+
+def date_lock_ttl() -> float:
+    return settings.CRM_TIMEOUT_SECONDS + crm.CONNECT_TIMEOUT_SECONDS + 60
+
+
+def crm_rate_limiter() -> RateLimiter:
+    return RateLimiter("crm-calls", rate=settings.CRM_RATE_LIMIT)
+
+
+@contextmanager
+def date_locks(days: list[date]) -> Iterator[None]:
+    """Hold the fetch lock of every date (sorted, so two ranges never deadlock); one busy date
+    raises ``LockNotAcquired`` and releases the others."""
+    with ExitStack() as stack:
+        for day in sorted(set(days)):
+            stack.enter_context(redis_lock(f"date-fetch:{day.isoformat()}", timeout=date_lock_ttl()))
+        yield
+
+
+def _fetch(start: date, end: date, crm_gate: Callable[[], AbstractContextManager], max_wait: float) -> list[dict]:
+    """One CRM call, inside the caller's gate and the global CRM rate (waiting up to
+    ``max_wait`` seconds, else ``LimitBusy``)."""
+    with crm_gate():
+        crm_rate_limiter().acquire(max_wait=max_wait)
+        return crm.fetch_sales_with_calls(start, end)
+
+
+# --- Per day --------------------------------------------------------------------------------
 
 
 @dataclass(frozen=True)
@@ -25,33 +59,191 @@ class DayRefresh:
     fiches: int
 
 
-def date_lock_ttl() -> float:
-    return settings.CRM_TIMEOUT_SECONDS + crm.CONNECT_TIMEOUT_SECONDS + 60
-
-
 def sales_day_refresh(
     *,
     day: date,
     force: bool = False,
     job_id: str | None = None,
     crm_gate: Callable[[], AbstractContextManager] = nullcontext,
+    max_wait: float = 1.0,
 ) -> DayRefresh:
     """Cache ``day``'s sales list from the CRM unless it is covered and not forced.
 
-    Holds the date's Redis lock for the fetch (one CRM fetch per date across all jobs and
-    warmups); raises ``LockNotAcquired`` when another fetch of the date runs, and the CRM
-    client's errors. ``crm_gate`` wraps the CRM call only (global CRM limits: a slot is held
-    for the call, not for the database write that follows).
+    Holds the date's Redis lock (one CRM fetch per date across all jobs and warmups) and checks
+    coverage once it has its turn. Raises ``LockNotAcquired`` when another fetch of the date runs,
+    ``LimitBusy`` when a global limit is saturated, and the CRM client's errors. ``crm_gate`` wraps
+    the CRM call only (a slot is held for the call, not for the database write that follows).
     """
-    with redis_lock(f"date-fetch:{day.isoformat()}", timeout=date_lock_ttl()):
+    with date_locks([day]):
         if not force and selectors.is_date_covered(day):
             return DayRefresh(fetched=False, fiches=0)
         if force:
-            logger.info(
-                "force_refresh_refetching_cached_date",
-                extra={"job_id": job_id, "date": day.isoformat()},
-            )
-        with crm_gate():
-            sales = crm.fetch_sales_with_calls(day, day)
+            logger.info("force_refresh_refetching_cached_date", extra={"job_id": job_id, "date": day.isoformat()})
+        sales = _fetch(day, day, crm_gate, max_wait)
         result = cache_fiche_sales_summaries(sales, revalidated_at=timezone.now(), covered_dates=[day])
         return DayRefresh(fetched=True, fiches=result.fiches)
+
+
+# --- Per range (warm-cache) -----------------------------------------------------------------
+
+
+@dataclass
+class ChunkOutcome:
+    start: date
+    end: date
+    ok: bool
+    fiches: int = 0
+    error: str | None = None
+
+
+@dataclass
+class WarmSummary:
+    start: date
+    end: date
+    mode: str = "range"  # "range" (one call), "chunks" (fallback) or "prefetched"
+    chunks: list[ChunkOutcome] = field(default_factory=list)
+
+    @property
+    def chunks_ok(self) -> int:
+        return sum(c.ok for c in self.chunks)
+
+    @property
+    def chunks_failed(self) -> int:
+        return sum(not c.ok for c in self.chunks)
+
+    @property
+    def fiches_cached(self) -> int:
+        return sum(c.fiches for c in self.chunks)
+
+    @property
+    def dates_covered(self) -> list[date]:
+        return [d for c in self.chunks if c.ok for d in selectors.dates_between(c.start, c.end)]
+
+    def as_dict(self) -> dict:
+        return {
+            "start": self.start.isoformat(),
+            "end": self.end.isoformat(),
+            "mode": self.mode,
+            "chunks_ok": self.chunks_ok,
+            "chunks_failed": self.chunks_failed,
+            "fiches_cached": self.fiches_cached,
+            "dates_covered": [d.isoformat() for d in self.dates_covered],
+            "failed_chunks": [
+                {"start": c.start.isoformat(), "end": c.end.isoformat(), "error": c.error} for c in self.chunks if not c.ok
+            ],
+        }
+
+
+def chunks_of(start: date, end: date, size: int) -> list[tuple[date, date]]:
+    days = selectors.dates_between(start, end)
+    return [(days[i], days[min(i + size, len(days)) - 1]) for i in range(0, len(days), size)]
+
+
+def _cache_range(start: date, end: date, sales: list[dict]) -> int:
+    return cache_fiche_sales_summaries(
+        sales, revalidated_at=timezone.now(), covered_dates=selectors.dates_between(start, end)
+    ).fiches
+
+
+def cache_sales_list(
+    *,
+    start: date,
+    end: date,
+    sales_data: list[dict] | None = None,
+    on_chunk: Callable[[ChunkOutcome], None] | None = None,
+    max_wait: float = 1.0,
+) -> WarmSummary:
+    """Warm the cache for a range without a job.
+
+    With ``sales_data`` (prefetched items in the CRM's shape), they are validated and cached
+    without calling the CRM. Otherwise one CRM call for the whole range; on a transient failure,
+    5-day chunks (``SALES_LIST_CHUNK_DAYS``) are fetched and cached independently: a failing
+    chunk does not stop the others and its dates record the error. The dates being fetched are
+    locked (one fetch per date at a time); a busy date raises ``LockNotAcquired``.
+    """
+    summary = WarmSummary(start=start, end=end)
+
+    def done(outcome: ChunkOutcome) -> None:
+        summary.chunks.append(outcome)
+        if on_chunk:
+            on_chunk(outcome)
+
+    if sales_data is not None:
+        summary.mode = "prefetched"
+        try:
+            sales = [crm.validate_sale(item, f"sales_data[{i}]") for i, item in enumerate(sales_data)]
+        except crm.InvalidSale as exc:
+            raise crm.CrmPermanentError(f"Prefetched sales data breaks the contract: {exc}") from None
+        with date_locks(selectors.dates_between(start, end)):
+            done(ChunkOutcome(start, end, ok=True, fiches=_cache_range(start, end, sales)))
+        return summary
+
+    try:
+        with date_locks(selectors.dates_between(start, end)):
+            sales = _fetch(start, end, nullcontext, max_wait)
+            done(ChunkOutcome(start, end, ok=True, fiches=_cache_range(start, end, sales)))
+        return summary
+    except crm.CrmTransientError as exc:
+        logger.warning(
+            "sales_list_range_failed_falling_back_to_chunks",
+            extra={"start": start.isoformat(), "end": end.isoformat(), "error": str(exc)},
+        )
+    summary.mode = "chunks"
+    for chunk_start, chunk_end in chunks_of(start, end, settings.SALES_LIST_CHUNK_DAYS):
+        try:
+            with date_locks(selectors.dates_between(chunk_start, chunk_end)):
+                sales = _fetch(chunk_start, chunk_end, nullcontext, max_wait)
+                done(ChunkOutcome(chunk_start, chunk_end, ok=True, fiches=_cache_range(chunk_start, chunk_end, sales)))
+        except crm.CrmError as exc:
+            for day in selectors.dates_between(chunk_start, chunk_end):
+                record_sales_date_error(day=day, error=str(exc))
+            done(ChunkOutcome(chunk_start, chunk_end, ok=False, error=str(exc)))
+    logger.info("sales_list_warmed", extra=summary.as_dict() | {"dates_covered": len(summary.dates_covered)})
+    return summary
+
+
+# --- Staleness policy -------------------------------------------------------------------------
+
+DATE_IS_TODAY, NEVER_VALIDATED, STALE_CACHE, CACHE_FRESH = "date_is_today", "never_validated", "stale_cache", "cache_fresh"
+REVALIDATE_REASONS = frozenset({DATE_IS_TODAY, NEVER_VALIDATED, STALE_CACHE})
+
+
+def should_revalidate(day: date, last_revalidated_at: datetime | None, *, now: datetime | None = None) -> str:
+    """Why (or why not) a date's cache should be revalidated: ``date_is_today``,
+    ``never_validated`` or ``stale_cache`` (older than ``CACHE_STALE_AFTER_HOURS``) → yes;
+    ``cache_fresh`` → no."""
+    now = now or timezone.now()
+    if day == timezone.localdate(now):
+        return DATE_IS_TODAY
+    if last_revalidated_at is None:
+        return NEVER_VALIDATED
+    if now - last_revalidated_at > timedelta(hours=settings.CACHE_STALE_AFTER_HOURS):
+        return STALE_CACHE
+    return CACHE_FRESH
+
+
+_LAST_REVALIDATED = """
+SELECT d::date,
+       COALESCE(s.last_fetched_at,
+                (SELECT min(f.last_revalidated_at) FROM fiche_cache f WHERE f.sales_date = d::date))
+FROM generate_series(%(start)s::date, %(end)s::date, interval '1 day') AS d
+LEFT JOIN fiche_sales_dates s ON s.sales_date = d::date
+ORDER BY 1
+"""
+
+
+def last_revalidated_by_date(start: date, end: date) -> dict[date, datetime | None]:
+    """When each date was last revalidated: its fetch state, else the oldest revalidation of its
+    fiches (by sales date, never by row creation time)."""
+    with connection.cursor() as cursor:
+        cursor.execute(_LAST_REVALIDATED, {"start": start, "end": end})
+        return dict(cursor.fetchall())
+
+
+def dates_to_warm(*, now: datetime | None = None) -> dict[date, str]:
+    """Today and the last ``CACHE_WARMUP_DAYS`` dates that the policy selects, with the reason."""
+    now = now or timezone.now()
+    today = timezone.localdate(now)
+    start = today - timedelta(days=settings.CACHE_WARMUP_DAYS)
+    reasons = {day: should_revalidate(day, last, now=now) for day, last in last_revalidated_by_date(start, today).items()}
+    return {day: reason for day, reason in reasons.items() if reason in REVALIDATE_REASONS}

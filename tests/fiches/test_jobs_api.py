@@ -393,7 +393,8 @@ def test_concurrent_identical_requests_get_one_job(make_role, make_user):
 # --- Scenario E: refresh=true -----------------------------------------------------------------------
 
 
-def test_e_refresh_on_a_covered_range_creates_a_new_job_for_every_date_each_time(all_writer, auth_client):
+def test_e_refresh_on_a_covered_range_creates_a_new_job_for_every_date_each_time(all_writer, auth_client, settings):
+    settings.REFRESH_MIN_INTERVAL_SECONDS = 0  # the anti-spam guardrail is tested on its own below
     all_days = days(day(0), 3)
     cache(sale("FE001", all_days[0]), sale("FE002", all_days[2]), covered=all_days)
     client = auth_client(all_writer)
@@ -845,3 +846,24 @@ def test_job_list_paginates_filters_and_hides_other_users_jobs(group_reader, sel
     assert [j["jobId"] for j in auth_client(self_reader).get(JOBS_URL).json()["results"]] == [str(theirs.id)]
 
     assert "status" in assert_error(client.get(JOBS_URL, {"status": "bogus"}), 400, "validation_error")["details"]
+
+
+def test_refresh_guardrails_cap_the_range_and_throttle_repeats(all_writer, auth_client, settings):
+    settings.REFRESH_MAX_RANGE_DAYS = 5
+    settings.REFRESH_MIN_INTERVAL_SECONDS = 60
+    client = auth_client(all_writer)
+    too_long = get_range(client, day(0), day(5), refresh="true")
+    assert too_long.status_code == 400
+    assert too_long.json()["error"]["code"] == "refresh_range_too_long"
+    assert too_long.json()["error"]["details"] == {"days": 6, "max_days": 5}
+
+    assert get_range(client, day(0), day(2), refresh="true").status_code == 200
+    again = get_range(client, day(0), day(2), refresh="true")
+    assert again.status_code == 429
+    assert again.json()["error"]["code"] == "refresh_too_frequent"
+    assert 1 <= int(again["Retry-After"]) <= 60
+    assert again.json()["error"]["details"]["retry_after"] == int(again["Retry-After"])
+    # Another range, or a plain (non-refresh) request, is not throttled.
+    assert get_range(client, day(0), day(1), refresh="true").status_code == 200
+    assert get_range(client, day(0), day(2)).status_code == 200
+    assert ProgressiveFetchJob.objects.filter(force_refresh=True).count() == 2
