@@ -226,6 +226,10 @@ PROGRESSIVE_FETCH_RETRY_BASE_SECONDS = env.float("PROGRESSIVE_FETCH_RETRY_BASE_S
 # --- Revalidation and resilience ------------------------------------------------------------
 # Global CRM call rate across every worker ("20/m"; "off" for none). Over it, work waits.
 CRM_RATE_LIMIT = env.str("CRM_RATE_LIMIT", default="20/m")
+# Lease of a date's fetch lock and of a CRM day slot: a crashed holder frees them after this.
+CRM_FETCH_LEASE_SECONDS = env.float("CRM_FETCH_LEASE_SECONDS", default=CRM_TIMEOUT_SECONDS + 65)
+# TTL of the per-job updater lock (the row lock is the fence if a holder outlives it).
+PROGRESSIVE_FETCH_JOB_LOCK_SECONDS = env.float("PROGRESSIVE_FETCH_JOB_LOCK_SECONDS", default=60)
 CACHE_STALE_AFTER_HOURS = env.int("CACHE_STALE_AFTER_HOURS", default=24)
 CACHE_WARMUP_DAYS = env.int("CACHE_WARMUP_DAYS", default=7)
 SALES_LIST_CHUNK_DAYS = env.int("SALES_LIST_CHUNK_DAYS", default=5)

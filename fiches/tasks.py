@@ -153,7 +153,7 @@ def apply_pending_outcomes(job_id: str, outcome: jobs.DayOutcome, *, wait: float
     transaction; trim the list only after the commit (a crash in between re-applies: no-ops)."""
     redis = get_redis()
     key = _outcomes_key(job_id)
-    with redis_lock(f"progressive-fetch-job:{job_id}", timeout=60, wait=wait):
+    with redis_lock(f"progressive-fetch-job:{job_id}", timeout=settings.PROGRESSIVE_FETCH_JOB_LOCK_SECONDS, wait=wait):
         pending = redis.lrange(key, 0, -1)
         outcomes = [outcome] + [
             jobs.DayOutcome(date.fromisoformat(d), bool(o), e) for d, o, e in map(orjson.loads, pending)
@@ -185,7 +185,7 @@ def progressive_fetch_update_job(self, job_id: str, day: str, ok: bool, error: s
 def progressive_fetch_finalize(self, job_id: str) -> bool:
     """Chord body: finalize the job if every date is processed and nobody finalized it yet."""
     try:
-        with redis_lock(f"progressive-fetch-job:{job_id}", timeout=60, wait=2):
+        with redis_lock(f"progressive-fetch-job:{job_id}", timeout=settings.PROGRESSIVE_FETCH_JOB_LOCK_SECONDS, wait=2):
             return jobs.progressive_fetch_finalize_if_done(job_id=job_id)
     except LockNotAcquired:
         raise retry_waiting(self, countdown=1) from None

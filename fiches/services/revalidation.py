@@ -25,7 +25,7 @@ logger = logging.getLogger("fiches.revalidation")
 
 
 def date_lock_ttl() -> float:
-    return settings.CRM_TIMEOUT_SECONDS + crm.CONNECT_TIMEOUT_SECONDS + 60
+    return settings.CRM_FETCH_LEASE_SECONDS
 
 
 def crm_rate_limiter() -> RateLimiter:

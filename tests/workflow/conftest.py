@@ -68,11 +68,13 @@ class Worker:
 
 def worker_env(crm_url: str, **overrides: str) -> dict[str, str]:
     db = connection.settings_dict
+    # Production settings with explicit values (config.test_settings drops what the shell sets).
     env = {
         **os.environ,
-        "DJANGO_SETTINGS_MODULE": "config.test_settings",
+        "DJANGO_SETTINGS_MODULE": "config.settings",
         "DATABASE_URL": f"postgres://{db['USER']}@{db['HOST'] or '127.0.0.1'}:{db['PORT'] or 5432}/{db['NAME']}",
-        "TEST_REDIS_URL": settings.REDIS_URL,
+        "REDIS_URL": settings.REDIS_URL,
+        "REALTIME_STRICT_EVENTS": "true",
         "CRM_BASE_URL": crm_url,
         "LOG_LEVEL": "INFO",
         "PROGRESSIVE_FETCH_RETRY_BASE_SECONDS": "0.2",
@@ -80,6 +82,8 @@ def worker_env(crm_url: str, **overrides: str) -> dict[str, str]:
         "CRM_TIMEOUT_SECONDS": "5",
         "CRM_RATE_LIMIT": "off",  # the rate limit has its own fault test
     }
+    for name in ("CELERY_BROKER_URL", "CELERY_RESULT_BACKEND"):
+        env.pop(name, None)
     env.update(overrides)
     return env
 

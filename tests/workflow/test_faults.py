@@ -1,0 +1,329 @@
+"""Fault injection with real processes: Celery worker subprocesses, a dedicated Redis server, the
+CRM simulator over HTTP, a Pusher-API stub and a webhook receiver. Whatever the fault, the
+assertion is the same (``assert_job_ended_once``): the job reaches a terminal state, no date is
+lost or counted twice, the terminal Pusher event and webhook happen exactly once.
+
+Run alone with ``pytest -m faults``.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import signal
+import threading
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from datetime import date, timedelta
+
+import pytest
+from django.db import connection, transaction
+from django.utils import timezone
+
+from fiches.models import FicheCache, ProgressiveFetchJob
+from fiches.services.cache import cache_fiche_sales_summaries
+from fiches.services.jobs import progressive_fetch_dispatch, progressive_fetch_request
+from fiches.simulator import data as sim_data
+from fiches.simulator.server import CrmSimulator, SimulatorConfig
+from fiches.tasks import progressive_fetch_update_job, reconcile_progressive_jobs
+from tests.workflow.conftest import Worker, wait_for, worker_env
+from tests.workflow.faults import Recorder, RedisServer, assert_job_ended_once, celery_on
+
+pytestmark = [pytest.mark.workflow, pytest.mark.faults, pytest.mark.django_db(transaction=True)]
+
+SALES = "/api/fiches/sales-with-calls"
+
+
+@dataclass
+class Stack:
+    redis: RedisServer
+    pusher: Recorder
+    receiver: Recorder
+    sim: CrmSimulator
+    env: dict
+    workers: list[Worker] = field(default_factory=list)
+
+    def worker(self, name: str, *, concurrency: int = 4, **overrides: str) -> Worker:
+        w = Worker(env={**self.env, **overrides}, name=name, concurrency=concurrency).start()
+        self.workers.append(w)
+        return w
+
+    def sales(self, day: date) -> list[dict]:
+        cfg = self.sim.config
+        return sim_data.sales_for_date(day, seed=cfg.seed, fiches_per_day=cfg.fiches_per_day, revision=cfg.revision,
+                                       include_recordings=True)
+
+    def calls(self) -> list[dict]:
+        return [r for r in self.sim.requests() if r["path"] == SALES]
+
+
+@pytest.fixture
+def stack(settings):
+    redis_server = RedisServer().start()
+    pusher, receiver = Recorder(), Recorder()
+    sim = CrmSimulator(SimulatorConfig(seed=42, fiches_per_day=4)).start()
+    pusher_port = str(pusher.server_address[1])
+    common = {
+        "CRM_RATE_LIMIT": "off",
+        "PUSHER_APP_ID": "42", "PUSHER_KEY": "fault-key", "PUSHER_SECRET": "fault-secret",
+        "PUSHER_HOST": "127.0.0.1", "PUSHER_PORT": pusher_port, "PUSHER_USE_TLS": "false",
+        "PUSHER_BACKOFF_SECONDS": "0",
+        "WEBHOOK_ALLOWED_ORIGINS": receiver.origin,
+        "WEBHOOK_RETRY_BASE_SECONDS": "0.1",
+        "PROGRESSIVE_FETCH_STALL_SECONDS": "2",
+        "PROGRESSIVE_FETCH_JOB_LOCK_SECONDS": "0.5",
+        "CRM_FETCH_LEASE_SECONDS": "4",
+        "CRM_TIMEOUT_SECONDS": "3",
+        "REFRESH_MIN_INTERVAL_SECONDS": "0",
+    }
+    settings.CRM_BASE_URL = sim.url
+    settings.PUSHER_APP_ID, settings.PUSHER_KEY, settings.PUSHER_SECRET = "42", "fault-key", "fault-secret"
+    settings.PUSHER_HOST, settings.PUSHER_PORT, settings.PUSHER_USE_TLS = "127.0.0.1", int(pusher_port), False
+    settings.WEBHOOK_ALLOWED_ORIGINS = [receiver.origin]
+    settings.CRM_RATE_LIMIT = "off"
+    settings.REFRESH_MIN_INTERVAL_SECONDS = 0
+    settings.PROGRESSIVE_FETCH_STALL_SECONDS = 2
+    settings.PROGRESSIVE_FETCH_JOB_LOCK_SECONDS = 0.5
+    with celery_on(redis_server.url):
+        stack = Stack(redis_server, pusher, receiver, sim, env=worker_env(sim.url, **common))
+        try:
+            yield stack
+        finally:
+            for w in stack.workers:
+                w.stop()
+            sim.stop()
+            pusher.stop()
+            receiver.stop()
+            redis_server.stop()
+
+
+@pytest.fixture
+def requester(make_role, make_user):
+    return make_user(make_role("fault-all", fiches=("rw", "ALL")))
+
+
+def _days(start: date, n: int) -> list[date]:
+    return [start + timedelta(days=i) for i in range(n)]
+
+
+def _request(stack: Stack, user, days: list[date], *, refresh: bool = False) -> str:
+    result = progressive_fetch_request(
+        user=user, start=days[0], end=days[-1], refresh=refresh,
+        webhook_url=f"{stack.receiver.origin}/hook", webhook_secret="fault-secret",
+    )
+    return result.meta["backgroundJobId"]
+
+
+def _assert_cache_matches(stack: Stack, days: list[date], job) -> None:
+    for day in days:
+        if day in job.dates_already_fetched:
+            assert FicheCache.objects.filter(sales_date=day).count() == len(stack.sales(day))
+    assert job.total_fiches == FicheCache.objects.filter(sales_date__range=(days[0], days[-1])).count()
+
+
+# 1 ---------------------------------------------------------------------------------------------
+
+
+def _bare_job(stack: Stack, user, days: list[date]) -> str:
+    """A dispatched job whose day tasks never run (the test plays them): created as the service
+    would, without the orchestrator message."""
+    job = ProgressiveFetchJob.objects.create(
+        start_date=days[0], end_date=days[-1], total_days=len(days), dates_remaining=days,
+        requested_by=user, scope_kind="ALL", webhook_url=f"{stack.receiver.origin}/hook", webhook_secret="s",
+    )
+    assert progressive_fetch_dispatch(job_id=str(job.pk)) == days
+    for day in days:
+        cache_fiche_sales_summaries(stack.sales(day), revalidated_at=timezone.now(), covered_dates=[day])
+    return str(job.pk)
+
+
+def test_1_duplicate_and_out_of_order_outcomes(stack, requester):
+    stack.worker("f1")
+    days = _days(date(2026, 2, 2), 5)
+    job_id = _bare_job(stack, requester, days)
+    deliveries = [d for d in days for _ in range(3)]  # every outcome three times, shuffled
+    random.Random(7).shuffle(deliveries)
+    for day in deliveries:
+        progressive_fetch_update_job.delay(job_id, day.isoformat(), True, None)
+
+    job = assert_job_ended_once(job_id, pusher=stack.pusher, receiver=stack.receiver)
+    assert job.status == "complete" and sorted(job.dates_already_fetched) == days
+    _assert_cache_matches(stack, days, job)
+    progress = stack.pusher.pusher_events("fiches.progressive_fetch.progress", job_id)
+    assert len(progress) == len(days)  # one per applied outcome, none for the 10 duplicates
+
+
+# 2 ---------------------------------------------------------------------------------------------
+
+
+def test_2_a_day_failing_twice_then_succeeding(stack, requester):
+    stack.worker("f2", PROGRESSIVE_FETCH_DAY_MAX_ERRORS="2", PROGRESSIVE_FETCH_RETRY_BASE_SECONDS="0.6")
+    days = _days(date(2026, 2, 9), 4)
+    flaky = days[1]
+    stack.sim.config.fail_dates = frozenset({flaky})
+    job_id = _request(stack, requester, days)
+    wait_for(lambda: sum(c["params"]["startDate"] == flaky.isoformat() for c in stack.calls()) >= 2,
+             interval=0.01, message="two failed calls for the flaky date")
+    stack.sim.config.fail_dates = frozenset()  # the CRM recovers before the last retry
+
+    job = assert_job_ended_once(job_id, pusher=stack.pusher, receiver=stack.receiver)
+    assert job.status == "complete"
+    calls = Counter(c["params"]["startDate"] for c in stack.calls())
+    assert calls[flaky.isoformat()] == 3 and [c["status"] for c in stack.calls()].count(503) == 2
+    assert all(calls[d.isoformat()] == 1 for d in days if d != flaky)
+    _assert_cache_matches(stack, days, job)
+
+
+# 3 ---------------------------------------------------------------------------------------------
+
+
+def test_3_a_day_failing_after_its_last_retry(stack, requester):
+    stack.worker("f3", PROGRESSIVE_FETCH_DAY_MAX_ERRORS="1", PROGRESSIVE_FETCH_RETRY_BASE_SECONDS="0.1")
+    days = _days(date(2026, 2, 16), 4)
+    bad = days[2]
+    stack.sim.config.fail_dates = frozenset({bad})
+    job_id = _request(stack, requester, days)
+
+    job = assert_job_ended_once(job_id, pusher=stack.pusher, receiver=stack.receiver)
+    assert job.status == "failed" and job.dates_failed == [bad]
+    assert bad.isoformat() in job.error
+    assert Counter(c["params"]["startDate"] for c in stack.calls())[bad.isoformat()] == 2
+    assert not FicheCache.objects.filter(sales_date=bad).exists()
+    _assert_cache_matches(stack, days, job)
+
+
+# 4 ---------------------------------------------------------------------------------------------
+
+
+def test_4_worker_killed_in_the_middle_of_a_day_task(stack, requester):
+    first = stack.worker("f4a")
+    stack.sim.config.latency_ms = 1500
+    days = _days(date(2026, 2, 23), 3)
+    job_id = _request(stack, requester, days)
+    wait_for(lambda: ProgressiveFetchJob.objects.get(pk=job_id).status == "processing", message="dispatch")
+    time.sleep(0.7)  # the day tasks are now waiting on the CRM
+    os.killpg(first.process.pid, signal.SIGKILL)
+    first.process.wait()
+    assert ProgressiveFetchJob.objects.get(pk=job_id).dates_remaining  # work was lost mid-flight
+
+    stack.sim.config.latency_ms = 0
+    stack.worker("f4b")
+    time.sleep(2.5)  # past PROGRESSIVE_FETCH_STALL_SECONDS: the reconciler re-drives the job
+    reconcile_progressive_jobs.delay()
+
+    job = assert_job_ended_once(job_id, pusher=stack.pusher, receiver=stack.receiver, timeout=60)
+    assert job.status == "complete" and sorted(job.dates_already_fetched) == days
+    _assert_cache_matches(stack, days, job)
+
+
+# 5 ---------------------------------------------------------------------------------------------
+
+
+def test_5_updater_lock_expires_while_its_holder_still_runs(stack, requester):
+    stack.worker("f5")  # PROGRESSIVE_FETCH_JOB_LOCK_SECONDS=0.5 in this stack
+    days = _days(date(2026, 3, 2), 3)
+    job_id = _bare_job(stack, requester, days)
+    progressive_fetch_update_job.delay(job_id, days[0].isoformat(), True, None)
+    wait_for(lambda: len(ProgressiveFetchJob.objects.get(pk=job_id).dates_remaining) == 2, message="first outcome")
+
+    held = threading.Event()
+    release = threading.Event()
+
+    def hold_row_lock():  # a slow holder: keeps the job row locked far beyond the Redis lock TTL
+        with transaction.atomic():
+            ProgressiveFetchJob.objects.select_for_update().get(pk=job_id)
+            held.set()
+            release.wait(10)
+        connection.close()
+
+    holder = threading.Thread(target=hold_row_lock)
+    holder.start()
+    held.wait(5)
+    progressive_fetch_update_job.delay(job_id, days[1].isoformat(), True, None)
+    progressive_fetch_update_job.delay(job_id, days[2].isoformat(), True, None)
+
+    def blocked_on_row_lock() -> int:
+        with connection.cursor() as cursor:
+            cursor.execute(
+                # (query texts are truncated at 1 KB: FOR UPDATE is past the cut)
+                "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
+                "AND wait_event_type = 'Lock' AND query ILIKE %s",
+                ['SELECT "progressive_fetch_jobs".%'],
+            )
+            return cursor.fetchone()[0]
+
+    # Both updaters end up inside: the second took the Redis lock after the first one's expired,
+    # and only the row lock keeps them apart.
+    wait_for(lambda: blocked_on_row_lock() >= 2, timeout=10, interval=0.05, message="two updaters at the row lock")
+    release.set()
+    holder.join()
+
+    job = assert_job_ended_once(job_id, pusher=stack.pusher, receiver=stack.receiver)
+    assert job.status == "complete" and sorted(job.dates_already_fetched) == days
+    assert len(stack.pusher.pusher_events("fiches.progressive_fetch.progress", job_id)) == 3
+
+
+# 6 ---------------------------------------------------------------------------------------------
+
+
+def test_6_redis_restarted_with_its_data_lost_mid_job(stack, requester):
+    stack.worker("f6", concurrency=2, PROGRESSIVE_FETCH_DAY_CONCURRENCY="2")
+    stack.sim.config.latency_ms = 400
+    days = _days(date(2026, 3, 9), 8)
+    job_id = _request(stack, requester, days)
+    wait_for(lambda: 1 <= len(ProgressiveFetchJob.objects.get(pk=job_id).dates_already_fetched) < len(days),
+             interval=0.05, message="the job to be half-way")
+    stack.redis.restart_losing_data()  # queues, chord counters, locks, pending outcomes: all gone
+    stack.sim.config.latency_ms = 0
+    time.sleep(2.5)
+    reconcile_progressive_jobs.delay()
+
+    job = assert_job_ended_once(job_id, pusher=stack.pusher, receiver=stack.receiver, timeout=60)
+    assert job.status == "complete" and sorted(job.dates_already_fetched) == days
+    _assert_cache_matches(stack, days, job)
+
+
+# 7 ---------------------------------------------------------------------------------------------
+
+
+def test_7_overlapping_jobs_never_fetch_one_date_twice_at_once(stack, requester, make_role, make_user):
+    other = make_user(make_role("fault-all-2", fiches=("rw", "ALL")))
+    stack.worker("f7", concurrency=6, PROGRESSIVE_FETCH_DAY_CONCURRENCY="6")
+    stack.sim.config.latency_ms = 300
+    first_days, second_days = _days(date(2026, 3, 16), 6), _days(date(2026, 3, 19), 6)
+    first = _request(stack, requester, first_days, refresh=True)
+    second = _request(stack, other, second_days, refresh=True)
+
+    for job_id, days in ((first, first_days), (second, second_days)):
+        job = assert_job_ended_once(job_id, pusher=stack.pusher, receiver=stack.receiver)
+        assert job.status == "complete" and sorted(job.dates_already_fetched) == days
+    by_date: dict[str, list[tuple[float, float]]] = {}
+    for call in stack.calls():
+        by_date.setdefault(call["params"]["startDate"], []).append((call["start"], call["end"]))
+    shared = {d.isoformat() for d in set(first_days) & set(second_days)}
+    assert {d for d, spans in by_date.items() if len(spans) == 2} == shared  # refreshed by both jobs
+    for spans in by_date.values():
+        spans.sort()
+        assert all(a_end <= b_start for (_, a_end), (b_start, _) in zip(spans, spans[1:])), spans
+
+
+# 8 ---------------------------------------------------------------------------------------------
+
+
+def test_8_global_crm_rate_across_two_workers(stack, requester):
+    limited = {"CRM_RATE_LIMIT": "120/m", "PROGRESSIVE_FETCH_DAY_CONCURRENCY": "4"}  # one call per 0.5 s
+    stack.worker("f8a", concurrency=2, **limited)
+    stack.worker("f8b", concurrency=2, **limited)
+    days = _days(date(2026, 3, 30), 8)
+    job_id = _request(stack, requester, days)
+
+    job = assert_job_ended_once(job_id, pusher=stack.pusher, receiver=stack.receiver)
+    assert job.status == "complete" and sorted(job.dates_already_fetched) == days
+    starts = sorted(c["start"] for c in stack.calls())
+    assert sorted(c["params"]["startDate"] for c in stack.calls()) == [d.isoformat() for d in days]
+    window, share = 2.0, 2.0 / 0.5
+    for i, t0 in enumerate(starts):
+        in_window = sum(1 for t in starts[i:] if t < t0 + window)
+        assert in_window <= share + 1, (in_window, starts)  # +1: a call exactly on the boundary
+    assert starts[-1] - starts[0] >= (len(days) - 1) * 0.5 * 0.9
