@@ -194,25 +194,30 @@ def progressive_fetch_finalize(self, job_id: str) -> bool:
 # --- Warm-cache, revalidation, reconciliation ---------------------------------------------------
 
 
-@shared_task(bind=True, name="fiches.tasks.crm.cache_sales_list")
-def cache_sales_list(self, start: str, end: str, sales_data: list | None = None) -> dict:
-    """Warm the cache for a range (one CRM call, 5-day chunks on failure; or prefetched data).
-    Busy dates or a saturated CRM rate make it wait (re-enqueued), never drop."""
+def _warm(task, start: str, end: str, sales_data: list | None = None) -> dict:
+    """Run the range warm-cache for ``task``: busy dates or a saturated CRM rate re-enqueue
+    ``task`` itself (waiting, never dropped)."""
     try:
         summary = revalidation.cache_sales_list(
             start=date.fromisoformat(start), end=date.fromisoformat(end), sales_data=sales_data
         )
     except LockNotAcquired:
-        raise retry_waiting(self, countdown=random.uniform(0.5, 2.0)) from None
+        raise retry_waiting(task, countdown=random.uniform(0.5, 2.0)) from None
     except LimitBusy as exc:
-        raise retry_waiting(self, countdown=max(0.2, exc.retry_after) + random.uniform(0, 0.2)) from None
+        raise retry_waiting(task, countdown=max(0.2, exc.retry_after) + random.uniform(0, 0.2)) from None
     return summary.as_dict()
+
+
+@shared_task(bind=True, name="fiches.tasks.crm.cache_sales_list")
+def cache_sales_list(self, start: str, end: str, sales_data: list | None = None) -> dict:
+    """Warm the cache for a range (one CRM call, 5-day chunks on failure; or prefetched data)."""
+    return _warm(self, start, end, sales_data)
 
 
 @shared_task(bind=True, name="fiches.tasks.crm.revalidate_date")
 def revalidate_date(self, day: str) -> dict:
-    """Revalidate one date (delegates to the range warm-cache for that day)."""
-    return cache_sales_list.run(day, day)
+    """Revalidate one date (the range warm-cache for that day)."""
+    return _warm(self, day, day)
 
 
 @shared_task(name="fiches.tasks.warm_recent_sales_cache", ignore_result=True)

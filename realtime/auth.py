@@ -7,7 +7,7 @@ import re
 from accounts.grants import has_grant
 from accounts.permissions import can_access
 from config.exceptions import ApplicationError, InvalidInput, PermissionDeniedError
-from realtime.events import GLOBAL_CHANNEL, validate_channel, InvalidEvent
+from realtime.events import GLOBAL_CHANNEL, InvalidEvent, validate_channel
 from realtime.publisher import pusher_client, pusher_enabled
 
 _SOCKET_ID = re.compile(r"\A\d+\.\d+\Z")
@@ -45,6 +45,8 @@ def authorize_channel(user, channel: str) -> None:
         if family == "job":
             from fiches.selectors import job_for_user
 
+            if not has_grant(user, "fiches", "read"):  # the job endpoints need it too
+                raise _deny(channel, "missing fiches.read")
             try:
                 job_for_user(user, object_id)
             except ApplicationError:

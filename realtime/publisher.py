@@ -2,7 +2,7 @@
 
 - The payload is the domain object itself (no wrapper), routed per the contract
   (``realtime.events.channels_for``), truncated under Pusher's 10 KB limit when needed.
-- Events are sent after the current transaction commits; the events of one transaction go out
+- Events are sent after the current transaction commits; ``publish_many`` sends several events
   together as Pusher batch triggers (at most 10 events per HTTP call).
 - Best-effort: a Pusher error or timeout is logged and never breaks the caller. An API request
   never waits on Pusher: outside a Celery worker the batch is handed to a task.
@@ -14,21 +14,17 @@
 from __future__ import annotations
 
 import logging
-import threading
 import time
 
 import pusher
 from celery import current_task
 from django.conf import settings
-from django.db import connection, transaction
+from django.db import transaction
 
 from realtime.events import InvalidEvent, channels_for, encode_payload, validate_event
 
 logger = logging.getLogger("realtime.publisher")
 BATCH_SIZE = 10  # Pusher's maximum events per batch trigger
-
-_pending = threading.local()
-
 
 def pusher_enabled() -> bool:
     return bool(settings.PUSHER_APP_ID and settings.PUSHER_KEY and settings.PUSHER_SECRET)
@@ -60,47 +56,47 @@ def build_messages(event: str, payload: dict) -> list[dict]:
 
 def publish(event: str, payload: dict) -> None:
     """Publish ``event`` with ``payload`` once the current transaction commits."""
-    try:
-        messages = build_messages(event, payload)
-    except InvalidEvent:
-        if settings.REALTIME_STRICT_EVENTS:
-            raise
-        logger.error("realtime_event_invalid", exc_info=True, extra={"event": event})
-        return
-    logger.info(
-        "realtime_event",
-        extra={"event": event, "job_id": payload.get("jobId"), "channels": [m["channel"] for m in messages]},
-    )
-    if not pusher_enabled():
-        logger.debug("pusher_disabled", extra={"event": event})
-        return
-    queue = getattr(_pending, "messages", None)
-    if queue is not None and not _flush_registered():
-        queue = None  # the transaction that registered the flush was rolled back: drop its events
-    if queue is None:
-        _pending.messages = list(messages)
-        transaction.on_commit(_flush)  # outside a transaction this runs at once
-    else:
-        queue.extend(messages)
+    publish_many([(event, payload)])
 
 
-def _flush_registered() -> bool:
-    return any(entry[1] is _flush for entry in connection.run_on_commit)
+def publish_many(events: list[tuple[str, dict]]) -> None:
+    """Publish several events together (Pusher batch triggers of at most 10) after commit.
 
-
-def _flush() -> None:
-    messages, _pending.messages = getattr(_pending, "messages", None) or [], None
+    Each call registers its own ``on_commit`` callback, so events published inside a savepoint
+    that rolls back are dropped with it.
+    """
+    messages = []
+    for event, payload in events:
+        try:
+            built = build_messages(event, payload)
+        except InvalidEvent:
+            if settings.REALTIME_STRICT_EVENTS:
+                raise
+            logger.error("realtime_event_invalid", exc_info=True, extra={"event": event})
+            continue
+        logger.info(
+            "realtime_event",
+            extra={"event": event, "job_id": payload.get("jobId"), "channels": [m["channel"] for m in built]},
+        )
+        messages.extend(built)
     if not messages:
         return
+    if not pusher_enabled():
+        logger.debug("pusher_disabled", extra={"events": len(messages)})
+        return
+    transaction.on_commit(lambda: _deliver(messages))  # outside a transaction this runs at once
+
+
+def _deliver(messages: list[dict]) -> None:
     if current_task and current_task.request.id:  # in a worker: send now (short timeout)
         send_messages(messages)
-    else:  # in a web request: never wait on Pusher
-        from realtime.tasks import send_pusher_messages
+        return
+    from realtime.tasks import send_pusher_messages  # in a web request: never wait on Pusher
 
-        try:
-            send_pusher_messages.delay(messages)
-        except Exception:
-            logger.exception("pusher_enqueue_failed", extra={"events": len(messages)})
+    try:
+        send_pusher_messages.delay(messages)
+    except Exception:
+        logger.exception("pusher_enqueue_failed", extra={"events": len(messages)})
 
 
 _circuit = {"open_until": 0.0}

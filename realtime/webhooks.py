@@ -206,14 +206,15 @@ def attempt_delivery(*, delivery_id: int, trigger: str = AttemptTrigger.SCHEDULE
     started = timezone.now()
     clock = time.perf_counter()
     body = build_body(delivery)
-    headers = signed_headers(webhook_id=delivery.webhook_id, body=body, secret=delivery.job.webhook_secret)
+    headers: dict[str, str] = {}
     response, error, retryable = None, None, False
     try:
+        headers = signed_headers(webhook_id=delivery.webhook_id, body=body, secret=delivery.job.webhook_secret)
         safe = validate_webhook_url(delivery.url)  # again at send time
         logger.info("sending_webhook", extra={"delivery_id": delivery.pk, "attempt": number, "event": delivery.event})
         with _session(safe.allowlisted) as session:
             response = session.post(delivery.url, data=body, headers=headers, allow_redirects=False)
-    except UnsafeWebhookUrl as exc:
+    except InvalidInput as exc:  # an unsafe URL, or a secret that cannot be used
         error = exc.message
     except requests.RequestException as exc:  # connection errors, timeouts, a private address at connect time
         error = f"{type(exc).__name__}: {exc}"[:1000]

@@ -17,6 +17,7 @@ from fiches.services.details import fiche_get_for_user
 from fiches.tasks import cache_sales_list
 from realtime.selectors import job_webhook_deliveries
 from realtime.url_safety import validate_webhook_url
+from realtime.webhooks import secret_bytes
 
 FICHE_ID = OpenApiParameter("fiche_id", str, OpenApiParameter.PATH, description="The CRM fiche id.")
 
@@ -70,6 +71,8 @@ def _range_response(request, *, start, end, refresh, webhook_url=None, webhook_s
         HasGrant("fiches", "write").require(request.user)
     if webhook_url:
         validate_webhook_url(webhook_url)
+    if webhook_secret:
+        secret_bytes(webhook_secret)  # a malformed whsec_ secret is a 400 now, not a failure later
     result = jobs.progressive_fetch_request(
         user=request.user, start=start, end=end, refresh=refresh,
         webhook_url=webhook_url, webhook_secret=webhook_secret,

@@ -25,7 +25,7 @@ from config.exceptions import InvalidInput, ThrottledError
 from config.redis import get_redis
 from fiches import selectors
 from fiches.models import TERMINAL_STATUSES, JobStatus, ProgressiveFetchJob, ScopeKind
-from realtime.publisher import publish
+from realtime.publisher import publish, publish_many
 from fiches.workflow_log import trace
 from realtime.webhooks import send_job_webhook
 
@@ -225,7 +225,7 @@ def progressive_fetch_dispatch(*, job_id: str, redrive: bool = False) -> list[da
         if job is None or job.is_terminal:
             return []
         if job.dispatched_at is not None and not redrive:
-            logger.info("progressive_fetch_already_dispatched", extra={"job_id": job_id})
+            trace("progressive_fetch_already_dispatched", job_id=job_id)
             return []
         now = timezone.now()
         job.status = JobStatus.PROCESSING
@@ -236,7 +236,7 @@ def progressive_fetch_dispatch(*, job_id: str, redrive: bool = False) -> list[da
         dates = sorted(job.dates_remaining)
         if not dates:
             _finalize_locked(job)
-    logger.info("fanning_out_day_workers", extra={"job_id": job_id, "days": len(dates), "redrive": redrive})
+    trace("fanning_out_day_workers", job_id=job_id, days=len(dates), redrive=redrive)
     return dates
 
 
@@ -314,6 +314,7 @@ def progressive_fetch_apply_outcomes(*, job_id: str, outcomes: list[DayOutcome])
         counts_now = _fiches_on(sorted(set(fresh_ok)))
         frequency = max(1, settings.PROGRESSIVE_FETCH_WEBHOOK_FREQUENCY)
         result = UpdateResult()
+        progress_events: list[tuple[str, dict]] = []
         for outcome in outcomes:
             day = outcome.day
             processed_before = len(completed) + len(failed)
@@ -344,11 +345,12 @@ def progressive_fetch_apply_outcomes(*, job_id: str, outcomes: list[DayOutcome])
             job.status = JobStatus.PROCESSING
             trace("progressive_fetch_job_updated", job_id=job_id, day=day, ok=outcome.ok,
                   processed_days=processed, remaining=len(job.dates_remaining))
-            publish(EVENT_PROGRESS, {**selectors.job_payload(job), "latestDate": day.isoformat()})
+            progress_events.append((EVENT_PROGRESS, {**selectors.job_payload(job), "latestDate": day.isoformat()}))
             if job.dates_remaining and processed // frequency > processed_before // frequency:
                 _webhook(job, EVENT_PROGRESS)
         if result.changed:
             _write_progress(job, newly_completed=fresh_ok, counts=counts_now)
+            publish_many(progress_events)
         remaining = [d for d in all_dates if d not in completed and d not in failed]
         result.processed_days = len(completed) + len(failed)
         result.remaining = [d.isoformat() for d in remaining]

@@ -145,6 +145,8 @@ class _PusherHandler(_QuietHandler):
         status = 401 if problem else stub.status
         with stub.lock:
             stub.calls.append(PusherCall(parts.path, params, body, problem is None, problem, status))
+        if stub.delay:
+            time.sleep(stub.delay)
         self._send(status, b"{}" if status == 200 else f'{{"error": "{problem or status}"}}'.encode(),
                    {"Content-Type": "application/json"})
 
@@ -157,6 +159,7 @@ class PusherStub(_HttpServerBase):
         self.app_id, self.key, self.secret = app_id, key, secret
         self.calls: list[PusherCall] = []
         self.status = 200  # answer of a correctly signed request
+        self.delay = 0.0  # seconds to wait before answering
 
     def check(self, path: str, params: dict[str, str], body: bytes) -> str | None:
         """Why the request's REST auth is wrong, or None when it is right."""
@@ -207,18 +210,15 @@ def pusher_stub(settings) -> Iterator[PusherStub]:
 
 @pytest.fixture(autouse=True)
 def _realtime_defaults(settings) -> Iterator[None]:
-    """Pusher disabled unless a test points it at a stub, strict events, fresh circuit breaker and
-    no queued batch left over from another test in this thread."""
+    """Pusher disabled unless a test points it at a stub, strict events, fresh circuit breaker."""
     settings.PUSHER_APP_ID = ""
     settings.PUSHER_KEY = ""
     settings.PUSHER_SECRET = ""
     settings.REALTIME_STRICT_EVENTS = True
     settings.WEBHOOK_ALLOWED_ORIGINS = []
     publisher._circuit["open_until"] = 0
-    publisher._pending.messages = None
     yield
     publisher._circuit["open_until"] = 0
-    publisher._pending.messages = None
 
 
 # --- Webhook receiver -----------------------------------------------------------------------------
@@ -358,7 +358,7 @@ def listener() -> Iterator[ListeningSocket]:
 class FakeDns:
     def __init__(self) -> None:
         self.table: dict[str, list[str] | Callable[[], list[str]]] = {}
-        self.lookups: list[str] = []
+        self.lookups: list[str] = []  # every name looked up (answered here or not)
 
     def set(self, host: str, answer: list[str] | Callable[[], list[str]]) -> None:
         self.table[host] = answer
@@ -372,9 +372,9 @@ def fake_dns(monkeypatch) -> FakeDns:
 
     def getaddrinfo(host, port, family=0, type=0, proto=0, flags=0):  # noqa: A002
         name = host.decode() if isinstance(host, bytes) else host
+        dns.lookups.append(name)
         if name not in dns.table:
             return real(host, port, family, type, proto, flags)
-        dns.lookups.append(name)
         answer = dns.table[name]
         addresses = answer() if callable(answer) else answer
         number = int(port) if port not in (None, "") else 0

@@ -21,7 +21,7 @@ from fiches.models import ProgressiveFetchJob
 from fiches.services import jobs
 from realtime import publisher
 from realtime.events import InvalidEvent
-from realtime.publisher import publish
+from realtime.publisher import publish, publish_many
 from realtime.tasks import send_pusher_messages
 
 from .conftest import APP_ID, free_port, in_worker, queued_tasks
@@ -114,11 +114,10 @@ def test_the_stub_rejects_a_wrong_signature_and_the_publisher_logs_it(pusher_stu
 
 
 @pytest.mark.django_db
-def test_23_events_of_one_transaction_go_out_as_3_batch_triggers(pusher_stub, committed):
+def test_23_events_published_together_go_out_as_3_batch_triggers(pusher_stub, committed):
     def work():
         with transaction.atomic():
-            for i in range(23):
-                publish("notification", notification(i))
+            publish_many([("notification", notification(i)) for i in range(23)])
 
     committed(work)
 
@@ -197,11 +196,28 @@ def test_a_failed_batch_opens_the_circuit_for_the_remaining_batches(pusher_stub,
 
     def work():
         with transaction.atomic():
-            for i in range(25):
-                publish("notification", notification(i))
+            publish_many([("notification", notification(i)) for i in range(25)])
 
     committed(work)
     assert len(log_lines(logs, "pusher_trigger_failed")) == 1  # one timeout/refusal, not three
+    assert len(log_lines(logs, "pusher_paused_event_dropped")) == 2
+
+
+@pytest.mark.django_db
+def test_a_hanging_pusher_costs_one_timeout_then_the_circuit_opens(pusher_stub, committed, settings, logs):
+    settings.PUSHER_TIMEOUT_SECONDS = 0.3
+    pusher_stub.delay = 1.0
+
+    def work():
+        with transaction.atomic():
+            publish_many([("notification", notification(i)) for i in range(30)])
+
+    started = time.monotonic()
+    committed(work)  # does not raise
+    assert time.monotonic() - started < 0.9  # one timeout, not three
+    assert len(pusher_stub.calls) == 1
+    failed = log_lines(logs, "pusher_trigger_failed")
+    assert len(failed) == 1 and "Timeout" in failed[0].error
     assert len(log_lines(logs, "pusher_paused_event_dropped")) == 2
 
 
@@ -280,10 +296,6 @@ def test_outside_a_transaction_a_worker_sends_at_once(pusher_stub):
     assert in_worker(work) == 1
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "BUG: realtime/publisher.py publish(): an event published inside a savepoint (nested atomic) is appended "
-    "to the queue of the enclosing transaction; when the savepoint rolls back the event is still sent at "
-    "the outer commit"))
 @pytest.mark.django_db(transaction=True)
 def test_events_of_a_rolled_back_savepoint_are_not_sent(pusher_stub):
     def work():
@@ -306,8 +318,7 @@ def test_a_web_request_hands_the_batch_to_a_task_which_sends_it(pusher_stub):
     """Outside a worker, publish never waits on Pusher: the committed batch becomes one
     ``send_pusher_messages`` task; running that task sends it."""
     with transaction.atomic():
-        publish("notification", notification(1))
-        publish("transcription.started", transcription_started(fiche_id="F9"))
+        publish_many([("notification", notification(1)), ("transcription.started", transcription_started(fiche_id="F9"))])
     assert pusher_stub.calls == []
     (task,) = queued_tasks("default")
     assert task.name == "realtime.tasks.send_pusher_messages"
@@ -345,3 +356,18 @@ def test_a_progressive_fetch_job_still_completes_while_pusher_is_down(pusher_stu
     assert len(log_lines(logs, "pusher_trigger_failed")) == 1
     assert len(log_lines(logs, "pusher_paused_event_dropped")) >= 1
     assert pusher_stub.calls == []
+
+
+@pytest.mark.django_db(transaction=True)
+def test_separate_publishes_in_one_transaction_are_each_sent_after_commit(pusher_stub, committed):
+    """publish() registers its own on-commit callback (savepoint-safe); only publish_many batches."""
+
+    def work():
+        with transaction.atomic():
+            publish("notification", notification(1))
+            publish("notification", notification(2))
+            assert pusher_stub.calls == []
+
+    committed(work)
+    assert [len(call.batch) for call in pusher_stub.calls] == [1, 1]
+    assert [json.loads(m["data"])["message"] for m in pusher_stub.messages()] == ["Message 1", "Message 2"]

@@ -152,6 +152,13 @@ def test_job_channel_owner_and_all_scope_yes_others_no(lyon, lyon_colleague, all
     assert_denied(post_form(auth_client(plain), channel))
 
 
+def test_job_channel_needs_fiches_read_like_the_job_api(lyon, auth_client):
+    job = make_job(lyon)
+    lyon.roles.set([])  # fiches.read revoked
+    assert auth_client(lyon).get(f"/api/fiches/jobs/{job.id}").status_code == 403  # the HTTP API says no
+    assert_denied(post_form(auth_client(lyon), f"private-job-{job.id}"))
+
+
 def test_unknown_or_malformed_job_channel_is_403(all_reader, auth_client):
     assert_denied(post_form(auth_client(all_reader), f"private-job-{uuid.uuid4()}"))
     assert_denied(post_form(auth_client(all_reader), "private-job-not-a-uuid"))
