@@ -243,7 +243,8 @@ def job_dict(job) -> dict:
 
 
 def visible_jobs(user):
-    """Jobs the user may see: every job with ``fiches`` scope ALL, else the jobs they requested."""
+    """Jobs the user may see: every job with ``fiches`` scope ALL, else the jobs they requested
+    (the same rule as ``job_for_user``)."""
     queryset = ProgressiveFetchJob.objects.all()
     if scope_for(user, "fiches", "read") == Scope.ALL:
         return queryset
@@ -258,7 +259,7 @@ def job_for_user(user, job_id) -> ProgressiveFetchJob:
         job = None
     if job is None:
         raise NotFoundError(f"No job {job_id}.", code="job_not_found", details={"jobId": str(job_id)})
-    if not visible_jobs(user).filter(pk=job.pk).exists():
+    if job.requested_by_id != user.pk and scope_for(user, "fiches", "read") != Scope.ALL:
         raise PermissionDeniedError("This job belongs to another user.", details={"jobId": str(job_id)})
     return job
 

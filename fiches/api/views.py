@@ -1,5 +1,6 @@
 """Fiches API. Views validate input, call one service or selector, and return."""
 
+import orjson
 from django.http import HttpResponse
 from drf_spectacular.utils import OpenApiParameter, extend_schema
 from rest_framework.response import Response
@@ -138,8 +139,9 @@ class JobPollView(APIView):
         query = s.JobPollQuery(data=request.query_params)
         query.is_valid(raise_exception=True)
         job = selectors.job_for_user(request.user, query.validated_data["jobId"])
-        partial = selectors.fiches_for_range(request.user, job.start_date, job.end_date)
-        return orjson_response({**selectors.job_dict(job), "partialData": partial})
+        partial, _count = selectors.fiches_for_range_json(request.user, job.start_date, job.end_date)
+        body = orjson.dumps(selectors.job_dict(job))
+        return HttpResponse(body[:-1] + b',"partialData":' + partial + b"}", content_type="application/json")
 
 
 class JobDetailView(APIView):

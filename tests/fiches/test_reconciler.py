@@ -12,18 +12,15 @@ No worker runs: the task's re-drives are read back from the test broker's queue.
 
 from __future__ import annotations
 
-import base64
-import json
 from datetime import UTC, date, datetime, timedelta
 
 import pytest
-import redis
-from django.conf import settings as django_settings
 from django.utils import timezone
 
 from fiches.models import JobStatus, ProgressiveFetchJob
 from fiches.services.jobs import progressive_fetch_reconcile
 from fiches.tasks import reconcile_progressive_jobs
+from tests.support import queued_tasks
 
 pytestmark = pytest.mark.django_db
 
@@ -75,24 +72,6 @@ def make_job(
 
 def snapshot(job: ProgressiveFetchJob) -> dict:
     return ProgressiveFetchJob.objects.filter(pk=job.pk).values().get()
-
-
-def queued_tasks(queue: str) -> list[tuple[str, list, dict]]:
-    """(task name, args, kwargs) of the messages waiting in a queue of the test broker, oldest first."""
-    client = redis.Redis.from_url(django_settings.CELERY_BROKER_URL)
-    try:
-        raw_messages = client.lrange(queue, 0, -1)
-    finally:
-        client.close()
-    tasks = []
-    for raw in reversed(raw_messages):  # kombu LPUSHes: newest first
-        message = json.loads(raw)
-        body = message["body"]
-        if message.get("properties", {}).get("body_encoding") == "base64":
-            body = base64.b64decode(body)
-        args, kwargs, _embed = json.loads(body)
-        tasks.append((message["headers"]["task"], args, kwargs))
-    return tasks
 
 
 # --- Stalled jobs ----------------------------------------------------------------------------------
@@ -260,7 +239,7 @@ def test_reconcile_task_returns_the_actions_and_enqueues_redrives():
     actions = reconcile_progressive_jobs.run()
 
     assert actions == {"redrive": [str(stalled.pk)], "finalized": [str(done.pk)], "timed_out": [str(late.pk)]}
-    assert queued_tasks("default") == [
+    assert [(t.name, t.args, t.kwargs) for t in queued_tasks("default")] == [
         ("fiches.tasks.progressive_fetch_continue", [str(stalled.pk)], {"redrive": True}),
     ]
     # the next run (a minute later at most) has nothing to do

@@ -8,8 +8,6 @@ to the test Redis.
 
 from __future__ import annotations
 
-import base64
-import json
 import os
 import subprocess
 import sys
@@ -19,7 +17,6 @@ from pathlib import Path
 from urllib.parse import quote
 
 import pytest
-import redis
 from django.conf import settings as django_settings
 from django.core.management import CommandError, call_command
 from django.db import connection
@@ -27,6 +24,7 @@ from django.db import connection
 from fiches.models import FicheCache, SalesDateState
 from fiches.selectors import date_range_coverage, dates_between
 from tests.fiches.conftest import crm_calls
+from tests.support import queued_tasks
 
 BASE_DIR = Path(__file__).resolve().parents[2]
 START, END = date(2026, 2, 2), date(2026, 2, 13)  # 12 days: chunks 02..06, 07..11, 12..13
@@ -71,24 +69,6 @@ def run_command(*args: str, crm_url: str = "http://127.0.0.1:9") -> subprocess.C
         [sys.executable, "manage.py", "revalidate_date", *args],
         cwd=BASE_DIR, env=env, capture_output=True, text=True, timeout=60, check=False,
     )
-
-
-def queued_tasks(queue: str) -> list[tuple[str, list, str]]:
-    """(task name, args, task id) of the messages waiting in a queue of the test broker."""
-    client = redis.Redis.from_url(django_settings.CELERY_BROKER_URL)
-    try:
-        raw_messages = client.lrange(queue, 0, -1)
-    finally:
-        client.close()
-    tasks = []
-    for raw in reversed(raw_messages):
-        message = json.loads(raw)
-        body = message["body"]
-        if message.get("properties", {}).get("body_encoding") == "base64":
-            body = base64.b64decode(body)
-        args, _kwargs, _embed = json.loads(body)
-        tasks.append((message["headers"]["task"], args, message["headers"]["id"]))
-    return tasks
 
 
 # --- In process (call_command) ---------------------------------------------------------------------
@@ -244,6 +224,8 @@ def test_subprocess_async_prints_the_task_id_and_exits_0(crm):
     words = result.stdout.strip().split()
     assert words[0] == "queued" and words[2:] == ["for", "2026-02-02..2026-02-04"]
     task_id = words[1]
-    assert queued_tasks("crm") == [("fiches.tasks.crm.cache_sales_list", ["2026-02-02", "2026-02-04"], task_id)]
+    assert [(t.name, t.args, t.id) for t in queued_tasks("crm")] == [
+        ("fiches.tasks.crm.cache_sales_list", ["2026-02-02", "2026-02-04"], task_id)
+    ]
     assert crm.requests() == []  # nothing ran inline
 

@@ -14,17 +14,12 @@ test broker).
 
 from __future__ import annotations
 
-import base64
 import copy
 import dataclasses
-import json
 from datetime import UTC, date, datetime, timedelta
 
 import pytest
-import redis
 from celery.exceptions import Retry
-from django.conf import settings as django_settings
-from django.utils import timezone
 from django_celery_beat.models import PeriodicTask
 from freezegun import freeze_time
 
@@ -50,6 +45,7 @@ from fiches.simulator import data as sim
 from fiches.tasks import cache_sales_list as cache_sales_list_task
 from fiches.tasks import progressive_fetch_day, revalidate_date, warm_recent_sales_cache
 from tests.fiches.conftest import crm_calls
+from tests.support import queued_tasks
 
 pytestmark = pytest.mark.django_db
 
@@ -75,24 +71,6 @@ def sales_calls(simulator) -> list[tuple[str, str]]:
 
 def cached_ids(start: date, end: date) -> set[str]:
     return set(FicheCache.objects.filter(sales_date__range=(start, end)).values_list("fiche_id", flat=True))
-
-
-def queued_tasks(queue: str) -> list[tuple[str, list, dict, str]]:
-    """(task name, args, kwargs, task id) of the messages waiting in a queue of the test broker."""
-    client = redis.Redis.from_url(django_settings.CELERY_BROKER_URL)
-    try:
-        raw_messages = client.lrange(queue, 0, -1)
-    finally:
-        client.close()
-    tasks = []
-    for raw in reversed(raw_messages):  # kombu LPUSHes: newest first
-        message = json.loads(raw)
-        body = message["body"]
-        if message.get("properties", {}).get("body_encoding") == "base64":
-            body = base64.b64decode(body)
-        args, kwargs, _embed = json.loads(body)
-        tasks.append((message["headers"]["task"], args, kwargs, message["headers"]["id"]))
-    return tasks
 
 
 # --- Per-range warm-cache -------------------------------------------------------------------------
@@ -430,7 +408,7 @@ def test_warm_recent_sales_cache_enqueues_revalidate_date_for_the_selected_dates
     expected = {day.isoformat(): reason for day, reason in EXPECTED_WARM.items()}
     assert result == expected
     queued = queued_tasks("crm")
-    assert [(name, args, kwargs) for name, args, kwargs, _ in queued] == [
+    assert [(t.name, t.args, t.kwargs) for t in queued] == [
         ("fiches.tasks.crm.revalidate_date", [iso], {}) for iso in sorted(expected)
     ]
 
@@ -493,7 +471,7 @@ def test_revalidate_date_waits_and_is_never_dropped_when_busy(crm, settings, bus
             lock.__exit__(None, None, None)
 
     assert crm.requests() == []
-    requeued = [(name, args) for name, args, _, _ in queued_tasks("crm")]
+    requeued = [(t.name, t.args) for t in queued_tasks("crm")]
     assert requeued in (
         [("fiches.tasks.crm.revalidate_date", ["2026-02-03"])],
         [("fiches.tasks.crm.cache_sales_list", ["2026-02-03", "2026-02-03"])],
@@ -506,7 +484,7 @@ def test_cache_sales_list_task_waits_when_a_date_is_busy(crm):
         with pytest.raises(Retry):
             _run_as_worker(cache_sales_list_task, "2026-02-03", "2026-02-03")
     assert crm.requests() == []
-    requeued = [(name, args) for name, args, _, _ in queued_tasks("crm")]
+    requeued = [(t.name, t.args) for t in queued_tasks("crm")]
     assert requeued == [("fiches.tasks.crm.cache_sales_list", ["2026-02-03", "2026-02-03"])]
 
 
@@ -520,7 +498,7 @@ def test_warm_endpoint_enqueues_the_warm_task(auth_client, writer):
     body = response.json()
     assert body["startDate"] == "2026-02-02" and body["endDate"] == "2026-02-13"
     assert body["taskId"]
-    assert queued_tasks("crm") == [
+    assert [(t.name, t.args, t.kwargs, t.id) for t in queued_tasks("crm")] == [
         ("fiches.tasks.crm.cache_sales_list", ["2026-02-02", "2026-02-13"], {}, body["taskId"]),
     ]
 

@@ -16,7 +16,6 @@
 
 from __future__ import annotations
 
-import base64
 import hashlib
 import hmac
 import json
@@ -32,12 +31,11 @@ from typing import Any
 from urllib.parse import parse_qsl, urlsplit
 
 import pytest
-import redis
 from celery import shared_task
-from django.conf import settings as django_settings
 
 from fiches.models import ProgressiveFetchJob
 from realtime import publisher
+from tests.support import queued_tasks  # noqa: F401  (used by the test modules)
 
 APP_ID, APP_KEY, APP_SECRET = "123", "key", "secret"
 
@@ -409,32 +407,6 @@ def in_worker(fn: Callable[[], Any]) -> Any:
     key = uuid.uuid4().hex
     _WORK[key] = fn
     return _run_in_worker.apply(args=[key]).get()
-
-
-@dataclass(frozen=True)
-class QueuedTask:
-    name: str
-    args: list
-    kwargs: dict
-    eta: str | None
-
-
-def queued_tasks(queue: str) -> list[QueuedTask]:
-    """Task messages waiting in a queue of the test broker, oldest first."""
-    client = redis.Redis.from_url(django_settings.CELERY_BROKER_URL)
-    try:
-        raw_messages = client.lrange(queue, 0, -1)
-    finally:
-        client.close()
-    tasks = []
-    for raw in reversed(raw_messages):  # kombu LPUSHes: newest first
-        message = json.loads(raw)
-        body = message["body"]
-        if message.get("properties", {}).get("body_encoding") == "base64":
-            body = base64.b64decode(body)
-        args, kwargs, _embed = json.loads(body)
-        tasks.append(QueuedTask(message["headers"]["task"], args, kwargs, message["headers"].get("eta")))
-    return tasks
 
 
 # --- Jobs and users --------------------------------------------------------------------------------------
