@@ -45,7 +45,7 @@ from realtime.models import (
     WebhookDeliveryAttempt,
     WebhookDeliveryPartialFiche,
 )
-from realtime.url_safety import UnsafeWebhookUrl, validate_webhook_url
+from realtime.url_safety import validate_webhook_url
 
 logger = logging.getLogger("realtime.webhooks")
 

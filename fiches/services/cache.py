@@ -50,22 +50,26 @@ def _json(value) -> str:
 
 
 def _str_or_none(value) -> str | None:
-    return None if value is None else str(value)
+    return value if value is None or value.__class__ is str else str(value)
+
+
+_RECORDING_KEYS = frozenset(_RECORDING_COLUMNS)
 
 
 def _recording_row(fiche_id: str, rec: dict) -> tuple:
-    extras = {k: v for k, v in rec.items() if k not in _RECORDING_COLUMNS}
-    duration = rec.get("duration_seconds")
+    get = rec.get
+    duration = get("duration_seconds")
+    extras = "{}" if rec.keys() <= _RECORDING_KEYS else _json({k: v for k, v in rec.items() if k not in _RECORDING_KEYS})
     return (
         str(rec["call_id"]),
         fiche_id,
-        _str_or_none(rec.get("recording_url")),
-        _str_or_none(rec.get("started_at")),
-        float(duration) if duration is not None else None,
-        _str_or_none(rec.get("direction")),
-        _str_or_none(rec.get("from_number")),
-        _str_or_none(rec.get("to_number")),
-        _json(extras),
+        _str_or_none(get("recording_url")),
+        _str_or_none(get("started_at")),
+        None if duration is None else float(duration),
+        _str_or_none(get("direction")),
+        _str_or_none(get("from_number")),
+        _str_or_none(get("to_number")),
+        extras,
     )
 
 
