@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import json
+from datetime import timedelta
 from typing import NamedTuple
 
 import redis
@@ -36,3 +37,38 @@ def queued_tasks(queue: str) -> list[QueuedTask]:
         headers = message["headers"]
         tasks.append(QueuedTask(headers["task"], args, kwargs, headers.get("eta"), headers["id"]))
     return tasks
+
+
+def sale(
+    fiche_id: str,
+    on,
+    *,
+    groupe: str = "Lyon-2",
+    crm_user_id: str = "u-417",
+    nom: str = "Martin",
+    prenom: str = "Paul",
+    recordings=(),
+) -> dict:
+    """A sales-list item as the CRM client returns it."""
+    return {
+        "fiche_id": fiche_id,
+        "sales_date": on.isoformat(),
+        "groupe": groupe,
+        "crm_user_id": crm_user_id,
+        "agent_name": f"Agent {crm_user_id}",
+        "statut": "Vendu",
+        "produit": "Mutuelle Santé",
+        "prospect": {"nom": nom, "prenom": prenom},
+        "recordings": list(recordings),
+    }
+
+
+def make_job(user, start, n: int, **fields):
+    """A progressive fetch job row over ``n`` days from ``start``, every date remaining."""
+    from fiches.models import ProgressiveFetchJob
+    from fiches.selectors import dates_between
+
+    all_days = dates_between(start, start + timedelta(days=n - 1))
+    defaults = {"start_date": start, "end_date": all_days[-1], "total_days": n, "dates_remaining": all_days,
+                "requested_by": user}
+    return ProgressiveFetchJob.objects.create(**{**defaults, **fields})

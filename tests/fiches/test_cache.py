@@ -11,9 +11,25 @@ import pytest
 from django.db.models import Count
 
 from fiches.clients import crm as client
-from fiches.models import FicheCache, FicheCacheDetails, FicheCacheMailDevis, Recording, SalesDateState
-from fiches.selectors import date_range_coverage, fiche_payload, fiches_for_range, recordings_for
-from fiches.services.cache import SALES_LIST_ONLY, cache_fiche_sales_summaries, fiche_details_persist, record_sales_date_error
+from fiches.models import (
+    FicheCache,
+    FicheCacheDetails,
+    FicheCacheMailDevis,
+    Recording,
+    SalesDateState,
+)
+from fiches.selectors import (
+    date_range_coverage,
+    fiche_payload,
+    fiches_for_range,
+    recordings_for,
+)
+from fiches.services.cache import (
+    SALES_LIST_ONLY,
+    cache_fiche_sales_summaries,
+    fiche_details_persist,
+    record_sales_date_error,
+)
 from tests.fiches.conftest import FIRST_DAY
 
 pytestmark = pytest.mark.django_db

@@ -20,6 +20,7 @@ from rest_framework.test import APIClient
 from accounts.tokens import issue_tokens
 from fiches.models import ProgressiveFetchJob
 from fiches.services.cache import cache_fiche_sales_summaries
+from tests.support import make_job, sale
 
 RANGE_URL = "/api/fiches/status/by-date-range"
 BY_DATE_URL = "/api/fiches/status/by-date"
@@ -55,21 +56,6 @@ def iso(values) -> list[str]:
     return [v.isoformat() for v in values]
 
 
-def sale(fiche_id: str, on: date, *, groupe: str = "Lyon-2", crm_user_id: str = "u-417", recordings=()) -> dict:
-    """A sales-list item as the CRM client returns it."""
-    return {
-        "fiche_id": fiche_id,
-        "sales_date": on.isoformat(),
-        "groupe": groupe,
-        "crm_user_id": crm_user_id,
-        "agent_name": f"Agent {crm_user_id}",
-        "statut": "Vendu",
-        "produit": "Mutuelle Santé",
-        "prospect": {"nom": "Durand", "prenom": "Alice"},
-        "recordings": list(recordings),
-    }
-
-
 def cache(*sales: dict, covered: list[date] | None = None) -> None:
     cache_fiche_sales_summaries(list(sales), revalidated_at=REVALIDATED_AT, covered_dates=covered)
 
@@ -87,18 +73,6 @@ def assert_error(response, status: int, code: str) -> dict:
     assert isinstance(body["error"]["message"], str) and body["error"]["message"]
     assert isinstance(body["error"]["details"], dict)
     return body["error"]
-
-
-def make_job(user, start: date, n: int, **fields) -> ProgressiveFetchJob:
-    all_days = days(start, n)
-    defaults = {
-        "start_date": start,
-        "end_date": all_days[-1],
-        "total_days": n,
-        "dates_remaining": all_days,
-        "requested_by": user,
-    }
-    return ProgressiveFetchJob.objects.create(**{**defaults, **fields})
 
 
 # --- Users -----------------------------------------------------------------------------------------
@@ -160,7 +134,7 @@ def test_a_fully_covered_range_returns_cached_fiches_and_creates_no_job(all_read
     first = body["fiches"][0]
     assert first["sales_date"] == day(0).isoformat()
     assert first["groupe"] == "Lyon-2" and first["crm_user_id"] == "u-417"
-    assert first["prospect_nom"] == "Durand" and first["prospect_prenom"] == "Alice"
+    assert first["prospect_nom"] == "Martin" and first["prospect_prenom"] == "Paul"
 
 
 def test_a_an_empty_day_not_marked_fetched_is_still_missing(all_reader, auth_client):

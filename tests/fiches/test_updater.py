@@ -19,6 +19,7 @@ from django.db import connection
 from fiches.models import ProgressiveFetchJob
 from fiches.services import jobs
 from fiches.services.cache import cache_fiche_sales_summaries
+from tests.support import make_job, sale
 
 REVALIDATED_AT = datetime(2026, 4, 20, 8, 0, tzinfo=UTC)
 START = date(2026, 4, 6)
@@ -33,36 +34,10 @@ def days(start: date, n: int) -> list[date]:
     return [start + timedelta(days=i) for i in range(n)]
 
 
-def sale(fiche_id: str, on: date, *, groupe: str = "Lyon-2", crm_user_id: str = "u-417") -> dict:
-    return {
-        "fiche_id": fiche_id,
-        "sales_date": on.isoformat(),
-        "groupe": groupe,
-        "crm_user_id": crm_user_id,
-        "agent_name": f"Agent {crm_user_id}",
-        "statut": "Vendu",
-        "produit": "Mutuelle Santé",
-        "prospect": {"nom": "Martin", "prenom": "Paul"},
-        "recordings": [],
-    }
-
-
 def cache_day(on: date, count: int, *, prefix: str = "F") -> None:
     """Cache ``count`` fiches on ``on`` (an empty list still marks the date fetched)."""
     sales = [sale(f"{prefix}{on:%m%d}{i:03d}", on) for i in range(count)]
     cache_fiche_sales_summaries(sales, revalidated_at=REVALIDATED_AT, covered_dates=[on])
-
-
-def make_job(user, start: date, n: int, **fields) -> ProgressiveFetchJob:
-    all_days = days(start, n)
-    defaults = {
-        "start_date": start,
-        "end_date": all_days[-1],
-        "total_days": n,
-        "dates_remaining": all_days,
-        "requested_by": user,
-    }
-    return ProgressiveFetchJob.objects.create(**{**defaults, **fields})
 
 
 def row(job_id, *, exclude=("updated_at",)) -> dict:

@@ -35,7 +35,7 @@ from celery import shared_task
 
 from fiches.models import ProgressiveFetchJob
 from realtime import publisher
-from tests.support import queued_tasks  # noqa: F401  (used by the test modules)
+from tests.support import queued_tasks, sale  # noqa: F401  (used by the test modules)
 
 APP_ID, APP_KEY, APP_SECRET = "123", "key", "secret"
 
@@ -416,21 +416,6 @@ START = date(2026, 3, 2)
 
 def days(start: date, n: int) -> list[date]:
     return [start + timedelta(days=i) for i in range(n)]
-
-
-def sale(fiche_id: str, on: date, *, groupe: str = "Lyon-2", crm_user_id: str = "u-1", nom: str = "Martin",
-         prenom: str = "Paul") -> dict:
-    return {
-        "fiche_id": fiche_id,
-        "sales_date": on.isoformat(),
-        "groupe": groupe,
-        "crm_user_id": crm_user_id,
-        "agent_name": f"Agent {crm_user_id}",
-        "statut": "Vendu",
-        "produit": "Mutuelle Santé",
-        "prospect": {"nom": nom, "prenom": prenom},
-        "recordings": [],
-    }
 
 
 def make_job(user, *, start: date = START, n: int = 2, **fields) -> ProgressiveFetchJob:

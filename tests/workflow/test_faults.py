@@ -28,7 +28,12 @@ from fiches.simulator import data as sim_data
 from fiches.simulator.server import CrmSimulator, SimulatorConfig
 from fiches.tasks import progressive_fetch_update_job, reconcile_progressive_jobs
 from tests.workflow.conftest import Worker, wait_for, worker_env
-from tests.workflow.faults import Recorder, RedisServer, assert_job_ended_once, celery_on
+from tests.workflow.faults import (
+    Recorder,
+    RedisServer,
+    assert_job_ended_once,
+    celery_on,
+)
 
 pytestmark = [pytest.mark.workflow, pytest.mark.faults, pytest.mark.django_db(transaction=True)]
 
