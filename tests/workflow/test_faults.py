@@ -14,6 +14,7 @@ import signal
 import threading
 import time
 from collections import Counter
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import date, timedelta
 
@@ -120,6 +121,24 @@ def _request(stack: Stack, user, days: list[date], *, refresh: bool = False) -> 
     return result.meta["backgroundJobId"]
 
 
+@contextmanager
+def reconciler_beat(every: float = 1.0):
+    """What celery beat does in production (every minute; faster here): send the reconciler."""
+    stop = threading.Event()
+
+    def beat():
+        while not stop.wait(every):
+            reconcile_progressive_jobs.delay()
+
+    thread = threading.Thread(target=beat, daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        thread.join()
+
+
 def _assert_cache_matches(stack: Stack, days: list[date], job) -> None:
     for day in days:
         if day in job.dates_already_fetched:
@@ -214,10 +233,8 @@ def test_4_worker_killed_in_the_middle_of_a_day_task(stack, requester):
 
     stack.sim.config.latency_ms = 0
     stack.worker("f4b")
-    time.sleep(2.5)  # past PROGRESSIVE_FETCH_STALL_SECONDS: the reconciler re-drives the job
-    reconcile_progressive_jobs.delay()
-
-    job = assert_job_ended_once(job_id, pusher=stack.pusher, receiver=stack.receiver, timeout=60)
+    with reconciler_beat():  # past PROGRESSIVE_FETCH_STALL_SECONDS it re-drives the job
+        job = assert_job_ended_once(job_id, pusher=stack.pusher, receiver=stack.receiver, timeout=60)
     assert job.status == "complete" and sorted(job.dates_already_fetched) == days
     _assert_cache_matches(stack, days, job)
 
@@ -281,10 +298,8 @@ def test_6_redis_restarted_with_its_data_lost_mid_job(stack, requester):
              interval=0.05, message="the job to be half-way")
     stack.redis.restart_losing_data()  # queues, chord counters, locks, pending outcomes: all gone
     stack.sim.config.latency_ms = 0
-    time.sleep(2.5)
-    reconcile_progressive_jobs.delay()
-
-    job = assert_job_ended_once(job_id, pusher=stack.pusher, receiver=stack.receiver, timeout=60)
+    with reconciler_beat():
+        job = assert_job_ended_once(job_id, pusher=stack.pusher, receiver=stack.receiver, timeout=60)
     assert job.status == "complete" and sorted(job.dates_already_fetched) == days
     _assert_cache_matches(stack, days, job)
 
