@@ -20,10 +20,9 @@ from config.redis import get_redis
 from config.task_retry import error_budget_left, retry_after_error, retry_waiting
 from fiches.clients.crm import CrmPermanentError, CrmTransientError
 from fiches.models import ProgressiveFetchJob
-from fiches.services import jobs
+from fiches.services import jobs, revalidation
 from fiches.services.cache import record_sales_date_error
 from fiches.services.details import fiche_ensure_details
-from fiches.services import revalidation
 from fiches.services.revalidation import date_lock_ttl, sales_day_refresh
 from fiches.workflow_log import trace
 
@@ -134,16 +133,16 @@ def report_day_outcome(job_id: str, day: str, ok: bool, error: str | None) -> No
     pending outcome in one transaction. If it cannot (or anything fails), the outcome is handed
     over as a durable updater task message instead: the Redis list is only an accelerator.
     """
-    redis = get_redis()
-    key = _outcomes_key(job_id)
-    redis.rpush(key, orjson.dumps([day, ok, error]))
-    redis.expire(key, 24 * 3600)
     try:
+        redis = get_redis()
+        key = _outcomes_key(job_id)
+        redis.rpush(key, orjson.dumps([day, ok, error]))
+        redis.expire(key, 24 * 3600)
         apply_pending_outcomes(job_id, jobs.DayOutcome(date.fromisoformat(day), ok, error), wait=0.5)
         return
     except LockNotAcquired:
         pass
-    except Exception:
+    except Exception:  # Redis or the database unavailable: the durable message still carries it
         logger.exception("inline_update_failed", extra={"job_id": job_id, "date": day})
     progressive_fetch_update_job.delay(job_id, day, ok, error)
 
