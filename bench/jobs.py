@@ -139,11 +139,15 @@ def orchestration(args) -> None:
             finally:
                 crm_worker.stop()
                 default_worker.stop()
-            calls = sum(1 for r in sim.requests() if r["path"] == "/api/fiches/sales-with-calls")
+            crm = [r for r in sim.requests() if r["path"] == "/api/fiches/sales-with-calls"]
+            calls = len(crm)
+            lead = min(r["start"] for r in crm) - job.created_at.timestamp()
+            tail = job.completed_at.timestamp() - max(r["end"] for r in crm)
         ideal = f"  (ideal {60 * 0.3 / 4:.2f} s, ratio {wall / (60 * 0.3 / 4):.3f})" if latency else ""
         print(
             f"{label:<42} {wall:6.2f} s  target <= {target:.2f} s  status={job.status} fiches={job.total_fiches} "
-            f"crm_calls={calls}{ideal}  [{_verdict(wall <= target and job.status == 'complete')}]"
+            f"crm_calls={calls}{ideal}  first CRM call after {lead:.2f} s, last ended {tail:.2f} s before the end  "
+            f"[{_verdict(wall <= target and job.status == 'complete')}]"
         )
 
 
