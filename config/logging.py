@@ -28,10 +28,6 @@ _STANDARD_ATTRS = frozenset(
 access_logger = logging.getLogger("config.access")
 
 
-def current_request_id() -> str:
-    return request_id_var.get()
-
-
 class RequestIdFilter(logging.Filter):
     def filter(self, record: logging.LogRecord) -> bool:
         if not hasattr(record, "request_id"):

@@ -67,7 +67,9 @@ class RecordingsView(APIView):
 # --- Progressive date-range fetch ----------------------------------------------------------
 
 
-def _range_response(request, *, start, end, refresh, webhook_url=None, webhook_secret=None):
+def _range_response(request, query: dict, *, start, end):
+    """The shared body of the range endpoints (``query``: validated WebhookQueryMixin fields)."""
+    refresh, webhook_url, webhook_secret = query["refresh"], query.get("webhookUrl"), query.get("webhookSecret")
     if refresh:
         HasGrant("fiches", "write").require(request.user)
     if webhook_url:
@@ -101,10 +103,7 @@ class ByDateRangeView(APIView):
         query = s.ByDateRangeQuery(data=request.query_params)
         query.is_valid(raise_exception=True)
         data = query.validated_data
-        return _range_response(
-            request, start=data["startDate"], end=data["endDate"], refresh=data["refresh"],
-            webhook_url=data.get("webhookUrl"), webhook_secret=data.get("webhookSecret"),
-        )
+        return _range_response(request, data, start=data["startDate"], end=data["endDate"])
 
 
 class ByDateView(APIView):
@@ -120,10 +119,7 @@ class ByDateView(APIView):
         query = s.ByDateQuery(data=request.query_params)
         query.is_valid(raise_exception=True)
         data = query.validated_data
-        return _range_response(
-            request, start=data["date"], end=data["date"], refresh=data["refresh"],
-            webhook_url=data.get("webhookUrl"), webhook_secret=data.get("webhookSecret"),
-        )
+        return _range_response(request, data, start=data["date"], end=data["date"])
 
 
 class JobPollView(APIView):

@@ -378,13 +378,14 @@ WHERE id = %(id)s
 def _write_progress(job: ProgressiveFetchJob, *, newly_completed: list[date], counts: dict[date, int]) -> None:
     """One statement per applied batch: the date sets move by the batch's dates only (no full
     arrays are sent), the counters are set from the values computed under the row lock."""
-    newly_failed = [d for d in job.dates_failed if d not in set(job.dates_already_fetched)]
+    completed = set(job.dates_already_fetched)
+    newly_failed = [d for d in job.dates_failed if d not in completed]
     with connection.cursor() as cursor:
         cursor.execute(
             _PROGRESS_UPDATE,
             {
                 "id": job.pk,
-                "completed": [d for d in newly_completed if d in set(job.dates_already_fetched)],
+                "completed": [d for d in newly_completed if d in completed],
                 "failed": newly_failed,
                 "counts": orjson.dumps({d.isoformat(): n for d, n in counts.items()}).decode(),
                 "total_fiches": job.total_fiches,
