@@ -263,6 +263,32 @@ PUSHER_BACKOFF_SECONDS = env.float("PUSHER_BACKOFF_SECONDS", default=30.0)
 # Unknown realtime events / missing payload fields raise (tests) instead of being logged.
 REALTIME_STRICT_EVENTS = env.bool("REALTIME_STRICT_EVENTS", default=False)
 
+# --- Speech-to-text (ElevenLabs Scribe) ---------------------------------------------------------
+ELEVENLABS_BASE_URL = env.str("ELEVENLABS_BASE_URL", default="https://api.elevenlabs.io").rstrip("/")
+ELEVENLABS_API_KEY = env.str("ELEVENLABS_API_KEY", default="")
+ELEVENLABS_MODEL_ID = env.str("ELEVENLABS_MODEL_ID", default="scribe_v2")
+ELEVENLABS_TIMEOUT_SECONDS = env.float("ELEVENLABS_TIMEOUT_SECONDS", default=600.0)
+# Vendor calls in flight at once across every worker (the vendor limits concurrent requests).
+ELEVENLABS_MAX_CONCURRENCY = env.int("ELEVENLABS_MAX_CONCURRENCY", default=10)
+TRANSCRIPTION_LANGUAGE = env.str("TRANSCRIPTION_LANGUAGE", default="fr")
+# Download the recording ourselves and upload it as `file` instead of passing `source_url`.
+TRANSCRIPTION_UPLOAD_AUDIO = env.bool("TRANSCRIPTION_UPLOAD_AUDIO", default=False)
+TRANSCRIPTION_BATCH_MAX = env.int("TRANSCRIPTION_BATCH_MAX", default=100)
+
+# --- LLM (any OpenAI-compatible Chat Completions server) ------------------------------------------
+LLM_BASE_URL = env.str("LLM_BASE_URL", default="https://api.openai.com/v1").rstrip("/")
+LLM_API_KEY = env.str("LLM_API_KEY", default="")
+LLM_MODEL = env.str("LLM_MODEL", default="gpt-4o-mini")
+LLM_TIMEOUT_SECONDS = env.float("LLM_TIMEOUT_SECONDS", default=120.0)
+LLM_MAX_RETRIES = env.int("LLM_MAX_RETRIES", default=2)
+# LLM calls in flight at once across every worker.
+LLM_MAX_CONCURRENCY = env.int("LLM_MAX_CONCURRENCY", default=8)
+LLM_SEED = env.int("LLM_SEED", default=42)
+# Tool calls a step may make in tools mode (use_rlm) before it must answer.
+AUDIT_TOOLS_MAX_CALLS = env.int("AUDIT_TOOLS_MAX_CALLS", default=8)
+# rapidfuzz alignment score (0-100) a quote needs to count as found in the transcript.
+EVIDENCE_MATCH_THRESHOLD = env.float("EVIDENCE_MATCH_THRESHOLD", default=90.0)
+
 # --- i18n, static -------------------------------------------------------------------------
 LANGUAGE_CODE = "en-us"
 TIME_ZONE = env.str("TIME_ZONE", default="Europe/Paris")
