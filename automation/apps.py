@@ -2,7 +2,19 @@ from django.apps import AppConfig
 
 
 class AutomationConfig(AppConfig):
-    """Phase 2 (automation schedules and runs): nothing here yet."""
+    """Automation schedules and runs (fetch → transcribe → audit)."""
 
     default_auto_field = "django.db.models.BigAutoField"
     name = "automation"
+
+    def ready(self) -> None:
+        from accounts.grants import has_grant
+        from config.exceptions import PermissionDeniedError
+        from realtime.registry import register_channel_authorizer
+
+        def authorize_run_channel(user, run_id: str) -> None:
+            """``private-job-automation-run-{id}``: automation.read."""
+            if not has_grant(user, "automation", "read"):
+                raise PermissionDeniedError("missing automation.read")
+
+        register_channel_authorizer("private-job-automation-run-", authorize_run_channel)

@@ -6,7 +6,8 @@ from fiches.models import FicheCache, ProgressiveFetchJob, Recording, SalesDateS
 from fiches.selectors import derived_status
 from fiches.services.jobs import progressive_fetch_finalize_now
 from fiches.tasks import progressive_fetch_continue
-from realtime.selectors import job_webhook_deliveries
+from fiches.notifications import JOB_WEBHOOK_SOURCE
+from realtime.selectors import deliveries_of
 
 
 class RecordingInline(admin.TabularInline):
@@ -141,7 +142,7 @@ class ProgressiveFetchJobAdmin(admin.ModelAdmin):
 
     @admin.display(description="webhook deliveries")
     def deliveries(self, obj):
-        rows = job_webhook_deliveries(obj, limit=10)
+        rows = deliveries_of(source=JOB_WEBHOOK_SOURCE, source_id=str(obj.pk), limit=10)
         if not rows:
             return "-"
         return format_html_join(

@@ -6,3 +6,8 @@ class FichesConfig(AppConfig):
 
     default_auto_field = "django.db.models.BigAutoField"
     name = "fiches"
+
+    def ready(self) -> None:
+        from fiches import notifications
+
+        notifications.register()

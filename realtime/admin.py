@@ -20,17 +20,21 @@ class AttemptInline(admin.TabularInline):
 
 @admin.register(WebhookDelivery)
 class WebhookDeliveryAdmin(admin.ModelAdmin):
-    list_display = ("id", "status", "event", "job", "destination_host", "attempts", "last_status_code",
-                    "next_retry_at", "created_at")
-    list_filter = ("status", "event")
-    search_fields = ("job__id", "webhook_id", "url")
-    list_select_related = ("job",)
-    readonly_fields = [f.name for f in WebhookDelivery._meta.fields]
+    list_display = ("id", "status", "event", "source", "source_id", "destination_host", "attempts",
+                    "last_status_code", "next_retry_at", "created_at")
+    list_filter = ("status", "source", "event")
+    search_fields = ("source_id", "webhook_id", "url")
+    exclude = ("secret",)
+    readonly_fields = [f.name for f in WebhookDelivery._meta.fields if f.name != "secret"] + ["secret_set"]
     inlines = [AttemptInline]
     actions = ["retry_now", "cancel_pending"]
 
     def has_add_permission(self, request):
         return False
+
+    @admin.display(description="signing secret")
+    def secret_set(self, obj):
+        return "set (hidden)" if obj.secret else "none"
 
     @admin.display(description="destination")
     def destination_host(self, obj):

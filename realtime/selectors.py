@@ -17,6 +17,7 @@ def delivery_dict(d: WebhookDelivery) -> dict:
     }
 
 
-def job_webhook_deliveries(job, *, limit: int = 10) -> list[dict]:
-    """The job's latest webhook deliveries, newest first."""
-    return [delivery_dict(d) for d in WebhookDelivery.objects.filter(job=job).order_by("-created_at", "-id")[:limit]]
+def deliveries_of(*, source: str, source_id: str, limit: int = 10) -> list[dict]:
+    """The latest webhook deliveries of one app object, newest first."""
+    rows = WebhookDelivery.objects.filter(source=source, source_id=str(source_id)).order_by("-created_at", "-id")
+    return [delivery_dict(d) for d in rows[:limit]]

@@ -33,6 +33,11 @@ class UnsafeWebhookUrl(InvalidInput):
     default_message = "The webhook URL is not allowed."
 
 
+class WebhookHostUnresolvable(UnsafeWebhookUrl):
+    """The host does not resolve (now). At request time this is a 400 like any unusable URL; at
+    send time it is transient (DNS can fail for a moment), unlike a resolved unsafe address."""
+
+
 @dataclass(frozen=True)
 class SafeUrl:
     url: str
@@ -117,8 +122,11 @@ def _unsafe_reason(ip: ipaddress.IPv4Address | ipaddress.IPv6Address) -> str | N
 def _resolve(host: str, port: int) -> tuple[str, ...]:
     try:
         infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
-    except (socket.gaierror, UnicodeError) as exc:
-        raise _reject(f"host {host!r} does not resolve ({exc})", host) from None
+    except UnicodeError as exc:
+        raise _reject(f"host {host!r} is not a valid host name ({exc})", host) from None
+    except OSError as exc:  # socket.gaierror: no answer from DNS, now
+        reason = f"host {host!r} does not resolve ({exc})"
+        raise WebhookHostUnresolvable(f"Unsafe webhook URL: {reason}.", details={"reason": reason, "url": host}) from None
     return tuple(dict.fromkeys(info[4][0] for info in infos))
 
 

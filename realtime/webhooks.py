@@ -1,17 +1,22 @@
-"""Outgoing webhooks of progressive fetch jobs: signed (Standard Webhooks), SSRF-safe, every
-attempt recorded.
+"""Outgoing webhooks: signed (Standard Webhooks), SSRF-safe, every attempt recorded.
 
-- ``send_job_webhook`` (the entry point the job code calls, inside its transaction) stores a
-  delivery with the job's state normalized, and its partial fiches filtered by the scope
-  snapshot stored on the job; the delivery task runs after commit.
-- ``attempt_delivery`` sends one attempt: the URL is validated again (an unsafe URL fails the
-  delivery and nothing is sent), the body is rebuilt from the stored fields, signed, and posted
-  without following redirects; 2xx within the timeout is success. Network errors, timeouts, 5xx,
-  408 and 429 are retried with exponential backoff and jitter (``Retry-After`` honoured) up to
-  ``max_attempts``; other statuses (3xx, 4xx) fail at once; 410 also stops the job's webhooks.
+- ``webhook_send`` (called by an app inside its transaction, with the message it wants sent)
+  stores a delivery and sends its first attempt after commit. ``realtime`` never builds a domain
+  payload itself (DESIGN.md: realtime is a leaf).
+- ``attempt_delivery`` sends one attempt: the URL is validated again (an unsafe address fails the
+  delivery and nothing is sent; a host that does not resolve right now is retried), the stored
+  body is signed and posted without following redirects, under a **total** deadline of
+  ``WEBHOOK_TIMEOUT_SECONDS`` (a receiver that drips its answer is cut there). 2xx is success.
+  Network errors, timeouts, 5xx, 408 and 429 are retried with exponential backoff and jitter
+  (``Retry-After`` honoured) up to ``max_attempts``; other statuses (3xx, 4xx) fail at once.
+  Whatever ends an attempt (an answer, a timeout, a refused connection, a signing error, the task's
+  soft time limit), an attempt row records it, and the delivery's source hears of it
+  (``realtime.registry``; e.g. a job stops its webhooks on 410).
+- Each attempt message carries the attempt number it is for, so a duplicate message (a retry
+  re-dispatched by the sweeper while the original was only late) does nothing.
 
 Secrets: ``whsec_<base64>`` secrets are base64-decoded per the Standard Webhooks spec; any other
-secret string is used as its UTF-8 bytes. No secret: no signature header.
+non-empty string is used as its UTF-8 bytes. No secret: no signature header.
 """
 
 from __future__ import annotations
@@ -23,13 +28,13 @@ import time
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from email.utils import parsedate_to_datetime
-from urllib.parse import urlencode
 
 import orjson
 import requests
+import urllib3
 from django.conf import settings
 from django.db import transaction
-from django.db.models import F
+from django.db.models import Q
 from django.utils import timezone
 from requests_hardened import Config as HardenedConfig
 from requests_hardened import Manager as HardenedManager
@@ -38,113 +43,85 @@ from standardwebhooks.webhooks import Webhook
 
 from config.exceptions import ConflictError, InvalidInput
 from config.task_retry import backoff_seconds
-from realtime.models import (
-    AttemptTrigger,
-    DeliveryStatus,
-    WebhookDelivery,
-    WebhookDeliveryAttempt,
-    WebhookDeliveryPartialFiche,
-)
-from realtime.url_safety import validate_webhook_url
+from realtime.http_deadline import deadline, track_connections
+from realtime.models import AttemptTrigger, DeliveryStatus, WebhookDelivery, WebhookDeliveryAttempt
+from realtime.registry import AttemptReport, webhook_source
+from realtime.url_safety import WebhookHostUnresolvable, validate_webhook_url
 
 logger = logging.getLogger("realtime.webhooks")
 
 USER_AGENT = "callcentre-webhooks/1.0"
 RETRYABLE_STATUSES = frozenset({408, 429})
 BODY_LOG_LIMIT = 4096
+CONNECT_TIMEOUT_SECONDS = 5.0
 
 
 # --- Creating deliveries ------------------------------------------------------------------
 
 
-def send_job_webhook(*, job, event: str) -> WebhookDelivery | None:
-    """Store a delivery of ``event`` with the job's state as given (the caller's in-memory job,
-    which may be ahead of its row inside the caller's transaction) and send it after commit.
-    No-op when the job has no webhook URL or its webhooks were stopped (410)."""
-    from fiches.selectors import partial_fiches_for_job
+def _iso_z(value: datetime) -> str:
+    return value.astimezone(UTC).isoformat().replace("+00:00", "Z")
 
-    if not job.webhook_url or job.webhooks_disabled:
-        return None
-    partial, truncated = partial_fiches_for_job(job, limit=settings.WEBHOOK_PARTIAL_DATA_LIMIT)
-    query = urlencode({"startDate": job.start_date.isoformat(), "endDate": job.end_date.isoformat()})
+
+def build_message(*, event: str, data: dict, timestamp: datetime | None = None) -> bytes:
+    """``{"type", "timestamp", "data"}`` as the bytes every attempt will send."""
+    return orjson.dumps({"type": event, "timestamp": _iso_z(timestamp or timezone.now()), "data": data})
+
+
+def webhook_send(
+    *, source: str, source_id: str, event: str, url: str, secret: str | None, data: dict
+) -> WebhookDelivery:
+    """Store a delivery of ``data`` as ``event`` to ``url`` and send it after commit."""
     delivery = WebhookDelivery.objects.create(
-        job=job,
+        source=source,
+        source_id=str(source_id),
         event=event,
-        url=job.webhook_url,
+        url=url,
+        secret=secret or None,
+        payload=build_message(event=event, data=data).decode(),
         max_attempts=settings.WEBHOOK_MAX_ATTEMPTS,
-        payload_timestamp=timezone.now(),
-        payload_job_status=job.status,
-        payload_progress=job.progress,
-        payload_start_date=job.start_date,
-        payload_end_date=job.end_date,
-        payload_completed_days=job.completed_days,
-        payload_total_days=job.total_days,
-        payload_total_fiches=job.total_fiches,
-        payload_dates_completed=sorted(job.dates_already_fetched),
-        payload_dates_remaining=sorted(job.dates_remaining),
-        payload_dates_failed=sorted(job.dates_failed),
-        payload_error=job.error,
-        payload_data_url=f"{settings.API_BASE_URL}/api/fiches/status/by-date-range?{query}",
-        payload_partial_truncated=truncated,
     )
-    WebhookDeliveryPartialFiche.objects.bulk_create(
-        WebhookDeliveryPartialFiche(delivery=delivery, position=i, **row) for i, row in enumerate(partial)
+    logger.info(
+        "webhook_delivery_created",
+        extra={"delivery_id": delivery.pk, "source": source, "source_id": str(source_id), "event": event},
     )
-    logger.info("webhook_delivery_created", extra={"delivery_id": delivery.pk, "job_id": str(job.pk), "event": event})
     from realtime.tasks import deliver_webhook
 
-    transaction.on_commit(lambda: deliver_webhook.delay(delivery.pk))
+    transaction.on_commit(lambda: _dispatch(deliver_webhook, delivery.pk, attempt=1))
     return delivery
 
 
-# --- The message --------------------------------------------------------------------------
+def _dispatch(task, delivery_id: int, **kwargs) -> None:
+    """Enqueue an attempt; a broker that is down is not fatal: the sweeper re-dispatches it."""
+    try:
+        task.delay(delivery_id, **kwargs)
+    except Exception:
+        logger.exception("webhook_dispatch_failed", extra={"delivery_id": delivery_id})
 
 
-def _iso_dates(values) -> list[str]:
-    return [d.isoformat() for d in values]
-
-
-def build_body(delivery: WebhookDelivery) -> bytes:
-    """``{"type", "timestamp", "data"}`` rebuilt from the stored fields (same bytes every time)."""
-    partial = [
-        {
-            "fiche_id": p.fiche_id,
-            "sales_date": p.sales_date.isoformat(),
-            "prospect_name": " ".join(x for x in (p.prospect_prenom, p.prospect_nom) if x),
-            "groupe": p.groupe,
-            "recordings_count": p.recordings_count,
-        }
-        for p in delivery.partial_fiches.order_by("position")
-    ]
-    data = {
-        "jobId": str(delivery.job_id),
-        "status": delivery.payload_job_status,
-        "startDate": delivery.payload_start_date.isoformat(),
-        "endDate": delivery.payload_end_date.isoformat(),
-        "progress": delivery.payload_progress,
-        "completedDays": delivery.payload_completed_days,
-        "totalDays": delivery.payload_total_days,
-        "totalFiches": delivery.payload_total_fiches,
-        "datesCompleted": _iso_dates(delivery.payload_dates_completed),
-        "datesRemaining": _iso_dates(delivery.payload_dates_remaining),
-        "datesFailed": _iso_dates(delivery.payload_dates_failed),
-        "error": delivery.payload_error,
-        "dataUrl": delivery.payload_data_url,
-        "partialData": partial,
-        "partialDataTruncated": delivery.payload_partial_truncated,
-    }
-    timestamp = delivery.payload_timestamp.astimezone(UTC).isoformat().replace("+00:00", "Z")
-    return orjson.dumps({"type": delivery.event, "timestamp": timestamp, "data": data})
+# --- Signing ------------------------------------------------------------------------------
 
 
 def secret_bytes(secret: str) -> bytes:
-    """``whsec_<base64>`` → the decoded key (Standard Webhooks); any other string → its UTF-8 bytes."""
+    """``whsec_<base64>`` → the decoded key (Standard Webhooks); any other string → its UTF-8
+    bytes. An empty key (``""``, ``"whsec_"``) is refused: it would sign with nothing."""
     if secret.startswith("whsec_"):
         try:
-            return base64.b64decode(secret[len("whsec_"):], validate=True)
+            key = base64.b64decode(secret[len("whsec_") :], validate=True)
         except (binascii.Error, ValueError):
             raise InvalidInput("webhookSecret starts with whsec_ but is not valid base64.") from None
+        if not key:
+            raise InvalidInput("webhookSecret whsec_ holds an empty key.")
+        return key
+    if not secret:
+        raise InvalidInput("webhookSecret is empty.")
     return secret.encode()
+
+
+def validate_secret(secret: str | None) -> None:
+    """Request-time check of a webhook secret (a 400 now rather than a failed delivery later)."""
+    if secret is not None:
+        secret_bytes(secret)
 
 
 def signed_headers(*, webhook_id: str, body: bytes, secret: str | None, now: datetime | None = None) -> dict[str, str]:
@@ -171,20 +148,22 @@ def _session(allowlisted: bool) -> requests.Session:
         ip_filter_enable=not allowlisted,
         ip_filter_allow_loopback_ips=False,
         never_redirect=True,
-        default_timeout=(5, settings.WEBHOOK_TIMEOUT_SECONDS),
+        default_timeout=(CONNECT_TIMEOUT_SECONDS, settings.WEBHOOK_TIMEOUT_SECONDS),
         user_agent_override=USER_AGENT,
     )
-    return HardenedManager(config).get_session()
+    return track_connections(HardenedManager(config).get_session())
 
 
 @dataclass(frozen=True)
 class AttemptResult:
     status: str  # the delivery's status after the attempt
     retry_in: float | None  # seconds until the next scheduled attempt, when one is due
+    number: int | None = None  # the attempt made (None when nothing was sent: a duplicate message,
+    # or the delivery is no longer pending)
 
 
-def _retry_after(response: requests.Response | None) -> float | None:
-    value = response.headers.get("Retry-After") if response is not None else None
+def _retry_after(headers: dict[str, str]) -> float | None:
+    value = headers.get("Retry-After") or headers.get("retry-after")
     if not value:
         return None
     try:
@@ -196,36 +175,103 @@ def _retry_after(response: requests.Response | None) -> float | None:
             return None
 
 
-def attempt_delivery(*, delivery_id: int, trigger: str = AttemptTrigger.SCHEDULED, task_id: str | None = None) -> AttemptResult:
+@dataclass
+class _Exchange:
+    """What one attempt saw on the wire."""
+
+    headers: dict[str, str]
+    code: int | None = None
+    response_headers: dict[str, str] | None = None
+    response_body: str = ""
+    error: str | None = None
+    retryable: bool = False
+
+
+def _post(delivery: WebhookDelivery, body: bytes, exchange: _Exchange) -> None:
+    """Validate, sign and post; fill ``exchange``. Raises nothing the caller must handle except
+    the worker's soft time limit (which the caller records too)."""
+    try:
+        exchange.headers = signed_headers(webhook_id=delivery.webhook_id, body=body, secret=delivery.secret)
+        safe = validate_webhook_url(delivery.url)  # again at send time
+    except WebhookHostUnresolvable as exc:  # DNS can fail for a moment: try again later
+        exchange.error, exchange.retryable = exc.message, True
+        return
+    except InvalidInput as exc:  # an unsafe URL, or a secret that cannot be used
+        exchange.error = exc.message
+        return
+    limit = settings.WEBHOOK_TIMEOUT_SECONDS
+    with deadline(limit) as expired:
+        try:
+            with _session(safe.allowlisted) as session:
+                response = session.post(delivery.url, data=body, headers=exchange.headers, allow_redirects=False,
+                                        stream=True)
+                try:
+                    exchange.code = response.status_code
+                    exchange.response_headers = dict(response.headers)
+                    raw = response.raw.read(BODY_LOG_LIMIT, decode_content=True) or b""
+                    exchange.response_body = raw.decode("utf-8", errors="replace")
+                finally:
+                    response.close()
+        except (requests.RequestException, urllib3.exceptions.HTTPError, OSError, ValueError) as exc:
+            if expired.is_set():
+                exchange.code, exchange.response_headers, exchange.response_body = None, None, ""
+                exchange.error, exchange.retryable = f"Timeout: no complete answer within {limit:g} s", True
+            elif exchange.code is not None:
+                exchange.error = f"{type(exc).__name__} while reading the answer: {exc}"[:1000]
+            else:
+                exchange.error = f"{type(exc).__name__}: {exc}"[:1000]
+                exchange.retryable = not isinstance(exc, (InvalidIPAddress, requests.exceptions.InvalidURL))
+        else:
+            if expired.is_set() and exchange.code is not None:
+                exchange.error, exchange.retryable = f"Timeout: answer cut at the {limit:g} s deadline", True
+    if exchange.code is not None and exchange.error is None and not 200 <= exchange.code < 300:
+        code = exchange.code
+        exchange.error = f"HTTP {code}" + (" (redirects are not followed)" if 300 <= code < 400 else "")
+        exchange.retryable = code >= 500 or code in RETRYABLE_STATUSES
+
+
+def attempt_delivery(
+    *,
+    delivery_id: int,
+    trigger: str = AttemptTrigger.SCHEDULED,
+    task_id: str | None = None,
+    attempt: int | None = None,
+) -> AttemptResult:
     """One attempt of a delivery, recorded whatever happens. Callers serialize attempts of one
-    delivery (the task holds a Redis lock keyed by the delivery id)."""
-    delivery = WebhookDelivery.objects.select_related("job").get(pk=delivery_id)
+    delivery (the task holds a Redis lock keyed by the delivery id). ``attempt``: the attempt
+    number this call is for; when the delivery already has it (a duplicate message), nothing is
+    sent."""
+    delivery = WebhookDelivery.objects.get(pk=delivery_id)
     if delivery.status != DeliveryStatus.PENDING:
+        return AttemptResult(status=delivery.status, retry_in=None)
+    if attempt is not None and delivery.attempts >= attempt:
         return AttemptResult(status=delivery.status, retry_in=None)
     number = delivery.attempts + 1
     started = timezone.now()
     clock = time.perf_counter()
-    body = build_body(delivery)
-    headers: dict[str, str] = {}
-    response, error, retryable = None, None, False
+    body = delivery.payload.encode()
+    exchange = _Exchange(headers={})
+    interrupted: BaseException | None = None
     try:
-        headers = signed_headers(webhook_id=delivery.webhook_id, body=body, secret=delivery.job.webhook_secret)
-        safe = validate_webhook_url(delivery.url)  # again at send time
         logger.info("sending_webhook", extra={"delivery_id": delivery.pk, "attempt": number, "event": delivery.event})
-        with _session(safe.allowlisted) as session:
-            response = session.post(delivery.url, data=body, headers=headers, allow_redirects=False)
-    except InvalidInput as exc:  # an unsafe URL, or a secret that cannot be used
-        error = exc.message
-    except requests.RequestException as exc:  # connection errors, timeouts, a private address at connect time
-        error = f"{type(exc).__name__}: {exc}"[:1000]
-        retryable = not isinstance(exc, (InvalidIPAddress, requests.exceptions.InvalidURL))
-    duration_ms = int((time.perf_counter() - clock) * 1000)
+        _post(delivery, body, exchange)
+    except Exception as exc:  # the soft time limit, or a bug: the attempt is still recorded
+        interrupted = exc
+        exchange.error = f"{type(exc).__name__}: {exc}"[:1000] or type(exc).__name__
+        exchange.retryable = True
+    result = _record_attempt(delivery, number=number, trigger=trigger, task_id=task_id, started=started,
+                             duration_ms=int((time.perf_counter() - clock) * 1000), exchange=exchange)
+    if interrupted is not None:
+        raise interrupted
+    return result
 
-    code = response.status_code if response is not None else None
-    success = code is not None and 200 <= code < 300
-    if code is not None and not success:
-        error = f"HTTP {code}" + (" (redirects are not followed)" if 300 <= code < 400 else "")
-        retryable = code >= 500 or code in RETRYABLE_STATUSES
+
+def _record_attempt(
+    delivery: WebhookDelivery, *, number: int, trigger: str, task_id: str | None, started: datetime,
+    duration_ms: int, exchange: _Exchange,
+) -> AttemptResult:
+    code = exchange.code
+    success = code is not None and 200 <= code < 300 and exchange.error is None
     with transaction.atomic():
         WebhookDeliveryAttempt.objects.create(
             delivery=delivery,
@@ -234,53 +280,52 @@ def attempt_delivery(*, delivery_id: int, trigger: str = AttemptTrigger.SCHEDULE
             task_id=task_id,
             started_at=started,
             duration_ms=duration_ms,
-            request_headers=headers,
+            request_headers=exchange.headers,
             response_status=code,
-            response_headers=dict(response.headers) if response is not None else {},
-            response_body=(response.text[:BODY_LOG_LIMIT] if response is not None else ""),
-            error=error,
+            response_headers=exchange.response_headers or {},
+            response_body=exchange.response_body[:BODY_LOG_LIMIT],
+            error=exchange.error,
         )
         retry_in = None
         if success:
             status = DeliveryStatus.SUCCESS
-        elif retryable and trigger == AttemptTrigger.SCHEDULED and number < delivery.max_attempts:
+        elif exchange.retryable and trigger == AttemptTrigger.SCHEDULED and number < delivery.max_attempts:
             status = DeliveryStatus.PENDING
             retry_in = backoff_seconds(
                 number - 1, base=settings.WEBHOOK_RETRY_BASE_SECONDS, cap=settings.WEBHOOK_RETRY_MAX_SECONDS
             )
-            hinted = _retry_after(response) if code in (429, 503) else None
+            hinted = _retry_after(exchange.response_headers or {}) if code in (429, 503) else None
             if hinted is not None:
                 retry_in = min(max(retry_in, hinted), settings.WEBHOOK_RETRY_MAX_SECONDS)
         else:
             status = DeliveryStatus.FAILED
+        now = timezone.now()
         WebhookDelivery.objects.filter(pk=delivery.pk).update(
             status=status,
             attempts=number,
             last_status_code=code,
-            last_error=error,
-            next_retry_at=(timezone.now() + timedelta(seconds=retry_in)) if retry_in is not None else None,
-            delivered_at=timezone.now() if success else None,
-            updated_at=timezone.now(),
+            last_error=exchange.error,
+            next_retry_at=(now + timedelta(seconds=retry_in)) if retry_in is not None else None,
+            delivered_at=now if success else None,
+            updated_at=now,
         )
-        job_updates = {
-            "webhook_attempts": F("webhook_attempts") + 1,
-            "webhook_last_status_code": code,
-            "webhook_last_error": error,
-            "webhook_last_attempt_at": started,
-        }
-        if code == 410:
-            job_updates["webhooks_disabled"] = True
-        type(delivery.job).objects.filter(pk=delivery.job_id).update(**job_updates)
+        on_attempt = webhook_source(delivery.source).on_attempt
+        if on_attempt is not None:
+            on_attempt(
+                delivery.source_id,
+                AttemptReport(delivery_id=delivery.pk, event=delivery.event, status_code=code, error=exchange.error,
+                              started_at=started, delivered=success),
+            )
     log = logger.info if success else logger.warning
     log(
         "webhook_delivered" if success else "webhook_delivery_failed",
-        extra={"delivery_id": delivery.pk, "attempt": number, "status_code": code, "error": error,
+        extra={"delivery_id": delivery.pk, "attempt": number, "status_code": code, "error": exchange.error,
                "delivery_status": status, "retry_in": retry_in},
     )
-    return AttemptResult(status=status, retry_in=retry_in)
+    return AttemptResult(status=status, retry_in=retry_in, number=number)
 
 
-# --- Operator actions ---------------------------------------------------------------------
+# --- Operator actions and the sweeper -----------------------------------------------------
 
 
 def delivery_redeliver(*, delivery: WebhookDelivery) -> None:
@@ -302,6 +347,21 @@ def delivery_cancel(*, delivery: WebhookDelivery) -> bool:
             updated_at=timezone.now(),
         )
     )
+
+
+def overdue_deliveries(*, grace_seconds: float, now: datetime | None = None, limit: int = 500) -> list[tuple[int, int]]:
+    """Pending deliveries whose next attempt should have happened ``grace_seconds`` ago: a retry
+    whose ``next_retry_at`` has passed, or a delivery created and never attempted. Returns
+    ``(delivery id, the attempt number now due)``."""
+    now = now or timezone.now()
+    cutoff = now - timedelta(seconds=grace_seconds)
+    rows = (
+        WebhookDelivery.objects.filter(status=DeliveryStatus.PENDING)
+        .filter(Q(next_retry_at__lt=cutoff) | Q(next_retry_at__isnull=True, attempts=0, created_at__lt=cutoff))
+        .order_by("created_at")
+        .values_list("pk", "attempts")[:limit]
+    )
+    return [(pk, attempts + 1) for pk, attempts in rows]
 
 
 def purge_old_deliveries(*, older_than_days: int, batch_size: int = 1000) -> int:

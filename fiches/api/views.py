@@ -16,9 +16,10 @@ from fiches.exceptions import FicheNotFound, ScopeDenied
 from fiches.services import jobs
 from fiches.services.details import fiche_get_for_user
 from fiches.tasks import cache_sales_list
-from realtime.selectors import job_webhook_deliveries
+from fiches.notifications import JOB_WEBHOOK_SOURCE
+from realtime.selectors import deliveries_of
 from realtime.url_safety import validate_webhook_url
-from realtime.webhooks import secret_bytes
+from realtime.webhooks import validate_secret
 
 FICHE_ID = OpenApiParameter("fiche_id", str, OpenApiParameter.PATH, description="The CRM fiche id.")
 
@@ -74,8 +75,7 @@ def _range_response(request, query: dict, *, start, end):
         HasGrant("fiches", "write").require(request.user)
     if webhook_url:
         validate_webhook_url(webhook_url)
-    if webhook_secret:
-        secret_bytes(webhook_secret)  # a malformed whsec_ secret is a 400 now, not a failure later
+    validate_secret(webhook_secret)  # an unusable secret is a 400 now, not a failed delivery later
     result = jobs.progressive_fetch_request(
         user=request.user, start=start, end=end, refresh=refresh,
         webhook_url=webhook_url, webhook_secret=webhook_secret,
@@ -155,7 +155,7 @@ class JobDetailView(APIView):
             {
                 **selectors.job_dict(job),
                 "webhookConfigured": bool(job.webhook_url),
-                "webhookDeliveries": job_webhook_deliveries(job, limit=10),
+                "webhookDeliveries": deliveries_of(source=JOB_WEBHOOK_SOURCE, source_id=str(job.pk), limit=10),
             }
         )
 

@@ -25,9 +25,9 @@ from config.exceptions import InvalidInput, ThrottledError
 from config.redis import get_redis
 from fiches import selectors
 from fiches.models import TERMINAL_STATUSES, JobStatus, ProgressiveFetchJob, ScopeKind
-from realtime.publisher import publish, publish_many
+from fiches.notifications import send_job_webhook
 from fiches.workflow_log import trace
-from realtime.webhooks import send_job_webhook
+from realtime.publisher import publish, publish_many
 
 logger = logging.getLogger("fiches.jobs")
 

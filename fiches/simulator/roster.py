@@ -1,10 +1,12 @@
 """The simulator's call-centre organisation: groups and agents with their CRM user ids.
 
-Kept in one place so that the demo users of ``seed_auth --demo`` match the simulator's data
-(a SELF demo agent owns real sales; a GROUP demo manager sees one group's sales).
+The demo agent comes from ``config.demo`` (which the demo users of ``seed_auth --demo`` read too),
+so a SELF demo agent owns real sales and a GROUP demo manager sees one group's sales.
 """
 
 from dataclasses import dataclass
+
+from config import demo
 
 
 @dataclass(frozen=True)
@@ -25,7 +27,7 @@ AGENTS: tuple[Agent, ...] = (
     Agent("u-401", "Camille", "Martin", "Lyon-1"),
     Agent("u-402", "Hugo", "Bernard", "Lyon-1"),
     Agent("u-403", "Léa", "Dubois", "Lyon-1"),
-    Agent("u-417", "Julien", "Thomas", "Lyon-2"),
+    Agent(*demo.DEMO_AGENT),
     Agent("u-418", "Chloé", "Robert", "Lyon-2"),
     Agent("u-419", "Nathan", "Richard", "Lyon-2"),
     Agent("u-420", "Manon", "Petit", "Lyon-2"),
@@ -41,6 +43,7 @@ AGENTS: tuple[Agent, ...] = (
 
 AGENTS_BY_ID = {agent.crm_user_id: agent for agent in AGENTS}
 
-# The demo users created by `seed_auth --demo` (accounts app) map onto these.
-DEMO_AGENT = AGENTS_BY_ID["u-417"]
-DEMO_MANAGER_GROUPES = ("Lyon-2",)
+# The demo users created by `seed_auth --demo` (config.demo) map onto these.
+DEMO_AGENT = AGENTS_BY_ID[demo.DEMO_AGENT.crm_user_id]
+DEMO_MANAGER_GROUPES = demo.DEMO_MANAGER_GROUPES
+assert set(DEMO_MANAGER_GROUPES) <= set(GROUPS), "the demo manager's groups must exist in the simulator"

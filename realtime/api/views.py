@@ -7,12 +7,12 @@ from rest_framework.permissions import IsAuthenticated
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from accounts.permissions import HasGrant
+from config.exceptions import NotFoundError
 from config.openapi import errors
-from fiches.selectors import job_for_user
 from realtime import webhooks
 from realtime.auth import pusher_auth
 from realtime.models import WebhookDelivery
+from realtime.registry import webhook_source
 from realtime.selectors import delivery_dict
 
 
@@ -28,10 +28,11 @@ class PusherAuthView(APIView):
         tags=["realtime"],
         summary="Authorize a Pusher private-channel subscription",
         description=(
-            "`private-job-{id}`: your job (or any job with fiches scope ALL); `private-fiche-{id}`: fiches.read and "
-            "the fiche in your scope; `private-audit-{id}`: not available yet (403); "
+            "Each app decides for the channels it owns, with the rules of its HTTP APIs: "
+            "`private-job-{id}`: fiches.read and your job (or any job with fiches scope ALL); "
+            "`private-fiche-{id}`: fiches.read and the fiche in your scope; "
             "`private-job-automation-run-{id}`: automation.read; `private-global`: any authenticated user. "
-            "Accepts form or JSON bodies."
+            "Unknown channels are refused (403). Accepts form or JSON bodies."
         ),
         request=PusherAuthInput,
         responses={200: inline_serializer("PusherAuth", {"auth": serializers.CharField()}), **errors(400, 401, 403, 503)},
@@ -43,18 +44,23 @@ class PusherAuthView(APIView):
 
 
 class DeliveryRetryView(APIView):
-    permission_classes = [HasGrant("fiches", "write")]
+    permission_classes = [IsAuthenticated]
 
     @extend_schema(
         tags=["jobs"],
         summary="Redeliver a webhook now (same webhook-id, a new 'manual' attempt)",
+        description="Who may redeliver is decided by the delivery's source, e.g. for a job's webhooks: "
+        "fiches.write and the job is yours (or fiches scope ALL).",
         request=None,
         responses={202: inline_serializer("DeliveryRetry", {"delivery": serializers.DictField()}),
                    **errors(401, 403, 404, 409)},
     )
     def post(self, request, delivery_id: int):
-        delivery = get_object_or_404(WebhookDelivery.objects.select_related("job"), pk=delivery_id)
-        job_for_user(request.user, delivery.job_id)
+        delivery = get_object_or_404(WebhookDelivery, pk=delivery_id)
+        authorize = webhook_source(delivery.source).authorize
+        if authorize is None:
+            raise NotFoundError(f"No delivery {delivery_id}.", details={"delivery_id": delivery_id})
+        authorize(request.user, delivery.source_id)
         webhooks.delivery_redeliver(delivery=delivery)
         delivery.refresh_from_db()
         return Response({"delivery": delivery_dict(delivery)}, status=202)

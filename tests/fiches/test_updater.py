@@ -406,7 +406,7 @@ def test_progress_webhooks_follow_the_frequency(
         [progress, progress],
         [progress, progress, complete],
     ]
-    assert all(r.job_id == str(job.id) for r in events(logs, "webhook_delivery_created"))
+    assert all(r.source_id == str(job.id) for r in events(logs, "webhook_delivery_created"))
 
 
 # --- Concurrent updaters ------------------------------------------------------------------------------

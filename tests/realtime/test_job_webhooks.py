@@ -15,8 +15,9 @@ from standardwebhooks.webhooks import Webhook
 from fiches.models import ProgressiveFetchJob
 from fiches.services import jobs
 from fiches.services.cache import cache_fiche_sales_summaries
+from fiches.notifications import JOB_WEBHOOK_SOURCE
 from realtime.models import WebhookDelivery
-from realtime.webhooks import attempt_delivery, build_body
+from realtime.webhooks import attempt_delivery
 
 from .conftest import days, sale
 
@@ -62,11 +63,11 @@ def request_job(user, receiver, *, n: int = 5, secret: str | None = WHSEC) -> Pr
 
 
 def deliveries(job) -> list[WebhookDelivery]:
-    return list(WebhookDelivery.objects.filter(job=job).order_by("id"))
+    return list(WebhookDelivery.objects.filter(source=JOB_WEBHOOK_SOURCE, source_id=str(job.pk)).order_by("id"))
 
 
 def body_data(delivery) -> dict:
-    return json.loads(build_body(delivery))["data"]
+    return json.loads(delivery.payload)["data"]
 
 
 def run_days(job, *, fiches=default_fiches, outcomes=None) -> list[list[str]]:
@@ -135,7 +136,7 @@ def test_each_delivery_holds_the_job_state_at_event_time(lyon, receiver, setting
     assert data["datesRemaining"] == [DAYS[4].isoformat()]
 
     data = body_data(terminal)
-    assert json.loads(build_body(terminal))["type"] == COMPLETE
+    assert json.loads(terminal.payload)["type"] == COMPLETE
     assert (data["status"], data["progress"], data["completedDays"], data["datesRemaining"]) == (
         "complete", 100, 5, [])
     assert data["jobId"] == str(job.id)
@@ -190,11 +191,8 @@ def test_partial_data_is_filtered_by_the_scope_stored_on_the_job(lyon, receiver)
 
     run_days(job)
     terminal = deliveries(job)[-1]
-    partial = list(terminal.partial_fiches.order_by("position"))
-    assert [p.fiche_id for p in partial] == ["L02", "L03", "L04", "L05", "L06"]
-    assert {p.groupe for p in partial} == {"Lyon-2"}
-
     data = body_data(terminal)
+    assert {p["groupe"] for p in data["partialData"]} == {"Lyon-2"}
     assert [p["fiche_id"] for p in data["partialData"]] == ["L02", "L03", "L04", "L05", "L06"]
     assert data["partialData"][0] == {"fiche_id": "L02", "sales_date": "2026-03-02", "prospect_name": "PL02 Martin",
                                       "groupe": "Lyon-2", "recordings_count": 0}
@@ -239,7 +237,6 @@ def test_partial_data_is_capped_and_flagged_truncated(lyon, receiver, settings):
     data = body_data(terminal)
     assert [p["fiche_id"] for p in data["partialData"]] == ["L02", "L03", "L04"]
     assert data["partialDataTruncated"] is True
-    assert terminal.partial_fiches.count() == 3
 
     # At day 2 only 2 were visible: not truncated.
     assert body_data(deliveries(job)[0])["partialDataTruncated"] is False

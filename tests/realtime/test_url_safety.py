@@ -10,7 +10,8 @@ import pytest
 
 from realtime.models import WebhookDeliveryAttempt
 from realtime.url_safety import UnsafeWebhookUrl, validate_webhook_url
-from realtime.webhooks import attempt_delivery, send_job_webhook
+from fiches.notifications import send_job_webhook
+from realtime.webhooks import attempt_delivery
 
 from .conftest import make_job
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import base64
 import json
+import time
 from datetime import UTC, datetime, timedelta
 from email.utils import format_datetime
 
@@ -16,19 +17,19 @@ from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 from standardwebhooks.webhooks import Webhook, WebhookVerificationError
 
-from config.exceptions import ConflictError
+from config.exceptions import ConflictError, InvalidInput
+from fiches.notifications import JOB_WEBHOOK_SOURCE, send_job_webhook
 from realtime.models import WebhookDelivery, WebhookDeliveryAttempt
-from realtime.tasks import deliver_webhook, purge_webhook_deliveries
+from realtime.tasks import deliver_webhook, purge_webhook_deliveries, sweep_webhook_deliveries
 from realtime.webhooks import (
     USER_AGENT,
     attempt_delivery,
-    build_body,
     delivery_cancel,
     delivery_redeliver,
     purge_old_deliveries,
     secret_bytes,
-    send_job_webhook,
     signed_headers,
+    validate_secret,
 )
 
 from .conftest import START, Reply, free_port, make_job, queued_tasks
@@ -98,7 +99,7 @@ def test_a_whsec_secret_signature_verifies_on_the_exact_bytes_received(job, rece
 
     (request,) = receiver.received
     assert request.path == "/hook"
-    assert request.body == build_body(delivery)  # the signed bytes are the bytes sent
+    assert request.body == delivery.payload.encode()  # the signed bytes are the bytes sent
     payload = Webhook(WHSEC).verify(request.body, request.headers)
     assert Webhook(secret_bytes(WHSEC)).verify(request.body, request.headers) == payload
     assert payload["type"] == EVENT
@@ -165,6 +166,7 @@ def test_two_500s_then_200_is_three_attempts_with_the_same_id_and_identical_body
     assert [r.status for r in results] == ["pending", "pending", "success"]
     assert all(r.retry_in is not None and 0 < r.retry_in <= 60 for r in results[:2])
     assert len(receiver.received) == 3
+    assert [r.number for r in results] == [1, 2, 3]
     assert {r.headers["webhook-id"] for r in receiver.received} == {delivery.webhook_id}
     stamps = [int(r.headers["webhook-timestamp"]) for r in receiver.received]
     assert stamps == sorted(stamps)
@@ -251,7 +253,7 @@ def test_410_fails_and_stops_the_jobs_webhooks(job, receiver):
     assert job.webhooks_disabled is True
     assert job.webhook_last_status_code == 410
     assert send_job_webhook(job=job, event="fiches.progressive_fetch.complete") is None
-    assert WebhookDelivery.objects.filter(job=job).count() == 1
+    assert WebhookDelivery.objects.filter(source=JOB_WEBHOOK_SOURCE, source_id=str(job.pk)).count() == 1
 
 
 def test_a_timeout_is_retried(job, receiver, settings):
@@ -307,7 +309,7 @@ def test_the_task_attempts_once_and_schedules_the_next_attempt(job, receiver):
     assert deliver_webhook.apply(args=[delivery.pk]).get() == "pending"
     (scheduled,) = queued_tasks("webhooks")
     assert scheduled.name == "realtime.tasks.webhooks.deliver"
-    assert scheduled.args == [delivery.pk]
+    assert scheduled.args == [delivery.pk] and scheduled.kwargs == {"attempt": 2}
     assert scheduled.eta is not None  # countdown = the backoff
     first = attempts(delivery)[0]
     assert first.task_id  # the task's id is recorded on the attempt
@@ -315,6 +317,9 @@ def test_the_task_attempts_once_and_schedules_the_next_attempt(job, receiver):
     assert deliver_webhook.apply(args=scheduled.args, kwargs=scheduled.kwargs).get() == "success"
     assert len(queued_tasks("webhooks")) == 1  # nothing more scheduled
     assert [a.response_status for a in attempts(delivery)] == [500, 200]
+    # The same message again (a duplicate, or the sweeper's copy of a late one) does nothing.
+    assert deliver_webhook.apply(args=scheduled.args, kwargs=scheduled.kwargs).get() == "success"
+    assert len(receiver.received) == 2 and len(attempts(delivery)) == 2
 
 
 # --- Manual redelivery ---------------------------------------------------------------------------------------------
@@ -440,7 +445,7 @@ def test_an_attempt_records_request_and_response_trimmed_to_4kb(job, receiver):
 def test_the_data_url_and_the_body_fields(job, receiver, settings):
     settings.API_BASE_URL = "https://api.callcentre.test"
     delivery = new_delivery(job)
-    data = json.loads(build_body(delivery))["data"]
+    data = json.loads(delivery.payload.encode())["data"]
     assert data["dataUrl"] == (
         "https://api.callcentre.test/api/fiches/status/by-date-range?startDate=2026-03-02&endDate=2026-03-03")
     assert data["jobId"] == str(job.id)
@@ -449,9 +454,9 @@ def test_the_data_url_and_the_body_fields(job, receiver, settings):
         ["2026-03-02"], ["2026-03-03"], [])
     assert (data["startDate"], data["endDate"]) == ("2026-03-02", "2026-03-03")
     assert data["partialData"] == [] and data["partialDataTruncated"] is False
-    body = json.loads(build_body(delivery))
+    body = json.loads(delivery.payload.encode())
     assert body["type"] == EVENT and body["timestamp"].endswith("Z")
-    assert build_body(delivery) == build_body(WebhookDelivery.objects.get(pk=delivery.pk))
+    assert delivery.payload == WebhookDelivery.objects.get(pk=delivery.pk).payload
 
 
 def test_no_webhook_url_no_delivery(owner):
@@ -547,3 +552,171 @@ def test_admin_actions_retry_failed_and_cancel_pending(job, receiver, staff_clie
     assert response.status_code == 302
     pending.refresh_from_db()
     assert (pending.status, pending.last_error) == ("failed", "cancelled by an operator")
+
+
+# --- Hardening: a total deadline, every attempt recorded, DNS, secrets, the sweeper -------------------------
+
+
+class DripServer:
+    """Accepts connections, reads the request, then answers one byte every ``interval`` seconds
+    (a receiver that never trips a per-read timeout)."""
+
+    def __init__(self, *, interval: float = 0.2, headers_first: bool = False) -> None:
+        import socket as _socket
+        import threading as _threading
+
+        self.interval, self.headers_first = interval, headers_first
+        self.sock = _socket.socket(_socket.AF_INET, _socket.SOCK_STREAM)
+        self.sock.setsockopt(_socket.SOL_SOCKET, _socket.SO_REUSEADDR, 1)
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen(8)
+        self.port = self.sock.getsockname()[1]
+        self.closed_by_client_after: list[float] = []
+        self._stop = _threading.Event()
+        _threading.Thread(target=self._serve, daemon=True).start()
+
+    def _serve(self) -> None:
+        import threading as _threading
+
+        while not self._stop.is_set():
+            try:
+                conn, _ = self.sock.accept()
+            except OSError:
+                return
+            _threading.Thread(target=self._drip, args=(conn,), daemon=True).start()
+
+    def _drip(self, conn) -> None:
+        import time as _time
+
+        started = _time.monotonic()
+        conn.settimeout(5)
+        try:
+            conn.recv(65536)
+            answer = b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nX-Padding: " + b"x" * 300 + b"\r\n\r\nok"
+            if self.headers_first:
+                head, _, _ = answer.partition(b"\r\n\r\n")
+                conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 400\r\n\r\n")
+                answer = b"y" * 400
+            for byte in answer:
+                if self._stop.is_set():
+                    return
+                conn.sendall(bytes([byte]))
+                _time.sleep(self.interval)
+        except OSError:
+            self.closed_by_client_after.append(_time.monotonic() - started)
+        finally:
+            conn.close()
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}/hook"
+
+    def close(self) -> None:
+        self._stop.set()
+        self.sock.close()
+
+
+@pytest.mark.parametrize("headers_first", [False, True], ids=["dripping-headers", "dripping-body"])
+def test_a_dripping_receiver_is_cut_at_the_total_deadline_and_recorded_as_a_timeout(headers_first, job, settings):
+    drip = DripServer(interval=0.2, headers_first=headers_first)
+    try:
+        settings.WEBHOOK_ALLOWED_ORIGINS = [f"http://127.0.0.1:{drip.port}"]
+        settings.WEBHOOK_TIMEOUT_SECONDS = 1.0
+        job.webhook_url = drip.url
+        job.save(update_fields=["webhook_url"])
+        delivery = new_delivery(job)
+
+        started = time.monotonic()
+        result = attempt_delivery(delivery_id=delivery.pk)
+        elapsed = time.monotonic() - started
+
+        assert elapsed < 2.5  # the drip would take about a minute (300 bytes x 0.2 s)
+        assert result.status == "pending" and result.retry_in is not None  # a timeout is retried
+        (attempt,) = attempts(delivery)
+        assert attempt.error.startswith("Timeout") and attempt.response_status is None
+        assert 900 <= attempt.duration_ms < 2500
+        delivery.refresh_from_db()
+        assert delivery.last_error == attempt.error
+    finally:
+        drip.close()
+
+
+def test_an_empty_whsec_key_is_refused():
+    for secret in ("whsec_", ""):
+        with pytest.raises(InvalidInput):
+            secret_bytes(secret)
+    validate_secret(None)
+    with pytest.raises(InvalidInput, match="empty key"):
+        validate_secret("whsec_")
+
+
+def test_an_unusable_secret_still_leaves_an_attempt_row(job, receiver):
+    WebhookDelivery.objects.update(secret="whsec_")  # stored before the request-time check existed
+    delivery = new_delivery(job)
+    WebhookDelivery.objects.filter(pk=delivery.pk).update(secret="whsec_")
+    result = attempt_delivery(delivery_id=delivery.pk)
+    assert result.status == "failed"
+    (attempt,) = attempts(delivery)
+    assert "empty key" in attempt.error
+    assert receiver.received == []
+
+
+@pytest.fixture
+def public_receiver(job, receiver, fake_dns, settings):
+    """The job's webhook URL on a public-looking name that resolves (at first) to a public address."""
+    settings.WEBHOOK_ALLOWED_ORIGINS = []
+    fake_dns.set("hooks.partner.example", ["93.184.216.34"])
+    job.webhook_url = "http://hooks.partner.example/hook"
+    job.save(update_fields=["webhook_url"])
+    return fake_dns
+
+
+def test_a_dns_failure_at_send_time_is_retried(job, public_receiver):
+    delivery = new_delivery(job)
+    public_receiver.set("hooks.partner.example", [])  # NXDOMAIN / SERVFAIL now
+
+    result = attempt_delivery(delivery_id=delivery.pk)
+
+    assert result.status == "pending" and result.retry_in is not None
+    (attempt,) = attempts(delivery)
+    assert "does not resolve" in attempt.error
+
+
+def test_a_resolved_unsafe_address_at_send_time_is_permanent(job, public_receiver):
+    delivery = new_delivery(job)
+    public_receiver.set("hooks.partner.example", ["10.1.2.3"])
+
+    result = attempt_delivery(delivery_id=delivery.pk)
+
+    assert (result.status, result.retry_in) == ("failed", None)
+    assert "private address" in attempts(delivery)[0].error
+
+
+def test_the_sweeper_redispatches_overdue_and_never_attempted_deliveries_once(job, receiver):
+    overdue = new_delivery(job)
+    receiver.respond(500)
+    attempt_delivery(delivery_id=overdue.pk)  # pending, retry scheduled (a message that will be lost)
+    WebhookDelivery.objects.filter(pk=overdue.pk).update(next_retry_at=timezone.now() - timedelta(minutes=5))
+    never = new_delivery(job)
+    WebhookDelivery.objects.filter(pk=never.pk).update(created_at=timezone.now() - timedelta(minutes=5))
+    fresh = new_delivery(job)  # its first message is just in flight
+    late_retry = new_delivery(job)
+    receiver.respond(500)
+    attempt_delivery(delivery_id=late_retry.pk)  # next_retry_at within the grace period: not swept
+    done = new_delivery(job)
+    attempt_delivery(delivery_id=done.pk)
+
+    assert sweep_webhook_deliveries.apply().get() == 2
+    swept = {t.args[0]: t.kwargs for t in queued_tasks("webhooks")}
+    assert swept == {overdue.pk: {"attempt": 2}, never.pk: {"attempt": 1}}
+    assert fresh.pk not in swept and done.pk not in swept
+
+    for delivery_id, kwargs in swept.items():
+        assert deliver_webhook.apply(args=[delivery_id], kwargs=kwargs).get() == "success"
+    overdue.refresh_from_db()
+    assert (overdue.status, overdue.attempts) == ("success", 2)
+    received_ids = [r.headers["webhook-id"] for r in receiver.received]
+    assert received_ids.count(overdue.webhook_id) == 2  # the first (500) and the swept attempt
+    # The lost message turning up after all changes nothing.
+    assert deliver_webhook.apply(args=[overdue.pk], kwargs={"attempt": 2}).get() == "success"
+    assert WebhookDeliveryAttempt.objects.filter(delivery=overdue).count() == 2

@@ -164,5 +164,5 @@ def assert_job_ended_once(job_id, *, pusher: Recorder, receiver: Recorder | None
     if receiver is not None:
         assert len(receiver.webhooks(terminal, job.id)) == 1
         assert receiver.webhooks(other, job.id) == []
-        assert WebhookDelivery.objects.filter(job=job, event=terminal).count() == 1
+        assert WebhookDelivery.objects.filter(source_id=str(job.pk), event=terminal).count() == 1
     return job

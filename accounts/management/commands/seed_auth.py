@@ -15,7 +15,7 @@ from django.db import transaction
 
 from accounts.grants import PERMISSION_KEYS, Scope
 from accounts.models import Role, RolePermission, User
-from fiches.simulator.roster import DEMO_AGENT, DEMO_MANAGER_GROUPES
+from config.demo import DEMO_AGENT, DEMO_MANAGER_GROUPES
 
 RW, R = (True, True), (True, False)
 
