@@ -6,9 +6,10 @@ A role grants, per permission key, ``can_read`` / ``can_write`` and a visibility
 - ``GROUP``: rows whose CRM group is one of the user's ``groupes``;
 - ``SELF``: rows whose CRM user id is the user's ``crm_user_id``.
 
-A user's effective grant for a key is the union over their roles: read and write are OR'd, and
-the scope is the widest among the roles granting that key. ``effective_grants`` is the only
-place this is computed; tokens, ``/api/auth/me``, permissions and scope filters all use it.
+A user's effective grant for a key is the union over their roles, per action: read is granted
+when a role grants it, with the widest scope among the roles granting read; likewise for write.
+``effective_grants`` is the only place this is computed; tokens, ``/api/auth/me``, permissions and
+scope filters all use it.
 """
 
 from __future__ import annotations
@@ -58,71 +59,100 @@ def validate_permission_key(key: str) -> str:
 
 @dataclass(frozen=True, slots=True)
 class Grant:
+    """A user's effective grant for one permission key: may they read, may they write, and over
+    which rows for each action (``None`` when the action is not granted)."""
+
     key: str
     read: bool
     write: bool
-    scope: Scope
+    read_scope: Scope | None
+    write_scope: Scope | None
 
     def allows(self, action: Action) -> bool:
         return self.read if action == "read" else self.write
 
+    def scope_for(self, action: Action) -> Scope | None:
+        return self.read_scope if action == "read" else self.write_scope
+
+    @property
+    def scope(self) -> Scope:
+        """The read scope when reading is granted, else the write scope (the legacy single scope)."""
+        scope = self.read_scope or self.write_scope
+        assert scope is not None  # a grant allows at least one action
+        return scope
+
     def as_claim(self) -> dict:
-        return {"key": self.key, "read": self.read, "write": self.write, "scope": str(self.scope)}
+        return {
+            "key": self.key,
+            "read": self.read,
+            "write": self.write,
+            "scope": str(self.scope),
+            "read_scope": str(self.read_scope) if self.read_scope else None,
+            "write_scope": str(self.write_scope) if self.write_scope else None,
+        }
+
+
+def _wider(current: Scope | None, scope: Scope) -> Scope:
+    return scope if current is None or scope.width > current.width else current
 
 
 def merge_grants(rows) -> dict[str, Grant]:
-    """Union of ``(key, can_read, can_write, scope)`` rows: OR of flags, widest scope.
-
-    A row that grants neither read nor write contributes nothing (its scope does not widen).
-    """
-    merged: dict[str, Grant] = {}
+    """Union of ``(key, can_read, can_write, scope)`` rows, **per action**: read is granted when
+    any row grants it, and its scope is the widest among the rows granting read; the same for
+    write. A write-only ALL row therefore never widens another row's SELF read. A row that grants
+    neither contributes nothing."""
+    flags: dict[str, list[Scope | None]] = {}
     for key, can_read, can_write, scope in rows:
         if not (can_read or can_write):
             continue
         scope = Scope(scope)
-        current = merged.get(key)
-        if current is None:
-            merged[key] = Grant(key, bool(can_read), bool(can_write), scope)
-        else:
-            merged[key] = Grant(
-                key,
-                current.read or bool(can_read),
-                current.write or bool(can_write),
-                scope if scope.width > current.scope.width else current.scope,
-            )
-    return {key: merged[key] for key in PERMISSION_KEYS if key in merged}
+        read_scope, write_scope = flags.setdefault(key, [None, None])
+        flags[key] = [_wider(read_scope, scope) if can_read else read_scope,
+                      _wider(write_scope, scope) if can_write else write_scope]
+    return {
+        key: Grant(key, flags[key][0] is not None, flags[key][1] is not None, flags[key][0], flags[key][1])
+        for key in PERMISSION_KEYS
+        if key in flags
+    }
 
 
 _CACHE_ATTR = "_effective_grants_cache"
 
 
-def effective_grants(user: User | None) -> dict[str, Grant]:
-    """The user's grants as they are in the database now (cached on the user instance).
+def grant_rows(user: User) -> list[tuple[str, bool, bool, str]]:
+    """The user's role permission rows ``(key, can_read, can_write, scope)`` from the database."""
+    prefetched_roles = getattr(user, "_prefetched_objects_cache", {}).get("roles")
+    if prefetched_roles is not None:  # list selectors prefetch roles__permissions: no query per user
+        return [
+            (p.permission_key, p.can_read, p.can_write, p.scope)
+            for role in prefetched_roles
+            for p in role.permissions.all()
+        ]
+    from accounts.models import RolePermission
 
-    Anonymous or inactive users have none. The cache lives on the instance, which is loaded
-    afresh on every request, so a role change applies on the next request.
+    return list(
+        RolePermission.objects.filter(role__users=user).values_list("permission_key", "can_read", "can_write", "scope")
+    )
+
+
+def effective_grants(user: User | None) -> dict[str, Grant]:
+    """The user's grants as they are in the database now (cached on the user instance, and across
+    requests by ``accounts.auth_cache`` under a version that every role/user/grant change bumps).
+
+    Anonymous or inactive users have none.
     """
     if user is None or not getattr(user, "is_authenticated", False) or not user.is_active:
         return {}
     cached = getattr(user, _CACHE_ATTR, None)
     if cached is not None:
         return cached
-    prefetched_roles = getattr(user, "_prefetched_objects_cache", {}).get("roles")
-    if prefetched_roles is not None:  # list selectors prefetch roles__permissions: no query per user
-        rows = [
-            (p.permission_key, p.can_read, p.can_write, p.scope)
-            for role in prefetched_roles
-            for p in role.permissions.all()
-        ]
-    else:
-        from accounts.models import RolePermission
-
-        rows = RolePermission.objects.filter(role__users=user).values_list(
-            "permission_key", "can_read", "can_write", "scope"
-        )
-    grants = merge_grants(rows)
+    grants = merge_grants(grant_rows(user))
     setattr(user, _CACHE_ATTR, grants)
     return grants
+
+
+def set_cached_grants(user: User, grants: dict[str, Grant]) -> None:
+    setattr(user, _CACHE_ATTR, grants)
 
 
 def forget_grants(user: User) -> None:
@@ -142,6 +172,6 @@ def has_grant(user: User | None, key: str, action: Action = "read") -> bool:
 
 
 def scope_for(user: User | None, key: str, action: Action = "read") -> Scope | None:
-    """The scope the user has for ``key`` when the action is allowed, else ``None``."""
+    """The scope the user has for ``action`` on ``key`` when the action is allowed, else ``None``."""
     grant = grant_for(user, key)
-    return grant.scope if grant is not None and grant.allows(action) else None
+    return grant.scope_for(action) if grant is not None else None

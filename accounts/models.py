@@ -9,7 +9,39 @@ from django.utils import timezone
 from accounts.grants import PERMISSION_KEYS, Scope
 
 
-class UserManager(BaseUserManager):
+class AuthChangeQuerySet(models.QuerySet):
+    """Bulk writes skip model signals; these also invalidate the auth cache (accounts.auth_cache)."""
+
+    def update(self, **kwargs):
+        from accounts.auth_cache import bump_auth_version
+
+        rows = super().update(**kwargs)
+        bump_auth_version()
+        return rows
+
+    def delete(self):
+        from accounts.auth_cache import bump_auth_version
+
+        result = super().delete()
+        bump_auth_version()
+        return result
+
+    def bulk_create(self, objs, *args, **kwargs):
+        from accounts.auth_cache import bump_auth_version
+
+        created = super().bulk_create(objs, *args, **kwargs)
+        bump_auth_version()
+        return created
+
+    def bulk_update(self, objs, fields, *args, **kwargs):
+        from accounts.auth_cache import bump_auth_version
+
+        rows = super().bulk_update(objs, fields, *args, **kwargs)
+        bump_auth_version()
+        return rows
+
+
+class UserManager(BaseUserManager.from_queryset(AuthChangeQuerySet)):  # type: ignore[misc]
     use_in_migrations = True
 
     def _create_user(self, email, password, **extra):
@@ -39,6 +71,8 @@ class Role(models.Model):
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
 
+    objects = AuthChangeQuerySet.as_manager()
+
     class Meta:
         db_table = "roles"
         ordering = ["key"]
@@ -53,6 +87,8 @@ class RolePermission(models.Model):
     can_read = models.BooleanField(default=False)
     can_write = models.BooleanField(default=False)
     scope = models.CharField(max_length=8, choices=[(s.value, s.value) for s in Scope], default=Scope.ALL)
+
+    objects = AuthChangeQuerySet.as_manager()
 
     class Meta:
         db_table = "role_permissions"

@@ -1,7 +1,15 @@
-"""OpenAPI helpers: the error envelope component and per-status error responses."""
+"""OpenAPI helpers: the error envelope component, per-status error responses, and the JWT
+security scheme of our cached JWT authentication."""
 
+from drf_spectacular.contrib.rest_framework_simplejwt import SimpleJWTScheme
 from drf_spectacular.utils import OpenApiResponse, inline_serializer
 from rest_framework import serializers
+
+
+class CachedJWTScheme(SimpleJWTScheme):
+    """``accounts.auth_cache.CachedJWTAuthentication`` is simplejwt's Bearer JWT."""
+
+    target_class = "accounts.auth_cache.CachedJWTAuthentication"
 
 ErrorEnvelope = inline_serializer(
     name="ErrorEnvelope",

@@ -245,8 +245,8 @@ def test_create_user_then_log_in(admin, make_role, api_client):
     assert body["roles"] == ["agent", "viewer"]
     assert body["is_active"] is True
     assert body["permissions"] == [
-        {"key": "fiches", "read": True, "write": False, "scope": "SELF"},
-        {"key": "audits", "read": True, "write": False, "scope": "ALL"},
+        {"key": "fiches", "read": True, "write": False, "scope": "SELF", "read_scope": "SELF", "write_scope": None},
+        {"key": "audits", "read": True, "write": False, "scope": "ALL", "read_scope": "ALL", "write_scope": None},
     ]
     user = User.objects.get(email="new.agent@example.com")
     assert user.check_password(STRONG_PASSWORD)
@@ -299,7 +299,7 @@ def test_list_and_get_users(admin, admin_user, make_role, make_user):
     assert body["count"] == 2
     assert [u["email"] for u in body["results"]] == ["admin@example.com", "agent@example.com"]
     assert body["results"][1]["roles"] == ["agent"]
-    assert body["results"][1]["permissions"] == [{"key": "fiches", "read": True, "write": False, "scope": "SELF"}]
+    assert body["results"][1]["permissions"] == [{"key": "fiches", "read": True, "write": False, "scope": "SELF", "read_scope": "SELF", "write_scope": None}]
 
     detail = admin.get(f"{USERS}/{agent.pk}")
     assert detail.status_code == 200
@@ -321,7 +321,7 @@ def test_patch_user_roles_groupes_crm_user_id(admin, make_role, make_user):
     assert body["roles"] == ["manager"]
     assert body["groupes"] == ["Lyon-1", "Paris-Est"]
     assert body["crm_user_id"] == "u-999"
-    assert body["permissions"] == [{"key": "fiches", "read": True, "write": True, "scope": "GROUP"}]
+    assert body["permissions"] == [{"key": "fiches", "read": True, "write": True, "scope": "GROUP", "read_scope": "GROUP", "write_scope": "GROUP"}]
     user.refresh_from_db()
     assert list(user.roles.values_list("key", flat=True)) == ["manager"]
     assert user.groupes == ["Lyon-1", "Paris-Est"]

@@ -57,8 +57,8 @@ def test_login_returns_tokens_user_and_claims(api_client, agent, make_role):
     assert claims["groupes"] == ["Lyon-2"]
     assert claims["roles"] == ["agent", "manager"]
     assert claims["permissions"] == [
-        {"key": "fiches", "read": True, "write": True, "scope": "GROUP"},
-        {"key": "recordings", "read": True, "write": False, "scope": "SELF"},
+        {"key": "fiches", "read": True, "write": True, "scope": "GROUP", "read_scope": "GROUP", "write_scope": "GROUP"},
+        {"key": "recordings", "read": True, "write": False, "scope": "SELF", "read_scope": "SELF", "write_scope": None},
     ]
     assert body["user"]["permissions"] == claims["permissions"]
     assert RefreshToken(body["refresh"])["user_id"] in (agent.pk, str(agent.pk))
@@ -117,7 +117,7 @@ def test_refresh_issues_access_with_current_claims(api_client, agent, make_role)
     claims = AccessToken(response.json()["access"])
     assert claims["roles"] == ["viewer"]
     assert claims["groupes"] == ["Lyon-1", "Paris-Est"]
-    assert claims["permissions"] == [{"key": "audits", "read": True, "write": False, "scope": "ALL"}]
+    assert claims["permissions"] == [{"key": "audits", "read": True, "write": False, "scope": "ALL", "read_scope": "ALL", "write_scope": None}]
     # The new access token works.
     assert _bearer(response.json()["access"]).get(ME).json()["roles"] == ["viewer"]
 
@@ -166,9 +166,9 @@ def test_me_returns_roles_and_effective_permissions(agent, auth_client, make_rol
     assert body["groupes"] == ["Lyon-2"]
     assert body["roles"] == ["agent", "viewer"]
     assert body["permissions"] == [
-        {"key": "fiches", "read": True, "write": False, "scope": "ALL"},
-        {"key": "recordings", "read": True, "write": False, "scope": "SELF"},
-        {"key": "audits", "read": True, "write": False, "scope": "ALL"},
+        {"key": "fiches", "read": True, "write": False, "scope": "ALL", "read_scope": "ALL", "write_scope": None},
+        {"key": "recordings", "read": True, "write": False, "scope": "SELF", "read_scope": "SELF", "write_scope": None},
+        {"key": "audits", "read": True, "write": False, "scope": "ALL", "read_scope": "ALL", "write_scope": None},
     ]
     assert "password" not in body
 
@@ -221,7 +221,7 @@ def test_role_change_applies_on_next_request(make_role, make_user, auth_client):
     assert err["details"]["required"] == "users.read"
     # The (unchanged) token still claims the grant: authorization did not trust it.
     token = client._credentials["HTTP_AUTHORIZATION"].split()[1]
-    assert {"key": "users", "read": True, "write": False, "scope": "ALL"} in AccessToken(token)["permissions"]
+    assert {"key": "users", "read": True, "write": False, "scope": "ALL", "read_scope": "ALL", "write_scope": None} in AccessToken(token)["permissions"]
     assert client.get(ME).json()["permissions"] == []
 
 

@@ -7,7 +7,7 @@ from rest_framework.response import Response
 from rest_framework.test import APIRequestFactory, force_authenticate
 from rest_framework.views import APIView
 
-from accounts.grants import Grant, Scope, effective_grants, forget_grants, merge_grants
+from accounts.grants import Grant, Scope, effective_grants, forget_grants, merge_grants, scope_for
 from accounts.models import User
 from accounts.permissions import HasGrant, can_access, scope_queryset
 
@@ -17,7 +17,7 @@ pytestmark = pytest.mark.django_db
 # --- merge_grants / effective_grants ------------------------------------------------------
 
 
-def test_merge_grants_ors_flags_and_takes_widest_scope():
+def test_merge_grants_ors_flags_and_takes_the_widest_scope_per_action():
     merged = merge_grants(
         [
             ("fiches", True, False, "SELF"),
@@ -29,9 +29,25 @@ def test_merge_grants_ors_flags_and_takes_widest_scope():
         ]
     )
     assert merged == {
-        "fiches": Grant("fiches", True, True, Scope.GROUP),
-        "audits": Grant("audits", True, True, Scope.ALL),
-        "chat": Grant("chat", True, False, Scope.GROUP),
+        "fiches": Grant("fiches", True, True, Scope.SELF, Scope.GROUP),
+        "audits": Grant("audits", True, True, Scope.ALL, Scope.SELF),
+        "chat": Grant("chat", True, False, Scope.GROUP, None),
+    }
+
+
+def test_a_write_only_all_role_does_not_widen_another_roles_self_read(make_role, make_user):
+    reader = make_role("self-reader", fiches=("r", "SELF"))
+    writer = make_role("all-writer", fiches=("w", "ALL"))
+    user = make_user(reader, writer, crm_user_id="u-1")
+
+    assert scope_for(user, "fiches", "read") == Scope.SELF
+    assert scope_for(user, "fiches", "write") == Scope.ALL
+    mine = SimpleNamespace(groupe="Lyon-2", crm_user_id="u-1")
+    theirs = SimpleNamespace(groupe="Lyon-2", crm_user_id="u-2")
+    assert can_access(user, "fiches", mine) and not can_access(user, "fiches", theirs)
+    assert can_access(user, "fiches", theirs, action="write")
+    assert effective_grants(user)["fiches"].as_claim() == {
+        "key": "fiches", "read": True, "write": True, "scope": "SELF", "read_scope": "SELF", "write_scope": "ALL",
     }
 
 
@@ -43,7 +59,7 @@ def test_merge_grants_row_without_read_or_write_grants_nothing_and_does_not_wide
             ("users", False, False, "ALL"),  # an empty row alone: no grant at all
         ]
     )
-    assert merged == {"fiches": Grant("fiches", True, False, Scope.SELF)}
+    assert merged == {"fiches": Grant("fiches", True, False, Scope.SELF, None)}
 
 
 def test_effective_grants_union_across_roles(make_role, make_user):
@@ -55,15 +71,17 @@ def test_effective_grants_union_across_roles(make_role, make_user):
     grants = effective_grants(user)
 
     assert grants == {
-        "fiches": Grant("fiches", True, True, Scope.GROUP),
-        "audits": Grant("audits", True, False, Scope.SELF),
-        "audit-configs": Grant("audit-configs", True, False, Scope.ALL),
+        "fiches": Grant("fiches", True, True, Scope.GROUP, Scope.GROUP),
+        "audits": Grant("audits", True, False, Scope.SELF, None),
+        "audit-configs": Grant("audit-configs", True, False, Scope.ALL, None),
     }
     assert [g.as_claim() for g in grants.values()][0] == {
         "key": "fiches",
         "read": True,
         "write": True,
         "scope": "GROUP",
+        "read_scope": "GROUP",
+        "write_scope": "GROUP",
     }
 
 

@@ -139,7 +139,7 @@ def test_seed_demo_users(api_client):
     assert not agent.is_staff
 
     claims = _login(api_client, "agent@demo.example", password).json()["user"]
-    assert claims["permissions"][0] == {"key": "fiches", "read": True, "write": False, "scope": "SELF"}
+    assert claims["permissions"][0] == {"key": "fiches", "read": True, "write": False, "scope": "SELF", "read_scope": "SELF", "write_scope": None}
 
     before = {e: (u.pk, u.password) for e, u in users.items()}
     _seed("--demo")
