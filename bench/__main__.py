@@ -1,7 +1,8 @@
 """``python -m bench [NAME ...]``: run benchmarks against a dedicated database.
 
 The database is ``BENCH_DATABASE_URL`` (default: ``callcentre_bench`` on the local Postgres); it is
-created and migrated when missing, and its tables are emptied by the benchmarks.
+created and migrated when missing, and its tables are emptied by the benchmarks. Redis is
+``BENCH_REDIS_URL`` (default: database 10 of the local Redis), flushed by the benchmarks.
 """
 
 from __future__ import annotations
@@ -11,10 +12,15 @@ import os
 import sys
 
 DEFAULT_URL = "postgres://postgres@127.0.0.1:5432/callcentre_bench"
+DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/10"
 
 
 def main() -> None:
     os.environ["DATABASE_URL"] = os.environ.get("BENCH_DATABASE_URL", DEFAULT_URL)
+    # Its own Redis database too (the benchmarks flush it), never the one a running system uses.
+    os.environ["REDIS_URL"] = os.environ.get("BENCH_REDIS_URL", DEFAULT_REDIS_URL)
+    for name in ("CELERY_BROKER_URL", "CELERY_RESULT_BACKEND"):
+        os.environ.pop(name, None)
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")
     os.environ.setdefault("LOG_LEVEL", "WARNING")
     # Production-like settings, shared with the servers and workers the benchmarks start.

@@ -25,7 +25,8 @@ from accounts.tokens import issue_tokens
 from bench import support
 from bench.cache_write import make_sales
 from fiches.models import ProgressiveFetchJob
-from fiches.selectors import RANGE_FIELDS, bump_cache_version
+from config.redis import get_redis
+from fiches.selectors import RANGE_FIELDS
 from fiches.services.cache import cache_fiche_sales_summaries
 from fiches.services.jobs import progressive_fetch_request
 from fiches.simulator.server import CrmSimulator, SimulatorConfig
@@ -39,7 +40,7 @@ def _truncate() -> None:
             "TRUNCATE recordings, fiche_cache_details, fiche_cache_mail_devis, fiche_cache, fiche_sales_dates, "
             "progressive_fetch_jobs CASCADE"
         )
-    bump_cache_version()
+    get_redis().flushdb()  # the bench's own Redis database: rendered ranges and their versions
 
 
 def _bench_user() -> User:

@@ -8,10 +8,15 @@ never dropped.
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 
+import redis
+from django.conf import settings
+
+from config.exceptions import DependencyUnavailable, ThrottledError
 from config.redis import get_redis
 
 
@@ -138,3 +143,29 @@ class RateLimiter:
             if time.monotonic() + wait > deadline:
                 raise LimitBusy(self.key, retry_after=wait)
             time.sleep(wait)
+
+
+def throttle_user(user, *, name: str, rate: str, burst: int, what: str) -> None:
+    """Per-user throttle of expensive requests (GCRA in Redis): over the rate, 429 with Retry-After.
+
+    Redis unavailable: fails closed with a 503 (the requests this guards cost outside quota)."""
+    limiter = RateLimiter(f"user:{name}:{user.pk}", rate=rate, burst=burst)
+    try:
+        wait = limiter.try_acquire()
+    except redis.RedisError:
+        raise DependencyUnavailable(
+            f"Cannot check the request rate of {what} right now (Redis is unavailable); try again shortly.",
+            code="rate_limiter_unavailable",
+        ) from None
+    if wait > 0:
+        raise ThrottledError(
+            f"Too many {what} requests; retry in {math.ceil(wait)} s.",
+            code="crm_requests_throttled",
+            retry_after=math.ceil(wait),
+        )
+
+
+def throttle_crm_requests(user) -> None:
+    """CRM-bound requests of one user: ``CRM_USER_THROTTLE_RATE`` with ``CRM_USER_THROTTLE_BURST``."""
+    throttle_user(user, name="crm", rate=settings.CRM_USER_THROTTLE_RATE, burst=settings.CRM_USER_THROTTLE_BURST,
+                  what="CRM-bound")

@@ -162,8 +162,12 @@ LOGIN_THROTTLE_IP_RATE = env.str("LOGIN_THROTTLE_IP_RATE", default="30/min")
 LOGIN_THROTTLE_EMAIL_RATE = env.str("LOGIN_THROTTLE_EMAIL_RATE", default="5/min")
 
 # --- REST framework / OpenAPI -----------------------------------------------------------
+# Seconds a user's row and effective grants stay cached in Redis for authentication (any user,
+# role or grant change invalidates them at once); 0 reads them from the database on every request.
+AUTH_CACHE_SECONDS = env.int("AUTH_CACHE_SECONDS", default=60)
+
 REST_FRAMEWORK = {
-    "DEFAULT_AUTHENTICATION_CLASSES": ["rest_framework_simplejwt.authentication.JWTAuthentication"],
+    "DEFAULT_AUTHENTICATION_CLASSES": ["accounts.auth_cache.CachedJWTAuthentication"],
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
     "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
     "DEFAULT_PARSER_CLASSES": [
@@ -212,8 +216,11 @@ CRM_TIMEOUT_SECONDS = env.float("CRM_TIMEOUT_SECONDS", default=30.0)
 FICHE_SALES_INCLUDE_RECORDINGS = env.str("FICHE_SALES_INCLUDE_RECORDINGS", default="1").strip() == "1"
 FICHE_FORCE_REFRESH_COOLDOWN_MS = env.int("FICHE_FORCE_REFRESH_COOLDOWN_MS", default=30 * 60 * 1000)
 
-# Seconds a rendered date-range response is kept in Redis (invalidated by any cache write); 0 = off.
+# Seconds a rendered date-range response is kept in Redis (invalidated by a write to one of its
+# dates); 0 = off.
 RANGE_RESPONSE_CACHE_SECONDS = env.int("RANGE_RESPONSE_CACHE_SECONDS", default=120)
+# Fiches in one polling answer's partialData (the rest by cursor); a client may ask for up to 5000.
+POLL_PARTIAL_DATA_LIMIT = env.int("POLL_PARTIAL_DATA_LIMIT", default=1000)
 
 # --- Progressive date-range fetch jobs ---------------------------------------------------------
 PROGRESSIVE_FETCH_MAX_RANGE_DAYS = env.int("PROGRESSIVE_FETCH_MAX_RANGE_DAYS", default=366)
@@ -224,8 +231,17 @@ PROGRESSIVE_FETCH_WEBHOOK_FREQUENCY = env.int("PROGRESSIVE_FETCH_WEBHOOK_FREQUEN
 PROGRESSIVE_FETCH_RETRY_BASE_SECONDS = env.float("PROGRESSIVE_FETCH_RETRY_BASE_SECONDS", default=2.0)
 
 # --- Revalidation and resilience ------------------------------------------------------------
-# Global CRM call rate across every worker ("20/m"; "off" for none). Over it, work waits.
-CRM_RATE_LIMIT = env.str("CRM_RATE_LIMIT", default="20/m")
+# Global CRM call rate across every worker and request ("600/m"; "off" for none). Over it, work
+# waits. Off by default: day fetches are bounded by PROGRESSIVE_FETCH_DAY_CONCURRENCY (global) and
+# one fetch per date, as in the original; set it when the gateway has a quota.
+CRM_RATE_LIMIT = env.str("CRM_RATE_LIMIT", default="off")
+# Runs of the range warm-cache and revalidate-date tasks (the original's unkeyed functions, 20 per
+# minute each); a run over it waits before it starts, never in the middle of its chunks.
+CRM_REVALIDATION_RATE_LIMIT = env.str("CRM_REVALIDATION_RATE_LIMIT", default="20/m")
+# CRM-bound requests of one user (details cache misses, refresh=true, cache warm): rate and burst;
+# over it, 429 with Retry-After.
+CRM_USER_THROTTLE_RATE = env.str("CRM_USER_THROTTLE_RATE", default="30/m")
+CRM_USER_THROTTLE_BURST = env.int("CRM_USER_THROTTLE_BURST", default=10)
 # Lease of a date's fetch lock and of a CRM day slot: a crashed holder frees them after this.
 CRM_FETCH_LEASE_SECONDS = env.float("CRM_FETCH_LEASE_SECONDS", default=CRM_TIMEOUT_SECONDS + 65)
 # TTL of the per-job updater lock (the row lock is the fence if a holder outlives it).

@@ -12,10 +12,24 @@ from __future__ import annotations
 
 import random
 
+import redis
 from celery import Task
+from django.db import InterfaceError, OperationalError
+from kombu.exceptions import OperationalError as BrokerOperationalError
 
 # Upper bound of re-enqueues of one task (waits + errors) so that nothing loops forever.
 MAX_REENQUEUES = 10_000
+
+# Errors of our own infrastructure that pass: a dropped or refused database connection, Redis
+# unreachable or timing out, the broker refusing a publish. Retried like transient CRM errors.
+TRANSIENT_INFRA_ERRORS: tuple[type[Exception], ...] = (
+    OperationalError,
+    InterfaceError,
+    redis.ConnectionError,
+    redis.TimeoutError,
+    BrokerOperationalError,
+)
+INFRA_MAX_ERRORS = 6
 
 
 def backoff_seconds(attempt: int, *, base: float = 2.0, cap: float = 60.0) -> float:
@@ -24,19 +38,24 @@ def backoff_seconds(attempt: int, *, base: float = 2.0, cap: float = 60.0) -> fl
     return random.uniform(min(base / 2, ceiling), ceiling)
 
 
-def retry_waiting(task: Task, *, countdown: float):
-    """Re-enqueue the task unchanged after ``countdown`` seconds (not an error)."""
-    return task.retry(countdown=countdown, max_retries=MAX_REENQUEUES)
+def retry_waiting(task: Task, *, countdown: float, kwargs: dict | None = None):
+    """Re-enqueue the task after ``countdown`` seconds (not an error), unchanged or with ``kwargs``
+    (e.g. where to resume)."""
+    return task.retry(countdown=countdown, max_retries=MAX_REENQUEUES, kwargs=kwargs)
 
 
-def error_budget_left(task: Task, *, max_errors: int) -> bool:
-    return int(task.request.kwargs.get("error_attempts", 0)) < max_errors
+def error_budget_left(task: Task, *, max_errors: int, counter: str = "error_attempts") -> bool:
+    return int(task.request.kwargs.get(counter) or 0) < max_errors
 
 
-def retry_after_error(task: Task, exc: Exception, *, base: float = 2.0, cap: float = 60.0):
-    """Re-enqueue with ``error_attempts + 1`` after a jittered exponential backoff."""
-    attempt = int(task.request.kwargs.get("error_attempts", 0))
-    kwargs = {**task.request.kwargs, "error_attempts": attempt + 1}
+def retry_after_error(
+    task: Task, exc: Exception, *, base: float = 2.0, cap: float = 60.0, counter: str = "error_attempts",
+    extra_kwargs: dict | None = None,
+):
+    """Re-enqueue with ``counter + 1`` (the task's keyword argument counting this kind of error)
+    after a jittered exponential backoff; ``extra_kwargs`` are added to the task's kwargs."""
+    attempt = int(task.request.kwargs.get(counter) or 0)
+    kwargs = {**task.request.kwargs, **(extra_kwargs or {}), counter: attempt + 1}
     return task.retry(
         exc=exc, kwargs=kwargs, countdown=backoff_seconds(attempt, base=base, cap=cap), max_retries=MAX_REENQUEUES
     )

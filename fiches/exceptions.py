@@ -22,3 +22,9 @@ class FicheBusy(ApplicationError):
     status_code = 503
     code = "fiche_busy"
     default_message = "This fiche is being fetched by another request; try again shortly."
+
+
+class CrmBusy(ApplicationError):
+    status_code = 503
+    code = "crm_busy"
+    default_message = "The CRM call rate is saturated and nothing is cached for this request; try again shortly."

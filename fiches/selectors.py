@@ -2,18 +2,26 @@
 
 from __future__ import annotations
 
+import base64
+import binascii
+import hashlib
+import logging
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 
 from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.db import connection
+from django.db.models import Q
+from redis.exceptions import RedisError
 
 from accounts.grants import Scope, scope_for
 from accounts.permissions import filter_by_scope, scope_queryset
 from config.exceptions import NotFoundError, PermissionDeniedError
 from config.redis import get_redis
 from fiches.models import DETAIL_SECTIONS, FicheCache, ProgressiveFetchJob, Recording
+
+logger = logging.getLogger("fiches.selectors")
 
 
 def dates_between(start: date, end: date) -> list[date]:
@@ -33,13 +41,13 @@ class Coverage:
 _COVERED_DATES = """
 SELECT sales_date FROM fiche_sales_dates
 WHERE sales_date BETWEEN %(start)s AND %(end)s AND last_fetched_at IS NOT NULL
-UNION
-SELECT DISTINCT sales_date FROM fiche_cache WHERE sales_date BETWEEN %(start)s AND %(end)s
 """
 
 
 def date_range_coverage(start: date, end: date) -> Coverage:
-    """Dates of ``start``..``end`` already covered (fetched, or holding fiche rows) and missing."""
+    """Dates of ``start``..``end`` already covered and missing. A date is covered only when its
+    sales list was fetched (``fiche_sales_dates``), never because some fiche fetched by id happens
+    to have that sales date: that one fiche says nothing about the date's other sales."""
     with connection.cursor() as cursor:
         cursor.execute(_COVERED_DATES, {"start": start, "end": end})
         covered = {row[0] for row in cursor.fetchall()}
@@ -82,7 +90,11 @@ def fiches_for_range(user, start: date, end: date) -> list[dict]:
     return list(_range_queryset(user, start, end))
 
 
-CACHE_VERSION_KEY = "fiche-cache:version"
+DATE_VERSION_PREFIX = "fiche-cache:version:"
+
+
+def _date_version_keys(days) -> list[str]:
+    return [f"{DATE_VERSION_PREFIX}{day.isoformat()}" for day in days]
 
 
 def _scope_key(user) -> str:
@@ -94,43 +106,111 @@ def _scope_key(user) -> str:
     return str(scope) if scope else "NONE"
 
 
-def fiches_for_range_json(user, start: date, end: date) -> tuple[bytes, int]:
-    """The same fiches, already rendered as a JSON array by Postgres (no Python object per row),
-    and their count: the hot path of the range endpoint.
+def _rendered_key(user, start: date, end: date, page: str) -> str:
+    """The Redis key of a rendered range: the range, the caller's scope and the data versions of
+    the range's dates (so a write elsewhere leaves it valid)."""
+    versions = get_redis().mget(_date_version_keys(dates_between(start, end)))
+    digest = hashlib.blake2b(b",".join(v or b"0" for v in versions), digest_size=12).hexdigest()
+    return f"fiche-range-json:{start}:{end}:{_scope_key(user)}:{page}:{digest}"
 
-    Rendered arrays are kept in Redis for ``RANGE_RESPONSE_CACHE_SECONDS`` under the cache's data
-    version (bumped after every committed cache write), the range and the caller's scope, so a
-    repeated read costs one Redis GET and a write is visible to the next read.
+
+@dataclass(frozen=True)
+class RenderedFiches:
+    body: bytes  # a JSON array rendered by Postgres
+    count: int  # rows in ``body``
+    next_cursor: str | None = None  # set when more rows follow (``limit`` reached)
+
+
+def encode_cursor(sales_date: date, fiche_id: str) -> str:
+    return base64.urlsafe_b64encode(f"{sales_date.isoformat()}|{fiche_id}".encode()).decode().rstrip("=")
+
+
+def decode_cursor(cursor: str) -> tuple[date, str]:
+    """``(sales_date, fiche_id)`` of the last row already returned; ``ValueError`` when malformed."""
+    try:
+        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
+        day, _, fiche_id = raw.partition("|")
+        if not fiche_id:
+            raise ValueError("no fiche id")
+        return date.fromisoformat(day), fiche_id
+    except (UnicodeDecodeError, binascii.Error, ValueError) as exc:
+        raise ValueError(f"malformed cursor ({exc})") from None
+
+
+def _render(queryset, limit: int | None) -> RenderedFiches:
+    queryset = queryset.order_by("sales_date", "fiche_id")
+    if limit is not None:
+        queryset = queryset[: limit + 1]
+    if queryset.query.is_empty():
+        return RenderedFiches(b"[]", 0)
+    sql, params = queryset.query.sql_with_params()
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT coalesce(json_agg(t ORDER BY t.sales_date, t.fiche_id) FILTER (WHERE t.n <= %s), '[]')::text,"
+            " count(*) FILTER (WHERE t.n <= %s), count(*),"
+            " (array_agg(t.sales_date ORDER BY t.sales_date DESC, t.fiche_id DESC) FILTER (WHERE t.n <= %s))[1],"
+            " (array_agg(t.fiche_id ORDER BY t.sales_date DESC, t.fiche_id DESC) FILTER (WHERE t.n <= %s))[1]"
+            f" FROM (SELECT s.*, row_number() OVER (ORDER BY s.sales_date, s.fiche_id) AS n FROM ({sql}) s) t",
+            [*[limit if limit is not None else 2**31 - 1] * 4, *params],
+        )
+        text, count, total, last_day, last_id = cursor.fetchone()
+    more = limit is not None and total > limit
+    return RenderedFiches(text.encode(), count, encode_cursor(last_day, last_id) if more else None)
+
+
+def fiches_for_range_json(
+    user, start: date, end: date, *, limit: int | None = None, after: tuple[date, str] | None = None
+) -> RenderedFiches:
+    """The same fiches, already rendered as a JSON array by Postgres (no Python object per row):
+    the hot path of the range and polling endpoints. ``limit``/``after`` page them (in (sales
+    date, fiche id) order; ``next_cursor`` says where the next page starts).
+
+    Rendered pages are kept in Redis for ``RANGE_RESPONSE_CACHE_SECONDS`` under the range's
+    per-date data versions (each bumped after a committed write to that date) and the caller's
+    scope, so a repeated read costs two Redis round trips, a write to the range is visible to the
+    next read, and writes to other dates leave the entry valid. With Redis unavailable the range
+    is rendered from Postgres every time.
     """
     ttl = settings.RANGE_RESPONSE_CACHE_SECONDS
     key = None
     if ttl > 0:
-        redis = get_redis()
-        version = int(redis.get(CACHE_VERSION_KEY) or 0)
-        key = f"fiche-range-json:{version}:{_scope_key(user)}:{start}:{end}"
-        cached = redis.get(key)
+        page = f"{limit or 'all'}:{after[0].isoformat() + '|' + after[1] if after else ''}"
+        try:
+            key = _rendered_key(user, start, end, hashlib.blake2b(page.encode(), digest_size=8).hexdigest())
+            cached = get_redis().get(key)
+        except RedisError:
+            logger.warning("range_cache_unavailable", extra={"start": str(start), "end": str(end)})
+            key, cached = None, None
         if cached is not None:
-            count, _, body = cached.partition(b"\n")
-            return body, int(count)
-    queryset = _range_queryset(user, start, end).order_by()  # json_agg orders
-    if queryset.query.is_empty():
-        return b"[]", 0
-    sql, params = queryset.query.sql_with_params()
-    with connection.cursor() as cursor:
-        cursor.execute(
-            f"SELECT coalesce(json_agg(t ORDER BY t.sales_date, t.fiche_id), '[]')::text, count(*) FROM ({sql}) t",
-            params,
-        )
-        text, count = cursor.fetchone()
-    body = text.encode()
+            head, _, body = cached.partition(b"\n")
+            count, _, next_cursor = head.decode().partition(" ")
+            return RenderedFiches(body, int(count), next_cursor or None)
+    queryset = _range_queryset(user, start, end)
+    if after is not None:
+        queryset = queryset.filter(Q(sales_date__gt=after[0]) | Q(sales_date=after[0], fiche_id__gt=after[1]))
+    rendered = _render(queryset, limit)
     if key is not None:
-        get_redis().set(key, str(count).encode() + b"\n" + body, ex=ttl)
-    return body, count
+        head = f"{rendered.count} {rendered.next_cursor or ''}".encode()
+        try:
+            get_redis().set(key, head + b"\n" + rendered.body, ex=ttl)
+        except RedisError:
+            pass
+    return rendered
 
 
-def bump_cache_version() -> None:
-    """Invalidate rendered range responses (call after a committed write to the fiche cache)."""
-    get_redis().incr(CACHE_VERSION_KEY)
+def bump_cache_version(days) -> None:
+    """Invalidate the rendered ranges that include any of ``days`` (call after a committed write
+    to the fiche cache for those dates). Redis down: logged; rendered entries expire anyway."""
+    keys = _date_version_keys(sorted(set(days)))
+    if not keys:
+        return
+    try:
+        pipe = get_redis().pipeline(transaction=False)
+        for key in keys:
+            pipe.incr(key)
+        pipe.execute()
+    except RedisError:
+        logger.warning("range_cache_version_bump_failed", extra={"dates": len(keys)})
 
 
 # --- One fiche ----------------------------------------------------------------------------
@@ -240,6 +320,22 @@ def job_dict(job) -> dict:
         "startedAt": job.started_at.isoformat() if job.started_at else None,
         "completedAt": job.completed_at.isoformat() if job.completed_at else None,
     }
+
+
+def _done_but_not_finalized() -> Q:
+    return Q(status="processing", progress=100, dates_remaining=[])
+
+
+def filter_jobs_by_status(queryset, status: str):
+    """Jobs whose **shown** (derived) status is ``status`` (see ``derived_status``)."""
+    done = _done_but_not_finalized()
+    if status == "complete":
+        return queryset.filter(Q(status="complete") | (done & Q(dates_failed=[])))
+    if status == "failed":
+        return queryset.filter(Q(status="failed") | (done & ~Q(dates_failed=[])))
+    if status == "processing":
+        return queryset.filter(status="processing").exclude(done)
+    return queryset.filter(status=status)
 
 
 def visible_jobs(user):

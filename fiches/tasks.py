@@ -14,10 +14,16 @@ import orjson
 from celery import chord, shared_task
 from django.conf import settings
 
-from config.limits import LimitBusy, Semaphore
+from config.limits import LimitBusy, RateLimiter, Semaphore
 from config.locks import LockNotAcquired, redis_lock
 from config.redis import get_redis
-from config.task_retry import error_budget_left, retry_after_error, retry_waiting
+from config.task_retry import (
+    INFRA_MAX_ERRORS,
+    TRANSIENT_INFRA_ERRORS,
+    error_budget_left,
+    retry_after_error,
+    retry_waiting,
+)
 from fiches.clients.crm import CrmPermanentError, CrmTransientError
 from fiches.models import ProgressiveFetchJob
 from fiches.services import jobs, revalidation
@@ -42,6 +48,8 @@ def fiche_fetch(self, fiche_id: str, force_refresh: bool = False, error_attempts
         outcome = fiche_ensure_details(fiche_id=str(fiche_id), force_refresh=force_refresh)
     except LockNotAcquired:
         raise retry_waiting(self, countdown=2) from None
+    except LimitBusy as exc:
+        raise retry_waiting(self, countdown=max(0.2, exc.retry_after) + random.uniform(0, 0.2)) from None
     except CrmTransientError as exc:
         if not error_budget_left(self, max_errors=FICHE_FETCH_MAX_ERRORS):
             logger.error("fiche_fetch_failed", extra={"fiche_id": fiche_id, "error": str(exc)})
@@ -59,7 +67,8 @@ def fiche_fetch(self, fiche_id: str, force_refresh: bool = False, error_attempts
 # --- Progressive fetch jobs ----------------------------------------------------------------
 
 
-@shared_task(name="fiches.tasks.progressive_fetch_continue", ignore_result=True)
+@shared_task(name="fiches.tasks.progressive_fetch_continue", ignore_result=True,
+             autoretry_for=TRANSIENT_INFRA_ERRORS, retry_backoff=True, retry_backoff_max=10, max_retries=INFRA_MAX_ERRORS)
 def progressive_fetch_continue(job_id: str, redrive: bool = False) -> int:
     """Orchestrator: one day task per remaining date, as a chord whose body is a finalizer."""
     dates = jobs.progressive_fetch_dispatch(job_id=job_id, redrive=redrive)
@@ -78,47 +87,74 @@ def day_semaphore() -> Semaphore:
 
 
 @shared_task(bind=True, name="fiches.tasks.crm.progressive_fetch_day")
-def progressive_fetch_day(self, job_id: str, day: str, force_refresh: bool = False, error_attempts: int = 0) -> dict:
+def progressive_fetch_day(
+    self, job_id: str, day: str, force_refresh: bool = False, error_attempts: int = 0, outcome: list | None = None,
+    infra_attempts: int = 0,
+) -> dict:
     """Fetch and cache one date of a job, then hand the outcome to the job's updater.
 
+    A date whose outcome the job already has (a re-driven or duplicate task) is not fetched again.
     Waits (never drops) when the global day cap is reached (``PROGRESSIVE_FETCH_DAY_CONCURRENCY``
     CRM day fetches at once across all workers) or the date is being fetched by someone else.
     Transient CRM errors retry with backoff within an error budget; after the last one, or on a
-    permanent error, the date is reported failed. Always returns normally so that the chord
-    completes.
+    permanent error, the date is reported failed. A transient database or Redis error retries
+    the same way; one while handing the outcome over retries only the hand-over (``outcome``
+    carries it, the date is not fetched again). Always returns normally so the chord completes.
     """
     the_day = date.fromisoformat(day)
-    status = ProgressiveFetchJob.objects.filter(pk=job_id).values_list("status", flat=True).first()
-    if status is None or status in ("complete", "failed"):
-        return {"date": day, "skipped": "job is finished or gone"}
-    holder = f"{job_id}:{day}"
-    ok, error, fetched = True, None, False
+    pending = outcome  # [ok, error] once the date is fetched
+    fetched = False
     try:
-        trace("day_started", job_id=job_id, day=day, force=force_refresh, attempt=self.request.retries)
+        if pending is None:
+            job = jobs.day_task_context(job_id=job_id, day=the_day)
+            if job.finished:
+                return {"date": day, "skipped": "job is finished or gone"}
+            if job.day_done:
+                return {"date": day, "skipped": "outcome already applied"}
+            ok, error, fetched = _fetch_day(self, job_id, the_day, force_refresh)
+            pending = [ok, error]
+            if not ok:
+                record_sales_date_error(day=the_day, error=error)
+            trace("day_finished", job_id=job_id, day=day, ok=ok, fetched=fetched, error=error)
+        report_day_outcome(job_id, day, bool(pending[0]), pending[1])
+    except TRANSIENT_INFRA_ERRORS as exc:
+        if error_budget_left(self, max_errors=INFRA_MAX_ERRORS, counter="infra_attempts"):
+            logger.warning("day_infra_retry", extra={"job_id": job_id, "date": day, "error": str(exc)})
+            raise retry_after_error(self, exc, base=0.5, cap=10.0, counter="infra_attempts",
+                                    extra_kwargs={"outcome": pending}) from None
+        logger.error("day_infra_failed", extra={"job_id": job_id, "date": day, "error": str(exc)})
+        return {"date": day, "ok": False, "error": f"infrastructure unavailable: {exc}"}  # the reconciler re-drives
+    return {"date": day, "ok": pending[0], "fetched": fetched, "error": pending[1]}
+
+
+def _fetch_day(task, job_id: str, the_day: date, force_refresh: bool) -> tuple[bool, str | None, bool]:
+    """The CRM part of a day task: ``(ok, error, fetched)``, or a retry raised for waits and
+    transient CRM errors within the error budget."""
+    day = the_day.isoformat()
+    holder = f"{job_id}:{day}"
+    try:
+        trace("day_started", job_id=job_id, day=day, force=force_refresh, attempt=task.request.retries)
         outcome = sales_day_refresh(
             day=the_day, force=force_refresh, job_id=job_id,
             crm_gate=lambda: day_semaphore().slot(holder, wait=1.0),
         )
-        fetched = outcome.fetched
+        return True, None, outcome.fetched
     except LockNotAcquired:
-        raise retry_waiting(self, countdown=random.uniform(0.2, 1.0)) from None
+        raise retry_waiting(task, countdown=random.uniform(0.2, 1.0)) from None
     except LimitBusy as exc:
-        raise retry_waiting(self, countdown=max(0.2, exc.retry_after) + random.uniform(0, 0.2)) from None
+        raise retry_waiting(task, countdown=max(0.2, exc.retry_after) + random.uniform(0, 0.2)) from None
     except CrmPermanentError as exc:
-        ok, error = False, str(exc)
-    except Exception as exc:  # transient CRM errors, and anything unexpected (DB hiccup...)
+        return False, str(exc), True
+    except TRANSIENT_INFRA_ERRORS:
+        raise
+    except Exception as exc:  # transient CRM errors, and anything unexpected
         if not isinstance(exc, CrmTransientError):
             logger.exception("day_unexpected_error", extra={"job_id": job_id, "date": day})
-        if error_budget_left(self, max_errors=settings.PROGRESSIVE_FETCH_DAY_MAX_ERRORS):
+        if error_budget_left(task, max_errors=settings.PROGRESSIVE_FETCH_DAY_MAX_ERRORS):
             logger.warning("day_retry", extra={"job_id": job_id, "date": day, "error": str(exc),
-                                               "attempt": error_attempts + 1})
-            raise retry_after_error(self, exc, base=settings.PROGRESSIVE_FETCH_RETRY_BASE_SECONDS) from None
-        ok, error = False, f"{type(exc).__name__}: {exc}"
-    if not ok:
-        record_sales_date_error(day=the_day, error=error)
-    trace("day_finished", job_id=job_id, day=day, ok=ok, fetched=fetched, error=error)
-    report_day_outcome(job_id, day, ok, error)
-    return {"date": day, "ok": ok, "fetched": fetched, "error": error}
+                                               "attempt": int(task.request.kwargs.get("error_attempts", 0)) + 1})
+            raise retry_after_error(task, exc, base=settings.PROGRESSIVE_FETCH_RETRY_BASE_SECONDS) from None
+        return False, f"{type(exc).__name__}: {exc}", True
 
 
 def _outcomes_key(job_id: str) -> str:
@@ -130,8 +166,9 @@ def report_day_outcome(job_id: str, day: str, ok: bool, error: str | None) -> No
 
     The outcome goes into the job's pending list in Redis; then the day task runs the updater
     itself (same code, same locks) if it gets the job's lock within a moment, applying every
-    pending outcome in one transaction. If it cannot (or anything fails), the outcome is handed
-    over as a durable updater task message instead: the Redis list is only an accelerator.
+    pending outcome in one transaction. If it cannot (or Redis or the database fails), the outcome
+    is handed over as a durable updater task message instead: the Redis list is only an
+    accelerator. Raises only when that message cannot be sent either (the caller retries).
     """
     try:
         redis = get_redis()
@@ -142,8 +179,8 @@ def report_day_outcome(job_id: str, day: str, ok: bool, error: str | None) -> No
         return
     except LockNotAcquired:
         pass
-    except Exception:  # Redis or the database unavailable: the durable message still carries it
-        logger.exception("inline_update_failed", extra={"job_id": job_id, "date": day})
+    except TRANSIENT_INFRA_ERRORS:  # the durable message still carries it
+        logger.warning("inline_update_failed", exc_info=True, extra={"job_id": job_id, "date": day})
     progressive_fetch_update_job.delay(job_id, day, ok, error)
 
 
@@ -166,21 +203,31 @@ def apply_pending_outcomes(job_id: str, outcome: jobs.DayOutcome, *, wait: float
 
 
 @shared_task(bind=True, name="fiches.tasks.progressive_fetch_update_job", ignore_result=True)
-def progressive_fetch_update_job(self, job_id: str, day: str, ok: bool, error: str | None = None) -> dict:
+def progressive_fetch_update_job(
+    self, job_id: str, day: str, ok: bool, error: str | None = None, infra_attempts: int = 0
+) -> dict:
     """The per-job updater: serialized by a Redis lock keyed by the job id (the filter) and the
-    job's row lock (the fence). A lock it cannot get in time means retry later, never a drop.
-    An outcome already applied (by an updater that drained the pending list) is a quick no-op."""
+    job's row lock (the fence). A lock it cannot get in time means retry later, never a drop; so
+    does a transient database or Redis error (bounded, with backoff). An outcome already applied
+    (by an updater that drained the pending list) is a quick no-op."""
     outcome = jobs.DayOutcome(date.fromisoformat(day), ok, error)
-    if jobs.outcome_is_applied(job_id=job_id, outcome=outcome):
-        return {"changed": False, "finalized": False, "status": "already applied"}
     try:
+        if jobs.outcome_is_applied(job_id=job_id, outcome=outcome):
+            return {"changed": False, "finalized": False, "status": "already applied"}
         result = apply_pending_outcomes(job_id, outcome, wait=0.5)
     except LockNotAcquired:
         raise retry_waiting(self, countdown=random.uniform(0.1, 0.5)) from None
+    except TRANSIENT_INFRA_ERRORS as exc:
+        if not error_budget_left(self, max_errors=INFRA_MAX_ERRORS, counter="infra_attempts"):
+            logger.error("updater_infra_failed", extra={"job_id": job_id, "date": day, "error": str(exc)})
+            raise
+        logger.warning("updater_infra_retry", extra={"job_id": job_id, "date": day, "error": str(exc)})
+        raise retry_after_error(self, exc, base=0.5, cap=10.0, counter="infra_attempts") from None
     return {"changed": result.changed, "finalized": result.finalized, "status": result.status}
 
 
-@shared_task(bind=True, name="fiches.tasks.progressive_fetch_finalize", ignore_result=True)
+@shared_task(bind=True, name="fiches.tasks.progressive_fetch_finalize", ignore_result=True,
+             autoretry_for=TRANSIENT_INFRA_ERRORS, retry_backoff=True, retry_backoff_max=10, max_retries=INFRA_MAX_ERRORS)
 def progressive_fetch_finalize(self, job_id: str) -> bool:
     """Chord body: finalize the job if every date is processed and nobody finalized it yet."""
     try:
@@ -193,13 +240,23 @@ def progressive_fetch_finalize(self, job_id: str) -> bool:
 # --- Warm-cache, revalidation, reconciliation ---------------------------------------------------
 
 
-def _warm(task, start: str, end: str, sales_data: list | None = None) -> dict:
-    """Run the range warm-cache for ``task``: busy dates or a saturated CRM rate re-enqueue
-    ``task`` itself (waiting, never dropped)."""
+def _warm(task, start: str, end: str, sales_data: list | None = None, resume: dict | None = None) -> dict:
+    """Run the range warm-cache for ``task``. Each run counts in ``CRM_REVALIDATION_RATE_LIMIT``
+    (the original's per-function rate) before it starts. Waiting (the task's rate, busy dates, a
+    saturated CRM rate) re-enqueues ``task`` itself: never dropped, and a run paused in the middle
+    of its chunks resumes with the chunks not done yet."""
+    if resume is None and sales_data is None:
+        wait = RateLimiter(f"task:{task.name}", rate=settings.CRM_REVALIDATION_RATE_LIMIT).try_acquire()
+        if wait > 0:
+            raise retry_waiting(task, countdown=wait + random.uniform(0, 0.2))
     try:
         summary = revalidation.cache_sales_list(
-            start=date.fromisoformat(start), end=date.fromisoformat(end), sales_data=sales_data
+            start=date.fromisoformat(start), end=date.fromisoformat(end), sales_data=sales_data, resume=resume
         )
+    except revalidation.WarmPaused as paused:
+        kwargs = {**task.request.kwargs, "resume": paused.state}
+        raise retry_waiting(task, countdown=max(0.2, paused.retry_after) + random.uniform(0, 0.2),
+                            kwargs=kwargs) from None
     except LockNotAcquired:
         raise retry_waiting(task, countdown=random.uniform(0.5, 2.0)) from None
     except LimitBusy as exc:
@@ -208,15 +265,15 @@ def _warm(task, start: str, end: str, sales_data: list | None = None) -> dict:
 
 
 @shared_task(bind=True, name="fiches.tasks.crm.cache_sales_list")
-def cache_sales_list(self, start: str, end: str, sales_data: list | None = None) -> dict:
+def cache_sales_list(self, start: str, end: str, sales_data: list | None = None, resume: dict | None = None) -> dict:
     """Warm the cache for a range (one CRM call, 5-day chunks on failure; or prefetched data)."""
-    return _warm(self, start, end, sales_data)
+    return _warm(self, start, end, sales_data, resume)
 
 
 @shared_task(bind=True, name="fiches.tasks.crm.revalidate_date")
-def revalidate_date(self, day: str) -> dict:
+def revalidate_date(self, day: str, resume: dict | None = None) -> dict:
     """Revalidate one date (the range warm-cache for that day)."""
-    return _warm(self, day, day)
+    return _warm(self, day, day, resume=resume)
 
 
 @shared_task(name="fiches.tasks.warm_recent_sales_cache", ignore_result=True)

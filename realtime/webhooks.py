@@ -32,6 +32,7 @@ from email.utils import parsedate_to_datetime
 import orjson
 import requests
 import urllib3
+from celery.exceptions import SoftTimeLimitExceeded
 from django.conf import settings
 from django.db import transaction
 from django.db.models import Q
@@ -251,18 +252,20 @@ def attempt_delivery(
     clock = time.perf_counter()
     body = delivery.payload.encode()
     exchange = _Exchange(headers={})
-    interrupted: BaseException | None = None
+    unexpected: Exception | None = None
     try:
         logger.info("sending_webhook", extra={"delivery_id": delivery.pk, "attempt": number, "event": delivery.event})
         _post(delivery, body, exchange)
-    except Exception as exc:  # the soft time limit, or a bug: the attempt is still recorded
-        interrupted = exc
-        exchange.error = f"{type(exc).__name__}: {exc}"[:1000] or type(exc).__name__
+    except SoftTimeLimitExceeded as exc:  # the worker's limit: record it, the next attempt is scheduled
+        exchange.error, exchange.retryable = f"SoftTimeLimitExceeded: the worker's soft time limit ended it ({exc!r})", True
+    except Exception as exc:  # a bug: still recorded (and retried), then raised
+        unexpected = exc
+        exchange.error = f"{type(exc).__name__}: {exc}"[:1000]
         exchange.retryable = True
     result = _record_attempt(delivery, number=number, trigger=trigger, task_id=task_id, started=started,
                              duration_ms=int((time.perf_counter() - clock) * 1000), exchange=exchange)
-    if interrupted is not None:
-        raise interrupted
+    if unexpected is not None:
+        raise unexpected
     return result
 
 

@@ -5,6 +5,8 @@ from datetime import date
 
 from rest_framework import serializers
 
+from fiches.selectors import decode_cursor
+
 
 class FicheDetailQuery(serializers.Serializer):
     refresh = serializers.BooleanField(
@@ -167,11 +169,30 @@ class JobDetailOutput(JobOutput):
 
 
 class JobPollOutput(JobOutput):
-    partialData = CachedFiche(many=True, help_text="Cached fiches of the job's range, filtered by your scope.")
+    partialData = CachedFiche(
+        many=True, help_text="Cached fiches of the job's range, filtered by your scope: at most `limit` of them."
+    )
+    partialDataTruncated = serializers.BooleanField(help_text="More cached fiches follow: fetch them with the cursor.")
+    partialDataNextCursor = serializers.CharField(
+        allow_null=True, help_text="Pass it as `cursor` for the next page; null on the last page."
+    )
+
+
+class CursorField(serializers.CharField):
+    def to_internal_value(self, data):
+        try:
+            return decode_cursor(super().to_internal_value(data))
+        except ValueError as exc:
+            raise serializers.ValidationError(str(exc)) from None
 
 
 class JobPollQuery(serializers.Serializer):
     jobId = serializers.UUIDField()
+    limit = serializers.IntegerField(
+        required=False, min_value=1, max_value=5000,
+        help_text="At most this many fiches in partialData (default POLL_PARTIAL_DATA_LIMIT).",
+    )
+    cursor = CursorField(required=False, max_length=200, help_text="partialDataNextCursor of the previous page.")
 
 
 class JobListQuery(serializers.Serializer):

@@ -1,6 +1,7 @@
 """Fiches API. Views validate input, call one service or selector, and return."""
 
 import orjson
+from django.conf import settings
 from django.http import HttpResponse
 from drf_spectacular.utils import OpenApiParameter, extend_schema
 from rest_framework.response import Response
@@ -15,7 +16,7 @@ from fiches.api import serializers as s
 from fiches.exceptions import FicheNotFound, ScopeDenied
 from fiches.services import jobs
 from fiches.services.details import fiche_get_for_user
-from fiches.tasks import cache_sales_list
+from fiches.services.revalidation import cache_warm_request
 from fiches.notifications import JOB_WEBHOOK_SOURCE
 from realtime.selectors import deliveries_of
 from realtime.url_safety import validate_webhook_url
@@ -36,7 +37,7 @@ class FicheDetailView(APIView):
             "FICHE_FORCE_REFRESH_COOLDOWN_MS per fiche. CRM down: the cached copy with `meta.stale`, or 503."
         ),
         parameters=[FICHE_ID, s.FicheDetailQuery],
-        responses={200: s.FicheDetailOutput, **errors(400, 401, 403, 404, 503)},
+        responses={200: s.FicheDetailOutput, **errors(400, 401, 403, 404, 429, 503)},
     )
     def get(self, request, fiche_id: str):
         query = s.FicheDetailQuery(data=request.query_params)
@@ -97,7 +98,7 @@ class ByDateRangeView(APIView):
             "`/api/fiches/webhooks/fiches?jobId=`, or with a webhook."
         ),
         parameters=[s.ByDateRangeQuery],
-        responses={200: s.RangeOutput, **errors(400, 401, 403)},
+        responses={200: s.RangeOutput, **errors(400, 401, 403, 429, 503)},
     )
     def get(self, request):
         query = s.ByDateRangeQuery(data=request.query_params)
@@ -113,7 +114,7 @@ class ByDateView(APIView):
         tags=["fiches"],
         summary="Cached fiches of one date; the same as by-date-range for a single day",
         parameters=[s.ByDateQuery],
-        responses={200: s.RangeOutput, **errors(400, 401, 403)},
+        responses={200: s.RangeOutput, **errors(400, 401, 403, 429, 503)},
     )
     def get(self, request):
         query = s.ByDateQuery(data=request.query_params)
@@ -128,16 +129,29 @@ class JobPollView(APIView):
     @extend_schema(
         tags=["jobs"],
         summary="Poll a job: its state plus the cached fiches of its range (filtered by your scope)",
+        description=(
+            "`partialData` holds at most `limit` fiches (default POLL_PARTIAL_DATA_LIMIT, in (sales date, fiche id) "
+            "order). When more are cached, `partialDataTruncated` is true and `partialDataNextCursor` is the "
+            "`cursor` to pass for the next page; it is null on the last page."
+        ),
         parameters=[s.JobPollQuery],
         responses={200: s.JobPollOutput, **errors(400, 401, 403, 404)},
     )
     def get(self, request):
         query = s.JobPollQuery(data=request.query_params)
         query.is_valid(raise_exception=True)
-        job = selectors.job_for_user(request.user, query.validated_data["jobId"])
-        partial, _count = selectors.fiches_for_range_json(request.user, job.start_date, job.end_date)
-        body = orjson.dumps(selectors.job_dict(job))
-        return HttpResponse(body[:-1] + b',"partialData":' + partial + b"}", content_type="application/json")
+        data = query.validated_data
+        job = selectors.job_for_user(request.user, data["jobId"])
+        page = selectors.fiches_for_range_json(
+            request.user, job.start_date, job.end_date,
+            limit=data.get("limit") or settings.POLL_PARTIAL_DATA_LIMIT, after=data.get("cursor"),
+        )
+        body = orjson.dumps({
+            **selectors.job_dict(job),
+            "partialDataTruncated": page.next_cursor is not None,
+            "partialDataNextCursor": page.next_cursor,
+        })
+        return HttpResponse(body[:-1] + b',"partialData":' + page.body + b"}", content_type="application/json")
 
 
 class JobDetailView(APIView):
@@ -174,7 +188,7 @@ class JobListView(APIView):
         query.is_valid(raise_exception=True)
         queryset = selectors.visible_jobs(request.user).order_by("-created_at")
         if "status" in query.validated_data:
-            queryset = queryset.filter(status=query.validated_data["status"])
+            queryset = selectors.filter_jobs_by_status(queryset, query.validated_data["status"])
         paginator = LimitOffset()
         page = paginator.paginate_queryset(queryset, request, view=self)
         return paginator.get_paginated_response([selectors.job_dict(job) for job in page])
@@ -187,12 +201,12 @@ class CacheWarmView(APIView):
         tags=["fiches"],
         summary="Warm the cache for a range in the background (one CRM call, 5-day chunks on failure)",
         request=s.WarmInput,
-        responses={202: s.WarmOutput, **errors(400, 401, 403)},
+        responses={202: s.WarmOutput, **errors(400, 401, 403, 429, 503)},
     )
     def post(self, request):
         data = s.WarmInput(data=request.data)
         data.is_valid(raise_exception=True)
         start, end = data.validated_data["startDate"], data.validated_data["endDate"]
         jobs.validate_range(start, end)
-        task = cache_sales_list.delay(start.isoformat(), end.isoformat())
-        return Response({"taskId": task.id, "startDate": start.isoformat(), "endDate": end.isoformat()}, status=202)
+        task_id = cache_warm_request(user=request.user, start=start, end=end)
+        return Response({"taskId": task_id, "startDate": start.isoformat(), "endDate": end.isoformat()}, status=202)

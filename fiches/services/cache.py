@@ -213,6 +213,30 @@ def _dedupe_recordings(rows: Iterable[tuple]) -> list[tuple]:
     return list({row[0]: row for row in rows}.values())
 
 
+_DATES_LOCK = """
+INSERT INTO fiche_sales_dates (sales_date, fiche_count)
+SELECT d, 0 FROM unnest(%(dates)s::date[]) AS d ORDER BY d
+ON CONFLICT (sales_date) DO NOTHING
+"""
+_DATES_NEWER = """
+SELECT sales_date, last_fetched_at FROM fiche_sales_dates
+WHERE sales_date = ANY(%(dates)s::date[]) ORDER BY sales_date FOR UPDATE
+"""
+_MOVED_FROM = """
+SELECT DISTINCT f.sales_date FROM fiche_cache f JOIN _fiche_in i ON i.fiche_id = f.fiche_id
+WHERE f.sales_date <> i.sales_date
+"""
+
+
+def _lock_dates(cursor, dates: list[date], fetched_at: datetime) -> set[date]:
+    """Lock the dates' fetch-state rows (in date order: two writers never deadlock) and return the
+    dates a strictly newer fetch has already written: the fence behind the Redis date lock, so a
+    fetch that outlived its lock cannot commit an older sales list over a newer one."""
+    cursor.execute(_DATES_LOCK, {"dates": dates})
+    cursor.execute(_DATES_NEWER, {"dates": dates})
+    return {day for day, last in cursor.fetchall() if last is not None and last > fetched_at}
+
+
 @transaction.atomic
 def cache_fiche_sales_summaries(
     fiches: Sequence[dict],
@@ -222,32 +246,49 @@ def cache_fiche_sales_summaries(
 ) -> CacheResult:
     """Cache a sales list (validated items of the CRM client) and mark its dates fetched.
 
-    ``covered_dates``: the dates the list was fetched for (so that an empty day counts as
-    covered); defaults to the sales dates present in the list.
+    ``revalidated_at``: when the list was fetched (the start of the CRM call). A date whose state
+    shows a strictly newer fetch keeps that newer data: this list's fiches of that date are not
+    written and the date is not marked again. ``covered_dates``: the dates the list was fetched
+    for (so that an empty day counts as covered); defaults to the sales dates present in the list.
     """
     by_id: dict[str, dict] = {}
     for sale in fiches:  # the same fiche twice in one list: the last one wins
         by_id[str(sale["fiche_id"])] = sale
-    sales = list(by_id.values())
-    counts: dict[date, int] = {}
-    for sale in sales:
-        day = sale["sales_date"] if isinstance(sale["sales_date"], date) else date.fromisoformat(sale["sales_date"])
-        counts[day] = counts.get(day, 0) + 1
-    dates = sorted(set(covered_dates) if covered_dates is not None else set(counts))
-    recording_rows = _dedupe_recordings(
-        _recording_row(fiche_id, rec) for fiche_id, sale in by_id.items() for rec in sale.get("recordings") or ()
-    )
-    rec_counts: dict[str, int] = {}
-    for row in recording_rows:
-        rec_counts[row[1]] = rec_counts.get(row[1], 0) + 1
 
+    def sale_day(sale: dict) -> date:
+        value = sale["sales_date"]
+        return value if isinstance(value, date) else date.fromisoformat(value)
+
+    requested = sorted(set(covered_dates) if covered_dates is not None else {sale_day(s) for s in by_id.values()})
     with connection.cursor() as cursor:
+        newer = _lock_dates(cursor, sorted(set(requested) | {sale_day(s) for s in by_id.values()}), revalidated_at)
+        if newer:
+            logger.warning(
+                "sales_list_older_than_cache_skipped",
+                extra={"dates": [d.isoformat() for d in sorted(newer)], "fetched_at": revalidated_at.isoformat()},
+            )
+            by_id = {k: sale for k, sale in by_id.items() if sale_day(sale) not in newer}
+        sales = list(by_id.values())
+        counts: dict[date, int] = {}
+        for sale in sales:
+            counts[sale_day(sale)] = counts.get(sale_day(sale), 0) + 1
+        dates = [d for d in requested if d not in newer]
+        recording_rows = _dedupe_recordings(
+            _recording_row(fiche_id, rec) for fiche_id, sale in by_id.items() for rec in sale.get("recordings") or ()
+        )
+        rec_counts: dict[str, int] = {}
+        for row in recording_rows:
+            rec_counts[row[1]] = rec_counts.get(row[1], 0) + 1
+
+        touched = set(dates) | set(counts)
         if sales:
             cursor.execute(_FICHE_TEMP)
             _copy(
                 cursor, "_fiche_in", f"{_FICHE_COLUMNS}, rec_count",
                 (_fiche_row(s, rec_counts.get(str(s["fiche_id"]), 0)) for s in sales),
             )
+            cursor.execute(_MOVED_FROM)
+            touched |= {row[0] for row in cursor.fetchall()}  # a fiche leaving a date changes that date too
             cursor.execute(_FICHE_UPSERT, {"revalidated_at": revalidated_at})
             cursor.execute("DROP TABLE _fiche_in")
             _upsert_recordings(cursor, recording_rows)
@@ -256,7 +297,7 @@ def cache_fiche_sales_summaries(
                 _DATES_UPSERT,
                 {"fetched_at": revalidated_at, "dates": dates, "counts": [counts.get(d, 0) for d in dates]},
             )
-    transaction.on_commit(bump_cache_version)
+    transaction.on_commit(lambda: bump_cache_version(touched))
     logger.info(
         "sales_list_cached",
         extra={
@@ -287,6 +328,7 @@ def fiche_details_persist(*, envelope: dict, fetched_at: datetime | None = None)
     fetched_at = fetched_at or timezone.now()
     fiche = envelope["fiche"]
     information = fiche["information"]
+    previous_day = FicheCache.objects.filter(fiche_id=information["fiche_id"]).values_list("sales_date", flat=True).first()
     prospect = fiche.get("prospect") or {}
     known = {*DETAIL_SECTIONS, "mail_devis", "recordings"}
     raw = {k: v for k, v in fiche.items() if k not in known}
@@ -326,6 +368,7 @@ def fiche_details_persist(*, envelope: dict, fetched_at: datetime | None = None)
             cursor, _dedupe_recordings(_recording_row(row.fiche_id, rec) for rec in fiche.get("recordings") or ())
         )
     row.refresh_from_db()
-    transaction.on_commit(bump_cache_version)
+    touched = {row.sales_date} | ({previous_day} if previous_day else set())
+    transaction.on_commit(lambda: bump_cache_version(touched))
     logger.info("fiche_details_cached", extra={"fiche_id": row.fiche_id, "recordings": row.recordings_count})
     return row

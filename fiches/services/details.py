@@ -4,6 +4,7 @@ a time, forced refreshes throttled per fiche), persisted, and returned in the ga
 from __future__ import annotations
 
 import logging
+import math
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
@@ -11,12 +12,14 @@ from django.conf import settings
 from django.utils import timezone
 
 from accounts.permissions import can_access
+from config.limits import LimitBusy, throttle_crm_requests
 from config.locks import LockNotAcquired, redis_lock
 from fiches import selectors
 from fiches.clients import crm
-from fiches.exceptions import CrmUnavailable, FicheBusy, FicheNotFound, ScopeDenied
+from fiches.exceptions import CrmBusy, CrmUnavailable, FicheBusy, FicheNotFound, ScopeDenied
 from fiches.models import FicheCache
 from fiches.services.cache import fiche_details_persist
+from fiches.services.revalidation import crm_rate_limiter
 
 logger = logging.getLogger("fiches.details")
 
@@ -38,11 +41,14 @@ class DetailsOutcome:
     refresh_skipped: bool = False  # a forced refresh inside the cooldown
 
 
-def fiche_ensure_details(*, fiche_id: str, force_refresh: bool = False, wait: float = 0.0) -> DetailsOutcome:
+def fiche_ensure_details(
+    *, fiche_id: str, force_refresh: bool = False, wait: float = 0.0, rate_wait: float = 1.0
+) -> DetailsOutcome:
     """Make sure the fiche's full details are cached; fetch them from the CRM when missing, or when
-    forced and outside the cooldown. One fetch per fiche at a time (Redis lock; ``wait`` seconds).
+    forced and outside the cooldown. One fetch per fiche at a time (Redis lock; ``wait`` seconds),
+    within the global CRM rate like every CRM call (waiting up to ``rate_wait`` seconds).
 
-    Raises ``crm.CrmError`` subclasses and ``LockNotAcquired``.
+    Raises ``crm.CrmError`` subclasses, ``LockNotAcquired`` and ``LimitBusy``.
     """
     fiche_id = str(fiche_id).strip()
     lock_ttl = settings.CRM_TIMEOUT_SECONDS + crm.CONNECT_TIMEOUT_SECONDS + 30
@@ -55,6 +61,7 @@ def fiche_ensure_details(*, fiche_id: str, force_refresh: bool = False, wait: fl
             if allowed_at is not None and timezone.now() < allowed_at:
                 logger.info("fiche_refresh_skipped_cooldown", extra={"fiche_id": fiche_id, "until": allowed_at})
                 return DetailsOutcome(row=row, fetched=False, refresh_skipped=True)
+        crm_rate_limiter().acquire(max_wait=rate_wait)
         envelope = crm.fetch_fiche_details(fiche_id)
         row = fiche_details_persist(envelope=envelope)
         logger.info("fiche_details_fetched", extra={"fiche_id": fiche_id, "forced": force_refresh})
@@ -79,9 +86,10 @@ def fiche_get_for_user(*, user, fiche_id: str, refresh: bool = False, include_ma
     stale_reason = None
     fetched = refresh_skipped = False
     if row is None or row.details_fetched_at is None or refresh:
+        throttle_crm_requests(user)
         try:
             outcome = fiche_ensure_details(
-                fiche_id=fiche_id, force_refresh=refresh, wait=settings.CRM_TIMEOUT_SECONDS + 5
+                fiche_id=fiche_id, force_refresh=refresh, wait=settings.CRM_TIMEOUT_SECONDS + 5, rate_wait=5.0
             )
             row, fetched, refresh_skipped = outcome.row, outcome.fetched, outcome.refresh_skipped
         except crm.CrmNotFound:
@@ -95,6 +103,10 @@ def fiche_get_for_user(*, user, fiche_id: str, refresh: bool = False, include_ma
             if row is None:
                 raise FicheBusy(details={"fiche_id": fiche_id}) from None
             stale_reason = "another fetch of this fiche is in progress"
+        except LimitBusy as exc:
+            if row is None:
+                raise CrmBusy(details={"fiche_id": fiche_id, "retry_after": math.ceil(exc.retry_after)}) from None
+            stale_reason = "the CRM call rate is saturated"
         if fetched:
             _check_scope(user, row)
     payload = selectors.fiche_payload(row, include_mail_devis=include_mail_devis)

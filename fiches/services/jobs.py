@@ -17,11 +17,13 @@ from datetime import date, timedelta
 
 import orjson
 from django.conf import settings
+from redis.exceptions import RedisError
 from django.db import connection, transaction
 from django.utils import timezone
 
 from accounts.grants import scope_for
-from config.exceptions import InvalidInput, ThrottledError
+from config.exceptions import DependencyUnavailable, InvalidInput, ThrottledError
+from config.limits import throttle_crm_requests
 from config.redis import get_redis
 from fiches import selectors
 from fiches.models import TERMINAL_STATUSES, JobStatus, ProgressiveFetchJob, ScopeKind
@@ -82,12 +84,20 @@ def _counts_by_date(start: date, end: date) -> dict[str, int]:
         return {d.isoformat(): n for d, n in cursor.fetchall()}
 
 
-def _find_reusable_job(*, user, start: date, end: date, webhook_url: str | None) -> ProgressiveFetchJob | None:
+def _find_reusable_job(
+    *, user, start: date, end: date, webhook_url: str | None, webhook_secret: str | None
+) -> ProgressiveFetchJob | None:
+    """The user's latest job for the same range, webhook URL **and** secret within the reuse
+    window, unless it failed (a failed job is never handed out again: the request gets a new job
+    that retries the missing dates). A different secret for the same URL makes a new job, so the
+    secret the caller gave is the one its webhooks are signed with."""
     since = timezone.now() - timedelta(seconds=settings.PROGRESSIVE_FETCH_REUSE_SECONDS)
     return (
         ProgressiveFetchJob.objects.filter(
-            requested_by=user, start_date=start, end_date=end, webhook_url=webhook_url, created_at__gte=since
+            requested_by=user, start_date=start, end_date=end, webhook_url=webhook_url,
+            webhook_secret=webhook_secret or None, created_at__gte=since,
         )
+        .exclude(status=JobStatus.FAILED)
         .order_by("-created_at")
         .first()
     )
@@ -113,7 +123,8 @@ def progressive_fetch_request(
         _refresh_guardrails(user=user, start=start, end=end)
     all_dates = selectors.dates_between(start, end)
     coverage = selectors.date_range_coverage(start, end)
-    fiches_json, fiche_count = selectors.fiches_for_range_json(user, start, end)
+    rendered = selectors.fiches_for_range_json(user, start, end)
+    fiches_json, fiche_count = rendered.body, rendered.count
     logger.info(
         "progressive_fetch_started",
         extra={"start": str(start), "end": str(end), "refresh": refresh, "user_id": user.pk},
@@ -131,7 +142,9 @@ def progressive_fetch_request(
                 with connection.cursor() as cursor:
                     key = f"pf-request:{user.pk}:{start}:{end}:{webhook_url or ''}"
                     cursor.execute("SELECT pg_advisory_xact_lock(hashtextextended(%s, 0))", [key])
-                job = _find_reusable_job(user=user, start=start, end=end, webhook_url=webhook_url)
+                job = _find_reusable_job(
+                    user=user, start=start, end=end, webhook_url=webhook_url, webhook_secret=webhook_secret
+                )
                 reused = job is not None
             if job is None:
                 job = _create_job(
@@ -161,8 +174,10 @@ def progressive_fetch_request(
 
 
 def _refresh_guardrails(*, user, start: date, end: date) -> None:
-    """``refresh=true`` forces work for every date: cap its range, and let the same user refresh
-    the same range at most once per ``REFRESH_MIN_INTERVAL_SECONDS``."""
+    """``refresh=true`` forces CRM work for every date: cap its range, count it in the user's
+    CRM-bound request rate, and let the same user refresh the same range at most once per
+    ``REFRESH_MIN_INTERVAL_SECONDS``. Both limits live in Redis: with Redis down a refresh is
+    refused (503) rather than let through unguarded; plain reads are not affected."""
     days = (end - start).days + 1
     if days > settings.REFRESH_MAX_RANGE_DAYS:
         raise InvalidInput(
@@ -170,15 +185,24 @@ def _refresh_guardrails(*, user, start: date, end: date) -> None:
             code="refresh_range_too_long",
             details={"days": days, "max_days": settings.REFRESH_MAX_RANGE_DAYS},
         )
+    throttle_crm_requests(user)
     interval = settings.REFRESH_MIN_INTERVAL_SECONDS
     if interval > 0:
-        redis = get_redis()
         key = f"refresh-guard:{user.pk}:{start}:{end}"
-        if not redis.set(key, 1, nx=True, ex=interval):
+        try:
+            redis = get_redis()
+            first = redis.set(key, 1, nx=True, ex=interval)
+            ttl = None if first else redis.ttl(key)
+        except RedisError:
+            raise DependencyUnavailable(
+                "refresh=true is unavailable right now (Redis is down); cached data is still served without it.",
+                code="refresh_unavailable",
+            ) from None
+        if not first:
             raise ThrottledError(
                 "This range was refreshed moments ago; the cached data is already being revalidated.",
                 code="refresh_too_frequent",
-                retry_after=max(1, redis.ttl(key)),
+                retry_after=max(1, ttl or 1),
             )
 
 
@@ -210,8 +234,17 @@ def _create_job(*, user, start, end, refresh, covered, remaining, webhook_url, w
         extra={"job_id": str(job.id), "remaining_days": len(remaining), "webhook_configured": bool(webhook_url)},
     )
     publish(EVENT_CREATED, selectors.job_payload(job))
-    progressive_fetch_continue.delay_on_commit(str(job.id))
+    transaction.on_commit(lambda: _dispatch_job(progressive_fetch_continue, str(job.id)))
     return job
+
+
+def _dispatch_job(task, job_id: str) -> None:
+    """Enqueue the orchestrator. A broker that is down must not turn the user's answer into an
+    error: the job is returned as it is and the reconciler drives it (never dispatched → re-driven)."""
+    try:
+        task.delay(job_id)
+    except Exception:
+        logger.exception("progressive_fetch_dispatch_failed", extra={"job_id": job_id})
 
 
 # --- Dispatch (orchestrator) -------------------------------------------------------------
@@ -268,6 +301,24 @@ class DayOutcome:
     day: date
     ok: bool
     error: str | None = None
+
+
+@dataclass(frozen=True)
+class DayTaskContext:
+    finished: bool  # the job ended (or is gone): nothing to do
+    day_done: bool  # the job already has this date's outcome (a re-driven or duplicate day task)
+
+
+def day_task_context(*, job_id: str, day: date) -> DayTaskContext:
+    """What a day task checks before calling the CRM (one indexed read, no lock)."""
+    row = (
+        ProgressiveFetchJob.objects.filter(pk=job_id)
+        .values("status", "dates_already_fetched", "dates_failed")
+        .first()
+    )
+    if row is None or row["status"] in TERMINAL_STATUSES:
+        return DayTaskContext(finished=True, day_done=True)
+    return DayTaskContext(finished=False, day_done=day in row["dates_already_fetched"] or day in row["dates_failed"])
 
 
 def outcome_is_applied(*, job_id: str, outcome: DayOutcome) -> bool:
@@ -345,7 +396,12 @@ def progressive_fetch_apply_outcomes(*, job_id: str, outcomes: list[DayOutcome])
             job.status = JobStatus.PROCESSING
             trace("progressive_fetch_job_updated", job_id=job_id, day=day, ok=outcome.ok,
                   processed_days=processed, remaining=len(job.dates_remaining))
-            progress_events.append((EVENT_PROGRESS, {**selectors.job_payload(job), "latestDate": day.isoformat()}))
+            # A progress event always says "processing" (the contract): only complete/failed carry
+            # a terminal status, even for the outcome that leaves nothing remaining.
+            progress_events.append(
+                (EVENT_PROGRESS, {**selectors.job_payload(job), "status": JobStatus.PROCESSING,
+                                  "latestDate": day.isoformat()})
+            )
             if job.dates_remaining and processed // frequency > processed_before // frequency:
                 _webhook(job, EVENT_PROGRESS)
         if result.changed:
@@ -447,32 +503,33 @@ def progressive_fetch_finalize_now(*, job_id: str, reason: str = "finalized by a
 def progressive_fetch_reconcile(*, now=None) -> dict[str, list[str]]:
     """Make every unfinished job end (the reconciler beat task):
 
-    - older than ``PROGRESSIVE_FETCH_DEADLINE_SECONDS``: remaining dates marked failed
-      ("timed out"), the job ends failed;
+    - no progress (no date applied) for ``PROGRESSIVE_FETCH_DEADLINE_SECONDS``: remaining dates
+      marked failed ("timed out"), the job ends failed. A job that keeps progressing is never
+      timed out, however long it runs;
     - nothing remaining but not finalized: finalized;
-    - no progress for ``PROGRESSIVE_FETCH_STALL_SECONDS`` (or never dispatched): returned under
-      ``redrive`` for the caller to re-dispatch (idempotent); its clock restarts so the next
-      re-drive waits another stall period.
+    - no progress for ``PROGRESSIVE_FETCH_STALL_SECONDS`` since its last progress or re-drive (or
+      never dispatched): returned under ``redrive`` for the caller to re-dispatch (idempotent).
     """
     now = now or timezone.now()
     stall = timedelta(seconds=settings.PROGRESSIVE_FETCH_STALL_SECONDS)
     deadline = timedelta(seconds=settings.PROGRESSIVE_FETCH_DEADLINE_SECONDS)
     actions: dict[str, list[str]] = {"redrive": [], "finalized": [], "timed_out": []}
     unfinished = ProgressiveFetchJob.objects.filter(status__in=[JobStatus.PENDING, JobStatus.PROCESSING]).only(
-        "id", "created_at", "dispatched_at", "last_progress_at", "dates_remaining"
+        "id", "created_at", "dispatched_at", "last_progress_at", "redriven_at", "dates_remaining"
     )
     for job in unfinished:
         job_id = str(job.pk)
-        if now - job.created_at > deadline:
-            if progressive_fetch_finalize_now(job_id=job_id, reason="timed out"):
+        progressed_at = job.last_progress_at or job.dispatched_at or job.created_at
+        if now - progressed_at > deadline:
+            if progressive_fetch_finalize_now(job_id=job_id, reason="timed out (no progress)"):
                 actions["timed_out"].append(job_id)
                 trace("reconcile_timed_out", job_id=job_id, level=logging.WARNING)
         elif not job.dates_remaining:
             if progressive_fetch_finalize_if_done(job_id=job_id):
                 actions["finalized"].append(job_id)
                 trace("reconcile_finalized", job_id=job_id)
-        elif now - (job.last_progress_at or job.dispatched_at or job.created_at) > stall:
-            ProgressiveFetchJob.objects.filter(pk=job.pk).update(last_progress_at=now)
+        elif now - max(progressed_at, job.redriven_at or progressed_at) > stall:
+            ProgressiveFetchJob.objects.filter(pk=job.pk).update(redriven_at=now)
             actions["redrive"].append(job_id)
             trace("reconcile_redrive", job_id=job_id, level=logging.WARNING, remaining=len(job.dates_remaining))
     return actions

@@ -6,6 +6,7 @@ scheduled warmups."""
 from __future__ import annotations
 
 import logging
+import random
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, ExitStack, contextmanager, nullcontext
 from dataclasses import dataclass, field
@@ -15,8 +16,8 @@ from django.conf import settings
 from django.db import connection
 from django.utils import timezone
 
-from config.limits import RateLimiter
-from config.locks import redis_lock
+from config.limits import LimitBusy, RateLimiter, throttle_crm_requests
+from config.locks import LockNotAcquired, redis_lock
 from fiches import selectors
 from fiches.clients import crm
 from fiches.services.cache import cache_fiche_sales_summaries, record_sales_date_error
@@ -42,12 +43,16 @@ def date_locks(days: list[date]) -> Iterator[None]:
         yield
 
 
-def _fetch(start: date, end: date, crm_gate: Callable[[], AbstractContextManager], max_wait: float) -> list[dict]:
+def _fetch(
+    start: date, end: date, crm_gate: Callable[[], AbstractContextManager], max_wait: float
+) -> tuple[list[dict], datetime]:
     """One CRM call, inside the caller's gate and the global CRM rate (waiting up to
-    ``max_wait`` seconds, else ``LimitBusy``)."""
+    ``max_wait`` seconds, else ``LimitBusy``). Returns the sales and when the call started (the
+    time the data is as of, and the fence of the write that follows)."""
     with crm_gate():
         crm_rate_limiter().acquire(max_wait=max_wait)
-        return crm.fetch_sales_with_calls(start, end)
+        started = timezone.now()
+        return crm.fetch_sales_with_calls(start, end), started
 
 
 # --- Per day --------------------------------------------------------------------------------
@@ -79,8 +84,8 @@ def sales_day_refresh(
             return DayRefresh(fetched=False, fiches=0)
         if force:
             logger.info("force_refresh_refetching_cached_date", extra={"job_id": job_id, "date": day.isoformat()})
-        sales = _fetch(day, day, crm_gate, max_wait)
-        result = cache_fiche_sales_summaries(sales, revalidated_at=timezone.now(), covered_dates=[day])
+        sales, fetched_at = _fetch(day, day, crm_gate, max_wait)
+        result = cache_fiche_sales_summaries(sales, revalidated_at=fetched_at, covered_dates=[day])
         return DayRefresh(fetched=True, fiches=result.fiches)
 
 
@@ -94,6 +99,15 @@ class ChunkOutcome:
     ok: bool
     fiches: int = 0
     error: str | None = None
+
+    def as_dict(self) -> dict:
+        return {"start": self.start.isoformat(), "end": self.end.isoformat(), "ok": self.ok, "fiches": self.fiches,
+                "error": self.error}
+
+    @classmethod
+    def from_dict(cls, data: dict) -> ChunkOutcome:
+        return cls(date.fromisoformat(data["start"]), date.fromisoformat(data["end"]), bool(data["ok"]),
+                   int(data["fiches"]), data["error"])
 
 
 @dataclass
@@ -134,15 +148,31 @@ class WarmSummary:
         }
 
 
+class WarmPaused(Exception):
+    """The warm-cache has to wait (a busy date, or a saturated CRM rate) in the middle of its
+    work. Waiting is not a failure: the caller waits ``retry_after`` seconds and calls again with
+    ``resume=paused.state``, which goes on with the chunks not done yet (finished chunks are
+    never fetched again)."""
+
+    def __init__(self, state: dict, retry_after: float):
+        super().__init__(f"warm-cache waiting {retry_after:.2f}s ({len(state.get('pending', []))} chunk(s) left)")
+        self.state = state
+        self.retry_after = retry_after
+
+
 def chunks_of(start: date, end: date, size: int) -> list[tuple[date, date]]:
     days = selectors.dates_between(start, end)
     return [(days[i], days[min(i + size, len(days)) - 1]) for i in range(0, len(days), size)]
 
 
-def _cache_range(start: date, end: date, sales: list[dict]) -> int:
+def _cache_range(start: date, end: date, sales: list[dict], fetched_at: datetime) -> int:
     return cache_fiche_sales_summaries(
-        sales, revalidated_at=timezone.now(), covered_dates=selectors.dates_between(start, end)
+        sales, revalidated_at=fetched_at, covered_dates=selectors.dates_between(start, end)
     ).fiches
+
+
+def _wait_of(exc: Exception) -> float:
+    return exc.retry_after if isinstance(exc, LimitBusy) else random.uniform(0.5, 2.0)
 
 
 def cache_sales_list(
@@ -152,6 +182,7 @@ def cache_sales_list(
     sales_data: list[dict] | None = None,
     on_chunk: Callable[[ChunkOutcome], None] | None = None,
     max_wait: float = 1.0,
+    resume: dict | None = None,
 ) -> WarmSummary:
     """Warm the cache for a range without a job.
 
@@ -159,7 +190,9 @@ def cache_sales_list(
     without calling the CRM. Otherwise one CRM call for the whole range; on a transient failure,
     5-day chunks (``SALES_LIST_CHUNK_DAYS``) are fetched and cached independently: a failing
     chunk does not stop the others and its dates record the error. The dates being fetched are
-    locked (one fetch per date at a time); a busy date raises ``LockNotAcquired``.
+    locked (one fetch per date at a time). A busy date or a saturated CRM rate raises
+    ``WarmPaused`` (resume with its state; before any chunk, a plain ``LockNotAcquired`` /
+    ``LimitBusy`` is raised: nothing was done yet).
     """
     summary = WarmSummary(start=start, end=end)
 
@@ -175,31 +208,55 @@ def cache_sales_list(
         except crm.InvalidSale as exc:
             raise crm.CrmPermanentError(f"Prefetched sales data breaks the contract: {exc}") from None
         with date_locks(selectors.dates_between(start, end)):
-            done(ChunkOutcome(start, end, ok=True, fiches=_cache_range(start, end, sales)))
+            done(ChunkOutcome(start, end, ok=True, fiches=_cache_range(start, end, sales, timezone.now())))
         return summary
 
-    try:
-        with date_locks(selectors.dates_between(start, end)):
-            sales = _fetch(start, end, nullcontext, max_wait)
-            done(ChunkOutcome(start, end, ok=True, fiches=_cache_range(start, end, sales)))
-        return summary
-    except crm.CrmTransientError as exc:
-        logger.warning(
-            "sales_list_range_failed_falling_back_to_chunks",
-            extra={"start": start.isoformat(), "end": end.isoformat(), "error": str(exc)},
-        )
+    if resume is None:
+        try:
+            with date_locks(selectors.dates_between(start, end)):
+                sales, fetched_at = _fetch(start, end, nullcontext, max_wait)
+                done(ChunkOutcome(start, end, ok=True, fiches=_cache_range(start, end, sales, fetched_at)))
+            return summary
+        except crm.CrmTransientError as exc:
+            logger.warning(
+                "sales_list_range_failed_falling_back_to_chunks",
+                extra={"start": start.isoformat(), "end": end.isoformat(), "error": str(exc)},
+            )
+        pending = chunks_of(start, end, settings.SALES_LIST_CHUNK_DAYS)
+    else:
+        summary.chunks = [ChunkOutcome.from_dict(c) for c in resume.get("done", [])]
+        pending = [(date.fromisoformat(a), date.fromisoformat(b)) for a, b in resume["pending"]]
     summary.mode = "chunks"
-    for chunk_start, chunk_end in chunks_of(start, end, settings.SALES_LIST_CHUNK_DAYS):
+    while pending:
+        chunk_start, chunk_end = pending[0]
         try:
             with date_locks(selectors.dates_between(chunk_start, chunk_end)):
-                sales = _fetch(chunk_start, chunk_end, nullcontext, max_wait)
-                done(ChunkOutcome(chunk_start, chunk_end, ok=True, fiches=_cache_range(chunk_start, chunk_end, sales)))
+                sales, fetched_at = _fetch(chunk_start, chunk_end, nullcontext, max_wait)
+                fiches = _cache_range(chunk_start, chunk_end, sales, fetched_at)
+            done(ChunkOutcome(chunk_start, chunk_end, ok=True, fiches=fiches))
+        except (LimitBusy, LockNotAcquired) as exc:
+            state = {
+                "mode": "chunks",
+                "done": [c.as_dict() for c in summary.chunks],
+                "pending": [[a.isoformat(), b.isoformat()] for a, b in pending],
+            }
+            raise WarmPaused(state, _wait_of(exc)) from None
         except crm.CrmError as exc:
             for day in selectors.dates_between(chunk_start, chunk_end):
                 record_sales_date_error(day=day, error=str(exc))
             done(ChunkOutcome(chunk_start, chunk_end, ok=False, error=str(exc)))
+        pending.pop(0)
     logger.info("sales_list_warmed", extra=summary.as_dict() | {"dates_covered": len(summary.dates_covered)})
     return summary
+
+
+def cache_warm_request(*, user, start: date, end: date) -> str:
+    """``POST /api/fiches/cache/warm``: a CRM-bound request, counted in the user's CRM request rate;
+    the warm runs in the background. Returns the task id."""
+    from fiches.tasks import cache_sales_list as warm_task
+
+    throttle_crm_requests(user)
+    return warm_task.delay(start.isoformat(), end.isoformat()).id
 
 
 # --- Staleness policy -------------------------------------------------------------------------

@@ -336,11 +336,15 @@ def test_an_error_after_a_success_keeps_the_date_covered():
     assert date_range_coverage(day, day).covered == [day]
 
 
-def test_a_date_holding_fiche_rows_is_covered(sim_data):
+def test_a_fiche_fetched_by_id_does_not_cover_its_sales_date(sim_data):
+    """One fiche's details say nothing about the date's other sales: the date stays missing until
+    its sales list is fetched."""
     fiche_details_persist(envelope=sim_data.details(sim_data.sales(DAYS[1])[0]["fiche_id"]))
     assert not SalesDateState.objects.exists()
     coverage = date_range_coverage(DAYS[0], DAYS[2])
-    assert coverage.covered == [DAYS[1]] and coverage.missing == [DAYS[0], DAYS[2]]
+    assert coverage.covered == [] and coverage.missing == DAYS[:3]
+    cache_fiche_sales_summaries(sim_data.sales(DAYS[1]), revalidated_at=T1, covered_dates=[DAYS[1]])
+    assert date_range_coverage(DAYS[0], DAYS[2]).covered == [DAYS[1]]
 
 
 def test_dates_default_to_the_sales_dates_of_the_list(sim_data):

@@ -4,7 +4,8 @@
 - stalled (no progress for PROGRESSIVE_FETCH_STALL_SECONDS, or never dispatched) → re-driven once
   per stall period;
 - nothing remaining but not finalized → finalized exactly once (complete, or failed with failures);
-- older than PROGRESSIVE_FETCH_DEADLINE_SECONDS → failed, remaining dates failed, "timed out";
+- no progress for PROGRESSIVE_FETCH_DEADLINE_SECONDS → failed, remaining dates failed, "timed out"
+  (a job that keeps progressing is never timed out, however old it is);
 - finished jobs are left alone.
 
 No worker runs: the task's re-drives are read back from the test broker's queue.
@@ -86,10 +87,11 @@ def test_stalled_job_is_redriven_once_per_stall_period():
 
     assert actions == {"redrive": [str(stalled.pk)], "finalized": [], "timed_out": []}
     after = snapshot(stalled)
-    assert after["last_progress_at"] == NOW  # its clock restarts
+    assert after["redriven_at"] == NOW  # the stall clock restarts...
+    assert after["last_progress_at"] == before["last_progress_at"]  # ...but a re-drive is not progress
     assert after["status"] == JobStatus.PROCESSING
-    assert {k: v for k, v in after.items() if k not in ("last_progress_at", "updated_at")} == {
-        k: v for k, v in before.items() if k not in ("last_progress_at", "updated_at")
+    assert {k: v for k, v in after.items() if k not in ("redriven_at", "updated_at")} == {
+        k: v for k, v in before.items() if k not in ("redriven_at", "updated_at")
     }
 
     # right after: not again
@@ -116,8 +118,8 @@ def test_never_dispatched_pending_job_is_redriven_after_a_stall_period():
     actions = progressive_fetch_reconcile(now=NOW)
 
     assert actions["redrive"] == [str(lost.pk)]
-    assert snapshot(lost)["last_progress_at"] == NOW
-    assert snapshot(young)["last_progress_at"] is None
+    assert snapshot(lost)["redriven_at"] == NOW
+    assert snapshot(young)["redriven_at"] is None
 
 
 # --- Nothing remaining but not finalized ---------------------------------------------------------
@@ -164,9 +166,9 @@ def test_a_stalled_job_with_nothing_remaining_is_finalized_not_redriven():
 # --- Deadline ----------------------------------------------------------------------------------------
 
 
-def test_job_past_the_deadline_ends_failed_with_its_remaining_dates_failed():
-    job = make_job(created=NOW - timedelta(seconds=1801), dispatched=NOW - timedelta(seconds=1800),
-                   progress_at=NOW - timedelta(seconds=30), done=[D[0]], failed=[D[1]])
+def test_job_without_progress_for_the_deadline_ends_failed_with_its_remaining_dates_failed():
+    job = make_job(created=NOW - timedelta(hours=2), dispatched=NOW - timedelta(hours=2),
+                   progress_at=NOW - timedelta(seconds=1801), done=[D[0]], failed=[D[1]])
     assert job.dates_remaining == D[2:]
 
     actions = progressive_fetch_reconcile(now=NOW)
@@ -184,10 +186,33 @@ def test_job_past_the_deadline_ends_failed_with_its_remaining_dates_failed():
                                                                              "timed_out": []}
 
 
-def test_job_just_before_the_deadline_is_not_timed_out():
-    job = make_job(created=NOW - timedelta(seconds=1800), dispatched=NOW - timedelta(seconds=1800),
-                   progress_at=NOW - timedelta(seconds=10), done=[D[0]])
+def test_a_job_that_keeps_progressing_is_never_timed_out_however_old():
+    """The deadline counts from the last progress, not from creation: a big healthy job runs on."""
+    job = make_job(created=NOW - timedelta(hours=3), dispatched=NOW - timedelta(hours=3),
+                   progress_at=NOW - timedelta(seconds=30), done=[D[0]])
     assert progressive_fetch_reconcile(now=NOW) == {"redrive": [], "finalized": [], "timed_out": []}
+    job.refresh_from_db()
+    assert job.status == JobStatus.PROCESSING
+
+
+def test_re_drives_do_not_postpone_the_deadline():
+    job = make_job(created=NOW - timedelta(seconds=1000), dispatched=NOW - timedelta(seconds=1000),
+                   progress_at=NOW - timedelta(seconds=1000), done=[D[0]])
+    clock = NOW
+    redrives = 0
+    while ProgressiveFetchJob.objects.get(pk=job.pk).status == JobStatus.PROCESSING:
+        actions = progressive_fetch_reconcile(now=clock)
+        redrives += len(actions["redrive"])
+        clock += timedelta(seconds=60)
+        assert clock < NOW + timedelta(hours=1), "never timed out"
+    assert redrives == 3  # once per stall period (0, 360, 720 s) until the deadline, 800 s from now
+    assert clock - timedelta(seconds=60) - (NOW - timedelta(seconds=1000)) > timedelta(seconds=1800)
+
+
+def test_job_just_before_the_deadline_is_not_timed_out():
+    job = make_job(created=NOW - timedelta(seconds=3600), dispatched=NOW - timedelta(seconds=1800),
+                   progress_at=NOW - timedelta(seconds=1800), done=[D[0]])
+    assert progressive_fetch_reconcile(now=NOW)["timed_out"] == []
     job.refresh_from_db()
     assert job.status == JobStatus.PROCESSING
 
@@ -214,7 +239,7 @@ def test_one_reconcile_handles_each_kind_of_job():
     done = make_job(created=NOW - timedelta(minutes=3), dispatched=NOW - timedelta(minutes=3),
                     progress_at=NOW - timedelta(minutes=1), done=D, remaining=[])
     late = make_job(created=NOW - timedelta(hours=1), dispatched=NOW - timedelta(hours=1),
-                    progress_at=NOW - timedelta(minutes=1))
+                    progress_at=NOW - timedelta(minutes=31))
     fine = make_job(created=NOW - timedelta(minutes=3), dispatched=NOW - timedelta(minutes=3),
                     progress_at=NOW - timedelta(minutes=1))
 
@@ -234,7 +259,7 @@ def test_reconcile_task_returns_the_actions_and_enqueues_redrives():
     done = make_job(created=now - timedelta(minutes=3), dispatched=now - timedelta(minutes=3),
                     progress_at=now - timedelta(seconds=30), done=D, remaining=[])
     late = make_job(created=now - timedelta(hours=1), dispatched=now - timedelta(hours=1),
-                    progress_at=now - timedelta(seconds=30))
+                    progress_at=now - timedelta(minutes=31))
 
     actions = reconcile_progressive_jobs.run()
 

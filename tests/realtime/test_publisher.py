@@ -371,3 +371,27 @@ def test_separate_publishes_in_one_transaction_are_each_sent_after_commit(pusher
     committed(work)
     assert [len(call.batch) for call in pusher_stub.calls] == [1, 1]
     assert [json.loads(m["data"])["message"] for m in pusher_stub.messages()] == ["Message 1", "Message 2"]
+
+
+@pytest.mark.django_db
+def test_the_last_progress_event_says_processing_and_only_the_terminal_event_is_terminal(
+    pusher_stub, committed, make_role, make_user
+):
+    from datetime import date
+
+    from fiches.services import jobs
+    from tests.support import make_job
+
+    user = make_user(make_role("pf-events", fiches=("r", "ALL")), email="pf-events@example.com")
+    start = date(2026, 3, 2)
+    job = make_job(user, start, 2, status="processing", scope_kind="ALL")
+    for n in range(2):
+        committed(lambda n=n: jobs.progressive_fetch_apply_outcome(
+            job_id=str(job.pk), day=date(2026, 3, 2 + n), ok=True))
+
+    events = [(m["name"], json.loads(m["data"])) for m in pusher_stub.messages()]
+    progress = [data for name, data in events if name == "fiches.progressive_fetch.progress"]
+    assert [p["status"] for p in progress] == ["processing", "processing"]
+    assert progress[-1]["progress"] == 100 and progress[-1]["datesRemaining"] == []
+    terminal = [(name, data["status"]) for name, data in events if not name.endswith(".progress")]
+    assert terminal == [("fiches.progressive_fetch.complete", "complete")]

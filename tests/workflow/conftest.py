@@ -30,16 +30,17 @@ def _flush_redis() -> None:
 class Worker:
     """A ``celery worker`` subprocess on the test database and the test Redis database."""
 
-    def __init__(self, *, env: dict[str, str], name: str, concurrency: int = 4):
+    def __init__(self, *, env: dict[str, str], name: str, concurrency: int = 4,
+                 queues: str = "default,crm,webhooks", pool: str = "prefork"):
         WORKER_LOG_DIR.mkdir(exist_ok=True)
         self.log_path = WORKER_LOG_DIR / f"{name}.log"
-        self.env, self.name, self.concurrency = env, name, concurrency
+        self.env, self.name, self.concurrency, self.queues, self.pool = env, name, concurrency, queues, pool
         self.process: subprocess.Popen | None = None
 
     def start(self) -> Worker:
         log = open(self.log_path, "w")
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "celery", "-A", "config", "worker", "-Q", "default,crm,webhooks",
+            [sys.executable, "-m", "celery", "-A", "config", "worker", "-Q", self.queues, "--pool", self.pool,
              "-c", str(self.concurrency), "-n", f"{self.name}@%h", "--without-gossip", "--without-mingle",
              "--without-heartbeat", "-l", "INFO"],
             cwd=ROOT, env=self.env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,

@@ -166,3 +166,37 @@ def assert_job_ended_once(job_id, *, pusher: Recorder, receiver: Recorder | None
         assert receiver.webhooks(other, job.id) == []
         assert WebhookDelivery.objects.filter(source_id=str(job.pk), event=terminal).count() == 1
     return job
+
+
+class SlowReceiver(ThreadingHTTPServer):
+    """A webhook receiver on 127.0.0.1 that waits ``delay`` seconds before answering 200."""
+
+    daemon_threads = True
+
+    def __init__(self, delay: float):
+        receiver = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self):
+                self.rfile.read(int(self.headers.get("Content-Length") or 0))
+                time.sleep(receiver.delay)
+                try:
+                    self.send_response(200)
+                    self.end_headers()
+                except OSError:
+                    pass
+
+            def log_message(self, *args):
+                pass
+
+        self.delay = delay
+        super().__init__(("127.0.0.1", 0), Handler)
+        threading.Thread(target=self.serve_forever, daemon=True).start()
+
+    @property
+    def origin(self) -> str:
+        return f"http://127.0.0.1:{self.server_address[1]}"
+
+    def stop(self) -> None:
+        self.shutdown()
+        self.server_close()

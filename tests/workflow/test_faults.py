@@ -50,8 +50,10 @@ class Stack:
     env: dict
     workers: list[Worker] = field(default_factory=list)
 
-    def worker(self, name: str, *, concurrency: int = 4, **overrides: str) -> Worker:
-        w = Worker(env={**self.env, **overrides}, name=name, concurrency=concurrency).start()
+    def worker(self, name: str, *, concurrency: int = 4, queues: str = "default,crm,webhooks", pool: str = "prefork",
+               **overrides: str) -> Worker:
+        w = Worker(env={**self.env, **overrides}, name=name, concurrency=concurrency, queues=queues,
+                   pool=pool).start()
         self.workers.append(w)
         return w
 
@@ -347,3 +349,109 @@ def test_8_global_crm_rate_across_two_workers(stack, requester):
         in_window = sum(1 for t in starts[i:] if t < t0 + window)
         assert in_window <= share + 1, (in_window, starts)  # +1: a call exactly on the boundary
     assert starts[-1] - starts[0] >= (len(days) - 1) * 0.5 * 0.9
+
+
+# 9 ---------------------------------------------------------------------------------------------
+
+
+def test_9_database_connections_killed_mid_job(stack, requester):
+    """Transient database errors in day tasks and the updater are retried (bounded, with backoff):
+    no outcome waits for the reconciler (none runs here, and the stall timeout is far away)."""
+    db_url = stack.env["DATABASE_URL"]
+    stack.worker("f9", concurrency=4, DATABASE_URL=f"{db_url}?application_name=fault-worker",
+                 PROGRESSIVE_FETCH_STALL_SECONDS="600")
+    stack.sim.config.latency_ms = 150
+    days = _days(date(2026, 4, 6), 10)
+    job_id = _request(stack, requester, days)
+    wait_for(lambda: ProgressiveFetchJob.objects.get(pk=job_id).status == "processing", message="dispatch")
+
+    killed = 0
+    deadline = time.monotonic() + 2.5
+    with connection.cursor() as cursor:
+        while time.monotonic() < deadline:
+            cursor.execute(
+                "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
+                "WHERE datname = current_database() AND application_name = 'fault-worker'"
+            )
+            killed += cursor.fetchone()[0]
+            time.sleep(0.25)
+    assert killed >= 3  # the worker's connections were cut several times while the job ran
+
+    job = assert_job_ended_once(job_id, pusher=stack.pusher, receiver=stack.receiver, timeout=60)
+    assert job.status == "complete" and sorted(job.dates_already_fetched) == days
+    _assert_cache_matches(stack, days, job)
+    log = stack.workers[0].log()
+    assert "infra_retry" in log or "day_retry" in log  # the errors were met, and retried
+
+
+# 10 --------------------------------------------------------------------------------------------
+
+
+def test_10_a_webhook_attempt_cut_by_the_soft_time_limit_is_recorded(stack, requester, monkeypatch):
+    """Whatever ends an attempt leaves an attempt row: here the worker's soft time limit fires
+    while the receiver is still thinking (our own deadline is longer)."""
+    from fiches.notifications import send_job_webhook
+    from realtime.models import WebhookDelivery, WebhookDeliveryAttempt
+    from realtime.tasks import deliver_webhook
+    from tests.workflow.faults import SlowReceiver
+
+    # The limits travel in the task message: the sender's task settings are the ones that count.
+    monkeypatch.setattr(deliver_webhook, "soft_time_limit", 1)
+    monkeypatch.setattr(deliver_webhook, "time_limit", 3)
+    monkeypatch.setattr(deliver_webhook, "_exec_options", None)  # Celery caches them at the first send
+    slow = SlowReceiver(delay=4.0)
+    try:
+        stack.worker("f10", CELERY_TASK_SOFT_TIME_LIMIT="1", CELERY_TASK_TIME_LIMIT="3",
+                     WEBHOOK_TIMEOUT_SECONDS="10", WEBHOOK_ALLOWED_ORIGINS=slow.origin)
+        job = ProgressiveFetchJob.objects.create(
+            start_date=date(2026, 4, 20), end_date=date(2026, 4, 20), total_days=1, status="processing",
+            dates_remaining=[date(2026, 4, 20)], requested_by=requester, scope_kind="ALL",
+            webhook_url=f"{slow.origin}/hook",
+        )
+        with transaction.atomic():
+            delivery = send_job_webhook(job=job, event="fiches.progressive_fetch.progress")
+
+        attempt = wait_for(lambda: WebhookDeliveryAttempt.objects.filter(delivery=delivery).first(), timeout=20,
+                           message="the attempt row")
+        assert "SoftTimeLimitExceeded" in attempt.error
+        assert attempt.response_status is None and attempt.duration_ms >= 900
+        delivery = WebhookDelivery.objects.get(pk=delivery.pk)
+        assert delivery.next_retry_at is not None or delivery.attempts > 1  # a retry was scheduled...
+        second = wait_for(lambda: WebhookDeliveryAttempt.objects.filter(delivery=delivery, number=2).first(),
+                          timeout=20, message="the retried attempt")  # ...and made
+        assert second.error and "SoftTimeLimitExceeded" in second.error
+    finally:
+        slow.stop()
+
+
+# 11 --------------------------------------------------------------------------------------------
+
+
+def test_11_slow_webhook_receivers_on_their_own_thread_pool_never_hold_up_the_job(stack, requester):
+    """As in production (Procfile): CRM and orchestration work on a prefork worker, webhooks on
+    their own worker with a threads pool. Receivers answering in 2 s delay nothing of the job."""
+    from realtime.models import WebhookDelivery
+    from tests.workflow.faults import SlowReceiver
+
+    slow = SlowReceiver(delay=2.0)
+    try:
+        stack.worker("f11-work", queues="default,crm", WEBHOOK_ALLOWED_ORIGINS=slow.origin)
+        hooks = stack.worker("f11-hooks", queues="webhooks", pool="threads", concurrency=8,
+                             WEBHOOK_ALLOWED_ORIGINS=slow.origin)
+        days = _days(date(2026, 4, 27), 12)
+        started = time.monotonic()
+        result = progressive_fetch_request(user=requester, start=days[0], end=days[-1],
+                                           webhook_url=f"{slow.origin}/hook", webhook_secret="s")
+        job_id = result.meta["backgroundJobId"]
+        job = wait_for(lambda: (j := ProgressiveFetchJob.objects.get(pk=job_id)).is_terminal and j, timeout=30,
+                       message="the job")
+        job_seconds = time.monotonic() - started
+        assert job.status == "complete"
+        deliveries = WebhookDelivery.objects.filter(source_id=job_id)
+        assert deliveries.count() == 3  # progress at 5 and 10 days, then complete
+        assert job_seconds < 2.0 * deliveries.count()  # the job did not wait for the receivers
+        wait_for(lambda: set(deliveries.values_list("status", flat=True)) == {"success"}, timeout=20,
+                 message="every delivery delivered")
+        assert "concurrency: 8 (thread)" in hooks.log()
+    finally:
+        slow.stop()

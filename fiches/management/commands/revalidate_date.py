@@ -16,7 +16,7 @@ from django.core.management.base import BaseCommand, CommandError
 from config.limits import LimitBusy
 from config.locks import LockNotAcquired
 from fiches.clients.crm import CrmError
-from fiches.services.revalidation import ChunkOutcome, cache_sales_list
+from fiches.services.revalidation import ChunkOutcome, WarmPaused, cache_sales_list
 from fiches.services.jobs import validate_range
 from config.exceptions import InvalidInput
 
@@ -69,10 +69,14 @@ class Command(BaseCommand):
             self.stdout.write(line)
 
         summary = None
-        for _ in range(120):  # wait for busy dates / the CRM rate, never give up silently
+        resume = None
+        for _ in range(600):  # wait for busy dates / the CRM rate, never give up silently
             try:
-                summary = cache_sales_list(start=start, end=stop, on_chunk=on_chunk, max_wait=30)
+                summary = cache_sales_list(start=start, end=stop, on_chunk=on_chunk, max_wait=30, resume=resume)
                 break
+            except WarmPaused as paused:  # finished chunks stay done: go on with the others
+                resume = paused.state
+                time.sleep(paused.retry_after)
             except LockNotAcquired:
                 self.stdout.write("  a date of the range is being fetched elsewhere; waiting...")
                 time.sleep(1)
