@@ -13,6 +13,7 @@ cached in Redis under a version that every user, role, role-grant or role-assign
 from __future__ import annotations
 
 import logging
+import time
 from typing import Any
 
 import orjson
@@ -104,8 +105,24 @@ def remember_user(user) -> None:
         logger.warning("auth_cache_store_failed", exc_info=True)
 
 
+_VALIDATED_MAX = 4096
+_validated: dict[bytes, Any] = {}
+
+
 class CachedJWTAuthentication(JWTAuthentication):
-    """simplejwt's authentication with the user (and grants) served from the auth cache."""
+    """simplejwt's authentication with the user (and grants) served from the auth cache, and each
+    access token's signature checked once per process (the same bytes verify the same way; its
+    expiry is still checked on every request)."""
+
+    def get_validated_token(self, raw_token: bytes):
+        token = _validated.get(raw_token)
+        if token is not None and token.payload.get("exp", 0) > time.time():
+            return token
+        token = super().get_validated_token(raw_token)
+        if len(_validated) >= _VALIDATED_MAX:
+            _validated.clear()
+        _validated[raw_token] = token
+        return token
 
     def get_user(self, validated_token):
         try:

@@ -27,8 +27,9 @@ def free_port() -> int:
 
 
 def child_env(**overrides: str) -> dict[str, str]:
-    # No global CRM rate limit: the benchmarks measure our overhead against a local simulator.
-    env = {**os.environ, "DJANGO_SETTINGS_MODULE": "config.settings", "LOG_LEVEL": "WARNING", "CRM_RATE_LIMIT": "off"}
+    """The environment of the processes a benchmark starts: the project's defaults (the bench's own
+    database and Redis database), workers logging at WARNING, and ``overrides``."""
+    env = {**os.environ, "DJANGO_SETTINGS_MODULE": "config.settings", "LOG_LEVEL": "WARNING"}
     env.update(overrides)
     return env
 
@@ -51,10 +52,12 @@ class Proc:
                 self.process.wait()
 
 
-def start_web(env: dict[str, str], *, workers: int = 4) -> tuple[Proc, str]:
+def start_web(env: dict[str, str], *, workers: int = 4, threads: int = 2) -> tuple[Proc, str]:
+    """gunicorn on the bench settings (the project's, plus the plain JSON baseline view)."""
     port = free_port()
+    env = {**env, "DJANGO_SETTINGS_MODULE": "bench.settings"}
     proc = Proc("web", [sys.executable, "-m", "gunicorn", "config.wsgi", "--bind", f"127.0.0.1:{port}",
-                        "--workers", str(workers), "--worker-class", "gthread", "--threads", "2"], env)
+                        "--workers", str(workers), "--worker-class", "gthread", "--threads", str(threads)], env)
     url = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:
@@ -69,10 +72,10 @@ def start_web(env: dict[str, str], *, workers: int = 4) -> tuple[Proc, str]:
 
 
 def start_worker(env: dict[str, str], *, name: str = "worker", concurrency: int = 4,
-                 queues: str = "default,crm,webhooks") -> Proc:
-    proc = Proc(name, [sys.executable, "-m", "celery", "-A", "config", "worker", "-Q", queues,
+                 queues: str = "default,crm,webhooks", pool: str = "prefork") -> Proc:
+    proc = Proc(name, [sys.executable, "-m", "celery", "-A", "config", "worker", "-Q", queues, "--pool", pool,
                        "-c", str(concurrency), "-n", f"{name}@%h", "--without-gossip", "--without-mingle",
-                       "--without-heartbeat", "-l", "WARNING"], env)
+                       "--without-heartbeat", "-l", "WARNING", "--include", "bench.tasks"], env)
     from config.celery import app
 
     node = f"{name}@{socket.gethostname()}"

@@ -191,8 +191,22 @@ def _date_array():
     return ArrayField(models.DateField(), default=list, blank=True)
 
 
+class JobQuerySet(models.QuerySet):
+    def update(self, **kwargs):
+        """Bulk updates skip model signals: tell the jobs' status snapshots (fiches.selectors)."""
+        from fiches.selectors import job_changed
+
+        ids = list(self.values_list("pk", flat=True))
+        rows = super().update(**kwargs)
+        for job_id in ids:
+            job_changed(job_id)
+        return rows
+
+
 class ProgressiveFetchJob(models.Model):
     """Background fill (or forced revalidation) of a date range, one task per remaining date."""
+
+    objects = JobQuerySet.as_manager()
 
     id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
     status = models.CharField(max_length=16, choices=JobStatus.choices, default=JobStatus.PENDING)

@@ -6,12 +6,13 @@ import base64
 import binascii
 import hashlib
 import logging
+import uuid
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 
 from django.conf import settings
-from django.core.exceptions import ValidationError
-from django.db import connection
+import orjson
+from django.db import connection, transaction
 from django.db.models import Q
 from redis.exceptions import RedisError
 
@@ -106,12 +107,25 @@ def _scope_key(user) -> str:
     return str(scope) if scope else "NONE"
 
 
-def _rendered_key(user, start: date, end: date, page: str) -> str:
-    """The Redis key of a rendered range: the range, the caller's scope and the data versions of
-    the range's dates (so a write elsewhere leaves it valid)."""
-    versions = get_redis().mget(_date_version_keys(dates_between(start, end)))
-    digest = hashlib.blake2b(b",".join(v or b"0" for v in versions), digest_size=12).hexdigest()
-    return f"fiche-range-json:{start}:{end}:{_scope_key(user)}:{page}:{digest}"
+# One round trip: read the range's per-date versions, derive the entry's key from them, and GET
+# it. (The entry key is not among KEYS: fine on a single Redis, not on a cluster.)
+_RENDERED_LOOKUP = """
+local versions = redis.call('MGET', unpack(KEYS))
+for i = 1, #versions do
+  if not versions[i] then versions[i] = '0' end
+end
+local key = ARGV[1] .. redis.sha1hex(table.concat(versions, ','))
+return {key, redis.call('GET', key)}
+"""
+
+
+def _rendered_lookup(user, start: date, end: date, page: str) -> tuple[str, bytes | None]:
+    """The Redis key of a rendered range (the range, the caller's scope, the page, and the data
+    versions of the range's dates: a write elsewhere leaves it valid) and its cached value."""
+    prefix = f"fiche-range-json:{start}:{end}:{_scope_key(user)}:{page}:"
+    script = get_redis().register_script(_RENDERED_LOOKUP)
+    key, value = script(keys=_date_version_keys(dates_between(start, end)), args=[prefix])
+    return key.decode(), value
 
 
 @dataclass(frozen=True)
@@ -176,8 +190,7 @@ def fiches_for_range_json(
     if ttl > 0:
         page = f"{limit or 'all'}:{after[0].isoformat() + '|' + after[1] if after else ''}"
         try:
-            key = _rendered_key(user, start, end, hashlib.blake2b(page.encode(), digest_size=8).hexdigest())
-            cached = get_redis().get(key)
+            key, cached = _rendered_lookup(user, start, end, hashlib.blake2b(page.encode(), digest_size=8).hexdigest())
         except RedisError:
             logger.warning("range_cache_unavailable", extra={"start": str(start), "end": str(end)})
             key, cached = None, None
@@ -347,17 +360,120 @@ def visible_jobs(user):
     return queryset.filter(requested_by=user)
 
 
+_JOB_COLUMNS = [f.attname for f in ProgressiveFetchJob._meta.concrete_fields]
+_JOB_BY_ID = f"SELECT {', '.join(_JOB_COLUMNS)} FROM {ProgressiveFetchJob._meta.db_table} WHERE id = %s"
+
+
+def _job_by_id(job_id: uuid.UUID) -> ProgressiveFetchJob | None:
+    """One plain SQL statement (no ORM query compilation: the status endpoints are hot)."""
+    with connection.cursor() as cursor:
+        cursor.execute(_JOB_BY_ID, [job_id])
+        row = cursor.fetchone()
+    return None if row is None else ProgressiveFetchJob.from_db("default", _JOB_COLUMNS, row)
+
+
+def _job_uuid(job_id) -> uuid.UUID | None:
+    try:
+        return job_id if isinstance(job_id, uuid.UUID) else uuid.UUID(str(job_id))
+    except ValueError:
+        return None
+
+
+def _check_job_visible(user, job_id, owner_id) -> None:
+    if owner_id != user.pk and scope_for(user, "fiches", "read") != Scope.ALL:
+        raise PermissionDeniedError("This job belongs to another user.", details={"jobId": str(job_id)})
+
+
+def _job_not_found(job_id) -> NotFoundError:
+    return NotFoundError(f"No job {job_id}.", code="job_not_found", details={"jobId": str(job_id)})
+
+
 def job_for_user(user, job_id) -> ProgressiveFetchJob:
     """The job, or 404 ``job_not_found`` / 403 ``permission_denied`` when it is not the user's."""
-    try:
-        job = ProgressiveFetchJob.objects.filter(pk=job_id).first()
-    except (ValueError, ValidationError):
-        job = None
+    key = _job_uuid(job_id)
+    job = _job_by_id(key) if key is not None else None
     if job is None:
-        raise NotFoundError(f"No job {job_id}.", code="job_not_found", details={"jobId": str(job_id)})
-    if job.requested_by_id != user.pk and scope_for(user, "fiches", "read") != Scope.ALL:
-        raise PermissionDeniedError("This job belongs to another user.", details={"jobId": str(job_id)})
+        raise _job_not_found(job_id)
+    _check_job_visible(user, job_id, job.requested_by_id)
     return job
+
+
+# --- Job snapshots: the status endpoints without a database query -------------------------------
+#
+# A job's status endpoints answer from a snapshot in Redis, valid while the job's version key is
+# unchanged. Every write to a job bumps the version (``job_changed``: now and after commit), so a
+# poll never shows an older state than the database once a change has committed.
+
+JOB_SNAPSHOT_SECONDS = 60
+
+
+def _job_keys(job_id) -> tuple[str, str]:
+    return f"pf-job-version:{job_id}", f"pf-job-snapshot:{job_id}"
+
+
+def _bump_job_version(job_id) -> None:
+    version_key, _ = _job_keys(job_id)
+    try:
+        pipe = get_redis().pipeline(transaction=False)
+        pipe.incr(version_key)
+        pipe.expire(version_key, 24 * 3600)
+        pipe.execute()
+    except RedisError:
+        logger.warning("job_snapshot_invalidation_failed", extra={"job_id": str(job_id)})
+
+
+def job_changed(job_id) -> None:
+    """Invalidate the job's snapshot (call on every write to the job)."""
+    _bump_job_version(job_id)
+    transaction.on_commit(lambda: _bump_job_version(job_id))
+
+
+@dataclass(frozen=True)
+class JobView:
+    """What the status endpoints show of a job (``data``: ``job_dict``)."""
+
+    data: dict
+    owner_id: int | None
+    start_date: date
+    end_date: date
+    webhook_configured: bool
+
+
+def _job_view(job: ProgressiveFetchJob) -> JobView:
+    return JobView(job_dict(job), job.requested_by_id, job.start_date, job.end_date, bool(job.webhook_url))
+
+
+def job_view_for_user(user, job_id) -> JobView:
+    """``job_for_user`` for the status endpoints, from the job's snapshot when it is current (one
+    Redis round trip), else from the database (and the snapshot refreshed)."""
+    key = _job_uuid(job_id)
+    if key is None:
+        raise _job_not_found(job_id)
+    version_key, snapshot_key = _job_keys(key)
+    version = None
+    try:
+        version, raw = get_redis().mget(version_key, snapshot_key)
+    except RedisError:
+        raw = None
+    view = None
+    if raw is not None:
+        entry = orjson.loads(raw)
+        if entry["v"] == int(version or 0):
+            view = JobView(entry["data"], entry["owner"], date.fromisoformat(entry["start"]),
+                           date.fromisoformat(entry["end"]), entry["webhook"])
+    if view is None:
+        job = _job_by_id(key)
+        if job is None:
+            raise _job_not_found(job_id)
+        view = _job_view(job)
+        entry = {"v": int(version or 0), "data": view.data, "owner": view.owner_id, "start": view.start_date.isoformat(),
+                 "end": view.end_date.isoformat(), "webhook": view.webhook_configured}
+        try:
+            get_redis().set(snapshot_key, orjson.dumps(entry), ex=JOB_SNAPSHOT_SECONDS)
+        except RedisError:
+            pass
+    _check_job_visible(user, job_id, view.owner_id)
+    return view
 
 
 PARTIAL_FIELDS = ("fiche_id", "sales_date", "prospect_nom", "prospect_prenom", "groupe", "recordings_count")

@@ -141,13 +141,13 @@ class JobPollView(APIView):
         query = s.JobPollQuery(data=request.query_params)
         query.is_valid(raise_exception=True)
         data = query.validated_data
-        job = selectors.job_for_user(request.user, data["jobId"])
+        job = selectors.job_view_for_user(request.user, data["jobId"])
         page = selectors.fiches_for_range_json(
             request.user, job.start_date, job.end_date,
             limit=data.get("limit") or settings.POLL_PARTIAL_DATA_LIMIT, after=data.get("cursor"),
         )
         body = orjson.dumps({
-            **selectors.job_dict(job),
+            **job.data,
             "partialDataTruncated": page.next_cursor is not None,
             "partialDataNextCursor": page.next_cursor,
         })
@@ -164,12 +164,15 @@ class JobDetailView(APIView):
         responses={200: s.JobDetailOutput, **errors(401, 403, 404)},
     )
     def get(self, request, job_id):
-        job = selectors.job_for_user(request.user, job_id)
+        job = selectors.job_view_for_user(request.user, job_id)
         return orjson_response(
             {
-                **selectors.job_dict(job),
-                "webhookConfigured": bool(job.webhook_url),
-                "webhookDeliveries": deliveries_of(source=JOB_WEBHOOK_SOURCE, source_id=str(job.pk), limit=10),
+                **job.data,
+                "webhookConfigured": job.webhook_configured,
+                "webhookDeliveries": (
+                    deliveries_of(source=JOB_WEBHOOK_SOURCE, source_id=str(job_id), limit=10)
+                    if job.webhook_configured else []
+                ),
             }
         )
 

@@ -406,6 +406,7 @@ def progressive_fetch_apply_outcomes(*, job_id: str, outcomes: list[DayOutcome])
                 _webhook(job, EVENT_PROGRESS)
         if result.changed:
             _write_progress(job, newly_completed=fresh_ok, counts=counts_now)
+            selectors.job_changed(job.pk)  # a raw statement: no model signal tells the status snapshot
             publish_many(progress_events)
         remaining = [d for d in all_dates if d not in completed and d not in failed]
         result.processed_days = len(completed) + len(failed)

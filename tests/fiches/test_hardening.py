@@ -376,3 +376,29 @@ def test_writes_to_other_dates_keep_the_polling_render_cache(all_reader, auth_cl
     bump_cache_version([day(1)])
     assert renders() == 1
     assert "IN" in {f["fiche_id"] for f in client.get(POLL_URL, {"jobId": str(job.pk)}).json()["partialData"]}
+
+
+# --- 5. Status endpoints from a job snapshot: never older than the database -----------------------------------
+
+
+def test_the_status_endpoints_answer_from_the_snapshot_and_every_write_invalidates_it(all_reader, auth_client):
+    job = _poll_job(all_reader, 2)
+    client = auth_client(all_reader)
+
+    def poll() -> dict:
+        return client.get(POLL_URL, {"jobId": str(job.pk)}).json()
+
+    assert poll()["progress"] == 0
+    with CaptureQueriesContext(connection) as ctx:
+        assert poll()["status"] == "processing"
+        assert client.get(f"{JOBS_URL}/{job.pk}").status_code == 200
+    assert not [q for q in ctx.captured_queries if "progressive_fetch_jobs" in q["sql"]]  # from the snapshot
+
+    jobs.progressive_fetch_apply_outcome(job_id=str(job.pk), day=day(1), ok=True)  # the updater (raw SQL)
+    assert (poll()["status"], poll()["progress"]) == ("complete", 100)
+    ProgressiveFetchJob.objects.filter(pk=job.pk).update(error="set by a bulk update")  # no model signal
+    assert poll()["error"] == "set by a bulk update"
+    job.refresh_from_db()
+    job.error = "set by a save"
+    job.save()
+    assert client.get(f"{JOBS_URL}/{job.pk}").json()["error"] == "set by a save"
