@@ -24,8 +24,8 @@ from accounts.models import Role, RolePermission, User
 from accounts.tokens import issue_tokens
 from bench import support
 from bench.cache_write import make_sales
-from fiches.models import ProgressiveFetchJob
 from config.redis import get_redis
+from fiches.models import ProgressiveFetchJob
 from fiches.selectors import RANGE_FIELDS
 from fiches.services.cache import cache_fiche_sales_summaries
 from fiches.services.jobs import progressive_fetch_request
@@ -76,7 +76,7 @@ def range_read(args) -> None:
         with connection.cursor() as cursor:
             cursor.execute(sql, [RANGE_START, RANGE_END])
             columns = [c.name for c in cursor.description]
-            body = orjson.dumps({"fiches": [dict(zip(columns, row)) for row in cursor.fetchall()]})
+            body = orjson.dumps({"fiches": [dict(zip(columns, row, strict=True)) for row in cursor.fetchall()]})
         floors.append((time.perf_counter() - started) * 1000)
     floor = statistics.median(floors)
 

@@ -38,9 +38,10 @@ class Proc:
     def __init__(self, name: str, args: list[str], env: dict[str, str]):
         LOGS.mkdir(exist_ok=True)
         self.log_path = LOGS / f"{name}.log"
-        self.process = subprocess.Popen(
-            args, cwd=ROOT, env=env, stdout=open(self.log_path, "w"), stderr=subprocess.STDOUT, start_new_session=True
-        )
+        with open(self.log_path, "w") as log:  # the child keeps its own copy of the descriptor
+            self.process = subprocess.Popen(
+                args, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+            )
 
     def stop(self) -> None:
         if self.process.poll() is None:
@@ -105,13 +106,12 @@ def ensure_wrk() -> str:
 
 def wrk(url: str, *, token: str, connections: int, seconds: int, rate_hint: str = "") -> dict:
     """Run wrk with an Authorization header; returns latency percentiles (ms) and requests/s."""
-    script = tempfile.NamedTemporaryFile("w", suffix=".lua", delete=False)
-    script.write(f'wrk.headers["Authorization"] = "Bearer {token}"\n'
-                 'done = function(summary, latency, requests)\n'
-                 '  io.write(string.format("P50 %f\\nP99 %f\\nERRORS %d\\n", latency:percentile(50) / 1000, '
-                 'latency:percentile(99) / 1000, summary.errors.status + summary.errors.connect + '
-                 'summary.errors.read + summary.errors.timeout))\nend\n')
-    script.close()
+    with tempfile.NamedTemporaryFile("w", suffix=".lua", delete=False) as script:
+        script.write(f'wrk.headers["Authorization"] = "Bearer {token}"\n'
+                     'done = function(summary, latency, requests)\n'
+                     '  io.write(string.format("P50 %f\\nP99 %f\\nERRORS %d\\n", latency:percentile(50) / 1000, '
+                     'latency:percentile(99) / 1000, summary.errors.status + summary.errors.connect + '
+                     'summary.errors.read + summary.errors.timeout))\nend\n')
     out = subprocess.run(
         [ensure_wrk(), "-t", str(min(connections, 2)), "-c", str(connections), "-d", f"{seconds}s",
          "--timeout", "5s", "-s", script.name, url],

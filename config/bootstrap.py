@@ -11,8 +11,8 @@ import sys
 
 import environ
 import psycopg
-from psycopg import sql
 import redis
+from psycopg import sql
 
 DEFAULT_DATABASE_URL = "postgres://postgres@127.0.0.1:5432/callcentre"
 DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"

@@ -3,10 +3,10 @@ from django.db.models import Q
 from django.utils.html import format_html, format_html_join
 
 from fiches.models import FicheCache, ProgressiveFetchJob, Recording, SalesDateState, WorkflowLog
+from fiches.notifications import JOB_WEBHOOK_SOURCE
 from fiches.selectors import derived_status
 from fiches.services.jobs import progressive_fetch_finalize_now
 from fiches.tasks import progressive_fetch_continue
-from fiches.notifications import JOB_WEBHOOK_SOURCE
 from realtime.selectors import deliveries_of
 
 

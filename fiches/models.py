@@ -104,6 +104,9 @@ class FicheCacheDetails(models.Model):
         db_table = "fiche_cache_details"
         verbose_name_plural = "fiche cache details"
 
+    def __str__(self) -> str:
+        return f"details of {self.fiche_id}"
+
 
 class FicheCacheMailDevis(models.Model):
     """``mail_devis`` (large: tens of KB), loaded only when asked for."""
@@ -115,6 +118,9 @@ class FicheCacheMailDevis(models.Model):
     class Meta:
         db_table = "fiche_cache_mail_devis"
         verbose_name_plural = "fiche cache mail devis"
+
+    def __str__(self) -> str:
+        return f"mail devis of {self.fiche_id}"
 
 
 class TranscriptionStatus(models.TextChoices):
@@ -206,8 +212,6 @@ class JobQuerySet(models.QuerySet):
 class ProgressiveFetchJob(models.Model):
     """Background fill (or forced revalidation) of a date range, one task per remaining date."""
 
-    objects = JobQuerySet.as_manager()
-
     id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
     status = models.CharField(max_length=16, choices=JobStatus.choices, default=JobStatus.PENDING)
     progress = models.PositiveSmallIntegerField(default=0)
@@ -244,6 +248,8 @@ class ProgressiveFetchJob(models.Model):
     updated_at = models.DateTimeField(auto_now=True)
     started_at = models.DateTimeField(null=True, blank=True)
     completed_at = models.DateTimeField(null=True, blank=True)
+
+    objects = JobQuerySet.as_manager()
 
     class Meta:
         db_table = "progressive_fetch_jobs"

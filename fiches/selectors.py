@@ -10,8 +10,8 @@ import uuid
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 
-from django.conf import settings
 import orjson
+from django.conf import settings
 from django.db import connection, transaction
 from django.db.models import Q
 from redis.exceptions import RedisError

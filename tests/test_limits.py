@@ -96,7 +96,7 @@ def test_rate_limiter_budget_is_shared_across_threads():
                 limiter.acquire(max_wait=5)
                 with stamps_lock:
                     stamps.append(time.monotonic())
-        except BaseException as exc:  # noqa: BLE001 - reported below
+        except BaseException as exc:
             errors.append(exc)
 
     threads = [threading.Thread(target=worker) for _ in range(4)]

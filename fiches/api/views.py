@@ -14,10 +14,10 @@ from config.responses import orjson_response
 from fiches import selectors
 from fiches.api import serializers as s
 from fiches.exceptions import FicheNotFound, ScopeDenied
+from fiches.notifications import JOB_WEBHOOK_SOURCE
 from fiches.services import jobs
 from fiches.services.details import fiche_get_for_user
 from fiches.services.revalidation import cache_warm_request
-from fiches.notifications import JOB_WEBHOOK_SOURCE
 from realtime.selectors import deliveries_of
 from realtime.url_safety import validate_webhook_url
 from realtime.webhooks import validate_secret

@@ -17,9 +17,9 @@ from datetime import date, timedelta
 
 import orjson
 from django.conf import settings
-from redis.exceptions import RedisError
 from django.db import connection, transaction
 from django.utils import timezone
+from redis.exceptions import RedisError
 
 from accounts.grants import scope_for
 from config.exceptions import DependencyUnavailable, InvalidInput, ThrottledError

@@ -2,8 +2,9 @@
 
 import django.contrib.postgres.fields
 import django.db.models.deletion
-import realtime.models
 from django.db import migrations, models
+
+import realtime.models
 
 
 class Migration(migrations.Migration):

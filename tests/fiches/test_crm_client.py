@@ -44,9 +44,9 @@ def test_sales_list_items_carry_every_contract_field(crm, sim_data):
     assert sales and any(sale["recordings"] for sale in sales)
     for sale in sales:
         assert SALE_FIELDS | {"recordings"} <= sale.keys()
-        assert PROSPECT_FIELDS <= sale["prospect"].keys()
+        assert sale["prospect"].keys() >= PROSPECT_FIELDS
         for rec in sale["recordings"]:
-            assert RECORDING_FIELDS <= rec.keys()
+            assert rec.keys() >= RECORDING_FIELDS
     [call] = crm_calls(crm)
     assert call["params"] == {"startDate": "2026-02-02", "endDate": "2026-02-02", "includeRecordings": "true"}
 
@@ -83,12 +83,12 @@ def test_details_envelope_carries_every_contract_field(crm, sim_data):
     assert envelope["success"] is True and envelope["message"] == "OK" and envelope["cle"] == sale["cle"]
     fiche = envelope["fiche"]
     assert set(fiche) == FICHE_SECTIONS
-    assert INFORMATION_FIELDS <= fiche["information"].keys()
-    assert DETAIL_PROSPECT_FIELDS <= fiche["prospect"].keys()
+    assert fiche["information"].keys() >= INFORMATION_FIELDS
+    assert fiche["prospect"].keys() >= DETAIL_PROSPECT_FIELDS
     assert {"sujet", "html"} <= fiche["mail_devis"].keys()
     assert fiche["recordings"] == sale["recordings"]
     for rec in fiche["recordings"]:
-        assert RECORDING_FIELDS <= rec.keys()
+        assert rec.keys() >= RECORDING_FIELDS
     assert [c["path"] for c in crm_calls(crm)] == [f"/api/fiches/by-id/{sale['fiche_id']}"]
 
 
@@ -198,7 +198,7 @@ class StubGateway:
         stub = self
 
         class Handler(BaseHTTPRequestHandler):
-            def do_GET(self) -> None:  # noqa: N802
+            def do_GET(self) -> None:
                 stub.headers.append(dict(self.headers))
                 status, body, content_type = stub.routes.get(
                     urlsplit(self.path).path, (404, b'{"success": false, "message": "Not found"}', "application/json")
@@ -209,7 +209,7 @@ class StubGateway:
                 self.end_headers()
                 self.wfile.write(body)
 
-            def log_message(self, format, *args) -> None:  # noqa: A002
+            def log_message(self, format, *args) -> None:
                 pass
 
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)

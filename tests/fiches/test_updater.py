@@ -419,7 +419,7 @@ def _run_threads(targets) -> list[BaseException]:
         def run():
             try:
                 target()
-            except BaseException as exc:  # noqa: BLE001 - reported in the main thread
+            except BaseException as exc:
                 errors.append(exc)
             finally:
                 connection.close()

@@ -56,7 +56,7 @@ class _Server(ThreadingHTTPServer):
 class _QuietHandler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
 
-    def log_message(self, format, *args):  # noqa: A002 - keep test output clean
+    def log_message(self, format, *args):
         pass
 
     def _body(self) -> bytes:
@@ -134,7 +134,7 @@ class PusherCall:
 class _PusherHandler(_QuietHandler):
     server_owner: PusherStub
 
-    def do_POST(self):  # noqa: N802
+    def do_POST(self):
         stub = self.server_owner
         body = self._body()
         parts = urlsplit(self.path)
@@ -242,7 +242,7 @@ class Received:
 class _ReceiverHandler(_QuietHandler):
     server_owner: Receiver
 
-    def do_POST(self):  # noqa: N802
+    def do_POST(self):
         receiver = self.server_owner
         body = self._body()
         with receiver.lock:
@@ -257,7 +257,7 @@ class _ReceiverHandler(_QuietHandler):
         except OSError:  # the client gave up (timeout)
             pass
 
-    do_GET = do_POST  # noqa: N815
+    do_GET = do_POST
 
 
 class Receiver(_HttpServerBase):
@@ -368,7 +368,7 @@ def fake_dns(monkeypatch) -> FakeDns:
     dns = FakeDns()
     real = socket.getaddrinfo
 
-    def getaddrinfo(host, port, family=0, type=0, proto=0, flags=0):  # noqa: A002
+    def getaddrinfo(host, port, family=0, type=0, proto=0, flags=0):
         name = host.decode() if isinstance(host, bytes) else host
         dns.lookups.append(name)
         if name not in dns.table:

@@ -13,9 +13,9 @@ import pytest
 from standardwebhooks.webhooks import Webhook
 
 from fiches.models import ProgressiveFetchJob
+from fiches.notifications import JOB_WEBHOOK_SOURCE
 from fiches.services import jobs
 from fiches.services.cache import cache_fiche_sales_summaries
-from fiches.notifications import JOB_WEBHOOK_SOURCE
 from realtime.models import WebhookDelivery
 from realtime.webhooks import attempt_delivery
 

@@ -8,9 +8,9 @@ from __future__ import annotations
 
 import pytest
 
+from fiches.notifications import send_job_webhook
 from realtime.models import WebhookDeliveryAttempt
 from realtime.url_safety import UnsafeWebhookUrl, validate_webhook_url
-from fiches.notifications import send_job_webhook
 from realtime.webhooks import attempt_delivery
 
 from .conftest import make_job

@@ -38,8 +38,8 @@ class Worker:
         self.process: subprocess.Popen | None = None
 
     def start(self) -> Worker:
-        log = open(self.log_path, "w")
-        self.process = subprocess.Popen(
+        with open(self.log_path, "w") as log:  # the child keeps its own copy of the descriptor
+            self.process = subprocess.Popen(
             [sys.executable, "-m", "celery", "-A", "config", "worker", "-Q", self.queues, "--pool", self.pool,
              "-c", str(self.concurrency), "-n", f"{self.name}@%h", "--without-gossip", "--without-mingle",
              "--without-heartbeat", "-l", "INFO"],

@@ -327,7 +327,7 @@ def test_7_overlapping_jobs_never_fetch_one_date_twice_at_once(stack, requester,
     assert {d for d, spans in by_date.items() if len(spans) == 2} == shared  # refreshed by both jobs
     for spans in by_date.values():
         spans.sort()
-        assert all(a_end <= b_start for (_, a_end), (b_start, _) in zip(spans, spans[1:])), spans
+        assert all(a_end <= b_start for (_, a_end), (b_start, _) in zip(spans, spans[1:], strict=False)), spans
 
 
 # 8 ---------------------------------------------------------------------------------------------

@@ -127,7 +127,7 @@ class Command(BaseCommand):
         user.roles.add(admin_role)
 
     def _seed_demo(self, roles: dict[str, Role]) -> None:
-        self.stdout.write("\nDemo users (password for all: %s):" % DEMO_PASSWORD)
+        self.stdout.write(f"\nDemo users (password for all: {DEMO_PASSWORD}):")
         for demo in DEMO_USERS:
             user = User.objects.filter(email=demo.email).first()
             if user is None:

@@ -13,12 +13,12 @@ from datetime import date
 
 from django.core.management.base import BaseCommand, CommandError
 
+from config.exceptions import InvalidInput
 from config.limits import LimitBusy
 from config.locks import LockNotAcquired
 from fiches.clients.crm import CrmError
-from fiches.services.revalidation import ChunkOutcome, WarmPaused, cache_sales_list
 from fiches.services.jobs import validate_range
-from config.exceptions import InvalidInput
+from fiches.services.revalidation import ChunkOutcome, WarmPaused, cache_sales_list
 
 
 def _date(value: str, name: str) -> date:
