@@ -57,12 +57,14 @@ def _scope(value: str | None) -> Scope | None:
 
 
 def _snapshot(user, grants: dict[str, Grant], version: int) -> bytes:
-    return orjson.dumps({
-        "v": version,
-        "id": user.pk,
-        "user": {name: getattr(user, name) for name in _USER_FIELDS},
-        "grants": [[g.key, g.read, g.write, g.read_scope, g.write_scope] for g in grants.values()],
-    })
+    return orjson.dumps(
+        {
+            "v": version,
+            "id": user.pk,
+            "user": {name: getattr(user, name) for name in _USER_FIELDS},
+            "grants": [[g.key, g.read, g.write, g.read_scope, g.write_scope] for g in grants.values()],
+        }
+    )
 
 
 def _user_from(entry: dict):

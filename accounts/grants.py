@@ -107,8 +107,10 @@ def merge_grants(rows) -> dict[str, Grant]:
             continue
         scope = Scope(scope)
         read_scope, write_scope = flags.setdefault(key, [None, None])
-        flags[key] = [_wider(read_scope, scope) if can_read else read_scope,
-                      _wider(write_scope, scope) if can_write else write_scope]
+        flags[key] = [
+            _wider(read_scope, scope) if can_read else read_scope,
+            _wider(write_scope, scope) if can_write else write_scope,
+        ]
     return {
         key: Grant(key, flags[key][0] is not None, flags[key][1] is not None, flags[key][0], flags[key][1])
         for key in PERMISSION_KEYS

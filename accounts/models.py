@@ -95,9 +95,7 @@ class RolePermission(models.Model):
         ordering = ["role_id", "permission_key"]
         constraints = [
             models.UniqueConstraint(fields=["role", "permission_key"], name="role_permission_unique_key"),
-            models.CheckConstraint(
-                condition=Q(permission_key__in=PERMISSION_KEYS), name="role_permission_known_key"
-            ),
+            models.CheckConstraint(condition=Q(permission_key__in=PERMISSION_KEYS), name="role_permission_known_key"),
             models.CheckConstraint(condition=Q(scope__in=[s.value for s in Scope]), name="role_permission_scope"),
         ]
 

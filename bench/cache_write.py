@@ -59,7 +59,9 @@ def make_sales(n: int, *, statut: str, seed: int = 7) -> list[dict]:
 
 def _truncate() -> None:
     with connection.cursor() as cursor:
-        cursor.execute("TRUNCATE recordings, fiche_cache_details, fiche_cache_mail_devis, fiche_cache, fiche_sales_dates")
+        cursor.execute(
+            "TRUNCATE recordings, fiche_cache_details, fiche_cache_mail_devis, fiche_cache, fiche_sales_dates"
+        )
 
 
 def _ours(sales: list[dict], revalidated_at: datetime) -> None:
@@ -80,9 +82,21 @@ def _baseline(sales: list[dict], revalidated_at: datetime) -> None:
             for s in sales:
                 p = s["prospect"]
                 raw = {k: v for k, v in s.items() if k != "recordings"}
-                copy.write_row((s["fiche_id"], s["cle"], s["sales_date"], s["groupe"], s["crm_user_id"],
-                                s["agent_name"], p.get("nom"), p.get("prenom"), s["statut"], s["produit"],
-                                orjson.dumps(raw).decode()))
+                copy.write_row(
+                    (
+                        s["fiche_id"],
+                        s["cle"],
+                        s["sales_date"],
+                        s["groupe"],
+                        s["crm_user_id"],
+                        s["agent_name"],
+                        p.get("nom"),
+                        p.get("prenom"),
+                        s["statut"],
+                        s["produit"],
+                        orjson.dumps(raw).decode(),
+                    )
+                )
         cursor.execute(
             "INSERT INTO fiche_cache (fiche_id, cle, sales_date, groupe, crm_user_id, agent_name, prospect_nom, "
             "prospect_prenom, statut, produit, raw_data, last_revalidated_at, recordings_count, has_recordings, "
@@ -101,8 +115,18 @@ def _baseline(sales: list[dict], revalidated_at: datetime) -> None:
         with cursor.copy("COPY _b_r FROM STDIN") as copy:
             for s in sales:
                 for r in s["recordings"]:
-                    copy.write_row((r["call_id"], s["fiche_id"], r["recording_url"], r["started_at"],
-                                    r["duration_seconds"], r["direction"], r["from_number"], r["to_number"]))
+                    copy.write_row(
+                        (
+                            r["call_id"],
+                            s["fiche_id"],
+                            r["recording_url"],
+                            r["started_at"],
+                            r["duration_seconds"],
+                            r["direction"],
+                            r["from_number"],
+                            r["to_number"],
+                        )
+                    )
         cursor.execute(
             "INSERT INTO recordings (call_id, fiche_id, recording_url, started_at, duration_seconds, direction, "
             "from_number, to_number, raw_data, transcription_status, created_at, updated_at) "

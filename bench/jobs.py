@@ -82,8 +82,10 @@ def range_read(args) -> None:
 
     print(f"\n== range_read: 10,000 fiches over 31 days, {len(body) / 1e6:.1f} MB per response ==")
     print(f"floor (one raw SQL query + orjson, in process): {floor:.1f} ms")
-    for label, cache_seconds in (("rendered-response cache off (every read hits Postgres)", "0"),
-                                 ("rendered-response cache on (default)", "120")):
+    for label, cache_seconds in (
+        ("rendered-response cache off (every read hits Postgres)", "0"),
+        ("rendered-response cache on (default)", "120"),
+    ):
         env = support.child_env(DATABASE_URL=support.database_url(), RANGE_RESPONSE_CACHE_SECONDS=cache_seconds)
         web, url = support.start_web(env)
         try:
@@ -133,11 +135,15 @@ def _chord_floor(env: dict[str, str], n: int) -> float:
 
 def _workers(env: dict[str, str], layout: str, day_concurrency: int) -> list[support.Proc]:
     if layout == "defaults":  # the Procfile: one prefork worker for default+crm, webhooks on threads
-        return [support.start_worker(env, name="worker", concurrency=4, queues="default,crm"),
-                support.start_worker(env, name="webhooks", concurrency=16, queues="webhooks", pool="threads")]
+        return [
+            support.start_worker(env, name="worker", concurrency=4, queues="default,crm"),
+            support.start_worker(env, name="webhooks", concurrency=16, queues="webhooks", pool="threads"),
+        ]
     # tuned: more worker slots than CRM slots, so a day's database write overlaps the next fetch
-    return [support.start_worker(env, name="crm", concurrency=day_concurrency + 2, queues="crm"),
-            support.start_worker(env, name="default", concurrency=1, queues="default,webhooks")]
+    return [
+        support.start_worker(env, name="crm", concurrency=day_concurrency + 2, queues="crm"),
+        support.start_worker(env, name="default", concurrency=1, queues="default,webhooks"),
+    ]
 
 
 def orchestration(args) -> None:
@@ -174,7 +180,9 @@ def orchestration(args) -> None:
                 lead = min(r["start"] for r in crm) - job.created_at.timestamp()
                 tail = job.completed_at.timestamp() - max(r["end"] for r in crm)
             ideal_s = days * latency / 1000 / day_concurrency
-            ideal = f"  ideal {ideal_s:.2f} s, ratio {wall / ideal_s:.3f}" if latency else f"  vs floor x{wall / floor:.2f}"
+            ideal = (
+                f"  ideal {ideal_s:.2f} s, ratio {wall / ideal_s:.3f}" if latency else f"  vs floor x{wall / floor:.2f}"
+            )
             print(
                 f"{layout + ': ' + label:<58} {wall:6.2f} s  target <= {target:.2f} s  status={job.status} "
                 f"fiches={job.total_fiches} crm_calls={len(crm)}{ideal}  first CRM call after {lead:.2f} s, "
@@ -193,8 +201,16 @@ def polling(args) -> None:
     cache_fiche_sales_summaries(sales, revalidated_at=datetime.now(UTC), covered_dates=[day])
     user = _bench_user()
     job = ProgressiveFetchJob.objects.create(
-        start_date=day, end_date=day, total_days=1, completed_days=1, progress=100, status="complete",
-        dates_already_fetched=[day], total_fiches=50, requested_by=user, scope_kind="ALL",
+        start_date=day,
+        end_date=day,
+        total_days=1,
+        completed_days=1,
+        progress=100,
+        status="complete",
+        dates_already_fetched=[day],
+        total_fiches=50,
+        requested_by=user,
+        scope_kind="ALL",
     )
     token = issue_tokens(user).access
     web, url = support.start_web(support.child_env(DATABASE_URL=support.database_url()))
@@ -214,6 +230,8 @@ def polling(args) -> None:
     for label, result in results.items():
         ok = result["p99_ms"] <= 20 and result["rps"] >= 500
         verdict = "" if "baseline" in label else f"  [{_verdict(ok)}]"
-        print(f"{label:<40} {result['rps']:6.0f} req/s  p50 {result['p50_ms']:5.1f} ms  p99 {result['p99_ms']:6.1f} ms  "
-              f"errors {result['errors']}  rps/baseline {result['rps'] / base['rps']:.2f}{verdict}")
+        print(
+            f"{label:<40} {result['rps']:6.0f} req/s  p50 {result['p50_ms']:5.1f} ms  p99 {result['p99_ms']:6.1f} ms  "
+            f"errors {result['errors']}  rps/baseline {result['rps'] / base['rps']:.2f}{verdict}"
+        )
     print("(target: p99 <= 20 ms at >= 500 req/s)")

@@ -57,8 +57,24 @@ def start_web(env: dict[str, str], *, workers: int = 4, threads: int = 2) -> tup
     """gunicorn on the bench settings (the project's, plus the plain JSON baseline view)."""
     port = free_port()
     env = {**env, "DJANGO_SETTINGS_MODULE": "bench.settings"}
-    proc = Proc("web", [sys.executable, "-m", "gunicorn", "config.wsgi", "--bind", f"127.0.0.1:{port}",
-                        "--workers", str(workers), "--worker-class", "gthread", "--threads", str(threads)], env)
+    proc = Proc(
+        "web",
+        [
+            sys.executable,
+            "-m",
+            "gunicorn",
+            "config.wsgi",
+            "--bind",
+            f"127.0.0.1:{port}",
+            "--workers",
+            str(workers),
+            "--worker-class",
+            "gthread",
+            "--threads",
+            str(threads),
+        ],
+        env,
+    )
     url = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:
@@ -72,11 +88,41 @@ def start_web(env: dict[str, str], *, workers: int = 4, threads: int = 2) -> tup
     raise RuntimeError(f"web did not start: {proc.log_path.read_text()[-2000:]}")
 
 
-def start_worker(env: dict[str, str], *, name: str = "worker", concurrency: int = 4,
-                 queues: str = "default,crm,webhooks", pool: str = "prefork") -> Proc:
-    proc = Proc(name, [sys.executable, "-m", "celery", "-A", "config", "worker", "-Q", queues, "--pool", pool,
-                       "-c", str(concurrency), "-n", f"{name}@%h", "--without-gossip", "--without-mingle",
-                       "--without-heartbeat", "-l", "WARNING", "--include", "bench.tasks"], env)
+def start_worker(
+    env: dict[str, str],
+    *,
+    name: str = "worker",
+    concurrency: int = 4,
+    queues: str = "default,crm,webhooks",
+    pool: str = "prefork",
+) -> Proc:
+    proc = Proc(
+        name,
+        [
+            sys.executable,
+            "-m",
+            "celery",
+            "-A",
+            "config",
+            "worker",
+            "-Q",
+            queues,
+            "--pool",
+            pool,
+            "-c",
+            str(concurrency),
+            "-n",
+            f"{name}@%h",
+            "--without-gossip",
+            "--without-mingle",
+            "--without-heartbeat",
+            "-l",
+            "WARNING",
+            "--include",
+            "bench.tasks",
+        ],
+        env,
+    )
     from config.celery import app
 
     node = f"{name}@{socket.gethostname()}"
@@ -107,15 +153,31 @@ def ensure_wrk() -> str:
 def wrk(url: str, *, token: str, connections: int, seconds: int, rate_hint: str = "") -> dict:
     """Run wrk with an Authorization header; returns latency percentiles (ms) and requests/s."""
     with tempfile.NamedTemporaryFile("w", suffix=".lua", delete=False) as script:
-        script.write(f'wrk.headers["Authorization"] = "Bearer {token}"\n'
-                     'done = function(summary, latency, requests)\n'
-                     '  io.write(string.format("P50 %f\\nP99 %f\\nERRORS %d\\n", latency:percentile(50) / 1000, '
-                     'latency:percentile(99) / 1000, summary.errors.status + summary.errors.connect + '
-                     'summary.errors.read + summary.errors.timeout))\nend\n')
+        script.write(
+            f'wrk.headers["Authorization"] = "Bearer {token}"\n'
+            "done = function(summary, latency, requests)\n"
+            '  io.write(string.format("P50 %f\\nP99 %f\\nERRORS %d\\n", latency:percentile(50) / 1000, '
+            "latency:percentile(99) / 1000, summary.errors.status + summary.errors.connect + "
+            "summary.errors.read + summary.errors.timeout))\nend\n"
+        )
     out = subprocess.run(
-        [ensure_wrk(), "-t", str(min(connections, 2)), "-c", str(connections), "-d", f"{seconds}s",
-         "--timeout", "5s", "-s", script.name, url],
-        capture_output=True, text=True, timeout=seconds + 30,
+        [
+            ensure_wrk(),
+            "-t",
+            str(min(connections, 2)),
+            "-c",
+            str(connections),
+            "-d",
+            f"{seconds}s",
+            "--timeout",
+            "5s",
+            "-s",
+            script.name,
+            url,
+        ],
+        capture_output=True,
+        text=True,
+        timeout=seconds + 30,
     ).stdout
     os.unlink(script.name)
     return {

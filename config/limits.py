@@ -27,6 +27,7 @@ class LimitBusy(Exception):
         super().__init__(f"{name} busy; retry in {retry_after:.2f}s")
         self.retry_after = retry_after
 
+
 _ACQUIRE = """
 local key, member, limit, now, expires = KEYS[1], ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4])
 redis.call('ZREMRANGEBYSCORE', key, '-inf', now)
@@ -167,5 +168,6 @@ def throttle_user(user, *, name: str, rate: str, burst: int, what: str) -> None:
 
 def throttle_crm_requests(user) -> None:
     """CRM-bound requests of one user: ``CRM_USER_THROTTLE_RATE`` with ``CRM_USER_THROTTLE_BURST``."""
-    throttle_user(user, name="crm", rate=settings.CRM_USER_THROTTLE_RATE, burst=settings.CRM_USER_THROTTLE_BURST,
-                  what="CRM-bound")
+    throttle_user(
+        user, name="crm", rate=settings.CRM_USER_THROTTLE_RATE, burst=settings.CRM_USER_THROTTLE_BURST, what="CRM-bound"
+    )

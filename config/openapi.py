@@ -11,6 +11,7 @@ class CachedJWTScheme(SimpleJWTScheme):
 
     target_class = "accounts.auth_cache.CachedJWTAuthentication"
 
+
 ErrorEnvelope = inline_serializer(
     name="ErrorEnvelope",
     fields={

@@ -377,8 +377,8 @@ def _refuse_insecure_production_settings() -> None:
         raise ImproperlyConfigured(
             "Refusing to start with DEBUG=false: "
             + "; ".join(problems)
-            + ". Set a long random SECRET_KEY (e.g. `python -c \"import secrets; "
-            "print(secrets.token_urlsafe(50))\"`) and explicit ALLOWED_HOSTS."
+            + '. Set a long random SECRET_KEY (e.g. `python -c "import secrets; '
+            'print(secrets.token_urlsafe(50))"`) and explicit ALLOWED_HOSTS.'
         )
 
 

@@ -49,7 +49,12 @@ def error_budget_left(task: Task, *, max_errors: int, counter: str = "error_atte
 
 
 def retry_after_error(
-    task: Task, exc: Exception, *, base: float = 2.0, cap: float = 60.0, counter: str = "error_attempts",
+    task: Task,
+    exc: Exception,
+    *,
+    base: float = 2.0,
+    cap: float = 60.0,
+    counter: str = "error_attempts",
     extra_kwargs: dict | None = None,
 ):
     """Re-enqueue with ``counter + 1`` (the task's keyword argument counting this kind of error)

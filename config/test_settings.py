@@ -8,8 +8,15 @@ import os
 
 os.environ["REDIS_URL"] = os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379/15")
 os.environ.pop("CELERY_BROKER_URL", None)
-for _name in ("AUTH_SEED_ADMIN_EMAIL", "AUTH_SEED_ADMIN_PASSWORD", "PUSHER_APP_ID", "PUSHER_KEY", "PUSHER_SECRET",
-              "WEBHOOK_ALLOWED_ORIGINS", "CRM_API_KEY"):
+for _name in (
+    "AUTH_SEED_ADMIN_EMAIL",
+    "AUTH_SEED_ADMIN_PASSWORD",
+    "PUSHER_APP_ID",
+    "PUSHER_KEY",
+    "PUSHER_SECRET",
+    "WEBHOOK_ALLOWED_ORIGINS",
+    "CRM_API_KEY",
+):
     os.environ.pop(_name, None)  # tests set what they need; nothing leaks from the shell or `make`
 os.environ.pop("CELERY_RESULT_BACKEND", None)
 os.environ.setdefault("LOG_LEVEL", "WARNING")

@@ -14,8 +14,16 @@ class RecordingInline(admin.TabularInline):
     model = Recording
     extra = 0
     can_delete = False
-    fields = ("call_id", "started_at", "duration_seconds", "direction", "from_number", "to_number", "recording_url",
-              "transcription_status")
+    fields = (
+        "call_id",
+        "started_at",
+        "duration_seconds",
+        "direction",
+        "from_number",
+        "to_number",
+        "recording_url",
+        "transcription_status",
+    )
     readonly_fields = fields
     show_change_link = True
 
@@ -37,8 +45,18 @@ class HasDetailsFilter(admin.SimpleListFilter):
 
 @admin.register(FicheCache)
 class FicheCacheAdmin(admin.ModelAdmin):
-    list_display = ("fiche_id", "sales_date", "groupe", "agent_name", "prospect_name", "statut", "produit",
-                    "recordings_count", "has_details", "last_revalidated_at")
+    list_display = (
+        "fiche_id",
+        "sales_date",
+        "groupe",
+        "agent_name",
+        "prospect_name",
+        "statut",
+        "produit",
+        "recordings_count",
+        "has_details",
+        "last_revalidated_at",
+    )
     list_filter = ("sales_date", "groupe", HasDetailsFilter, "has_recordings")
     search_fields = ("fiche_id", "prospect_nom", "prospect_prenom")
     date_hierarchy = "sales_date"
@@ -53,7 +71,8 @@ class FicheCacheAdmin(admin.ModelAdmin):
         if len(parts) == 2:  # "Julie Durand" matches first + last name
             a, b = parts
             queryset |= self.model.objects.filter(
-                Q(prospect_prenom__iexact=a, prospect_nom__iexact=b) | Q(prospect_prenom__iexact=b, prospect_nom__iexact=a)
+                Q(prospect_prenom__iexact=a, prospect_nom__iexact=b)
+                | Q(prospect_prenom__iexact=b, prospect_nom__iexact=a)
             )
         return queryset, distinct
 
@@ -81,8 +100,18 @@ class SalesDateStateAdmin(admin.ModelAdmin):
 
 @admin.register(ProgressiveFetchJob)
 class ProgressiveFetchJobAdmin(admin.ModelAdmin):
-    list_display = ("id", "status_badge", "progress_bar", "start_date", "end_date", "force_refresh", "total_fiches",
-                    "requested_by", "created_at", "completed_at")
+    list_display = (
+        "id",
+        "status_badge",
+        "progress_bar",
+        "start_date",
+        "end_date",
+        "force_refresh",
+        "total_fiches",
+        "requested_by",
+        "created_at",
+        "completed_at",
+    )
     list_filter = ("status", "force_refresh")
     search_fields = ("id",)
     ordering = ("-created_at",)
@@ -90,17 +119,47 @@ class ProgressiveFetchJobAdmin(admin.ModelAdmin):
     actions = ["redrive_remaining_dates", "finalize_now"]
     exclude = ("webhook_secret",)  # never shown
     readonly_fields = [f.name for f in ProgressiveFetchJob._meta.fields if f.name != "webhook_secret"] + [
-        "webhook_secret_set", "dates_completed_list", "dates_remaining_list", "dates_failed_list", "deliveries",
+        "webhook_secret_set",
+        "dates_completed_list",
+        "dates_remaining_list",
+        "dates_failed_list",
+        "deliveries",
     ]
     fieldsets = (
         (None, {"fields": ("id", "status", "progress", "start_date", "end_date", "force_refresh", "error")}),
-        ("Dates", {"fields": ("total_days", "completed_days", "dates_completed_list", "dates_remaining_list",
-                              "dates_failed_list", "total_fiches")}),
+        (
+            "Dates",
+            {
+                "fields": (
+                    "total_days",
+                    "completed_days",
+                    "dates_completed_list",
+                    "dates_remaining_list",
+                    "dates_failed_list",
+                    "total_fiches",
+                )
+            },
+        ),
         ("Requester", {"fields": ("requested_by", "scope_kind", "scope_groupes", "scope_crm_user_id")}),
-        ("Webhook", {"fields": ("webhook_url", "webhook_secret_set", "webhook_attempts", "webhook_last_status_code",
-                                "webhook_last_error", "webhook_last_attempt_at", "webhooks_disabled", "deliveries")}),
-        ("Timeline", {"fields": ("created_at", "dispatched_at", "started_at", "last_progress_at", "updated_at",
-                                 "completed_at")}),
+        (
+            "Webhook",
+            {
+                "fields": (
+                    "webhook_url",
+                    "webhook_secret_set",
+                    "webhook_attempts",
+                    "webhook_last_status_code",
+                    "webhook_last_error",
+                    "webhook_last_attempt_at",
+                    "webhooks_disabled",
+                    "deliveries",
+                )
+            },
+        ),
+        (
+            "Timeline",
+            {"fields": ("created_at", "dispatched_at", "started_at", "last_progress_at", "updated_at", "completed_at")},
+        ),
     )
 
     def has_add_permission(self, request):
@@ -118,7 +177,8 @@ class ProgressiveFetchJobAdmin(admin.ModelAdmin):
             '<div style="width:120px;background:#eee;border-radius:3px">'
             '<div style="width:{}%;background:#1f6feb;color:#fff;font-size:10px;padding:1px 3px;'
             'border-radius:3px;white-space:nowrap">{}%</div></div>',
-            obj.progress, obj.progress,
+            obj.progress,
+            obj.progress,
         )
 
     @admin.display(description="webhook secret")
@@ -146,7 +206,8 @@ class ProgressiveFetchJobAdmin(admin.ModelAdmin):
         if not rows:
             return "-"
         return format_html_join(
-            "", "<div>#{} {} — {} ({} attempts, last HTTP {})</div>",
+            "",
+            "<div>#{} {} — {} ({} attempts, last HTTP {})</div>",
             ((d["id"], d["event"], d["status"], d["attempts"], d["lastStatusCode"]) for d in rows),
         )
 
@@ -176,4 +237,3 @@ class WorkflowLogAdmin(admin.ModelAdmin):
 
     def has_add_permission(self, request):
         return False
-

@@ -15,5 +15,9 @@ class FichesConfig(AppConfig):
 
         notifications.register()
         # Services call selectors.job_changed at each write; this also covers admin and ORM saves.
-        post_save.connect(lambda sender, instance, **kwargs: selectors.job_changed(instance.pk),
-                          sender=ProgressiveFetchJob, weak=False, dispatch_uid="job-snapshot-save")
+        post_save.connect(
+            lambda sender, instance, **kwargs: selectors.job_changed(instance.pk),
+            sender=ProgressiveFetchJob,
+            weak=False,
+            dispatch_uid="job-snapshot-save",
+        )

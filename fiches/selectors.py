@@ -459,15 +459,26 @@ def job_view_for_user(user, job_id) -> JobView:
     if raw is not None:
         entry = orjson.loads(raw)
         if entry["v"] == int(version or 0):
-            view = JobView(entry["data"], entry["owner"], date.fromisoformat(entry["start"]),
-                           date.fromisoformat(entry["end"]), entry["webhook"])
+            view = JobView(
+                entry["data"],
+                entry["owner"],
+                date.fromisoformat(entry["start"]),
+                date.fromisoformat(entry["end"]),
+                entry["webhook"],
+            )
     if view is None:
         job = _job_by_id(key)
         if job is None:
             raise _job_not_found(job_id)
         view = _job_view(job)
-        entry = {"v": int(version or 0), "data": view.data, "owner": view.owner_id, "start": view.start_date.isoformat(),
-                 "end": view.end_date.isoformat(), "webhook": view.webhook_configured}
+        entry = {
+            "v": int(version or 0),
+            "data": view.data,
+            "owner": view.owner_id,
+            "start": view.start_date.isoformat(),
+            "end": view.end_date.isoformat(),
+            "webhook": view.webhook_configured,
+        }
         try:
             get_redis().set(snapshot_key, orjson.dumps(entry), ex=JOB_SNAPSHOT_SECONDS)
         except RedisError:

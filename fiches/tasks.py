@@ -67,16 +67,22 @@ def fiche_fetch(self, fiche_id: str, force_refresh: bool = False, error_attempts
 # --- Progressive fetch jobs ----------------------------------------------------------------
 
 
-@shared_task(name="fiches.tasks.progressive_fetch_continue", ignore_result=True,
-             autoretry_for=TRANSIENT_INFRA_ERRORS, retry_backoff=True, retry_backoff_max=10, max_retries=INFRA_MAX_ERRORS)
+@shared_task(
+    name="fiches.tasks.progressive_fetch_continue",
+    ignore_result=True,
+    autoretry_for=TRANSIENT_INFRA_ERRORS,
+    retry_backoff=True,
+    retry_backoff_max=10,
+    max_retries=INFRA_MAX_ERRORS,
+)
 def progressive_fetch_continue(job_id: str, redrive: bool = False) -> int:
     """Orchestrator: one day task per remaining date, as a chord whose body is a finalizer."""
     dates = jobs.progressive_fetch_dispatch(job_id=job_id, redrive=redrive)
     if dates:
         job = ProgressiveFetchJob.objects.only("force_refresh").get(pk=job_id)
-        chord(
-            progressive_fetch_day.si(job_id, d.isoformat(), job.force_refresh) for d in dates
-        )(progressive_fetch_finalize.si(job_id))
+        chord(progressive_fetch_day.si(job_id, d.isoformat(), job.force_refresh) for d in dates)(
+            progressive_fetch_finalize.si(job_id)
+        )
     return len(dates)
 
 
@@ -88,7 +94,12 @@ def day_semaphore() -> Semaphore:
 
 @shared_task(bind=True, name="fiches.tasks.crm.progressive_fetch_day")
 def progressive_fetch_day(
-    self, job_id: str, day: str, force_refresh: bool = False, error_attempts: int = 0, outcome: list | None = None,
+    self,
+    job_id: str,
+    day: str,
+    force_refresh: bool = False,
+    error_attempts: int = 0,
+    outcome: list | None = None,
     infra_attempts: int = 0,
 ) -> dict:
     """Fetch and cache one date of a job, then hand the outcome to the job's updater.
@@ -120,8 +131,9 @@ def progressive_fetch_day(
     except TRANSIENT_INFRA_ERRORS as exc:
         if error_budget_left(self, max_errors=INFRA_MAX_ERRORS, counter="infra_attempts"):
             logger.warning("day_infra_retry", extra={"job_id": job_id, "date": day, "error": str(exc)})
-            raise retry_after_error(self, exc, base=0.5, cap=10.0, counter="infra_attempts",
-                                    extra_kwargs={"outcome": pending}) from None
+            raise retry_after_error(
+                self, exc, base=0.5, cap=10.0, counter="infra_attempts", extra_kwargs={"outcome": pending}
+            ) from None
         logger.error("day_infra_failed", extra={"job_id": job_id, "date": day, "error": str(exc)})
         return {"date": day, "ok": False, "error": f"infrastructure unavailable: {exc}"}  # the reconciler re-drives
     return {"date": day, "ok": pending[0], "fetched": fetched, "error": pending[1]}
@@ -135,7 +147,9 @@ def _fetch_day(task, job_id: str, the_day: date, force_refresh: bool) -> tuple[b
     try:
         trace("day_started", job_id=job_id, day=day, force=force_refresh, attempt=task.request.retries)
         outcome = sales_day_refresh(
-            day=the_day, force=force_refresh, job_id=job_id,
+            day=the_day,
+            force=force_refresh,
+            job_id=job_id,
             crm_gate=lambda: day_semaphore().slot(holder, wait=1.0),
         )
         return True, None, outcome.fetched
@@ -151,8 +165,15 @@ def _fetch_day(task, job_id: str, the_day: date, force_refresh: bool) -> tuple[b
         if not isinstance(exc, CrmTransientError):
             logger.exception("day_unexpected_error", extra={"job_id": job_id, "date": day})
         if error_budget_left(task, max_errors=settings.PROGRESSIVE_FETCH_DAY_MAX_ERRORS):
-            logger.warning("day_retry", extra={"job_id": job_id, "date": day, "error": str(exc),
-                                               "attempt": int(task.request.kwargs.get("error_attempts", 0)) + 1})
+            logger.warning(
+                "day_retry",
+                extra={
+                    "job_id": job_id,
+                    "date": day,
+                    "error": str(exc),
+                    "attempt": int(task.request.kwargs.get("error_attempts", 0)) + 1,
+                },
+            )
             raise retry_after_error(task, exc, base=settings.PROGRESSIVE_FETCH_RETRY_BASE_SECONDS) from None
         return False, f"{type(exc).__name__}: {exc}", True
 
@@ -226,8 +247,15 @@ def progressive_fetch_update_job(
     return {"changed": result.changed, "finalized": result.finalized, "status": result.status}
 
 
-@shared_task(bind=True, name="fiches.tasks.progressive_fetch_finalize", ignore_result=True,
-             autoretry_for=TRANSIENT_INFRA_ERRORS, retry_backoff=True, retry_backoff_max=10, max_retries=INFRA_MAX_ERRORS)
+@shared_task(
+    bind=True,
+    name="fiches.tasks.progressive_fetch_finalize",
+    ignore_result=True,
+    autoretry_for=TRANSIENT_INFRA_ERRORS,
+    retry_backoff=True,
+    retry_backoff_max=10,
+    max_retries=INFRA_MAX_ERRORS,
+)
 def progressive_fetch_finalize(self, job_id: str) -> bool:
     """Chord body: finalize the job if every date is processed and nobody finalized it yet."""
     try:
@@ -255,8 +283,9 @@ def _warm(task, start: str, end: str, sales_data: list | None = None, resume: di
         )
     except revalidation.WarmPaused as paused:
         kwargs = {**task.request.kwargs, "resume": paused.state}
-        raise retry_waiting(task, countdown=max(0.2, paused.retry_after) + random.uniform(0, 0.2),
-                            kwargs=kwargs) from None
+        raise retry_waiting(
+            task, countdown=max(0.2, paused.retry_after) + random.uniform(0, 0.2), kwargs=kwargs
+        ) from None
     except LockNotAcquired:
         raise retry_waiting(task, countdown=random.uniform(0.5, 2.0)) from None
     except LimitBusy as exc:

@@ -10,8 +10,18 @@ class AttemptInline(admin.TabularInline):
     model = WebhookDeliveryAttempt
     extra = 0
     can_delete = False
-    fields = ("number", "trigger", "started_at", "duration_ms", "response_status", "error", "request_headers",
-              "response_headers", "response_body", "task_id")
+    fields = (
+        "number",
+        "trigger",
+        "started_at",
+        "duration_ms",
+        "response_status",
+        "error",
+        "request_headers",
+        "response_headers",
+        "response_body",
+        "task_id",
+    )
     readonly_fields = fields
 
     def has_add_permission(self, request, obj=None):
@@ -20,8 +30,18 @@ class AttemptInline(admin.TabularInline):
 
 @admin.register(WebhookDelivery)
 class WebhookDeliveryAdmin(admin.ModelAdmin):
-    list_display = ("id", "status", "event", "source", "source_id", "destination_host", "attempts",
-                    "last_status_code", "next_retry_at", "created_at")
+    list_display = (
+        "id",
+        "status",
+        "event",
+        "source",
+        "source_id",
+        "destination_host",
+        "attempts",
+        "last_status_code",
+        "next_retry_at",
+        "created_at",
+    )
     list_filter = ("status", "source", "event")
     search_fields = ("source_id", "webhook_id", "url")
     exclude = ("secret",)
@@ -46,8 +66,9 @@ class WebhookDeliveryAdmin(admin.ModelAdmin):
         for delivery in queryset.exclude(status=DeliveryStatus.PENDING):
             webhooks.delivery_redeliver(delivery=delivery)
             done += 1
-        self.message_user(request, f"Redelivery queued for {done} delivery(ies); pending ones were skipped.",
-                          messages.SUCCESS)
+        self.message_user(
+            request, f"Redelivery queued for {done} delivery(ies); pending ones were skipped.", messages.SUCCESS
+        )
 
     @admin.action(description="Cancel pending deliveries")
     def cancel_pending(self, request, queryset):

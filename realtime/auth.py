@@ -26,14 +26,16 @@ def authorize_channel(user, channel: str) -> None:
         return
     found = channel_authorizer_for(channel)
     if found is None:
-        raise PermissionDeniedError(f"Not allowed to subscribe to {channel}: unknown channel.",
-                                    details={"channel": channel})
+        raise PermissionDeniedError(
+            f"Not allowed to subscribe to {channel}: unknown channel.", details={"channel": channel}
+        )
     object_id, authorizer = found
     try:
         authorizer(user, object_id)
     except ApplicationError as exc:
-        raise PermissionDeniedError(f"Not allowed to subscribe to {channel}: {exc.message}",
-                                    details={"channel": channel}) from None
+        raise PermissionDeniedError(
+            f"Not allowed to subscribe to {channel}: {exc.message}", details={"channel": channel}
+        ) from None
 
 
 def pusher_auth(*, user, socket_id: str, channel_name: str) -> dict:

@@ -25,52 +25,112 @@ class EventSpec:
 
 
 _AF = (AUDIT, FICHE)
-_JOB_FIELDS = ("jobId", "status", "startDate", "endDate", "progress", "completedDays", "totalDays", "totalFiches",
-               "datesCompleted", "datesRemaining", "datesFailed")
+_JOB_FIELDS = (
+    "jobId",
+    "status",
+    "startDate",
+    "endDate",
+    "progress",
+    "completedDays",
+    "totalDays",
+    "totalFiches",
+    "datesCompleted",
+    "datesRemaining",
+    "datesFailed",
+)
 
 EVENTS: dict[str, EventSpec] = {
     # audits
-    "audit.started": EventSpec(("audit_id", "fiche_id", "audit_config_id", "audit_config_name", "total_steps",
-                                "started_at", "status"), _AF),
+    "audit.started": EventSpec(
+        ("audit_id", "fiche_id", "audit_config_id", "audit_config_name", "total_steps", "started_at", "status"), _AF
+    ),
     "audit.fiche_fetch_started": EventSpec(("fiche_id", "from_cache", "status"), (FICHE,)),
-    "audit.fiche_fetch_completed": EventSpec(("fiche_id", "recordings_count", "prospect_name", "from_cache", "status"),
-                                             (FICHE,)),
+    "audit.fiche_fetch_completed": EventSpec(
+        ("fiche_id", "recordings_count", "prospect_name", "from_cache", "status"), (FICHE,)
+    ),
     "audit.config_loaded": EventSpec(("config_id", "config_name", "steps_count", "status"), (GLOBAL,)),
-    "audit.transcription_check": EventSpec(("fiche_id", "total_recordings", "transcribed", "needs_transcription",
-                                            "status"), (FICHE,)),
+    "audit.transcription_check": EventSpec(
+        ("fiche_id", "total_recordings", "transcribed", "needs_transcription", "status"), (FICHE,)
+    ),
     "audit.timeline_generated": EventSpec(("fiche_id", "recordings_count", "total_chunks", "status"), (FICHE,)),
     "audit.analysis_started": EventSpec(("audit_id", "fiche_id", "total_steps", "model", "status"), _AF),
     "audit.step_started": EventSpec(("audit_id", "step_position", "status"), _AF, rerun_channels=(AUDIT,)),
     "audit.step_completed": EventSpec(("audit_id", "step_position", "status"), _AF, rerun_channels=(AUDIT,)),
     "audit.step_failed": EventSpec(("audit_id", "fiche_id", "step_position", "step_name", "error", "status"), _AF),
-    "audit.progress": EventSpec(("audit_id", "fiche_id", "completed_steps", "total_steps", "failed_steps",
-                                 "current_phase", "progress_percentage", "status"), _AF),
-    "audit.compliance_calculated": EventSpec(("audit_id", "fiche_id", "overall_score", "score_percentage", "niveau",
-                                              "is_compliant", "critical_issues", "status"), _AF),
-    "audit.completed": EventSpec(("audit_id", "fiche_id", "overall_score", "score_percentage", "niveau",
-                                  "is_compliant", "successful_steps", "failed_steps", "total_tokens",
-                                  "duration_seconds", "completed_at", "status"), _AF),
+    "audit.progress": EventSpec(
+        (
+            "audit_id",
+            "fiche_id",
+            "completed_steps",
+            "total_steps",
+            "failed_steps",
+            "current_phase",
+            "progress_percentage",
+            "status",
+        ),
+        _AF,
+    ),
+    "audit.compliance_calculated": EventSpec(
+        (
+            "audit_id",
+            "fiche_id",
+            "overall_score",
+            "score_percentage",
+            "niveau",
+            "is_compliant",
+            "critical_issues",
+            "status",
+        ),
+        _AF,
+    ),
+    "audit.completed": EventSpec(
+        (
+            "audit_id",
+            "fiche_id",
+            "overall_score",
+            "score_percentage",
+            "niveau",
+            "is_compliant",
+            "successful_steps",
+            "failed_steps",
+            "total_tokens",
+            "duration_seconds",
+            "completed_at",
+            "status",
+        ),
+        _AF,
+    ),
     "audit.failed": EventSpec(("audit_id", "fiche_id", "error", "failed_at", "status"), _AF),
     # transcriptions
     "transcription.started": EventSpec(("fiche_id", "total_recordings", "priority", "started_at", "status"), (FICHE,)),
-    "transcription.status_check": EventSpec(("fiche_id", "total_recordings", "already_transcribed",
-                                             "needs_transcription", "is_complete", "status"), (FICHE,)),
-    "transcription.recording_started": EventSpec(("fiche_id", "call_id", "recording_index", "total_to_transcribe",
-                                                  "status"), (FICHE,)),
-    "transcription.recording_completed": EventSpec(("fiche_id", "call_id", "transcription_id", "recording_index",
-                                                    "total_to_transcribe", "status"), (FICHE,)),
-    "transcription.recording_failed": EventSpec(("fiche_id", "call_id", "error", "recording_index",
-                                                 "total_to_transcribe", "status"), (FICHE,)),
-    "transcription.progress": EventSpec(("fiche_id", "total_recordings", "transcribed", "pending", "failed",
-                                         "progress_percentage", "status"), (FICHE,)),
-    "transcription.completed": EventSpec(("fiche_id", "total_recordings", "transcribed", "failed", "duration_seconds",
-                                          "completed_at", "status"), (FICHE,)),
+    "transcription.status_check": EventSpec(
+        ("fiche_id", "total_recordings", "already_transcribed", "needs_transcription", "is_complete", "status"),
+        (FICHE,),
+    ),
+    "transcription.recording_started": EventSpec(
+        ("fiche_id", "call_id", "recording_index", "total_to_transcribe", "status"), (FICHE,)
+    ),
+    "transcription.recording_completed": EventSpec(
+        ("fiche_id", "call_id", "transcription_id", "recording_index", "total_to_transcribe", "status"), (FICHE,)
+    ),
+    "transcription.recording_failed": EventSpec(
+        ("fiche_id", "call_id", "error", "recording_index", "total_to_transcribe", "status"), (FICHE,)
+    ),
+    "transcription.progress": EventSpec(
+        ("fiche_id", "total_recordings", "transcribed", "pending", "failed", "progress_percentage", "status"), (FICHE,)
+    ),
+    "transcription.completed": EventSpec(
+        ("fiche_id", "total_recordings", "transcribed", "failed", "duration_seconds", "completed_at", "status"),
+        (FICHE,),
+    ),
     "transcription.failed": EventSpec(("fiche_id", "error", "failed_at", "status"), (FICHE,)),
     # batches and notifications
-    "batch.progress": EventSpec(("batch_id", "operation_type", "total", "completed", "failed", "progress_percentage"),
-                                (GLOBAL,)),
-    "batch.completed": EventSpec(("batch_id", "operation_type", "total", "completed", "failed", "duration_ms"),
-                                 (GLOBAL,)),
+    "batch.progress": EventSpec(
+        ("batch_id", "operation_type", "total", "completed", "failed", "progress_percentage"), (GLOBAL,)
+    ),
+    "batch.completed": EventSpec(
+        ("batch_id", "operation_type", "total", "completed", "failed", "duration_ms"), (GLOBAL,)
+    ),
     "notification": EventSpec(("type", "message", "duration"), (GLOBAL,)),
     # progressive fetch jobs
     "fiches.progressive_fetch.created": EventSpec(_JOB_FIELDS, (JOB,)),

@@ -26,6 +26,7 @@ from realtime.events import InvalidEvent, channels_for, encode_payload, validate
 logger = logging.getLogger("realtime.publisher")
 BATCH_SIZE = 10  # Pusher's maximum events per batch trigger
 
+
 def pusher_enabled() -> bool:
     return bool(settings.PUSHER_APP_ID and settings.PUSHER_KEY and settings.PUSHER_SECRET)
 

@@ -126,7 +126,9 @@ def _resolve(host: str, port: int) -> tuple[str, ...]:
         raise _reject(f"host {host!r} is not a valid host name ({exc})", host) from None
     except OSError as exc:  # socket.gaierror: no answer from DNS, now
         reason = f"host {host!r} does not resolve ({exc})"
-        raise WebhookHostUnresolvable(f"Unsafe webhook URL: {reason}.", details={"reason": reason, "url": host}) from None
+        raise WebhookHostUnresolvable(
+            f"Unsafe webhook URL: {reason}.", details={"reason": reason, "url": host}
+        ) from None
     return tuple(dict.fromkeys(info[4][0] for info in infos))
 
 

@@ -204,8 +204,9 @@ def _post(delivery: WebhookDelivery, body: bytes, exchange: _Exchange) -> None:
     with deadline(limit) as expired:
         try:
             with _session(safe.allowlisted) as session:
-                response = session.post(delivery.url, data=body, headers=exchange.headers, allow_redirects=False,
-                                        stream=True)
+                response = session.post(
+                    delivery.url, data=body, headers=exchange.headers, allow_redirects=False, stream=True
+                )
                 try:
                     exchange.code = response.status_code
                     exchange.response_headers = dict(response.headers)
@@ -257,21 +258,37 @@ def attempt_delivery(
         logger.info("sending_webhook", extra={"delivery_id": delivery.pk, "attempt": number, "event": delivery.event})
         _post(delivery, body, exchange)
     except SoftTimeLimitExceeded as exc:  # the worker's limit: record it, the next attempt is scheduled
-        exchange.error, exchange.retryable = f"SoftTimeLimitExceeded: the worker's soft time limit ended it ({exc!r})", True
+        exchange.error, exchange.retryable = (
+            f"SoftTimeLimitExceeded: the worker's soft time limit ended it ({exc!r})",
+            True,
+        )
     except Exception as exc:  # a bug: still recorded (and retried), then raised
         unexpected = exc
         exchange.error = f"{type(exc).__name__}: {exc}"[:1000]
         exchange.retryable = True
-    result = _record_attempt(delivery, number=number, trigger=trigger, task_id=task_id, started=started,
-                             duration_ms=int((time.perf_counter() - clock) * 1000), exchange=exchange)
+    result = _record_attempt(
+        delivery,
+        number=number,
+        trigger=trigger,
+        task_id=task_id,
+        started=started,
+        duration_ms=int((time.perf_counter() - clock) * 1000),
+        exchange=exchange,
+    )
     if unexpected is not None:
         raise unexpected
     return result
 
 
 def _record_attempt(
-    delivery: WebhookDelivery, *, number: int, trigger: str, task_id: str | None, started: datetime,
-    duration_ms: int, exchange: _Exchange,
+    delivery: WebhookDelivery,
+    *,
+    number: int,
+    trigger: str,
+    task_id: str | None,
+    started: datetime,
+    duration_ms: int,
+    exchange: _Exchange,
 ) -> AttemptResult:
     code = exchange.code
     success = code is not None and 200 <= code < 300 and exchange.error is None
@@ -316,14 +333,26 @@ def _record_attempt(
         if on_attempt is not None:
             on_attempt(
                 delivery.source_id,
-                AttemptReport(delivery_id=delivery.pk, event=delivery.event, status_code=code, error=exchange.error,
-                              started_at=started, delivered=success),
+                AttemptReport(
+                    delivery_id=delivery.pk,
+                    event=delivery.event,
+                    status_code=code,
+                    error=exchange.error,
+                    started_at=started,
+                    delivered=success,
+                ),
             )
     log = logger.info if success else logger.warning
     log(
         "webhook_delivered" if success else "webhook_delivery_failed",
-        extra={"delivery_id": delivery.pk, "attempt": number, "status_code": code, "error": exchange.error,
-               "delivery_status": status, "retry_in": retry_in},
+        extra={
+            "delivery_id": delivery.pk,
+            "attempt": number,
+            "status_code": code,
+            "error": exchange.error,
+            "delivery_status": status,
+            "retry_in": retry_in,
+        },
     )
     return AttemptResult(status=status, retry_in=retry_in, number=number)
 
@@ -346,7 +375,9 @@ def delivery_cancel(*, delivery: WebhookDelivery) -> bool:
     """Stop a pending delivery (it ends failed with the reason recorded)."""
     return bool(
         WebhookDelivery.objects.filter(pk=delivery.pk, status=DeliveryStatus.PENDING).update(
-            status=DeliveryStatus.FAILED, last_error="cancelled by an operator", next_retry_at=None,
+            status=DeliveryStatus.FAILED,
+            last_error="cancelled by an operator",
+            next_retry_at=None,
             updated_at=timezone.now(),
         )
     )
@@ -373,8 +404,9 @@ def purge_old_deliveries(*, older_than_days: int, batch_size: int = 1000) -> int
     total = 0
     while True:
         ids = list(
-            WebhookDelivery.objects.filter(status=DeliveryStatus.SUCCESS, created_at__lt=cutoff)
-            .values_list("pk", flat=True)[:batch_size]
+            WebhookDelivery.objects.filter(status=DeliveryStatus.SUCCESS, created_at__lt=cutoff).values_list(
+                "pk", flat=True
+            )[:batch_size]
         )
         if not ids:
             return total

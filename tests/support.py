@@ -69,6 +69,11 @@ def make_job(user, start, n: int, **fields):
     from fiches.selectors import dates_between
 
     all_days = dates_between(start, start + timedelta(days=n - 1))
-    defaults = {"start_date": start, "end_date": all_days[-1], "total_days": n, "dates_remaining": all_days,
-                "requested_by": user}
+    defaults = {
+        "start_date": start,
+        "end_date": all_days[-1],
+        "total_days": n,
+        "dates_remaining": all_days,
+        "requested_by": user,
+    }
     return ProgressiveFetchJob.objects.create(**{**defaults, **fields})

@@ -147,9 +147,7 @@ def _run_django(code: str, **env_overrides) -> subprocess.CompletedProcess:
             env.pop(key, None)
         else:
             env[key] = value
-    return subprocess.run(
-        [sys.executable, "-c", code], cwd=REPO, env=env, capture_output=True, text=True, timeout=60
-    )
+    return subprocess.run([sys.executable, "-c", code], cwd=REPO, env=env, capture_output=True, text=True, timeout=60)
 
 
 SETUP = "import django; django.setup()"
@@ -186,9 +184,7 @@ def test_production_starts_with_secure_settings():
 
 
 def test_json_log_format():
-    code = SETUP + (
-        '; import logging; logging.getLogger("x").warning("hello", extra={"job_id": "j1"})'
-    )
+    code = SETUP + ('; import logging; logging.getLogger("x").warning("hello", extra={"job_id": "j1"})')
     result = _run_django(code, LOG_FORMAT="json", LOG_LEVEL="INFO")
     assert result.returncode == 0, result.stderr
     lines = [line for line in result.stderr.splitlines() if line.strip()]

@@ -69,9 +69,7 @@ class RoleInput(serializers.Serializer):
 
     def validate(self, attrs):
         if "permission_grants" in attrs and "permission_keys" in attrs:
-            raise serializers.ValidationError(
-                "Give either permission_grants or the legacy permission_keys, not both."
-            )
+            raise serializers.ValidationError("Give either permission_grants or the legacy permission_keys, not both.")
         grants = attrs.get("permission_grants") or []
         keys = [g["key"] for g in grants]
         if len(keys) != len(set(keys)):
@@ -105,9 +103,7 @@ class UserCreateInput(serializers.Serializer):
     first_name = serializers.CharField(max_length=150, required=False, allow_blank=True, default="")
     last_name = serializers.CharField(max_length=150, required=False, allow_blank=True, default="")
     crm_user_id = serializers.CharField(max_length=64, required=False, allow_null=True, allow_blank=True, default=None)
-    groupes = serializers.ListField(
-        child=serializers.CharField(max_length=128), required=False, default=list
-    )
+    groupes = serializers.ListField(child=serializers.CharField(max_length=128), required=False, default=list)
     is_active = serializers.BooleanField(required=False, default=True)
     roles = serializers.ListField(child=serializers.SlugField(), required=False, default=list, help_text="Role keys.")
 

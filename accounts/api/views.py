@@ -119,7 +119,9 @@ class RoleDetailView(APIView):
     def _role(self, role_id):
         return get_object_or_404(selectors.role_queryset(), pk=role_id)
 
-    @extend_schema(tags=["admin"], summary="A role (needs users.read)", responses={200: s.RoleOutput, **errors(401, 403, 404)})
+    @extend_schema(
+        tags=["admin"], summary="A role (needs users.read)", responses={200: s.RoleOutput, **errors(401, 403, 404)}
+    )
     def get(self, request, role_id: int):
         return Response(selectors.role_to_dict(self._role(role_id)))
 
@@ -183,7 +185,9 @@ class UserDetailView(APIView):
     def _user(self, user_id):
         return get_object_or_404(selectors.user_queryset(), pk=user_id)
 
-    @extend_schema(tags=["admin"], summary="A user (needs users.read)", responses={200: s.UserOutput, **errors(401, 403, 404)})
+    @extend_schema(
+        tags=["admin"], summary="A user (needs users.read)", responses={200: s.UserOutput, **errors(401, 403, 404)}
+    )
     def get(self, request, user_id: int):
         return Response(selectors.user_to_dict(self._user(user_id)))
 

@@ -10,71 +10,166 @@ import accounts.models
 
 
 class Migration(migrations.Migration):
-
     initial = True
 
     dependencies = [
-        ('auth', '0012_alter_user_first_name_max_length'),
+        ("auth", "0012_alter_user_first_name_max_length"),
     ]
 
     operations = [
         migrations.CreateModel(
-            name='Role',
+            name="Role",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('key', models.SlugField(help_text="Stable identifier, e.g. 'manager'.", max_length=64, unique=True)),
-                ('name', models.CharField(max_length=128)),
-                ('description', models.TextField(blank=True, default='')),
-                ('created_at', models.DateTimeField(auto_now_add=True)),
-                ('updated_at', models.DateTimeField(auto_now=True)),
+                ("id", models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name="ID")),
+                ("key", models.SlugField(help_text="Stable identifier, e.g. 'manager'.", max_length=64, unique=True)),
+                ("name", models.CharField(max_length=128)),
+                ("description", models.TextField(blank=True, default="")),
+                ("created_at", models.DateTimeField(auto_now_add=True)),
+                ("updated_at", models.DateTimeField(auto_now=True)),
             ],
             options={
-                'db_table': 'roles',
-                'ordering': ['key'],
+                "db_table": "roles",
+                "ordering": ["key"],
             },
         ),
         migrations.CreateModel(
-            name='User',
+            name="User",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('password', models.CharField(max_length=128, verbose_name='password')),
-                ('last_login', models.DateTimeField(blank=True, null=True, verbose_name='last login')),
-                ('is_superuser', models.BooleanField(default=False, help_text='Designates that this user has all permissions without explicitly assigning them.', verbose_name='superuser status')),
-                ('email', models.EmailField(max_length=254, unique=True)),
-                ('first_name', models.CharField(blank=True, default='', max_length=150)),
-                ('last_name', models.CharField(blank=True, default='', max_length=150)),
-                ('crm_user_id', models.CharField(blank=True, help_text="The user's id in the CRM (used by SELF scope). Unique when set.", max_length=64, null=True, unique=True)),
-                ('groupes', django.contrib.postgres.fields.ArrayField(base_field=models.CharField(max_length=128), blank=True, default=list, help_text='CRM group names the user belongs to (used by GROUP scope).')),
-                ('is_active', models.BooleanField(default=True)),
-                ('is_staff', models.BooleanField(default=False, help_text='Can log into the Django admin.')),
-                ('date_joined', models.DateTimeField(default=django.utils.timezone.now)),
-                ('updated_at', models.DateTimeField(auto_now=True)),
-                ('groups', models.ManyToManyField(blank=True, help_text='The groups this user belongs to. A user will get all permissions granted to each of their groups.', related_name='user_set', related_query_name='user', to='auth.group', verbose_name='groups')),
-                ('user_permissions', models.ManyToManyField(blank=True, help_text='Specific permissions for this user.', related_name='user_set', related_query_name='user', to='auth.permission', verbose_name='user permissions')),
-                ('roles', models.ManyToManyField(blank=True, related_name='users', to='accounts.role')),
+                ("id", models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name="ID")),
+                ("password", models.CharField(max_length=128, verbose_name="password")),
+                ("last_login", models.DateTimeField(blank=True, null=True, verbose_name="last login")),
+                (
+                    "is_superuser",
+                    models.BooleanField(
+                        default=False,
+                        help_text="Designates that this user has all permissions without explicitly assigning them.",
+                        verbose_name="superuser status",
+                    ),
+                ),
+                ("email", models.EmailField(max_length=254, unique=True)),
+                ("first_name", models.CharField(blank=True, default="", max_length=150)),
+                ("last_name", models.CharField(blank=True, default="", max_length=150)),
+                (
+                    "crm_user_id",
+                    models.CharField(
+                        blank=True,
+                        help_text="The user's id in the CRM (used by SELF scope). Unique when set.",
+                        max_length=64,
+                        null=True,
+                        unique=True,
+                    ),
+                ),
+                (
+                    "groupes",
+                    django.contrib.postgres.fields.ArrayField(
+                        base_field=models.CharField(max_length=128),
+                        blank=True,
+                        default=list,
+                        help_text="CRM group names the user belongs to (used by GROUP scope).",
+                    ),
+                ),
+                ("is_active", models.BooleanField(default=True)),
+                ("is_staff", models.BooleanField(default=False, help_text="Can log into the Django admin.")),
+                ("date_joined", models.DateTimeField(default=django.utils.timezone.now)),
+                ("updated_at", models.DateTimeField(auto_now=True)),
+                (
+                    "groups",
+                    models.ManyToManyField(
+                        blank=True,
+                        help_text="The groups this user belongs to. A user will get all permissions granted to each of their groups.",
+                        related_name="user_set",
+                        related_query_name="user",
+                        to="auth.group",
+                        verbose_name="groups",
+                    ),
+                ),
+                (
+                    "user_permissions",
+                    models.ManyToManyField(
+                        blank=True,
+                        help_text="Specific permissions for this user.",
+                        related_name="user_set",
+                        related_query_name="user",
+                        to="auth.permission",
+                        verbose_name="user permissions",
+                    ),
+                ),
+                ("roles", models.ManyToManyField(blank=True, related_name="users", to="accounts.role")),
             ],
             options={
-                'db_table': 'users',
-                'ordering': ['id'],
+                "db_table": "users",
+                "ordering": ["id"],
             },
             managers=[
-                ('objects', accounts.models.UserManager()),
+                ("objects", accounts.models.UserManager()),
             ],
         ),
         migrations.CreateModel(
-            name='RolePermission',
+            name="RolePermission",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('permission_key', models.CharField(choices=[('fiches', 'fiches'), ('recordings', 'recordings'), ('transcriptions', 'transcriptions'), ('audits', 'audits'), ('audit-configs', 'audit-configs'), ('automation', 'automation'), ('products', 'products'), ('chat', 'chat'), ('users', 'users')], max_length=32)),
-                ('can_read', models.BooleanField(default=False)),
-                ('can_write', models.BooleanField(default=False)),
-                ('scope', models.CharField(choices=[('SELF', 'SELF'), ('GROUP', 'GROUP'), ('ALL', 'ALL')], default=accounts.grants.Scope['ALL'], max_length=8)),
-                ('role', models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='permissions', to='accounts.role')),
+                ("id", models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name="ID")),
+                (
+                    "permission_key",
+                    models.CharField(
+                        choices=[
+                            ("fiches", "fiches"),
+                            ("recordings", "recordings"),
+                            ("transcriptions", "transcriptions"),
+                            ("audits", "audits"),
+                            ("audit-configs", "audit-configs"),
+                            ("automation", "automation"),
+                            ("products", "products"),
+                            ("chat", "chat"),
+                            ("users", "users"),
+                        ],
+                        max_length=32,
+                    ),
+                ),
+                ("can_read", models.BooleanField(default=False)),
+                ("can_write", models.BooleanField(default=False)),
+                (
+                    "scope",
+                    models.CharField(
+                        choices=[("SELF", "SELF"), ("GROUP", "GROUP"), ("ALL", "ALL")],
+                        default=accounts.grants.Scope["ALL"],
+                        max_length=8,
+                    ),
+                ),
+                (
+                    "role",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.CASCADE, related_name="permissions", to="accounts.role"
+                    ),
+                ),
             ],
             options={
-                'db_table': 'role_permissions',
-                'ordering': ['role_id', 'permission_key'],
-                'constraints': [models.UniqueConstraint(fields=('role', 'permission_key'), name='role_permission_unique_key'), models.CheckConstraint(condition=models.Q(('permission_key__in', ('fiches', 'recordings', 'transcriptions', 'audits', 'audit-configs', 'automation', 'products', 'chat', 'users'))), name='role_permission_known_key'), models.CheckConstraint(condition=models.Q(('scope__in', ['SELF', 'GROUP', 'ALL'])), name='role_permission_scope')],
+                "db_table": "role_permissions",
+                "ordering": ["role_id", "permission_key"],
+                "constraints": [
+                    models.UniqueConstraint(fields=("role", "permission_key"), name="role_permission_unique_key"),
+                    models.CheckConstraint(
+                        condition=models.Q(
+                            (
+                                "permission_key__in",
+                                (
+                                    "fiches",
+                                    "recordings",
+                                    "transcriptions",
+                                    "audits",
+                                    "audit-configs",
+                                    "automation",
+                                    "products",
+                                    "chat",
+                                    "users",
+                                ),
+                            )
+                        ),
+                        name="role_permission_known_key",
+                    ),
+                    models.CheckConstraint(
+                        condition=models.Q(("scope__in", ["SELF", "GROUP", "ALL"])), name="role_permission_scope"
+                    ),
+                ],
             },
         ),
     ]

@@ -54,6 +54,7 @@ class RecordingsOutput(serializers.Serializer):
 
 # --- Progressive fetch ----------------------------------------------------------------------
 
+
 class StrictDateField(serializers.DateField):
     """YYYY-MM-DD exactly (``strptime`` alone would accept ``2026-2-1``); impossible dates are
     rejected with the same clear message."""
@@ -80,7 +81,10 @@ class WebhookQueryMixin(serializers.Serializer):
         required=False, allow_blank=False, max_length=2048, help_text="Receives signed progress webhooks."
     )
     webhookSecret = serializers.CharField(
-        required=False, allow_blank=False, max_length=512, write_only=True,
+        required=False,
+        allow_blank=False,
+        max_length=512,
+        write_only=True,
         help_text="Signing secret (Standard Webhooks; `whsec_…` base64 or any string). Never returned.",
     )
 
@@ -189,7 +193,9 @@ class CursorField(serializers.CharField):
 class JobPollQuery(serializers.Serializer):
     jobId = serializers.UUIDField()
     limit = serializers.IntegerField(
-        required=False, min_value=1, max_value=5000,
+        required=False,
+        min_value=1,
+        max_value=5000,
         help_text="At most this many fiches in partialData (default POLL_PARTIAL_DATA_LIMIT).",
     )
     cursor = CursorField(required=False, max_length=200, help_text="partialDataNextCursor of the previous page.")

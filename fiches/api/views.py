@@ -78,8 +78,12 @@ def _range_response(request, query: dict, *, start, end):
         validate_webhook_url(webhook_url)
     validate_secret(webhook_secret)  # an unusable secret is a 400 now, not a failed delivery later
     result = jobs.progressive_fetch_request(
-        user=request.user, start=start, end=end, refresh=refresh,
-        webhook_url=webhook_url, webhook_secret=webhook_secret,
+        user=request.user,
+        start=start,
+        end=end,
+        refresh=refresh,
+        webhook_url=webhook_url,
+        webhook_secret=webhook_secret,
     )
     return HttpResponse(result.render(), content_type="application/json")
 
@@ -143,14 +147,19 @@ class JobPollView(APIView):
         data = query.validated_data
         job = selectors.job_view_for_user(request.user, data["jobId"])
         page = selectors.fiches_for_range_json(
-            request.user, job.start_date, job.end_date,
-            limit=data.get("limit") or settings.POLL_PARTIAL_DATA_LIMIT, after=data.get("cursor"),
+            request.user,
+            job.start_date,
+            job.end_date,
+            limit=data.get("limit") or settings.POLL_PARTIAL_DATA_LIMIT,
+            after=data.get("cursor"),
         )
-        body = orjson.dumps({
-            **job.data,
-            "partialDataTruncated": page.next_cursor is not None,
-            "partialDataNextCursor": page.next_cursor,
-        })
+        body = orjson.dumps(
+            {
+                **job.data,
+                "partialDataTruncated": page.next_cursor is not None,
+                "partialDataNextCursor": page.next_cursor,
+            }
+        )
         return HttpResponse(body[:-1] + b',"partialData":' + page.body + b"}", content_type="application/json")
 
 
@@ -171,7 +180,8 @@ class JobDetailView(APIView):
                 "webhookConfigured": job.webhook_configured,
                 "webhookDeliveries": (
                     deliveries_of(source=JOB_WEBHOOK_SOURCE, source_id=str(job_id), limit=10)
-                    if job.webhook_configured else []
+                    if job.webhook_configured
+                    else []
                 ),
             }
         )

@@ -157,7 +157,9 @@ def _validate_recordings(items: Any, where: str) -> list[dict]:
             try:
                 datetime.fromisoformat(str(started_at))
             except ValueError:
-                raise InvalidSale(f"{rec_where}: 'started_at' is not an ISO datetime: {str(started_at)[:40]!r}") from None
+                raise InvalidSale(
+                    f"{rec_where}: 'started_at' is not an ISO datetime: {str(started_at)[:40]!r}"
+                ) from None
         duration = rec.get("duration_seconds")
         if duration is not None and (not isinstance(duration, (int, float)) or isinstance(duration, bool)):
             raise InvalidSale(f"{rec_where}: 'duration_seconds' is not a number")

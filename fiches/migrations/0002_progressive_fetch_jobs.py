@@ -9,53 +9,111 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     dependencies = [
-        ('fiches', '0001_initial'),
+        ("fiches", "0001_initial"),
         migrations.swappable_dependency(settings.AUTH_USER_MODEL),
     ]
 
     operations = [
         migrations.CreateModel(
-            name='ProgressiveFetchJob',
+            name="ProgressiveFetchJob",
             fields=[
-                ('id', models.UUIDField(default=uuid.uuid4, editable=False, primary_key=True, serialize=False)),
-                ('status', models.CharField(choices=[('pending', 'Pending'), ('processing', 'Processing'), ('complete', 'Complete'), ('failed', 'Failed')], default='pending', max_length=16)),
-                ('progress', models.PositiveSmallIntegerField(default=0)),
-                ('start_date', models.DateField()),
-                ('end_date', models.DateField()),
-                ('dates_already_fetched', django.contrib.postgres.fields.ArrayField(base_field=models.DateField(), blank=True, default=list)),
-                ('dates_remaining', django.contrib.postgres.fields.ArrayField(base_field=models.DateField(), blank=True, default=list)),
-                ('dates_failed', django.contrib.postgres.fields.ArrayField(base_field=models.DateField(), blank=True, default=list)),
-                ('total_days', models.PositiveIntegerField()),
-                ('completed_days', models.PositiveIntegerField(default=0)),
-                ('total_fiches', models.PositiveIntegerField(default=0)),
-                ('initial_date_counts', models.JSONField(default=dict, help_text='Cached fiches per date at creation; total_fiches moves by per-date deltas.')),
-                ('force_refresh', models.BooleanField(default=False, help_text='Refresh job: refetches every date.')),
-                ('error', models.TextField(blank=True, null=True)),
-                ('scope_kind', models.CharField(choices=[('ALL', 'All'), ('GROUP', 'Group'), ('SELF', 'Self'), ('NONE', 'None')], default='NONE', max_length=8)),
-                ('scope_groupes', django.contrib.postgres.fields.ArrayField(base_field=models.CharField(max_length=128), blank=True, default=list)),
-                ('scope_crm_user_id', models.CharField(blank=True, max_length=64, null=True)),
-                ('webhook_url', models.TextField(blank=True, null=True)),
-                ('webhook_secret', models.TextField(blank=True, null=True)),
-                ('webhook_attempts', models.PositiveIntegerField(default=0)),
-                ('webhook_last_status_code', models.PositiveSmallIntegerField(blank=True, null=True)),
-                ('webhook_last_error', models.TextField(blank=True, null=True)),
-                ('webhook_last_attempt_at', models.DateTimeField(blank=True, null=True)),
-                ('webhooks_disabled', models.BooleanField(default=False, help_text='Set when a receiver answered 410 Gone.')),
-                ('dispatched_at', models.DateTimeField(blank=True, null=True)),
-                ('last_progress_at', models.DateTimeField(blank=True, null=True)),
-                ('created_at', models.DateTimeField(auto_now_add=True, db_index=True)),
-                ('updated_at', models.DateTimeField(auto_now=True)),
-                ('started_at', models.DateTimeField(blank=True, null=True)),
-                ('completed_at', models.DateTimeField(blank=True, null=True)),
-                ('requested_by', models.ForeignKey(blank=True, null=True, on_delete=django.db.models.deletion.SET_NULL, related_name='+', to=settings.AUTH_USER_MODEL)),
+                ("id", models.UUIDField(default=uuid.uuid4, editable=False, primary_key=True, serialize=False)),
+                (
+                    "status",
+                    models.CharField(
+                        choices=[
+                            ("pending", "Pending"),
+                            ("processing", "Processing"),
+                            ("complete", "Complete"),
+                            ("failed", "Failed"),
+                        ],
+                        default="pending",
+                        max_length=16,
+                    ),
+                ),
+                ("progress", models.PositiveSmallIntegerField(default=0)),
+                ("start_date", models.DateField()),
+                ("end_date", models.DateField()),
+                (
+                    "dates_already_fetched",
+                    django.contrib.postgres.fields.ArrayField(base_field=models.DateField(), blank=True, default=list),
+                ),
+                (
+                    "dates_remaining",
+                    django.contrib.postgres.fields.ArrayField(base_field=models.DateField(), blank=True, default=list),
+                ),
+                (
+                    "dates_failed",
+                    django.contrib.postgres.fields.ArrayField(base_field=models.DateField(), blank=True, default=list),
+                ),
+                ("total_days", models.PositiveIntegerField()),
+                ("completed_days", models.PositiveIntegerField(default=0)),
+                ("total_fiches", models.PositiveIntegerField(default=0)),
+                (
+                    "initial_date_counts",
+                    models.JSONField(
+                        default=dict,
+                        help_text="Cached fiches per date at creation; total_fiches moves by per-date deltas.",
+                    ),
+                ),
+                ("force_refresh", models.BooleanField(default=False, help_text="Refresh job: refetches every date.")),
+                ("error", models.TextField(blank=True, null=True)),
+                (
+                    "scope_kind",
+                    models.CharField(
+                        choices=[("ALL", "All"), ("GROUP", "Group"), ("SELF", "Self"), ("NONE", "None")],
+                        default="NONE",
+                        max_length=8,
+                    ),
+                ),
+                (
+                    "scope_groupes",
+                    django.contrib.postgres.fields.ArrayField(
+                        base_field=models.CharField(max_length=128), blank=True, default=list
+                    ),
+                ),
+                ("scope_crm_user_id", models.CharField(blank=True, max_length=64, null=True)),
+                ("webhook_url", models.TextField(blank=True, null=True)),
+                ("webhook_secret", models.TextField(blank=True, null=True)),
+                ("webhook_attempts", models.PositiveIntegerField(default=0)),
+                ("webhook_last_status_code", models.PositiveSmallIntegerField(blank=True, null=True)),
+                ("webhook_last_error", models.TextField(blank=True, null=True)),
+                ("webhook_last_attempt_at", models.DateTimeField(blank=True, null=True)),
+                (
+                    "webhooks_disabled",
+                    models.BooleanField(default=False, help_text="Set when a receiver answered 410 Gone."),
+                ),
+                ("dispatched_at", models.DateTimeField(blank=True, null=True)),
+                ("last_progress_at", models.DateTimeField(blank=True, null=True)),
+                ("created_at", models.DateTimeField(auto_now_add=True, db_index=True)),
+                ("updated_at", models.DateTimeField(auto_now=True)),
+                ("started_at", models.DateTimeField(blank=True, null=True)),
+                ("completed_at", models.DateTimeField(blank=True, null=True)),
+                (
+                    "requested_by",
+                    models.ForeignKey(
+                        blank=True,
+                        null=True,
+                        on_delete=django.db.models.deletion.SET_NULL,
+                        related_name="+",
+                        to=settings.AUTH_USER_MODEL,
+                    ),
+                ),
             ],
             options={
-                'db_table': 'progressive_fetch_jobs',
-                'ordering': ['-created_at'],
-                'indexes': [models.Index(fields=['requested_by', 'start_date', 'end_date', 'created_at'], name='pf_jobs_reuse'), models.Index(fields=['status', 'created_at'], name='pf_jobs_status')],
-                'constraints': [models.CheckConstraint(condition=models.Q(('end_date__gte', models.F('start_date'))), name='pf_jobs_range'), models.CheckConstraint(condition=models.Q(('progress__lte', 100)), name='pf_jobs_progress')],
+                "db_table": "progressive_fetch_jobs",
+                "ordering": ["-created_at"],
+                "indexes": [
+                    models.Index(fields=["requested_by", "start_date", "end_date", "created_at"], name="pf_jobs_reuse"),
+                    models.Index(fields=["status", "created_at"], name="pf_jobs_status"),
+                ],
+                "constraints": [
+                    models.CheckConstraint(
+                        condition=models.Q(("end_date__gte", models.F("start_date"))), name="pf_jobs_range"
+                    ),
+                    models.CheckConstraint(condition=models.Q(("progress__lte", 100)), name="pf_jobs_progress"),
+                ],
             },
         ),
     ]

@@ -4,27 +4,26 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     dependencies = [
-        ('fiches', '0002_progressive_fetch_jobs'),
+        ("fiches", "0002_progressive_fetch_jobs"),
     ]
 
     operations = [
         migrations.CreateModel(
-            name='WorkflowLog',
+            name="WorkflowLog",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('workflow', models.CharField(default='fiche', max_length=32)),
-                ('event', models.CharField(max_length=64)),
-                ('level', models.CharField(default='INFO', max_length=8)),
-                ('job_id', models.UUIDField(blank=True, db_index=True, null=True)),
-                ('date', models.DateField(blank=True, null=True)),
-                ('data', models.JSONField(default=dict)),
-                ('created_at', models.DateTimeField(auto_now_add=True, db_index=True)),
+                ("id", models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name="ID")),
+                ("workflow", models.CharField(default="fiche", max_length=32)),
+                ("event", models.CharField(max_length=64)),
+                ("level", models.CharField(default="INFO", max_length=8)),
+                ("job_id", models.UUIDField(blank=True, db_index=True, null=True)),
+                ("date", models.DateField(blank=True, null=True)),
+                ("data", models.JSONField(default=dict)),
+                ("created_at", models.DateTimeField(auto_now_add=True, db_index=True)),
             ],
             options={
-                'db_table': 'workflow_logs',
-                'ordering': ['-created_at', '-id'],
+                "db_table": "workflow_logs",
+                "ordering": ["-created_at", "-id"],
             },
         ),
     ]

@@ -4,20 +4,19 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     dependencies = [
-        ('fiches', '0004_beat_schedules'),
+        ("fiches", "0004_beat_schedules"),
     ]
 
     operations = [
         migrations.AddField(
-            model_name='progressivefetchjob',
-            name='redriven_at',
-            field=models.DateTimeField(blank=True, help_text='When the reconciler last re-drove it.', null=True),
+            model_name="progressivefetchjob",
+            name="redriven_at",
+            field=models.DateTimeField(blank=True, help_text="When the reconciler last re-drove it.", null=True),
         ),
         migrations.AlterField(
-            model_name='progressivefetchjob',
-            name='last_progress_at',
+            model_name="progressivefetchjob",
+            name="last_progress_at",
             field=models.DateTimeField(blank=True, help_text="When a date's outcome was last applied.", null=True),
         ),
     ]

@@ -34,7 +34,13 @@ logger = logging.getLogger("fiches.cache")
 
 SALES_LIST_ONLY = "_salesListOnly"
 _RECORDING_COLUMNS = (
-    "call_id", "recording_url", "started_at", "duration_seconds", "direction", "from_number", "to_number"
+    "call_id",
+    "recording_url",
+    "started_at",
+    "duration_seconds",
+    "direction",
+    "from_number",
+    "to_number",
 )
 
 
@@ -59,7 +65,9 @@ _RECORDING_KEYS = frozenset(_RECORDING_COLUMNS)
 def _recording_row(fiche_id: str, rec: dict) -> tuple:
     get = rec.get
     duration = get("duration_seconds")
-    extras = "{}" if rec.keys() <= _RECORDING_KEYS else _json({k: v for k, v in rec.items() if k not in _RECORDING_KEYS})
+    extras = (
+        "{}" if rec.keys() <= _RECORDING_KEYS else _json({k: v for k, v in rec.items() if k not in _RECORDING_KEYS})
+    )
     return (
         str(rec["call_id"]),
         fiche_id,
@@ -145,7 +153,17 @@ _FICHE_COLUMNS = (
     "fiche_id, cle, sales_date, groupe, crm_user_id, agent_name, prospect_nom, prospect_prenom, statut, produit, "
     "raw_data"
 )
-_SUMMARY = ("cle", "sales_date", "groupe", "crm_user_id", "agent_name", "prospect_nom", "prospect_prenom", "statut", "produit")
+_SUMMARY = (
+    "cle",
+    "sales_date",
+    "groupe",
+    "crm_user_id",
+    "agent_name",
+    "prospect_nom",
+    "prospect_prenom",
+    "statut",
+    "produit",
+)
 _FICHE_UPSERT = f"""
 INSERT INTO fiche_cache AS f (
     {_FICHE_COLUMNS}, last_revalidated_at, recordings_count, has_recordings, created_at, updated_at
@@ -284,7 +302,9 @@ def cache_fiche_sales_summaries(
         if sales:
             cursor.execute(_FICHE_TEMP)
             _copy(
-                cursor, "_fiche_in", f"{_FICHE_COLUMNS}, rec_count",
+                cursor,
+                "_fiche_in",
+                f"{_FICHE_COLUMNS}, rec_count",
                 (_fiche_row(s, rec_counts.get(str(s["fiche_id"]), 0)) for s in sales),
             )
             cursor.execute(_MOVED_FROM)
@@ -328,7 +348,9 @@ def fiche_details_persist(*, envelope: dict, fetched_at: datetime | None = None)
     fetched_at = fetched_at or timezone.now()
     fiche = envelope["fiche"]
     information = fiche["information"]
-    previous_day = FicheCache.objects.filter(fiche_id=information["fiche_id"]).values_list("sales_date", flat=True).first()
+    previous_day = (
+        FicheCache.objects.filter(fiche_id=information["fiche_id"]).values_list("sales_date", flat=True).first()
+    )
     prospect = fiche.get("prospect") or {}
     known = {*DETAIL_SECTIONS, "mail_devis", "recordings"}
     raw = {k: v for k, v in fiche.items() if k not in known}

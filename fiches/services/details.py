@@ -93,7 +93,9 @@ def fiche_get_for_user(*, user, fiche_id: str, refresh: bool = False, include_ma
             )
             row, fetched, refresh_skipped = outcome.row, outcome.fetched, outcome.refresh_skipped
         except crm.CrmNotFound:
-            raise FicheNotFound(f"Fiche {fiche_id} does not exist in the CRM.", details={"fiche_id": fiche_id}) from None
+            raise FicheNotFound(
+                f"Fiche {fiche_id} does not exist in the CRM.", details={"fiche_id": fiche_id}
+            ) from None
         except crm.CrmError as exc:
             if row is None:
                 raise CrmUnavailable(details={"fiche_id": fiche_id, "reason": str(exc)}) from None

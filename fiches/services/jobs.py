@@ -94,8 +94,12 @@ def _find_reusable_job(
     since = timezone.now() - timedelta(seconds=settings.PROGRESSIVE_FETCH_REUSE_SECONDS)
     return (
         ProgressiveFetchJob.objects.filter(
-            requested_by=user, start_date=start, end_date=end, webhook_url=webhook_url,
-            webhook_secret=webhook_secret or None, created_at__gte=since,
+            requested_by=user,
+            start_date=start,
+            end_date=end,
+            webhook_url=webhook_url,
+            webhook_secret=webhook_secret or None,
+            created_at__gte=since,
         )
         .exclude(status=JobStatus.FAILED)
         .order_by("-created_at")
@@ -312,9 +316,7 @@ class DayTaskContext:
 def day_task_context(*, job_id: str, day: date) -> DayTaskContext:
     """What a day task checks before calling the CRM (one indexed read, no lock)."""
     row = (
-        ProgressiveFetchJob.objects.filter(pk=job_id)
-        .values("status", "dates_already_fetched", "dates_failed")
-        .first()
+        ProgressiveFetchJob.objects.filter(pk=job_id).values("status", "dates_already_fetched", "dates_failed").first()
     )
     if row is None or row["status"] in TERMINAL_STATUSES:
         return DayTaskContext(finished=True, day_done=True)
@@ -394,13 +396,21 @@ def progressive_fetch_apply_outcomes(*, job_id: str, outcomes: list[DayOutcome])
             job.completed_days = len(completed)
             job.progress = round(processed / len(all_dates) * 100)
             job.status = JobStatus.PROCESSING
-            trace("progressive_fetch_job_updated", job_id=job_id, day=day, ok=outcome.ok,
-                  processed_days=processed, remaining=len(job.dates_remaining))
+            trace(
+                "progressive_fetch_job_updated",
+                job_id=job_id,
+                day=day,
+                ok=outcome.ok,
+                processed_days=processed,
+                remaining=len(job.dates_remaining),
+            )
             # A progress event always says "processing" (the contract): only complete/failed carry
             # a terminal status, even for the outcome that leaves nothing remaining.
             progress_events.append(
-                (EVENT_PROGRESS, {**selectors.job_payload(job), "status": JobStatus.PROCESSING,
-                                  "latestDate": day.isoformat()})
+                (
+                    EVENT_PROGRESS,
+                    {**selectors.job_payload(job), "status": JobStatus.PROCESSING, "latestDate": day.isoformat()},
+                )
             )
             if job.dates_remaining and processed // frequency > processed_before // frequency:
                 _webhook(job, EVENT_PROGRESS)
@@ -465,9 +475,9 @@ def _finalize_locked(job: ProgressiveFetchJob) -> bool:
     count decides, whoever races here."""
     status = JobStatus.FAILED if job.dates_failed else JobStatus.COMPLETE
     now = timezone.now()
-    updated = ProgressiveFetchJob.objects.filter(pk=job.pk, status__in=[JobStatus.PENDING, JobStatus.PROCESSING]).update(
-        status=status, progress=100, dates_remaining=[], completed_at=now, updated_at=now, last_progress_at=now
-    )
+    updated = ProgressiveFetchJob.objects.filter(
+        pk=job.pk, status__in=[JobStatus.PENDING, JobStatus.PROCESSING]
+    ).update(status=status, progress=100, dates_remaining=[], completed_at=now, updated_at=now, last_progress_at=now)
     if updated != 1:
         return False
     job.status, job.progress, job.dates_remaining, job.completed_at = status, 100, [], now

@@ -101,13 +101,23 @@ class ChunkOutcome:
     error: str | None = None
 
     def as_dict(self) -> dict:
-        return {"start": self.start.isoformat(), "end": self.end.isoformat(), "ok": self.ok, "fiches": self.fiches,
-                "error": self.error}
+        return {
+            "start": self.start.isoformat(),
+            "end": self.end.isoformat(),
+            "ok": self.ok,
+            "fiches": self.fiches,
+            "error": self.error,
+        }
 
     @classmethod
     def from_dict(cls, data: dict) -> ChunkOutcome:
-        return cls(date.fromisoformat(data["start"]), date.fromisoformat(data["end"]), bool(data["ok"]),
-                   int(data["fiches"]), data["error"])
+        return cls(
+            date.fromisoformat(data["start"]),
+            date.fromisoformat(data["end"]),
+            bool(data["ok"]),
+            int(data["fiches"]),
+            data["error"],
+        )
 
 
 @dataclass
@@ -143,7 +153,9 @@ class WarmSummary:
             "fiches_cached": self.fiches_cached,
             "dates_covered": [d.isoformat() for d in self.dates_covered],
             "failed_chunks": [
-                {"start": c.start.isoformat(), "end": c.end.isoformat(), "error": c.error} for c in self.chunks if not c.ok
+                {"start": c.start.isoformat(), "end": c.end.isoformat(), "error": c.error}
+                for c in self.chunks
+                if not c.ok
             ],
         }
 
@@ -261,7 +273,12 @@ def cache_warm_request(*, user, start: date, end: date) -> str:
 
 # --- Staleness policy -------------------------------------------------------------------------
 
-DATE_IS_TODAY, NEVER_VALIDATED, STALE_CACHE, CACHE_FRESH = "date_is_today", "never_validated", "stale_cache", "cache_fresh"
+DATE_IS_TODAY, NEVER_VALIDATED, STALE_CACHE, CACHE_FRESH = (
+    "date_is_today",
+    "never_validated",
+    "stale_cache",
+    "cache_fresh",
+)
 REVALIDATE_REASONS = frozenset({DATE_IS_TODAY, NEVER_VALIDATED, STALE_CACHE})
 
 
@@ -302,5 +319,7 @@ def dates_to_warm(*, now: datetime | None = None) -> dict[date, str]:
     now = now or timezone.now()
     today = timezone.localdate(now)
     start = today - timedelta(days=settings.CACHE_WARMUP_DAYS)
-    reasons = {day: should_revalidate(day, last, now=now) for day, last in last_revalidated_by_date(start, today).items()}
+    reasons = {
+        day: should_revalidate(day, last, now=now) for day, last in last_revalidated_by_date(start, today).items()
+    }
     return {day: reason for day, reason in reasons.items() if reason in REVALIDATE_REASONS}

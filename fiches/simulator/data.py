@@ -29,33 +29,163 @@ MAX_SALES_PER_DAY = 999
 REVISION_CHANGE_RATE = 0.2
 
 PRENOMS_F = (
-    "Julie", "Marie", "Sophie", "Camille", "Nathalie", "Isabelle", "Sandrine", "Céline", "Aurélie",
-    "Émilie", "Claire", "Anne", "Christine", "Valérie", "Laura", "Pauline", "Élodie", "Hélène",
-    "Chantal", "Monique", "Sylvie", "Océane", "Mathilde", "Agnès", "Brigitte", "Margaux",
+    "Julie",
+    "Marie",
+    "Sophie",
+    "Camille",
+    "Nathalie",
+    "Isabelle",
+    "Sandrine",
+    "Céline",
+    "Aurélie",
+    "Émilie",
+    "Claire",
+    "Anne",
+    "Christine",
+    "Valérie",
+    "Laura",
+    "Pauline",
+    "Élodie",
+    "Hélène",
+    "Chantal",
+    "Monique",
+    "Sylvie",
+    "Océane",
+    "Mathilde",
+    "Agnès",
+    "Brigitte",
+    "Margaux",
 )
 PRENOMS_M = (
-    "Thomas", "Nicolas", "Julien", "Pierre", "Jean", "Philippe", "Michel", "Alain", "Laurent",
-    "Sébastien", "Christophe", "Frédéric", "David", "Olivier", "Éric", "Patrick", "Antoine", "Maxime",
-    "Romain", "Guillaume", "Jacques", "François", "Kévin", "Mathieu", "Benoît", "Yannick",
+    "Thomas",
+    "Nicolas",
+    "Julien",
+    "Pierre",
+    "Jean",
+    "Philippe",
+    "Michel",
+    "Alain",
+    "Laurent",
+    "Sébastien",
+    "Christophe",
+    "Frédéric",
+    "David",
+    "Olivier",
+    "Éric",
+    "Patrick",
+    "Antoine",
+    "Maxime",
+    "Romain",
+    "Guillaume",
+    "Jacques",
+    "François",
+    "Kévin",
+    "Mathieu",
+    "Benoît",
+    "Yannick",
 )
 PRENOMS_ENFANTS = (
-    "Léo", "Emma", "Jade", "Louis", "Gabriel", "Lina", "Hugo", "Chloé", "Arthur", "Inès", "Nathan",
-    "Zoé", "Raphaël", "Louise", "Jules", "Alice", "Adam", "Rose", "Tom", "Lou",
+    "Léo",
+    "Emma",
+    "Jade",
+    "Louis",
+    "Gabriel",
+    "Lina",
+    "Hugo",
+    "Chloé",
+    "Arthur",
+    "Inès",
+    "Nathan",
+    "Zoé",
+    "Raphaël",
+    "Louise",
+    "Jules",
+    "Alice",
+    "Adam",
+    "Rose",
+    "Tom",
+    "Lou",
 )
 NOMS = (
-    "Martin", "Bernard", "Dubois", "Thomas", "Robert", "Richard", "Petit", "Durand", "Leroy",
-    "Moreau", "Simon", "Laurent", "Lefebvre", "Michel", "Garcia", "David", "Bertrand", "Roux",
-    "Vincent", "Fournier", "Morel", "Girard", "André", "Lefèvre", "Mercier", "Dupont", "Lambert",
-    "Bonnet", "François", "Martinez", "Legrand", "Garnier", "Faure", "Rousseau", "Blanc", "Guérin",
-    "Muller", "Henry", "Roussel", "Nicolas", "Perrin", "Morin", "Mathieu", "Clément", "Gauthier",
-    "Dumont", "Lopez", "Fontaine", "Chevalier", "Robin", "Masson", "Sanchez", "N'Diaye", "Da Silva",
+    "Martin",
+    "Bernard",
+    "Dubois",
+    "Thomas",
+    "Robert",
+    "Richard",
+    "Petit",
+    "Durand",
+    "Leroy",
+    "Moreau",
+    "Simon",
+    "Laurent",
+    "Lefebvre",
+    "Michel",
+    "Garcia",
+    "David",
+    "Bertrand",
+    "Roux",
+    "Vincent",
+    "Fournier",
+    "Morel",
+    "Girard",
+    "André",
+    "Lefèvre",
+    "Mercier",
+    "Dupont",
+    "Lambert",
+    "Bonnet",
+    "François",
+    "Martinez",
+    "Legrand",
+    "Garnier",
+    "Faure",
+    "Rousseau",
+    "Blanc",
+    "Guérin",
+    "Muller",
+    "Henry",
+    "Roussel",
+    "Nicolas",
+    "Perrin",
+    "Morin",
+    "Mathieu",
+    "Clément",
+    "Gauthier",
+    "Dumont",
+    "Lopez",
+    "Fontaine",
+    "Chevalier",
+    "Robin",
+    "Masson",
+    "Sanchez",
+    "N'Diaye",
+    "Da Silva",
 )
 STREETS = (
-    "rue de la République", "avenue Jean Jaurès", "rue Victor Hugo", "boulevard Gambetta",
-    "rue Pasteur", "place de la Mairie", "rue des Lilas", "chemin des Vignes", "allée des Tilleuls",
-    "rue du Général de Gaulle", "avenue de la Libération", "rue Nationale", "impasse des Roses",
-    "rue Émile Zola", "quai Saint-Vincent", "rue Garibaldi", "cours Lafayette", "rue Jules Ferry",
-    "avenue Foch", "rue de la Gare", "rue du Moulin", "boulevard Voltaire", "rue Paul Bert",
+    "rue de la République",
+    "avenue Jean Jaurès",
+    "rue Victor Hugo",
+    "boulevard Gambetta",
+    "rue Pasteur",
+    "place de la Mairie",
+    "rue des Lilas",
+    "chemin des Vignes",
+    "allée des Tilleuls",
+    "rue du Général de Gaulle",
+    "avenue de la Libération",
+    "rue Nationale",
+    "impasse des Roses",
+    "rue Émile Zola",
+    "quai Saint-Vincent",
+    "rue Garibaldi",
+    "cours Lafayette",
+    "rue Jules Ferry",
+    "avenue Foch",
+    "rue de la Gare",
+    "rue du Moulin",
+    "boulevard Voltaire",
+    "rue Paul Bert",
 )
 EMAIL_DOMAINS = ("example.fr", "example.com", "example.net", "example.org")
 
@@ -101,7 +231,11 @@ CITIES: tuple[tuple[str, tuple[str, ...], str], ...] = (
 GROUP_REGIONS = {"Lyon-1": "rhone", "Lyon-2": "rhone", "Paris-Est": "idf", "Marseille": "paca", "Lille-Nord": "nord"}
 # The group's switchboard prefix; an agent's line is the prefix followed by its 4-digit number.
 GROUP_PHONE_PREFIXES = {
-    "Lyon-1": "047812", "Lyon-2": "047256", "Paris-Est": "014378", "Marseille": "049154", "Lille-Nord": "032012",
+    "Lyon-1": "047812",
+    "Lyon-2": "047256",
+    "Paris-Est": "014378",
+    "Marseille": "049154",
+    "Lille-Nord": "032012",
 }
 REGIONAL_PROSPECT_SHARE = 0.65
 
@@ -159,46 +293,109 @@ COMMENT_TEXTS = (
 )
 RDV_OBJETS = ("Signature électronique", "Rappel client", "Point sur les garanties", "Relance pièces justificatives")
 ASSUREURS = (
-    "MAAF", "MACIF", "AXA", "Groupama", "MAIF", "Allianz", "Matmut", "GMF", "Generali", "Crédit Agricole Assurances",
+    "MAAF",
+    "MACIF",
+    "AXA",
+    "Groupama",
+    "MAIF",
+    "Allianz",
+    "Matmut",
+    "GMF",
+    "Generali",
+    "Crédit Agricole Assurances",
 )
 CONTRACT_TYPES = ("auto", "habitation", "santé", "prévoyance", "obsèques", "moto")
 LEAD_SOURCES = ("Formulaire web", "Comparateur en ligne", "Parrainage", "Appel entrant", "Salon", "Campagne SMS")
 PAYMENT_MODES = ("prélèvement", "prélèvement", "prélèvement", "carte bancaire", "chèque")
 PERIODICITES = ("mensuelle", "mensuelle", "mensuelle", "trimestrielle", "annuelle")
 RECLAMATION_MOTIFS = (
-    "Démarchage contesté", "Délai de traitement", "Erreur de tarification", "Prélèvement non autorisé",
+    "Démarchage contesté",
+    "Délai de traitement",
+    "Erreur de tarification",
+    "Prélèvement non autorisé",
 )
 # Guarantee lines of the quote e-mail, by product family (the product name's first word).
 GARANTIES: dict[str, tuple[str, ...]] = {
     "Santé": (
-        "Consultations généralistes", "Consultations spécialistes", "Pharmacie remboursée à 65 %",
-        "Pharmacie remboursée à 30 %", "Analyses et examens de laboratoire", "Radiologie",
-        "Hospitalisation – frais de séjour", "Hospitalisation – honoraires", "Chambre particulière",
-        "Forfait journalier hospitalier", "Lit d'accompagnant", "Transport sanitaire", "Optique – verres simples",
-        "Optique – verres complexes", "Optique – monture", "Lentilles", "Chirurgie réfractive",
-        "Dentaire – soins", "Dentaire – prothèses", "Orthodontie", "Implantologie", "Aides auditives",
-        "Médecines douces", "Cure thermale", "Prévention – vaccins", "Maternité – forfait naissance",
-        "Assistance à domicile", "Téléconsultation 24h/24",
+        "Consultations généralistes",
+        "Consultations spécialistes",
+        "Pharmacie remboursée à 65 %",
+        "Pharmacie remboursée à 30 %",
+        "Analyses et examens de laboratoire",
+        "Radiologie",
+        "Hospitalisation – frais de séjour",
+        "Hospitalisation – honoraires",
+        "Chambre particulière",
+        "Forfait journalier hospitalier",
+        "Lit d'accompagnant",
+        "Transport sanitaire",
+        "Optique – verres simples",
+        "Optique – verres complexes",
+        "Optique – monture",
+        "Lentilles",
+        "Chirurgie réfractive",
+        "Dentaire – soins",
+        "Dentaire – prothèses",
+        "Orthodontie",
+        "Implantologie",
+        "Aides auditives",
+        "Médecines douces",
+        "Cure thermale",
+        "Prévention – vaccins",
+        "Maternité – forfait naissance",
+        "Assistance à domicile",
+        "Téléconsultation 24h/24",
     ),
     "Obsèques": (
-        "Capital versé aux proches", "Organisation des obsèques", "Rapatriement du corps", "Transport du défunt",
-        "Frais de cérémonie", "Assistance aux proches", "Soutien psychologique", "Démarches administratives",
-        "Revalorisation annuelle du capital", "Capital doublé en cas d'accident",
+        "Capital versé aux proches",
+        "Organisation des obsèques",
+        "Rapatriement du corps",
+        "Transport du défunt",
+        "Frais de cérémonie",
+        "Assistance aux proches",
+        "Soutien psychologique",
+        "Démarches administratives",
+        "Revalorisation annuelle du capital",
+        "Capital doublé en cas d'accident",
     ),
     "Prévoyance": (
-        "Capital décès", "Rente éducation", "Rente de conjoint", "Indemnités journalières",
-        "Invalidité permanente totale", "Invalidité partielle", "Frais d'obsèques", "Aide-ménagère",
-        "Garde d'enfants", "Soutien scolaire",
+        "Capital décès",
+        "Rente éducation",
+        "Rente de conjoint",
+        "Indemnités journalières",
+        "Invalidité permanente totale",
+        "Invalidité partielle",
+        "Frais d'obsèques",
+        "Aide-ménagère",
+        "Garde d'enfants",
+        "Soutien scolaire",
     ),
     "Auto": (
-        "Responsabilité civile", "Défense pénale et recours", "Bris de glace", "Vol et tentative de vol",
-        "Incendie", "Catastrophes naturelles", "Dommages tous accidents", "Assistance 0 km",
-        "Véhicule de remplacement", "Protection du conducteur", "Équipements et accessoires",
+        "Responsabilité civile",
+        "Défense pénale et recours",
+        "Bris de glace",
+        "Vol et tentative de vol",
+        "Incendie",
+        "Catastrophes naturelles",
+        "Dommages tous accidents",
+        "Assistance 0 km",
+        "Véhicule de remplacement",
+        "Protection du conducteur",
+        "Équipements et accessoires",
     ),
     "Habitation": (
-        "Responsabilité civile vie privée", "Incendie et explosion", "Dégâts des eaux", "Vol et vandalisme",
-        "Bris de glace", "Catastrophes naturelles", "Tempête, grêle, neige", "Dommages électriques",
-        "Assistance serrurerie", "Relogement temporaire", "Objets de valeur", "Jardin et piscine",
+        "Responsabilité civile vie privée",
+        "Incendie et explosion",
+        "Dégâts des eaux",
+        "Vol et vandalisme",
+        "Bris de glace",
+        "Catastrophes naturelles",
+        "Tempête, grêle, neige",
+        "Dommages électriques",
+        "Assistance serrurerie",
+        "Relogement temporaire",
+        "Objets de valeur",
+        "Jardin et piscine",
     ),
 }
 LEGAL_MENTIONS = (
@@ -335,8 +532,12 @@ def fiche_details(fiche_id: str, *, seed: int, fiches_per_day: int, revision: in
     enfants = []
     if 26 <= age <= 60:
         for _ in range(rng.choice((0, 0, 1, 1, 2, 2, 3))):
-            enfants.append({"prenom": rng.choice(PRENOMS_ENFANTS),
-                            "date_naissance": _birth_date(rng, day, rng.randint(0, min(age - 20, 25)))})
+            enfants.append(
+                {
+                    "prenom": rng.choice(PRENOMS_ENFANTS),
+                    "date_naissance": _birth_date(rng, day, rng.randint(0, min(age - 20, 25))),
+                }
+            )
     conjoint = None
     if rng.random() < 0.55:
         conjoint = {
@@ -394,24 +595,44 @@ def fiche_details(fiche_id: str, *, seed: int, fiches_per_day: int, revision: in
     for doc_type, name in optional_documents:
         if rng.random() < 0.8:
             documents.append({"id": f"d{len(documents) + 1}", "type": doc_type, "nom": name, "date": moment()[:10]})
-    mails = [{"id": "m1", "sujet": f"Votre devis {produit}", "date": _iso_z(created_on, creation_s + 300),
-              "destinataire": email}]
+    mails = [
+        {
+            "id": "m1",
+            "sujet": f"Votre devis {produit}",
+            "date": _iso_z(created_on, creation_s + 300),
+            "destinataire": email,
+        }
+    ]
     if statut != "Vente annulée":
         mails.append({"id": "m2", "sujet": "Vos documents à signer", "date": moment(), "destinataire": email})
     if statut in SIGNED_STATUTS:
-        mails.append({"id": f"m{len(mails) + 1}", "sujet": "Confirmation de votre souscription",
-                      "date": _iso_z(day, modification_s), "destinataire": email})
+        mails.append(
+            {
+                "id": f"m{len(mails) + 1}",
+                "sujet": "Confirmation de votre souscription",
+                "date": _iso_z(day, modification_s),
+                "destinataire": email,
+            }
+        )
     alertes = []
     if statut == "En attente de pièces justificatives":
-        alertes.append({"id": "a1", "type": "pieces_manquantes", "message": "Justificatif de domicile manquant",
-                        "date": moment()})
+        alertes.append(
+            {"id": "a1", "type": "pieces_manquantes", "message": "Justificatif de domicile manquant", "date": moment()}
+        )
     if rng.random() < 0.1:
-        alertes.append({"id": f"a{len(alertes) + 1}", "type": "rappel", "message": "Rappel client à effectuer",
-                        "date": moment()})
+        alertes.append(
+            {"id": f"a{len(alertes) + 1}", "type": "rappel", "message": "Rappel client à effectuer", "date": moment()}
+        )
     reclamations = []
     if statut in CANCELLED_STATUTS and rng.random() < 0.4:
-        reclamations.append({"id": "rc1", "date": _iso_z(day, modification_s), "motif": rng.choice(RECLAMATION_MOTIFS),
-                             "statut": "Ouverte"})
+        reclamations.append(
+            {
+                "id": "rc1",
+                "date": _iso_z(day, modification_s),
+                "motif": rng.choice(RECLAMATION_MOTIFS),
+                "statut": "Ouverte",
+            }
+        )
 
     return {
         "success": True,
@@ -469,8 +690,9 @@ def _sale(day: date, index: int, *, seed: int, revision: int) -> _Sale:
     if roll < 0.45 or not can_add_recording:
         item["statut"] = rng.choice(STATUT_TRANSITIONS[item["statut"]])
     if roll >= 0.3 and can_add_recording:
-        last_end = max((_seconds_of_day(r["started_at"]) + r["duration_seconds"] for r in recordings),
-                       default=DAY_START_S)
+        last_end = max(
+            (_seconds_of_day(r["started_at"]) + r["duration_seconds"] for r in recordings), default=DAY_START_S
+        )
         started_s = rng.randint(last_end + 60, last_end + 3600)
         recordings.append(_recording(rng, item, sale.agent, len(recordings), started_s))
     sale.revised = True
@@ -588,7 +810,7 @@ def _mail_devis_html(rng: random.Random, sale: _Sale, tarification: list[JsonDic
         css = ' class="retenue"' if row["retenue"] else ""
         amount = f"{row['cotisation_mensuelle']:.2f}".replace(".", ",")
         parts.append(f"<tr{css}><td>{esc(row['formule'])}</td><td>{amount} €</td></tr>")
-    parts.append("</table><h2>Tableau des garanties</h2><table class=\"garanties\"><tr><th>Garantie</th>")
+    parts.append('</table><h2>Tableau des garanties</h2><table class="garanties"><tr><th>Garantie</th>')
     parts.extend(f"<th>{esc(formula)}</th>" for formula in formulas)
     parts.append("</tr>")
     size = sum(map(len, parts))
@@ -604,8 +826,10 @@ def _mail_devis_html(rng: random.Random, sale: _Sale, tarification: list[JsonDic
             levels = [f"{percent} %" for percent in percents]
         else:  # included from some formula on, optional just below it
             first_included = rng.randint(0, len(formulas) - 1)
-            levels = ["Inclus" if i >= first_included else "Option" if i == first_included - 1 else "—"
-                      for i in range(len(formulas))]
+            levels = [
+                "Inclus" if i >= first_included else "Option" if i == first_included - 1 else "—"
+                for i in range(len(formulas))
+            ]
         cells = "".join(f'<td style="text-align:right;padding:8px">{level}</td>' for level in levels)
         line = f'<tr><td style="padding:8px;border-bottom:1px solid #dde3ea">{esc(label)}</td>{cells}</tr>'
         parts.append(line)

@@ -270,8 +270,14 @@ class _Handler(BaseHTTPRequestHandler):
             status = HTTPStatus.INTERNAL_SERVER_ERROR
             payload = {"success": False, "message": "Internal simulator error"}
         self.server.record_request(
-            {"method": self.command, "path": url.path, "params": params, "start": started, "end": time.time(),
-             "status": int(status)}
+            {
+                "method": self.command,
+                "path": url.path,
+                "params": params,
+                "start": started,
+                "end": time.time(),
+                "status": int(status),
+            }
         )
         self._send(status, payload)
 
@@ -343,20 +349,29 @@ def _sales_with_calls(config: SimulatorConfig, params: dict[str, str]) -> dict[s
         sale
         for day in days
         for sale in data.sales_for_date(
-            day, seed=config.seed, fiches_per_day=config.fiches_per_day, revision=config.revision,
+            day,
+            seed=config.seed,
+            fiches_per_day=config.fiches_per_day,
+            revision=config.revision,
             include_recordings=include == "true",
         )
     ]
-    return {"success": True, "startDate": start.isoformat(), "endDate": end.isoformat(), "total": len(fiches),
-            "fiches": fiches}
+    return {
+        "success": True,
+        "startDate": start.isoformat(),
+        "endDate": end.isoformat(),
+        "total": len(fiches),
+        "fiches": fiches,
+    }
 
 
 def _fiche_by_id(config: SimulatorConfig, fiche_id: str) -> dict[str, Any]:
     parsed = data.parse_fiche_id(fiche_id)
     if parsed is not None and parsed[0] in config.fail_dates:
         raise _ApiError(HTTPStatus.SERVICE_UNAVAILABLE, f"CRM unavailable for {parsed[0].isoformat()}")
-    details = data.fiche_details(fiche_id, seed=config.seed, fiches_per_day=config.fiches_per_day,
-                                 revision=config.revision)
+    details = data.fiche_details(
+        fiche_id, seed=config.seed, fiches_per_day=config.fiches_per_day, revision=config.revision
+    )
     if details is None:
         raise _ApiError(HTTPStatus.NOT_FOUND, "Fiche not found")
     return details
@@ -386,8 +401,10 @@ class CrmSimulator:
         """Serve in a background daemon thread."""
         if self._thread is None:
             self._thread = threading.Thread(
-                target=self._server.serve_forever, kwargs={"poll_interval": _POLL_INTERVAL_S},
-                name=f"crm-simulator-{self.port}", daemon=True,
+                target=self._server.serve_forever,
+                kwargs={"poll_interval": _POLL_INTERVAL_S},
+                name=f"crm-simulator-{self.port}",
+                daemon=True,
             )
             self._thread.start()
         return self

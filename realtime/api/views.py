@@ -35,7 +35,10 @@ class PusherAuthView(APIView):
             "Unknown channels are refused (403). Accepts form or JSON bodies."
         ),
         request=PusherAuthInput,
-        responses={200: inline_serializer("PusherAuth", {"auth": serializers.CharField()}), **errors(400, 401, 403, 503)},
+        responses={
+            200: inline_serializer("PusherAuth", {"auth": serializers.CharField()}),
+            **errors(400, 401, 403, 503),
+        },
     )
     def post(self, request):
         data = PusherAuthInput(data=request.data)
@@ -52,8 +55,10 @@ class DeliveryRetryView(APIView):
         description="Who may redeliver is decided by the delivery's source, e.g. for a job's webhooks: "
         "fiches.write and the job is yours (or fiches scope ALL).",
         request=None,
-        responses={202: inline_serializer("DeliveryRetry", {"delivery": serializers.DictField()}),
-                   **errors(401, 403, 404, 409)},
+        responses={
+            202: inline_serializer("DeliveryRetry", {"delivery": serializers.DictField()}),
+            **errors(401, 403, 404, 409),
+        },
     )
     def post(self, request, delivery_id: int):
         delivery = get_object_or_404(WebhookDelivery, pk=delivery_id)

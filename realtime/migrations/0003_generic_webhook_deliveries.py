@@ -65,8 +65,11 @@ class Migration(migrations.Migration):
     operations = [
         migrations.AddField("webhookdelivery", "source", models.CharField(max_length=64, null=True)),
         migrations.AddField("webhookdelivery", "source_id", models.CharField(max_length=64, null=True)),
-        migrations.AddField("webhookdelivery", "secret", models.TextField(blank=True, null=True,
-                                                                           help_text="Signing secret (never shown).")),
+        migrations.AddField(
+            "webhookdelivery",
+            "secret",
+            models.TextField(blank=True, null=True, help_text="Signing secret (never shown)."),
+        ),
         migrations.AddField("webhookdelivery", "payload", models.TextField(null=True)),
         migrations.RunPython(forwards, migrations.RunPython.noop, elidable=True),
         migrations.DeleteModel("WebhookDeliveryPartialFiche"),
@@ -75,17 +78,33 @@ class Migration(migrations.Migration):
         *[
             migrations.RemoveField("webhookdelivery", name)
             for name in (
-                "payload_timestamp", "payload_job_status", "payload_progress", "payload_start_date",
-                "payload_end_date", "payload_completed_days", "payload_total_days", "payload_total_fiches",
-                "payload_dates_completed", "payload_dates_remaining", "payload_dates_failed", "payload_error",
-                "payload_data_url", "payload_partial_truncated",
+                "payload_timestamp",
+                "payload_job_status",
+                "payload_progress",
+                "payload_start_date",
+                "payload_end_date",
+                "payload_completed_days",
+                "payload_total_days",
+                "payload_total_fiches",
+                "payload_dates_completed",
+                "payload_dates_remaining",
+                "payload_dates_failed",
+                "payload_error",
+                "payload_data_url",
+                "payload_partial_truncated",
             )
         ],
-        migrations.AlterField("webhookdelivery", "source", models.CharField(
-            max_length=64, help_text="The app object kind that sent it, e.g. progressive_fetch_job.")),
+        migrations.AlterField(
+            "webhookdelivery",
+            "source",
+            models.CharField(max_length=64, help_text="The app object kind that sent it, e.g. progressive_fetch_job."),
+        ),
         migrations.AlterField("webhookdelivery", "source_id", models.CharField(max_length=64)),
-        migrations.AlterField("webhookdelivery", "payload", models.TextField(
-            help_text="The JSON body sent on every attempt.")),
-        migrations.AddIndex("webhookdelivery", models.Index(fields=["source", "source_id", "created_at"],
-                                                            name="webhook_deliveries_source")),
+        migrations.AlterField(
+            "webhookdelivery", "payload", models.TextField(help_text="The JSON body sent on every attempt.")
+        ),
+        migrations.AddIndex(
+            "webhookdelivery",
+            models.Index(fields=["source", "source_id", "created_at"], name="webhook_deliveries_source"),
+        ),
     ]

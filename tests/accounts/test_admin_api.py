@@ -115,7 +115,14 @@ def test_create_role_with_both_grant_forms_is_400(admin):
         {"permission_keys": ["fiches.delete"]},
         {"permission_keys": ["fiches"]},
     ],
-    ids=["unknown-key", "unknown-scope", "duplicate-key", "legacy-unknown-key", "legacy-unknown-action", "legacy-no-action"],
+    ids=[
+        "unknown-key",
+        "unknown-scope",
+        "duplicate-key",
+        "legacy-unknown-key",
+        "legacy-unknown-action",
+        "legacy-no-action",
+    ],
 )
 def test_create_role_with_invalid_grants_is_400(admin, payload):
     response = admin.post(ROLES, {"key": "bad", "name": "Bad", **payload}, format="json")
@@ -299,7 +306,9 @@ def test_list_and_get_users(admin, admin_user, make_role, make_user):
     assert body["count"] == 2
     assert [u["email"] for u in body["results"]] == ["admin@example.com", "agent@example.com"]
     assert body["results"][1]["roles"] == ["agent"]
-    assert body["results"][1]["permissions"] == [{"key": "fiches", "read": True, "write": False, "scope": "SELF", "read_scope": "SELF", "write_scope": None}]
+    assert body["results"][1]["permissions"] == [
+        {"key": "fiches", "read": True, "write": False, "scope": "SELF", "read_scope": "SELF", "write_scope": None}
+    ]
 
     detail = admin.get(f"{USERS}/{agent.pk}")
     assert detail.status_code == 200
@@ -321,7 +330,9 @@ def test_patch_user_roles_groupes_crm_user_id(admin, make_role, make_user):
     assert body["roles"] == ["manager"]
     assert body["groupes"] == ["Lyon-1", "Paris-Est"]
     assert body["crm_user_id"] == "u-999"
-    assert body["permissions"] == [{"key": "fiches", "read": True, "write": True, "scope": "GROUP", "read_scope": "GROUP", "write_scope": "GROUP"}]
+    assert body["permissions"] == [
+        {"key": "fiches", "read": True, "write": True, "scope": "GROUP", "read_scope": "GROUP", "write_scope": "GROUP"}
+    ]
     user.refresh_from_db()
     assert list(user.roles.values_list("key", flat=True)) == ["manager"]
     assert user.groupes == ["Lyon-1", "Paris-Est"]

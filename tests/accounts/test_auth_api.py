@@ -117,7 +117,9 @@ def test_refresh_issues_access_with_current_claims(api_client, agent, make_role)
     claims = AccessToken(response.json()["access"])
     assert claims["roles"] == ["viewer"]
     assert claims["groupes"] == ["Lyon-1", "Paris-Est"]
-    assert claims["permissions"] == [{"key": "audits", "read": True, "write": False, "scope": "ALL", "read_scope": "ALL", "write_scope": None}]
+    assert claims["permissions"] == [
+        {"key": "audits", "read": True, "write": False, "scope": "ALL", "read_scope": "ALL", "write_scope": None}
+    ]
     # The new access token works.
     assert _bearer(response.json()["access"]).get(ME).json()["roles"] == ["viewer"]
 
@@ -221,7 +223,14 @@ def test_role_change_applies_on_next_request(make_role, make_user, auth_client):
     assert err["details"]["required"] == "users.read"
     # The (unchanged) token still claims the grant: authorization did not trust it.
     token = client._credentials["HTTP_AUTHORIZATION"].split()[1]
-    assert {"key": "users", "read": True, "write": False, "scope": "ALL", "read_scope": "ALL", "write_scope": None} in AccessToken(token)["permissions"]
+    assert {
+        "key": "users",
+        "read": True,
+        "write": False,
+        "scope": "ALL",
+        "read_scope": "ALL",
+        "write_scope": None,
+    } in AccessToken(token)["permissions"]
     assert client.get(ME).json()["permissions"] == []
 
 

@@ -47,7 +47,12 @@ def test_a_write_only_all_role_does_not_widen_another_roles_self_read(make_role,
     assert can_access(user, "fiches", mine) and not can_access(user, "fiches", theirs)
     assert can_access(user, "fiches", theirs, action="write")
     assert effective_grants(user)["fiches"].as_claim() == {
-        "key": "fiches", "read": True, "write": True, "scope": "SELF", "read_scope": "SELF", "write_scope": "ALL",
+        "key": "fiches",
+        "read": True,
+        "write": True,
+        "scope": "SELF",
+        "read_scope": "SELF",
+        "write_scope": "ALL",
     }
 
 

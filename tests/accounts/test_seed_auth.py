@@ -38,9 +38,7 @@ def _seed(*args) -> str:
 
 def _state() -> dict:
     return {
-        role.key: {
-            p.permission_key: (p.can_read, p.can_write, p.scope) for p in role.permissions.all()
-        }
+        role.key: {p.permission_key: (p.can_read, p.can_write, p.scope) for p in role.permissions.all()}
         for role in Role.objects.prefetch_related("permissions")
     }
 
@@ -139,7 +137,14 @@ def test_seed_demo_users(api_client):
     assert not agent.is_staff
 
     claims = _login(api_client, "agent@demo.example", password).json()["user"]
-    assert claims["permissions"][0] == {"key": "fiches", "read": True, "write": False, "scope": "SELF", "read_scope": "SELF", "write_scope": None}
+    assert claims["permissions"][0] == {
+        "key": "fiches",
+        "read": True,
+        "write": False,
+        "scope": "SELF",
+        "read_scope": "SELF",
+        "write_scope": None,
+    }
 
     before = {e: (u.pk, u.password) for e, u in users.items()}
     _seed("--demo")

@@ -33,7 +33,10 @@ class SimData:
 
     def sales(self, day: date, *, include_recordings: bool = True) -> list[dict[str, Any]]:
         return data.sales_for_date(
-            day, seed=self.seed, fiches_per_day=self.fiches_per_day, revision=self.revision,
+            day,
+            seed=self.seed,
+            fiches_per_day=self.fiches_per_day,
+            revision=self.revision,
             include_recordings=include_recordings,
         )
 

@@ -55,23 +55,40 @@ def snapshot() -> dict[str, list[dict]]:
 
 
 def assert_recording_counts_consistent() -> None:
-    rows = FicheCache.objects.annotate(n=Count("recordings")).values_list("fiche_id", "recordings_count",
-                                                                         "has_recordings", "n")
+    rows = FicheCache.objects.annotate(n=Count("recordings")).values_list(
+        "fiche_id", "recordings_count", "has_recordings", "n"
+    )
     for fiche_id, count, has, stored in rows:
         assert (count, has) == (stored, stored > 0), fiche_id
 
 
 def rec(call_id: str, started_at: str = "2026-02-02T10:00:00Z", **extra) -> dict:
-    return {"call_id": call_id, "recording_url": f"https://recordings.example/{call_id}.mp3",
-            "started_at": started_at, "duration_seconds": 60, "direction": "outbound",
-            "from_number": "0472560417", "to_number": "0612345678", **extra}
+    return {
+        "call_id": call_id,
+        "recording_url": f"https://recordings.example/{call_id}.mp3",
+        "started_at": started_at,
+        "duration_seconds": 60,
+        "direction": "outbound",
+        "from_number": "0472560417",
+        "to_number": "0612345678",
+        **extra,
+    }
 
 
 def sale(fiche_id: str, day: date = FIRST_DAY, *, recordings=None, **fields) -> dict:
-    item = {"fiche_id": fiche_id, "cle": "abc123", "sales_date": day.isoformat(), "groupe": "Lyon-2",
-            "crm_user_id": "u-417", "agent_name": "Julien Thomas", "statut": "Vente validée",
-            "produit": "Santé Sérénité", "montant_cotisation": 84.5,
-            "prospect": {"civilite": "Mme", "nom": "Durand", "prenom": "Julie"}, **fields}
+    item = {
+        "fiche_id": fiche_id,
+        "cle": "abc123",
+        "sales_date": day.isoformat(),
+        "groupe": "Lyon-2",
+        "crm_user_id": "u-417",
+        "agent_name": "Julien Thomas",
+        "statut": "Vente validée",
+        "produit": "Santé Sérénité",
+        "montant_cotisation": 84.5,
+        "prospect": {"civilite": "Mme", "nom": "Durand", "prenom": "Julie"},
+        **fields,
+    }
     if recordings is not None:
         item["recordings"] = recordings
     return item
@@ -360,9 +377,11 @@ def test_dates_default_to_the_sales_dates_of_the_list(sim_data):
 
 def test_duplicate_fiche_ids_in_one_list_last_wins():
     result = cache_fiche_sales_summaries(
-        [sale("9001", statut="En attente de signature", recordings=[rec("c-1")]),
-         sale("9002"),
-         sale("9001", statut="Vente validée", recordings=[rec("c-2")])],
+        [
+            sale("9001", statut="En attente de signature", recordings=[rec("c-1")]),
+            sale("9002"),
+            sale("9001", statut="Vente validée", recordings=[rec("c-2")]),
+        ],
         revalidated_at=T1,
     )
     assert result.fiches == 2
@@ -375,9 +394,11 @@ def test_duplicate_fiche_ids_in_one_list_last_wins():
 
 def test_duplicate_call_ids_in_one_list_last_wins():
     result = cache_fiche_sales_summaries(
-        [sale("9001", recordings=[rec("c-1", duration_seconds=10), rec("c-1", duration_seconds=20)]),
-         sale("9002", recordings=[rec("c-2")]),
-         sale("9003", recordings=[rec("c-2", duration_seconds=99)])],
+        [
+            sale("9001", recordings=[rec("c-1", duration_seconds=10), rec("c-1", duration_seconds=20)]),
+            sale("9002", recordings=[rec("c-2")]),
+            sale("9003", recordings=[rec("c-2", duration_seconds=99)]),
+        ],
         revalidated_at=T1,
     )
     assert result.recordings == 2
@@ -401,8 +422,9 @@ def cached_days(sim_data):
 
 def expected_range(sales, start, end, keep=lambda s: True) -> list[tuple[str, str]]:
     return sorted(
-        (s["sales_date"], s["fiche_id"]) for s in sales if start.isoformat() <= s["sales_date"] <= end.isoformat()
-        and keep(s)
+        (s["sales_date"], s["fiche_id"])
+        for s in sales
+        if start.isoformat() <= s["sales_date"] <= end.isoformat() and keep(s)
     )
 
 
@@ -415,8 +437,17 @@ def test_fiches_for_range_all_scope_is_ordered_plain_dicts(cached_days, reader):
     assert rows and all(type(r) is dict for r in rows)
     assert as_keys(rows) == expected_range(cached_days, DAYS[0], DAYS[2])
     first = rows[0]
-    assert {"fiche_id", "sales_date", "groupe", "crm_user_id", "statut", "recordings_count", "has_recordings",
-            "last_revalidated_at", "details_fetched_at"} <= first.keys()
+    assert {
+        "fiche_id",
+        "sales_date",
+        "groupe",
+        "crm_user_id",
+        "statut",
+        "recordings_count",
+        "has_recordings",
+        "last_revalidated_at",
+        "details_fetched_at",
+    } <= first.keys()
     assert "raw_data" not in first
     orjson.dumps(rows)  # ready for orjson
 
@@ -430,8 +461,9 @@ def test_fiches_for_range_group_scope(cached_days, group_user):
 
 def test_fiches_for_range_self_scope(cached_days, self_user, sim_data):
     end = DAYS[0] + timedelta(days=9)
-    cache_fiche_sales_summaries(days_sales(sim_data, [DAYS[0] + timedelta(days=n) for n in range(4, 10)]),
-                                revalidated_at=T1)
+    cache_fiche_sales_summaries(
+        days_sales(sim_data, [DAYS[0] + timedelta(days=n) for n in range(4, 10)]), revalidated_at=T1
+    )
     all_sales = days_sales(sim_data, [DAYS[0] + timedelta(days=n) for n in range(10)])
     rows = fiches_for_range(self_user, DAYS[0], end)
     expected = expected_range(all_sales, DAYS[0], end, lambda s: s["crm_user_id"] == "u-417")
@@ -498,7 +530,7 @@ def test_fiche_payload_keeps_unknown_and_missing_sections(sim_data):
 
 
 def test_text_needing_escapes_survives_the_copy():
-    weird = "a\tb\\c\nd \"q\" ' é 🎉 \\N"
+    weird = 'a\tb\\c\nd "q" \' é 🎉 \\N'
     cache_fiche_sales_summaries(
         [sale("9001", statut=weird, prospect={"nom": weird, "prenom": "\\"}, recordings=[rec("c\\1", note=weird)])],
         revalidated_at=T1,

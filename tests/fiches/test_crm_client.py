@@ -18,17 +18,59 @@ from fiches.clients.crm import CrmNotFound, CrmPermanentError, CrmTransientError
 from fiches.simulator import data
 from tests.fiches.conftest import FIRST_DAY, crm_calls
 
-SALE_FIELDS = {"fiche_id", "cle", "sales_date", "groupe", "crm_user_id", "agent_name", "statut", "produit",
-               "montant_cotisation", "prospect"}
+SALE_FIELDS = {
+    "fiche_id",
+    "cle",
+    "sales_date",
+    "groupe",
+    "crm_user_id",
+    "agent_name",
+    "statut",
+    "produit",
+    "montant_cotisation",
+    "prospect",
+}
 PROSPECT_FIELDS = {"civilite", "nom", "prenom", "email", "telephone", "code_postal", "ville"}
-RECORDING_FIELDS = {"call_id", "recording_url", "started_at", "duration_seconds", "direction", "from_number",
-                    "to_number"}
-INFORMATION_FIELDS = {"fiche_id", "sales_date", "groupe", "crm_user_id", "agent_name", "statut", "produit",
-                      "date_creation", "date_modification"}
+RECORDING_FIELDS = {
+    "call_id",
+    "recording_url",
+    "started_at",
+    "duration_seconds",
+    "direction",
+    "from_number",
+    "to_number",
+}
+INFORMATION_FIELDS = {
+    "fiche_id",
+    "sales_date",
+    "groupe",
+    "crm_user_id",
+    "agent_name",
+    "statut",
+    "produit",
+    "date_creation",
+    "date_modification",
+}
 DETAIL_PROSPECT_FIELDS = PROSPECT_FIELDS | {"date_naissance", "adresse"}
-FICHE_SECTIONS = {"information", "prospect", "etiquettes", "documents", "commentaires", "mails", "rendez_vous",
-                  "alertes", "enfants", "conjoint", "reclamations", "autres_contrats", "raw_sections",
-                  "elements_souscription", "tarification", "mail_devis", "recordings"}
+FICHE_SECTIONS = {
+    "information",
+    "prospect",
+    "etiquettes",
+    "documents",
+    "commentaires",
+    "mails",
+    "rendez_vous",
+    "alertes",
+    "enfants",
+    "conjoint",
+    "reclamations",
+    "autres_contrats",
+    "raw_sections",
+    "elements_souscription",
+    "tarification",
+    "mail_devis",
+    "recordings",
+}
 API_KEY = "sekret-key-123"
 FIRST_FICHE = data.fiche_id_for(FIRST_DAY, 0)
 
@@ -289,11 +331,32 @@ def test_non_json_body_is_permanent(stub):
         ({"success": True, "fiches": [{"fiche_id": "1", "sales_date": "2026-02-01", "prospect": "x"}]}, "prospect"),
         ({"success": True, "fiches": [{"fiche_id": "1", "sales_date": "2026-02-01", "recordings": {}}]}, "recordings"),
         ({"success": True, "fiches": [{"fiche_id": "1", "sales_date": "2026-02-01", "recordings": [{}]}]}, "call_id"),
-        ({"success": True, "fiches": [{"fiche_id": "1", "sales_date": "2026-02-01",
-                                       "recordings": [{"call_id": "c", "started_at": "yesterday"}]}]}, "started_at"),
-        ({"success": True, "fiches": [{"fiche_id": "1", "sales_date": "2026-02-01",
-                                       "recordings": [{"call_id": "c", "duration_seconds": "12"}]}]},
-         "duration_seconds"),
+        (
+            {
+                "success": True,
+                "fiches": [
+                    {
+                        "fiche_id": "1",
+                        "sales_date": "2026-02-01",
+                        "recordings": [{"call_id": "c", "started_at": "yesterday"}],
+                    }
+                ],
+            },
+            "started_at",
+        ),
+        (
+            {
+                "success": True,
+                "fiches": [
+                    {
+                        "fiche_id": "1",
+                        "sales_date": "2026-02-01",
+                        "recordings": [{"call_id": "c", "duration_seconds": "12"}],
+                    }
+                ],
+            },
+            "duration_seconds",
+        ),
     ],
 )
 def test_sales_list_breaking_the_contract_is_permanent(stub, payload, named):
@@ -304,10 +367,21 @@ def test_sales_list_breaking_the_contract_is_permanent(stub, payload, named):
 
 
 def test_sales_list_normalizes_ids_and_keeps_unknown_fields(stub):
-    stub.json(SALES_PATH, {"success": True, "fiches": [
-        {"fiche_id": 1048213, "sales_date": "2026-02-01", "groupe": "Lyon-2", "extra": {"a": 1},
-         "recordings": [{"call_id": 42, "started_at": "2026-02-01T09:14:03Z", "duration_seconds": 12.5}]},
-    ]})
+    stub.json(
+        SALES_PATH,
+        {
+            "success": True,
+            "fiches": [
+                {
+                    "fiche_id": 1048213,
+                    "sales_date": "2026-02-01",
+                    "groupe": "Lyon-2",
+                    "extra": {"a": 1},
+                    "recordings": [{"call_id": 42, "started_at": "2026-02-01T09:14:03Z", "duration_seconds": 12.5}],
+                },
+            ],
+        },
+    )
     [sale] = client.fetch_sales_with_calls(date(2026, 2, 1), date(2026, 2, 1))
     assert sale["fiche_id"] == "1048213"
     assert sale["extra"] == {"a": 1}

@@ -233,7 +233,9 @@ def test_crm_down_and_sales_list_only_serves_the_stale_summary(dead_crm, as_read
     assert body["message"] == "Sales list only"
     information = body["fiche"]["information"]
     assert (information["fiche_id"], information["groupe"], information["statut"]) == (
-        LYON2["fiche_id"], LYON2["groupe"], LYON2["statut"]
+        LYON2["fiche_id"],
+        LYON2["groupe"],
+        LYON2["statut"],
     )
     assert body["fiche"]["recordings"] == LYON2["recordings"]
 
@@ -304,8 +306,7 @@ def test_recordings_in_the_gateway_shape(crm, as_reader):
     response = as_reader.get(recordings_url(LYON2["fiche_id"]))
     assert response.status_code == 200
     body = response.json()
-    assert body == {"fiche_id": LYON2["fiche_id"], "count": len(LYON2["recordings"]),
-                    "recordings": LYON2["recordings"]}
+    assert body == {"fiche_id": LYON2["fiche_id"], "count": len(LYON2["recordings"]), "recordings": LYON2["recordings"]}
     assert crm_calls(crm) == []
 
 
@@ -356,8 +357,12 @@ def db_state(fiche_id: str) -> dict:
 def test_fiche_fetch_task_is_idempotent(crm):
     fiche_id = LYON2["fiche_id"]
     first = fiche_fetch.apply(args=[fiche_id]).get()
-    assert first == {"fiche_id": fiche_id, "fetched": True, "refresh_skipped": False,
-                     "recordings": len(LYON2["recordings"])}
+    assert first == {
+        "fiche_id": fiche_id,
+        "fetched": True,
+        "refresh_skipped": False,
+        "recordings": len(LYON2["recordings"]),
+    }
     state = db_state(fiche_id)
     assert state["details"] and len(state["recordings"]) == len(LYON2["recordings"])
 
@@ -392,7 +397,6 @@ def test_concurrent_fetches_of_one_fiche_call_the_crm_once(crm):
     assert sorted(fetched) == [False, False, True]
     assert len(crm_calls(crm, by_id=fiche_id)) == 1
     assert FicheCache.objects.filter(fiche_id=fiche_id).count() == 1
-
 
 
 @pytest.mark.parametrize("suffix", ["%20", "%09"])

@@ -91,8 +91,14 @@ def test_the_chunk_fallback_pauses_for_the_crm_rate_and_resumes_without_refetchi
 
 
 def _run_as_worker(task, *args, **kwargs):
-    task.push_request(id="test-task-id", args=list(args), kwargs=kwargs, called_directly=False, retries=0,
-                      delivery_info={"exchange": "", "routing_key": "crm"})
+    task.push_request(
+        id="test-task-id",
+        args=list(args),
+        kwargs=kwargs,
+        called_directly=False,
+        retries=0,
+        delivery_info={"exchange": "", "routing_key": "crm"},
+    )
     try:
         return task.run(*args, **kwargs)
     finally:
@@ -135,8 +141,17 @@ def test_a_warm_task_run_waits_for_the_revalidation_rate_before_it_starts(crm, s
 
 
 def test_a_redriven_day_task_of_a_refresh_job_skips_a_date_already_applied(crm, all_writer):
-    job = make_job(all_writer, day(0), 2, status=JobStatus.PROCESSING, force_refresh=True,
-                   dates_already_fetched=[day(0)], dates_remaining=[day(1)], completed_days=1, progress=50)
+    job = make_job(
+        all_writer,
+        day(0),
+        2,
+        status=JobStatus.PROCESSING,
+        force_refresh=True,
+        dates_already_fetched=[day(0)],
+        dates_remaining=[day(1)],
+        completed_days=1,
+        progress=50,
+    )
 
     first = progressive_fetch_day.apply(args=[str(job.pk), day(0).isoformat(), True]).get()
     assert first == {"date": day(0).isoformat(), "skipped": "outcome already applied"}
@@ -182,15 +197,13 @@ def test_details_cache_misses_are_throttled_per_user(crm, sim_data, all_writer, 
 @pytest.mark.usefixtures("throttled")
 def test_refresh_and_cache_warm_count_in_the_same_per_user_budget(all_writer, auth_client):
     client = auth_client(all_writer)
-    refresh = client.get(RANGE_URL, {"startDate": day(0).isoformat(), "endDate": day(1).isoformat(),
-                                     "refresh": "true"})
+    refresh = client.get(RANGE_URL, {"startDate": day(0).isoformat(), "endDate": day(1).isoformat(), "refresh": "true"})
     assert refresh.status_code == 200
     warm = client.post(WARM_URL, {"startDate": day(2).isoformat(), "endDate": day(3).isoformat()}, format="json")
     assert warm.status_code == 202
     again = client.post(WARM_URL, {"startDate": day(4).isoformat(), "endDate": day(5).isoformat()}, format="json")
     assert again.status_code == 429 and again.json()["error"]["code"] == "crm_requests_throttled"
-    refresh = client.get(RANGE_URL, {"startDate": day(6).isoformat(), "endDate": day(6).isoformat(),
-                                     "refresh": "true"})
+    refresh = client.get(RANGE_URL, {"startDate": day(6).isoformat(), "endDate": day(6).isoformat(), "refresh": "true"})
     assert refresh.status_code == 429
     # Plain reads are never throttled.
     assert client.get(RANGE_URL, {"startDate": day(0).isoformat(), "endDate": day(1).isoformat()}).status_code == 200
@@ -235,10 +248,15 @@ def test_a_different_webhook_secret_gets_its_own_job(all_reader, settings):
 
 def test_an_empty_whsec_secret_is_a_400(all_reader, auth_client, settings):
     settings.WEBHOOK_ALLOWED_ORIGINS = ["http://127.0.0.1:9"]
-    response = auth_client(all_reader).get(RANGE_URL, {
-        "startDate": day(0).isoformat(), "endDate": day(1).isoformat(),
-        "webhookUrl": "http://127.0.0.1:9/hook", "webhookSecret": "whsec_",
-    })
+    response = auth_client(all_reader).get(
+        RANGE_URL,
+        {
+            "startDate": day(0).isoformat(),
+            "endDate": day(1).isoformat(),
+            "webhookUrl": "http://127.0.0.1:9/hook",
+            "webhookSecret": "whsec_",
+        },
+    )
     assert response.status_code == 400 and "empty key" in response.json()["error"]["message"]
     assert not ProgressiveFetchJob.objects.exists()
 
@@ -247,12 +265,21 @@ def test_an_empty_whsec_secret_is_a_400(all_reader, auth_client, settings):
 
 
 def test_the_jobs_status_filter_uses_the_derived_status(all_reader, auth_client):
-    done = make_job(all_reader, day(0), 1, status="processing", progress=100, dates_remaining=[],
-                    dates_already_fetched=[day(0)])
-    done_failed = make_job(all_reader, day(0), 1, status="processing", progress=100, dates_remaining=[],
-                           dates_failed=[day(0)])
-    running = make_job(all_reader, day(0), 2, status="processing", progress=50, dates_remaining=[day(1)],
-                       dates_already_fetched=[day(0)])
+    done = make_job(
+        all_reader, day(0), 1, status="processing", progress=100, dates_remaining=[], dates_already_fetched=[day(0)]
+    )
+    done_failed = make_job(
+        all_reader, day(0), 1, status="processing", progress=100, dates_remaining=[], dates_failed=[day(0)]
+    )
+    running = make_job(
+        all_reader,
+        day(0),
+        2,
+        status="processing",
+        progress=50,
+        dates_remaining=[day(1)],
+        dates_already_fetched=[day(0)],
+    )
     client = auth_client(all_reader)
 
     def listed(status: str) -> set[str]:
@@ -273,8 +300,9 @@ def test_an_older_fetch_never_overwrites_a_newer_one_of_the_same_date():
     older = [sale("F1", day(0), nom="Older"), sale("F3", day(0))]  # F3 was removed since
     cache_fiche_sales_summaries(newer, revalidated_at=T2, covered_dates=[day(0)])
 
-    result = cache_fiche_sales_summaries(older + [sale("F9", day(1))], revalidated_at=T1,
-                                         covered_dates=[day(0), day(1)])
+    result = cache_fiche_sales_summaries(
+        older + [sale("F9", day(1))], revalidated_at=T1, covered_dates=[day(0), day(1)]
+    )
 
     assert result.dates == [day(1)]  # the other date of the same list is written
     assert FicheCache.objects.get(fiche_id="F1").prospect_nom == "Newer"
@@ -282,8 +310,9 @@ def test_an_older_fetch_never_overwrites_a_newer_one_of_the_same_date():
     assert FicheCache.objects.filter(fiche_id="F9").exists()
     assert SalesDateState.objects.get(sales_date=day(0)).last_fetched_at == T2
     # The same fetch again, or a newer one, still applies.
-    cache_fiche_sales_summaries([sale("F1", day(0), nom="Newest")], revalidated_at=T2 + timedelta(seconds=1),
-                                covered_dates=[day(0)])
+    cache_fiche_sales_summaries(
+        [sale("F1", day(0), nom="Newest")], revalidated_at=T2 + timedelta(seconds=1), covered_dates=[day(0)]
+    )
     assert FicheCache.objects.get(fiche_id="F1").prospect_nom == "Newest"
 
 
@@ -310,8 +339,9 @@ def test_with_redis_down_range_reads_answer_from_postgres_and_jobs_are_still_cre
         job_id = missing.json()["meta"]["backgroundJobId"]
         assert job_id and len(missing.json()["fiches"]) == 2
 
-        refresh = client.get(RANGE_URL, {"startDate": day(0).isoformat(), "endDate": day(0).isoformat(),
-                                         "refresh": "true"})
+        refresh = client.get(
+            RANGE_URL, {"startDate": day(0).isoformat(), "endDate": day(0).isoformat(), "refresh": "true"}
+        )
         assert refresh.status_code == 503
         assert refresh.json()["error"]["code"] in ("refresh_unavailable", "rate_limiter_unavailable")
 
@@ -328,8 +358,9 @@ def test_with_redis_down_range_reads_answer_from_postgres_and_jobs_are_still_cre
 
 
 def _poll_job(user, n_fiches: int) -> ProgressiveFetchJob:
-    cache_fiche_sales_summaries([sale(f"F{i}", day(i % 2)) for i in range(n_fiches)], revalidated_at=T1,
-                                covered_dates=[day(0), day(1)])
+    cache_fiche_sales_summaries(
+        [sale(f"F{i}", day(i % 2)) for i in range(n_fiches)], revalidated_at=T1, covered_dates=[day(0), day(1)]
+    )
     return make_job(user, day(0), 2, status="processing", dates_remaining=[day(1)], dates_already_fetched=[day(0)])
 
 

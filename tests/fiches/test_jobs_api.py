@@ -31,12 +31,32 @@ REVALIDATED_AT = datetime(2026, 3, 20, 8, 0, tzinfo=UTC)
 D = date(2026, 3, 2)  # a Monday; ranges below are built from it
 
 META_KEYS = {
-    "startDate", "endDate", "totalDays", "datesAlreadyFetched", "datesRemaining", "complete",
-    "backgroundJobId", "forceRefresh", "totalFiches",
+    "startDate",
+    "endDate",
+    "totalDays",
+    "datesAlreadyFetched",
+    "datesRemaining",
+    "complete",
+    "backgroundJobId",
+    "forceRefresh",
+    "totalFiches",
 }
 JOB_KEYS = {
-    "jobId", "status", "progress", "startDate", "endDate", "completedDays", "totalDays", "totalFiches",
-    "datesCompleted", "datesRemaining", "datesFailed", "forceRefresh", "error", "createdAt", "completedAt",
+    "jobId",
+    "status",
+    "progress",
+    "startDate",
+    "endDate",
+    "completedDays",
+    "totalDays",
+    "totalFiches",
+    "datesCompleted",
+    "datesRemaining",
+    "datesFailed",
+    "forceRefresh",
+    "error",
+    "createdAt",
+    "completedAt",
 }
 SECRET = "whsec_c2VjcmV0LXRoYXQtbXVzdC1uZXZlci1sZWFr"
 
@@ -96,7 +116,9 @@ def group_reader(make_role, make_user):
 @pytest.fixture
 def self_reader(make_role, make_user):
     return make_user(
-        make_role("pf-self", fiches=("r", "SELF")), email="pf-self@example.com", crm_user_id="u-417",
+        make_role("pf-self", fiches=("r", "SELF")),
+        email="pf-self@example.com",
+        crm_user_id="u-417",
         groupes=["Lyon-2"],
     )
 
@@ -158,7 +180,9 @@ def test_b_partly_covered_range_returns_cached_fiches_and_a_job_for_the_missing_
     covered = [all_days[0], all_days[1], all_days[3], all_days[4]]
     missing = [all_days[2], all_days[5]]
     cache(
-        sale("FB001", all_days[0]), sale("FB002", all_days[0]), sale("FB003", all_days[3]),
+        sale("FB001", all_days[0]),
+        sale("FB002", all_days[0]),
+        sale("FB003", all_days[3]),
         covered=covered,
     )
     # A fiche outside the range is neither returned nor counted.
@@ -405,9 +429,14 @@ def test_e_refresh_on_a_covered_range_creates_a_new_job_for_every_date_each_time
 
 @pytest.mark.parametrize("url", [RANGE_URL, BY_DATE_URL])
 def test_e_refresh_without_fiches_write_is_denied(all_reader, auth_client, url):
-    params = {"date": day(0).isoformat()} if url == BY_DATE_URL else {
-        "startDate": day(0).isoformat(), "endDate": day(1).isoformat(),
-    }
+    params = (
+        {"date": day(0).isoformat()}
+        if url == BY_DATE_URL
+        else {
+            "startDate": day(0).isoformat(),
+            "endDate": day(1).isoformat(),
+        }
+    )
     response = auth_client(all_reader).get(url, {**params, "refresh": "true"})
 
     error = assert_error(response, 403, "permission_denied")
@@ -429,11 +458,23 @@ def test_e_refresh_without_fiches_write_is_denied(all_reader, auth_client, url):
         ({"startDate": "2026-03-05", "endDate": "2026-03-04"}, "invalid_input", None),
         ({"startDate": "2025-01-01", "endDate": "2026-01-02"}, "range_too_long", None),  # 367 days
         ({"startDate": "2026-03-02", "endDate": "2026-03-03", "refresh": "maybe"}, "validation_error", "refresh"),
-        ({"startDate": "2026-03-02", "endDate": "2026-03-03", "webhookSecret": SECRET}, "validation_error",
-         "webhookSecret"),
+        (
+            {"startDate": "2026-03-02", "endDate": "2026-03-03", "webhookSecret": SECRET},
+            "validation_error",
+            "webhookSecret",
+        ),
     ],
-    ids=["no-start", "no-end", "impossible-end", "impossible-start", "french-format",
-         "end-before-start", "367-days", "refresh-maybe", "secret-without-url"],
+    ids=[
+        "no-start",
+        "no-end",
+        "impossible-end",
+        "impossible-start",
+        "french-format",
+        "end-before-start",
+        "367-days",
+        "refresh-maybe",
+        "secret-without-url",
+    ],
 )
 def test_invalid_range_requests_are_400_with_the_envelope(all_writer, auth_client, params, code, field):
     response = auth_client(all_writer).get(RANGE_URL, params)
@@ -565,8 +606,13 @@ def test_no_token_is_401_and_no_fiches_grant_is_403(api_client, no_fiches_user, 
 def scoped_fiches(db):
     """Fiches of two days in two groups and for several CRM users."""
     recording = {
-        "call_id": "call-sc-1", "recording_url": "https://rec.example/1.mp3", "started_at": "2026-03-02T09:00:00Z",
-        "duration_seconds": 61, "direction": "out", "from_number": "0400000000", "to_number": "0600000000",
+        "call_id": "call-sc-1",
+        "recording_url": "https://rec.example/1.mp3",
+        "started_at": "2026-03-02T09:00:00Z",
+        "duration_seconds": 61,
+        "direction": "out",
+        "from_number": "0400000000",
+        "to_number": "0600000000",
     }
     cache(
         sale("FA001", day(0), groupe="Paris-Est", crm_user_id="u-900"),
@@ -630,7 +676,8 @@ def test_job_stores_the_requesters_scope_snapshot(request, auth_client, user_fix
 
 def test_by_date_behaves_like_a_one_day_range(all_reader, group_reader, auth_client):
     cache(
-        sale("FD101", day(0), groupe="Lyon-2"), sale("FD102", day(0), groupe="Paris-Est", crm_user_id="u-9"),
+        sale("FD101", day(0), groupe="Lyon-2"),
+        sale("FD102", day(0), groupe="Paris-Est", crm_user_id="u-9"),
         covered=[day(0)],
     )
     client = auth_client(all_reader)
@@ -661,9 +708,12 @@ def test_by_date_behaves_like_a_one_day_range(all_reader, group_reader, auth_cli
 
 @pytest.mark.parametrize(
     ("params", "code"),
-    [({}, "validation_error"), ({"date": "2026-02-30"}, "validation_error"),
-     ({"date": "2026-03-02", "refresh": "maybe"}, "validation_error"),
-     ({"date": "2026-03-02", "webhookUrl": "http://127.0.0.1/hook"}, "unsafe_webhook_url")],
+    [
+        ({}, "validation_error"),
+        ({"date": "2026-02-30"}, "validation_error"),
+        ({"date": "2026-03-02", "refresh": "maybe"}, "validation_error"),
+        ({"date": "2026-03-02", "webhookUrl": "http://127.0.0.1/hook"}, "unsafe_webhook_url"),
+    ],
 )
 def test_by_date_invalid_input_is_400(all_reader, auth_client, params, code):
     assert_error(auth_client(all_reader).get(BY_DATE_URL, params), 400, code)
@@ -713,7 +763,12 @@ def test_poll_returns_the_job_and_partial_data_filtered_by_the_callers_scope(
     as_admin = auth_client(all_reader).get(POLL_URL, {"jobId": job_id})
     assert as_admin.status_code == 200
     assert [f["fiche_id"] for f in as_admin.json()["partialData"]] == [
-        "FA001", "FB002", "FC003", "FA000", "FY008", "FZ009"
+        "FA001",
+        "FB002",
+        "FC003",
+        "FA000",
+        "FY008",
+        "FZ009",
     ]
     # A non-ALL user may not.
     error = assert_error(auth_client(self_reader).get(POLL_URL, {"jobId": job_id}), 403, "permission_denied")
@@ -815,7 +870,10 @@ def test_job_list_paginates_filters_and_hides_other_users_jobs(group_reader, sel
     everything = auth_client(all_reader).get(JOBS_URL).json()
     assert everything["count"] == 4
     assert [j["jobId"] for j in everything["results"]] == [
-        str(mine[2].id), str(mine[1].id), str(theirs.id), str(mine[0].id)
+        str(mine[2].id),
+        str(mine[1].id),
+        str(theirs.id),
+        str(mine[0].id),
     ]
     assert [j["jobId"] for j in auth_client(self_reader).get(JOBS_URL).json()["results"]] == [str(theirs.id)]
 

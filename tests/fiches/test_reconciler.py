@@ -64,8 +64,11 @@ def make_job(
     )
     # created_at is auto_now_add: set the clock fields with an update
     ProgressiveFetchJob.objects.filter(pk=job.pk).update(
-        created_at=created, dispatched_at=dispatched, last_progress_at=progress_at,
-        started_at=dispatched, updated_at=created,
+        created_at=created,
+        dispatched_at=dispatched,
+        last_progress_at=progress_at,
+        started_at=dispatched,
+        updated_at=created,
     )
     job.refresh_from_db()
     return job
@@ -79,8 +82,12 @@ def snapshot(job: ProgressiveFetchJob) -> dict:
 
 
 def test_stalled_job_is_redriven_once_per_stall_period():
-    stalled = make_job(created=NOW - timedelta(minutes=10), dispatched=NOW - timedelta(minutes=10),
-                       progress_at=NOW - timedelta(seconds=301), done=[D[0]])
+    stalled = make_job(
+        created=NOW - timedelta(minutes=10),
+        dispatched=NOW - timedelta(minutes=10),
+        progress_at=NOW - timedelta(seconds=301),
+        done=[D[0]],
+    )
     before = snapshot(stalled)
 
     actions = progressive_fetch_reconcile(now=NOW)
@@ -95,17 +102,27 @@ def test_stalled_job_is_redriven_once_per_stall_period():
     }
 
     # right after: not again
-    assert progressive_fetch_reconcile(now=NOW + timedelta(seconds=1)) == {"redrive": [], "finalized": [],
-                                                                            "timed_out": []}
-    assert progressive_fetch_reconcile(now=NOW + timedelta(seconds=300)) == {"redrive": [], "finalized": [],
-                                                                              "timed_out": []}
+    assert progressive_fetch_reconcile(now=NOW + timedelta(seconds=1)) == {
+        "redrive": [],
+        "finalized": [],
+        "timed_out": [],
+    }
+    assert progressive_fetch_reconcile(now=NOW + timedelta(seconds=300)) == {
+        "redrive": [],
+        "finalized": [],
+        "timed_out": [],
+    }
     # another full stall period without progress: re-driven again
     assert progressive_fetch_reconcile(now=NOW + timedelta(seconds=301))["redrive"] == [str(stalled.pk)]
 
 
 def test_job_with_recent_progress_is_left_alone():
-    busy = make_job(created=NOW - timedelta(minutes=20), dispatched=NOW - timedelta(minutes=20),
-                    progress_at=NOW - timedelta(seconds=299), done=[D[0]])
+    busy = make_job(
+        created=NOW - timedelta(minutes=20),
+        dispatched=NOW - timedelta(minutes=20),
+        progress_at=NOW - timedelta(seconds=299),
+        done=[D[0]],
+    )
     before = snapshot(busy)
     assert progressive_fetch_reconcile(now=NOW) == {"redrive": [], "finalized": [], "timed_out": []}
     assert snapshot(busy) == before
@@ -126,8 +143,13 @@ def test_never_dispatched_pending_job_is_redriven_after_a_stall_period():
 
 
 def test_job_with_nothing_remaining_is_finalized_complete_exactly_once():
-    job = make_job(created=NOW - timedelta(minutes=5), dispatched=NOW - timedelta(minutes=5),
-                   progress_at=NOW - timedelta(seconds=10), done=D, remaining=[])
+    job = make_job(
+        created=NOW - timedelta(minutes=5),
+        dispatched=NOW - timedelta(minutes=5),
+        progress_at=NOW - timedelta(seconds=10),
+        done=D,
+        remaining=[],
+    )
 
     assert progressive_fetch_reconcile(now=NOW) == {"redrive": [], "finalized": [str(job.pk)], "timed_out": []}
 
@@ -137,15 +159,24 @@ def test_job_with_nothing_remaining_is_finalized_complete_exactly_once():
     assert job.completed_at is not None
     assert job.dates_failed == []
     finished = snapshot(job)
-    assert progressive_fetch_reconcile(now=NOW + timedelta(seconds=5)) == {"redrive": [], "finalized": [],
-                                                                            "timed_out": []}
+    assert progressive_fetch_reconcile(now=NOW + timedelta(seconds=5)) == {
+        "redrive": [],
+        "finalized": [],
+        "timed_out": [],
+    }
     assert snapshot(job) == finished
 
 
 def test_job_with_nothing_remaining_and_failed_dates_is_finalized_failed():
-    job = make_job(created=NOW - timedelta(minutes=5), dispatched=NOW - timedelta(minutes=5),
-                   progress_at=NOW - timedelta(seconds=10), done=D[:3], failed=[D[3]], remaining=[],
-                   error="2026-03-05: CRM answered 503")
+    job = make_job(
+        created=NOW - timedelta(minutes=5),
+        dispatched=NOW - timedelta(minutes=5),
+        progress_at=NOW - timedelta(seconds=10),
+        done=D[:3],
+        failed=[D[3]],
+        remaining=[],
+        error="2026-03-05: CRM answered 503",
+    )
 
     assert progressive_fetch_reconcile(now=NOW)["finalized"] == [str(job.pk)]
 
@@ -158,8 +189,13 @@ def test_job_with_nothing_remaining_and_failed_dates_is_finalized_failed():
 
 
 def test_a_stalled_job_with_nothing_remaining_is_finalized_not_redriven():
-    job = make_job(created=NOW - timedelta(minutes=20), dispatched=NOW - timedelta(minutes=20),
-                   progress_at=NOW - timedelta(minutes=15), done=D, remaining=[])
+    job = make_job(
+        created=NOW - timedelta(minutes=20),
+        dispatched=NOW - timedelta(minutes=20),
+        progress_at=NOW - timedelta(minutes=15),
+        done=D,
+        remaining=[],
+    )
     assert progressive_fetch_reconcile(now=NOW) == {"redrive": [], "finalized": [str(job.pk)], "timed_out": []}
 
 
@@ -167,8 +203,13 @@ def test_a_stalled_job_with_nothing_remaining_is_finalized_not_redriven():
 
 
 def test_job_without_progress_for_the_deadline_ends_failed_with_its_remaining_dates_failed():
-    job = make_job(created=NOW - timedelta(hours=2), dispatched=NOW - timedelta(hours=2),
-                   progress_at=NOW - timedelta(seconds=1801), done=[D[0]], failed=[D[1]])
+    job = make_job(
+        created=NOW - timedelta(hours=2),
+        dispatched=NOW - timedelta(hours=2),
+        progress_at=NOW - timedelta(seconds=1801),
+        done=[D[0]],
+        failed=[D[1]],
+    )
     assert job.dates_remaining == D[2:]
 
     actions = progressive_fetch_reconcile(now=NOW)
@@ -182,22 +223,33 @@ def test_job_without_progress_for_the_deadline_ends_failed_with_its_remaining_da
     assert "timed out" in job.error
     assert job.progress == 100
     assert job.completed_at is not None
-    assert progressive_fetch_reconcile(now=NOW + timedelta(seconds=60)) == {"redrive": [], "finalized": [],
-                                                                             "timed_out": []}
+    assert progressive_fetch_reconcile(now=NOW + timedelta(seconds=60)) == {
+        "redrive": [],
+        "finalized": [],
+        "timed_out": [],
+    }
 
 
 def test_a_job_that_keeps_progressing_is_never_timed_out_however_old():
     """The deadline counts from the last progress, not from creation: a big healthy job runs on."""
-    job = make_job(created=NOW - timedelta(hours=3), dispatched=NOW - timedelta(hours=3),
-                   progress_at=NOW - timedelta(seconds=30), done=[D[0]])
+    job = make_job(
+        created=NOW - timedelta(hours=3),
+        dispatched=NOW - timedelta(hours=3),
+        progress_at=NOW - timedelta(seconds=30),
+        done=[D[0]],
+    )
     assert progressive_fetch_reconcile(now=NOW) == {"redrive": [], "finalized": [], "timed_out": []}
     job.refresh_from_db()
     assert job.status == JobStatus.PROCESSING
 
 
 def test_re_drives_do_not_postpone_the_deadline():
-    job = make_job(created=NOW - timedelta(seconds=1000), dispatched=NOW - timedelta(seconds=1000),
-                   progress_at=NOW - timedelta(seconds=1000), done=[D[0]])
+    job = make_job(
+        created=NOW - timedelta(seconds=1000),
+        dispatched=NOW - timedelta(seconds=1000),
+        progress_at=NOW - timedelta(seconds=1000),
+        done=[D[0]],
+    )
     clock = NOW
     redrives = 0
     while ProgressiveFetchJob.objects.get(pk=job.pk).status == JobStatus.PROCESSING:
@@ -210,8 +262,12 @@ def test_re_drives_do_not_postpone_the_deadline():
 
 
 def test_job_just_before_the_deadline_is_not_timed_out():
-    job = make_job(created=NOW - timedelta(seconds=3600), dispatched=NOW - timedelta(seconds=1800),
-                   progress_at=NOW - timedelta(seconds=1800), done=[D[0]])
+    job = make_job(
+        created=NOW - timedelta(seconds=3600),
+        dispatched=NOW - timedelta(seconds=1800),
+        progress_at=NOW - timedelta(seconds=1800),
+        done=[D[0]],
+    )
     assert progressive_fetch_reconcile(now=NOW)["timed_out"] == []
     job.refresh_from_db()
     assert job.status == JobStatus.PROCESSING
@@ -223,8 +279,9 @@ def test_job_just_before_the_deadline_is_not_timed_out():
 def test_finished_jobs_are_untouched():
     old = NOW - timedelta(days=2)
     complete = make_job(status=JobStatus.COMPLETE, created=old, dispatched=old, progress_at=old, done=D, remaining=[])
-    failed = make_job(status=JobStatus.FAILED, created=old, dispatched=old, progress_at=old, done=D[:2],
-                      failed=D[2:], remaining=[])
+    failed = make_job(
+        status=JobStatus.FAILED, created=old, dispatched=old, progress_at=old, done=D[:2], failed=D[2:], remaining=[]
+    )
     # even a (corrupt) finished job still listing remaining dates
     odd = make_job(status=JobStatus.FAILED, created=old, dispatched=old, progress_at=old, done=[D[0]])
     before = [snapshot(j) for j in (complete, failed, odd)]
@@ -234,14 +291,26 @@ def test_finished_jobs_are_untouched():
 
 
 def test_one_reconcile_handles_each_kind_of_job():
-    stalled = make_job(created=NOW - timedelta(minutes=10), dispatched=NOW - timedelta(minutes=10),
-                       progress_at=NOW - timedelta(minutes=6))
-    done = make_job(created=NOW - timedelta(minutes=3), dispatched=NOW - timedelta(minutes=3),
-                    progress_at=NOW - timedelta(minutes=1), done=D, remaining=[])
-    late = make_job(created=NOW - timedelta(hours=1), dispatched=NOW - timedelta(hours=1),
-                    progress_at=NOW - timedelta(minutes=31))
-    fine = make_job(created=NOW - timedelta(minutes=3), dispatched=NOW - timedelta(minutes=3),
-                    progress_at=NOW - timedelta(minutes=1))
+    stalled = make_job(
+        created=NOW - timedelta(minutes=10),
+        dispatched=NOW - timedelta(minutes=10),
+        progress_at=NOW - timedelta(minutes=6),
+    )
+    done = make_job(
+        created=NOW - timedelta(minutes=3),
+        dispatched=NOW - timedelta(minutes=3),
+        progress_at=NOW - timedelta(minutes=1),
+        done=D,
+        remaining=[],
+    )
+    late = make_job(
+        created=NOW - timedelta(hours=1), dispatched=NOW - timedelta(hours=1), progress_at=NOW - timedelta(minutes=31)
+    )
+    fine = make_job(
+        created=NOW - timedelta(minutes=3),
+        dispatched=NOW - timedelta(minutes=3),
+        progress_at=NOW - timedelta(minutes=1),
+    )
 
     actions = progressive_fetch_reconcile(now=NOW)
 
@@ -254,12 +323,22 @@ def test_one_reconcile_handles_each_kind_of_job():
 
 def test_reconcile_task_returns_the_actions_and_enqueues_redrives():
     now = timezone.now()
-    stalled = make_job(created=now - timedelta(minutes=10), dispatched=now - timedelta(minutes=10),
-                       progress_at=now - timedelta(minutes=6), done=[D[0]])
-    done = make_job(created=now - timedelta(minutes=3), dispatched=now - timedelta(minutes=3),
-                    progress_at=now - timedelta(seconds=30), done=D, remaining=[])
-    late = make_job(created=now - timedelta(hours=1), dispatched=now - timedelta(hours=1),
-                    progress_at=now - timedelta(minutes=31))
+    stalled = make_job(
+        created=now - timedelta(minutes=10),
+        dispatched=now - timedelta(minutes=10),
+        progress_at=now - timedelta(minutes=6),
+        done=[D[0]],
+    )
+    done = make_job(
+        created=now - timedelta(minutes=3),
+        dispatched=now - timedelta(minutes=3),
+        progress_at=now - timedelta(seconds=30),
+        done=D,
+        remaining=[],
+    )
+    late = make_job(
+        created=now - timedelta(hours=1), dispatched=now - timedelta(hours=1), progress_at=now - timedelta(minutes=31)
+    )
 
     actions = reconcile_progressive_jobs.run()
 

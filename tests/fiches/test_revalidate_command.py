@@ -67,7 +67,12 @@ def run_command(*args: str, crm_url: str = "http://127.0.0.1:9") -> subprocess.C
     }
     return subprocess.run(
         [sys.executable, "manage.py", "revalidate_date", *args],
-        cwd=BASE_DIR, env=env, capture_output=True, text=True, timeout=60, check=False,
+        cwd=BASE_DIR,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
     )
 
 
@@ -105,8 +110,11 @@ def test_command_prints_one_line_per_chunk_on_fallback(crm, sim_data):
     out = StringIO()
     call_command("revalidate_date", START.isoformat(), "--end", END.isoformat(), stdout=out)
 
-    chunks = [(date(2026, 2, 2), date(2026, 2, 6)), (date(2026, 2, 7), date(2026, 2, 11)),
-              (date(2026, 2, 12), date(2026, 2, 13))]
+    chunks = [
+        (date(2026, 2, 2), date(2026, 2, 6)),
+        (date(2026, 2, 7), date(2026, 2, 11)),
+        (date(2026, 2, 12), date(2026, 2, 13)),
+    ]
     counts = [len(expected_sales(sim_data, dates_between(a, b))) for a, b in chunks]
     assert out.getvalue().splitlines() == [
         "revalidating 2026-02-02..2026-02-13 (12 day(s))",
@@ -171,13 +179,17 @@ def test_subprocess_success_prints_chunks_and_summary_and_exits_0(crm, sim_data)
     n = len(expected_sales(sim_data, dates_between(START, END)))
     assert lines[0] == "revalidating 2026-02-02..2026-02-13 (12 day(s))"
     assert [line.split(":")[0] for line in lines[1:4]] == [
-        "  2026-02-02..2026-02-06", "  2026-02-07..2026-02-11", "  2026-02-12..2026-02-13",
+        "  2026-02-02..2026-02-06",
+        "  2026-02-07..2026-02-11",
+        "  2026-02-12..2026-02-13",
     ]
     assert all(": ok, " in line for line in lines[1:4])
     assert lines[-1] == f"done: mode=chunks chunks ok=3 failed=0 fiches={n} dates covered=12/12"
     assert "Traceback" not in result.stderr and "CommandError" not in result.stderr
     assert sales_calls(crm) == [
-        ("2026-02-02", "2026-02-13"), ("2026-02-02", "2026-02-06"), ("2026-02-07", "2026-02-11"),
+        ("2026-02-02", "2026-02-13"),
+        ("2026-02-02", "2026-02-06"),
+        ("2026-02-07", "2026-02-11"),
         ("2026-02-12", "2026-02-13"),
     ]
     # the subprocess's writes are in the test database
@@ -228,4 +240,3 @@ def test_subprocess_async_prints_the_task_id_and_exits_0(crm):
         ("fiches.tasks.crm.cache_sales_list", ["2026-02-02", "2026-02-04"], task_id)
     ]
     assert crm.requests() == []  # nothing ran inline
-

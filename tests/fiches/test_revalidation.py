@@ -108,11 +108,14 @@ def test_a_range_is_fetched_in_one_crm_call_and_every_date_is_covered(crm, sim_d
 
 def test_chunks_of_splits_a_range_in_fixed_size_chunks():
     assert chunks_of(d("2026-02-02"), d("2026-02-13"), 5) == [
-        (d("2026-02-02"), d("2026-02-06")), (d("2026-02-07"), d("2026-02-11")), (d("2026-02-12"), d("2026-02-13")),
+        (d("2026-02-02"), d("2026-02-06")),
+        (d("2026-02-07"), d("2026-02-11")),
+        (d("2026-02-12"), d("2026-02-13")),
     ]
     assert chunks_of(d("2026-02-02"), d("2026-02-02"), 5) == [(d("2026-02-02"), d("2026-02-02"))]
     assert chunks_of(d("2026-02-02"), d("2026-02-11"), 5) == [
-        (d("2026-02-02"), d("2026-02-06")), (d("2026-02-07"), d("2026-02-11")),
+        (d("2026-02-02"), d("2026-02-06")),
+        (d("2026-02-07"), d("2026-02-11")),
     ]
 
 
@@ -143,9 +146,7 @@ def test_a_range_too_long_for_the_crm_falls_back_to_five_day_chunks(crm, sim_dat
         (d("2026-02-07"), d("2026-02-11"), True),
         (d("2026-02-12"), d("2026-02-13"), True),
     ]
-    assert [c.fiches for c in chunks] == [
-        len(sales_between(sim_data, c.start, c.end)) for c in chunks
-    ]
+    assert [c.fiches for c in chunks] == [len(sales_between(sim_data, c.start, c.end)) for c in chunks]
     assert date_range_coverage(start, end).complete
 
 
@@ -203,8 +204,9 @@ def test_prefetched_sales_are_cached_without_calling_the_crm(crm, sim_data):
     sales_data = [
         item
         for day in dates_between(start, end)
-        for item in sim.sales_for_date(day, seed=sim_data.seed, fiches_per_day=sim_data.fiches_per_day,
-                                       revision=0, include_recordings=True)
+        for item in sim.sales_for_date(
+            day, seed=sim_data.seed, fiches_per_day=sim_data.fiches_per_day, revision=0, include_recordings=True
+        )
     ]
     chunks: list[ChunkOutcome] = []
 
@@ -424,8 +426,11 @@ def test_beat_schedules_are_registered_as_enabled_periodic_tasks():
     from config.celery import app
 
     app.loader.import_default_modules()
-    for task in ("fiches.tasks.warm_recent_sales_cache", "fiches.tasks.reconcile_progressive_jobs",
-                 "realtime.tasks.purge_webhook_deliveries"):
+    for task in (
+        "fiches.tasks.warm_recent_sales_cache",
+        "fiches.tasks.reconcile_progressive_jobs",
+        "realtime.tasks.purge_webhook_deliveries",
+    ):
         assert task in app.tasks  # the rows name real tasks
 
 
@@ -446,8 +451,14 @@ def _run_as_worker(task, *args):
     """Run a task's body with a worker-like request (not called directly), so that ``retry``
     re-enqueues a message the way it does in a worker (to the ``crm`` queue by name: the test
     Redis is flushed between tests, exchange bindings included)."""
-    task.push_request(id="test-task-id", args=list(args), kwargs={}, called_directly=False, retries=0,
-                      delivery_info={"exchange": "", "routing_key": "crm"})
+    task.push_request(
+        id="test-task-id",
+        args=list(args),
+        kwargs={},
+        called_directly=False,
+        retries=0,
+        delivery_info={"exchange": "", "routing_key": "crm"},
+    )
     try:
         return task.run(*args)
     finally:

@@ -22,16 +22,54 @@ SUNDAY = date(2026, 2, 1)
 SALES = "/api/fiches/sales-with-calls"
 BY_ID = "/api/fiches/by-id/"
 
-PROSPECT_FIELDS = {"civilite": str, "nom": str, "prenom": str, "email": str, "telephone": str,
-                   "code_postal": str, "ville": str}
-RECORDING_FIELDS = {"call_id": str, "recording_url": str, "started_at": str, "duration_seconds": int,
-                    "direction": str, "from_number": str, "to_number": str}
-SALE_FIELDS = {"fiche_id": str, "cle": str, "sales_date": str, "groupe": str, "crm_user_id": str,
-               "agent_name": str, "statut": str, "produit": str, "montant_cotisation": float, "prospect": dict}
-DETAIL_SECTIONS = {"information": dict, "prospect": dict, "etiquettes": list, "documents": list,
-                   "commentaires": list, "mails": list, "rendez_vous": list, "alertes": list, "enfants": list,
-                   "reclamations": list, "autres_contrats": list, "raw_sections": dict,
-                   "elements_souscription": dict, "tarification": list, "mail_devis": dict, "recordings": list}
+PROSPECT_FIELDS = {
+    "civilite": str,
+    "nom": str,
+    "prenom": str,
+    "email": str,
+    "telephone": str,
+    "code_postal": str,
+    "ville": str,
+}
+RECORDING_FIELDS = {
+    "call_id": str,
+    "recording_url": str,
+    "started_at": str,
+    "duration_seconds": int,
+    "direction": str,
+    "from_number": str,
+    "to_number": str,
+}
+SALE_FIELDS = {
+    "fiche_id": str,
+    "cle": str,
+    "sales_date": str,
+    "groupe": str,
+    "crm_user_id": str,
+    "agent_name": str,
+    "statut": str,
+    "produit": str,
+    "montant_cotisation": float,
+    "prospect": dict,
+}
+DETAIL_SECTIONS = {
+    "information": dict,
+    "prospect": dict,
+    "etiquettes": list,
+    "documents": list,
+    "commentaires": list,
+    "mails": list,
+    "rendez_vous": list,
+    "alertes": list,
+    "enfants": list,
+    "reclamations": list,
+    "autres_contrats": list,
+    "raw_sections": dict,
+    "elements_souscription": dict,
+    "tarification": list,
+    "mail_devis": dict,
+    "recordings": list,
+}
 
 
 def day_sales(day: date = MONDAY, **overrides: Any) -> list[dict[str, Any]]:
@@ -81,8 +119,14 @@ def test_data_does_not_depend_on_the_process_hash_seed():
     )
     root = Path(__file__).resolve().parents[2]
     digests = {
-        subprocess.run([sys.executable, "-c", script], cwd=root, env={"PYTHONHASHSEED": hash_seed},
-                       capture_output=True, text=True, check=True).stdout
+        subprocess.run(
+            [sys.executable, "-c", script],
+            cwd=root,
+            env={"PYTHONHASHSEED": hash_seed},
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout
         for hash_seed in ("1", "2")
     }
     assert len(digests) == 1
@@ -229,8 +273,17 @@ def test_details_over_http_have_every_section(sim):
     for key, kind in DETAIL_SECTIONS.items():
         assert isinstance(fiche[key], kind), key
     assert fiche["conjoint"] is None or isinstance(fiche["conjoint"], dict)
-    assert set(fiche["information"]) == {"fiche_id", "sales_date", "groupe", "crm_user_id", "agent_name", "statut",
-                                         "produit", "date_creation", "date_modification"}
+    assert set(fiche["information"]) == {
+        "fiche_id",
+        "sales_date",
+        "groupe",
+        "crm_user_id",
+        "agent_name",
+        "statut",
+        "produit",
+        "date_creation",
+        "date_modification",
+    }
     assert set(fiche["prospect"]) == set(PROSPECT_FIELDS) | {"date_naissance", "adresse"}
     assert set(fiche["mail_devis"]) == {"sujet", "html"}
 
@@ -341,8 +394,12 @@ def test_post_config_changes_a_running_simulator(sim):
 
     requests.post(config_url, json={"fail_dates": [], "max_range_days": 2, "api_key": "k"}, timeout=10)
     assert_error(get_sales(sim, "2026-02-02", "2026-02-02"), 401)
-    ok = requests.get(f"{sim.url}{SALES}", params={"startDate": "2026-02-02", "endDate": "2026-02-03"},
-                      headers={"Authorization": "Bearer k"}, timeout=10)
+    ok = requests.get(
+        f"{sim.url}{SALES}",
+        params={"startDate": "2026-02-02", "endDate": "2026-02-03"},
+        headers={"Authorization": "Bearer k"},
+        timeout=10,
+    )
     assert ok.status_code == 200
 
     for invalid in ({"fail_dates": ["02/02/2026"]}, {"fail_rate": 2}, {"latency_ms": "fast"}, {"nope": 1}, [1]):
@@ -351,14 +408,28 @@ def test_post_config_changes_a_running_simulator(sim):
 
 
 def test_config_from_env():
-    config = SimulatorConfig.from_env({
-        "CRM_SIM_SEED": "7", "CRM_SIM_FICHES_PER_DAY": "50", "CRM_SIM_LATENCY_MS": "25",
-        "CRM_SIM_FAIL_DATES": "2026-02-01, 2026-02-03", "CRM_SIM_FAIL_RATE": "0.1", "CRM_SIM_MAX_RANGE_DAYS": "10",
-        "CRM_SIM_REVISION": "2", "CRM_SIM_API_KEY": "key",
-    })
-    assert config == SimulatorConfig(seed=7, fiches_per_day=50, latency_ms=25,
-                                     fail_dates=frozenset({SUNDAY, date(2026, 2, 3)}), fail_rate=0.1,
-                                     max_range_days=10, revision=2, api_key="key")
+    config = SimulatorConfig.from_env(
+        {
+            "CRM_SIM_SEED": "7",
+            "CRM_SIM_FICHES_PER_DAY": "50",
+            "CRM_SIM_LATENCY_MS": "25",
+            "CRM_SIM_FAIL_DATES": "2026-02-01, 2026-02-03",
+            "CRM_SIM_FAIL_RATE": "0.1",
+            "CRM_SIM_MAX_RANGE_DAYS": "10",
+            "CRM_SIM_REVISION": "2",
+            "CRM_SIM_API_KEY": "key",
+        }
+    )
+    assert config == SimulatorConfig(
+        seed=7,
+        fiches_per_day=50,
+        latency_ms=25,
+        fail_dates=frozenset({SUNDAY, date(2026, 2, 3)}),
+        fail_rate=0.1,
+        max_range_days=10,
+        revision=2,
+        api_key="key",
+    )
     assert SimulatorConfig.from_env({"CRM_SIM_API_KEY": ""}) == SimulatorConfig()
     with pytest.raises(ValueError, match="CRM_SIM_FAIL_RATE"):
         SimulatorConfig.from_env({"CRM_SIM_FAIL_RATE": "often"})

@@ -56,8 +56,7 @@ def apply(job, on: date, ok: bool = True, error: str | None = None) -> jobs.Upda
 
 def events(caplog, message: str, event: str | None = None) -> list[logging.LogRecord]:
     return [
-        r for r in caplog.records
-        if r.getMessage() == message and (event is None or getattr(r, "event", None) == event)
+        r for r in caplog.records if r.getMessage() == message and (event is None or getattr(r, "event", None) == event)
     ]
 
 
@@ -110,8 +109,9 @@ def test_dispatch_of_a_finished_job_or_an_unknown_id_returns_nothing(user):
 
 
 def test_dispatch_of_a_job_with_nothing_remaining_finalizes_it(user, logs, django_capture_on_commit_callbacks):
-    job = make_job(user, START, 2, dates_remaining=[], dates_already_fetched=days(START, 2), progress=100,
-                   completed_days=2)
+    job = make_job(
+        user, START, 2, dates_remaining=[], dates_already_fetched=days(START, 2), progress=100, completed_days=2
+    )
     with django_capture_on_commit_callbacks(execute=True):
         assert jobs.progressive_fetch_dispatch(job_id=str(job.id)) == []
     job.refresh_from_db()
@@ -257,8 +257,17 @@ def test_out_of_order_and_duplicated_outcomes_give_the_row_of_in_order(user, fai
         cache_day(on, i)
     in_order = [(on, i != failing) for i, on in enumerate(all_days)]
     shuffled = list(reversed(in_order))
-    shuffled = [shuffled[1], shuffled[0], shuffled[1], shuffled[3], shuffled[2], shuffled[2], shuffled[4],
-                shuffled[3], shuffled[0]]
+    shuffled = [
+        shuffled[1],
+        shuffled[0],
+        shuffled[1],
+        shuffled[3],
+        shuffled[2],
+        shuffled[2],
+        shuffled[4],
+        shuffled[3],
+        shuffled[0],
+    ]
     assert {d for d, _ in shuffled} == set(all_days)
     reference = make_job(user, START, 5, status="processing")
     other = make_job(user, START, 5, status="processing")
@@ -310,12 +319,16 @@ def test_finalization_happens_exactly_once(user, logs, django_capture_on_commit_
     assert all(r.job_id == job_id for r in events(logs, "realtime_event"))
 
 
-def test_a_done_but_unfinalized_job_is_finalized_by_a_duplicate_outcome(
-    user, logs, django_capture_on_commit_callbacks
-):
+def test_a_done_but_unfinalized_job_is_finalized_by_a_duplicate_outcome(user, logs, django_capture_on_commit_callbacks):
     all_days = days(START, 2)
     job = make_job(
-        user, START, 2, status="processing", progress=100, dates_remaining=[], dates_already_fetched=all_days,
+        user,
+        START,
+        2,
+        status="processing",
+        progress=100,
+        dates_remaining=[],
+        dates_already_fetched=all_days,
         completed_days=2,
     )
     with django_capture_on_commit_callbacks(execute=True):
@@ -331,8 +344,15 @@ def test_finalize_if_done_is_the_chords_safety_net(user, logs, django_capture_on
     all_days = days(START, 2)
     pending = make_job(user, START, 2, status="processing")
     done = make_job(
-        user, START, 2, status="processing", progress=100, dates_remaining=[],
-        dates_already_fetched=[all_days[0]], dates_failed=[all_days[1]], completed_days=1,
+        user,
+        START,
+        2,
+        status="processing",
+        progress=100,
+        dates_remaining=[],
+        dates_already_fetched=[all_days[0]],
+        dates_failed=[all_days[1]],
+        completed_days=1,
     )
     with django_capture_on_commit_callbacks(execute=True):
         assert jobs.progressive_fetch_finalize_if_done(job_id=str(pending.id)) is False

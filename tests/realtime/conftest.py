@@ -145,8 +145,11 @@ class _PusherHandler(_QuietHandler):
             stub.calls.append(PusherCall(parts.path, params, body, problem is None, problem, status))
         if stub.delay:
             time.sleep(stub.delay)
-        self._send(status, b"{}" if status == 200 else f'{{"error": "{problem or status}"}}'.encode(),
-                   {"Content-Type": "application/json"})
+        self._send(
+            status,
+            b"{}" if status == 200 else f'{{"error": "{problem or status}"}}'.encode(),
+            {"Content-Type": "application/json"},
+        )
 
 
 class PusherStub(_HttpServerBase):

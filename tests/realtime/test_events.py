@@ -20,46 +20,109 @@ from realtime.events import (
 from realtime.publisher import build_messages
 
 A, F, J, G = "audit", "fiche", "job", "global"
-_JOB = ("jobId", "status", "startDate", "endDate", "progress", "completedDays", "totalDays", "totalFiches",
-        "datesCompleted", "datesRemaining", "datesFailed")
+_JOB = (
+    "jobId",
+    "status",
+    "startDate",
+    "endDate",
+    "progress",
+    "completedDays",
+    "totalDays",
+    "totalFiches",
+    "datesCompleted",
+    "datesRemaining",
+    "datesFailed",
+)
 
 # The contract, written out from the document: channel kinds and the non-optional payload fields of
 # each event (for audit.step_started / step_completed, the fields both the normal and the rerun
 # payloads have).
 CONTRACT: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
-    "audit.started": ((A, F), ("audit_id", "fiche_id", "audit_config_id", "audit_config_name", "total_steps",
-                                "started_at", "status")),
+    "audit.started": (
+        (A, F),
+        ("audit_id", "fiche_id", "audit_config_id", "audit_config_name", "total_steps", "started_at", "status"),
+    ),
     "audit.fiche_fetch_started": ((F,), ("fiche_id", "from_cache", "status")),
     "audit.fiche_fetch_completed": ((F,), ("fiche_id", "recordings_count", "prospect_name", "from_cache", "status")),
     "audit.config_loaded": ((G,), ("config_id", "config_name", "steps_count", "status")),
-    "audit.transcription_check": ((F,), ("fiche_id", "total_recordings", "transcribed", "needs_transcription",
-                                         "status")),
+    "audit.transcription_check": (
+        (F,),
+        ("fiche_id", "total_recordings", "transcribed", "needs_transcription", "status"),
+    ),
     "audit.timeline_generated": ((F,), ("fiche_id", "recordings_count", "total_chunks", "status")),
     "audit.analysis_started": ((A, F), ("audit_id", "fiche_id", "total_steps", "model", "status")),
     "audit.step_started": ((A, F), ("audit_id", "step_position", "status")),
     "audit.step_completed": ((A, F), ("audit_id", "step_position", "status")),
     "audit.step_failed": ((A, F), ("audit_id", "fiche_id", "step_position", "step_name", "error", "status")),
-    "audit.progress": ((A, F), ("audit_id", "fiche_id", "completed_steps", "total_steps", "failed_steps",
-                                "current_phase", "progress_percentage", "status")),
-    "audit.compliance_calculated": ((A, F), ("audit_id", "fiche_id", "overall_score", "score_percentage", "niveau",
-                                             "is_compliant", "critical_issues", "status")),
-    "audit.completed": ((A, F), ("audit_id", "fiche_id", "overall_score", "score_percentage", "niveau",
-                                 "is_compliant", "successful_steps", "failed_steps", "total_tokens",
-                                 "duration_seconds", "completed_at", "status")),
+    "audit.progress": (
+        (A, F),
+        (
+            "audit_id",
+            "fiche_id",
+            "completed_steps",
+            "total_steps",
+            "failed_steps",
+            "current_phase",
+            "progress_percentage",
+            "status",
+        ),
+    ),
+    "audit.compliance_calculated": (
+        (A, F),
+        (
+            "audit_id",
+            "fiche_id",
+            "overall_score",
+            "score_percentage",
+            "niveau",
+            "is_compliant",
+            "critical_issues",
+            "status",
+        ),
+    ),
+    "audit.completed": (
+        (A, F),
+        (
+            "audit_id",
+            "fiche_id",
+            "overall_score",
+            "score_percentage",
+            "niveau",
+            "is_compliant",
+            "successful_steps",
+            "failed_steps",
+            "total_tokens",
+            "duration_seconds",
+            "completed_at",
+            "status",
+        ),
+    ),
     "audit.failed": ((A, F), ("audit_id", "fiche_id", "error", "failed_at", "status")),
     "transcription.started": ((F,), ("fiche_id", "total_recordings", "priority", "started_at", "status")),
-    "transcription.status_check": ((F,), ("fiche_id", "total_recordings", "already_transcribed",
-                                          "needs_transcription", "is_complete", "status")),
-    "transcription.recording_started": ((F,), ("fiche_id", "call_id", "recording_index", "total_to_transcribe",
-                                               "status")),
-    "transcription.recording_completed": ((F,), ("fiche_id", "call_id", "transcription_id", "recording_index",
-                                                 "total_to_transcribe", "status")),
-    "transcription.recording_failed": ((F,), ("fiche_id", "call_id", "error", "recording_index",
-                                              "total_to_transcribe", "status")),
-    "transcription.progress": ((F,), ("fiche_id", "total_recordings", "transcribed", "pending", "failed",
-                                      "progress_percentage", "status")),
-    "transcription.completed": ((F,), ("fiche_id", "total_recordings", "transcribed", "failed",
-                                       "duration_seconds", "completed_at", "status")),
+    "transcription.status_check": (
+        (F,),
+        ("fiche_id", "total_recordings", "already_transcribed", "needs_transcription", "is_complete", "status"),
+    ),
+    "transcription.recording_started": (
+        (F,),
+        ("fiche_id", "call_id", "recording_index", "total_to_transcribe", "status"),
+    ),
+    "transcription.recording_completed": (
+        (F,),
+        ("fiche_id", "call_id", "transcription_id", "recording_index", "total_to_transcribe", "status"),
+    ),
+    "transcription.recording_failed": (
+        (F,),
+        ("fiche_id", "call_id", "error", "recording_index", "total_to_transcribe", "status"),
+    ),
+    "transcription.progress": (
+        (F,),
+        ("fiche_id", "total_recordings", "transcribed", "pending", "failed", "progress_percentage", "status"),
+    ),
+    "transcription.completed": (
+        (F,),
+        ("fiche_id", "total_recordings", "transcribed", "failed", "duration_seconds", "completed_at", "status"),
+    ),
     "transcription.failed": ((F,), ("fiche_id", "error", "failed_at", "status")),
     "batch.progress": ((G,), ("batch_id", "operation_type", "total", "completed", "failed", "progress_percentage")),
     "batch.completed": ((G,), ("batch_id", "operation_type", "total", "completed", "failed", "duration_ms")),
@@ -71,8 +134,12 @@ CONTRACT: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
 }
 
 IDS = {"audit_id": "aud-1", "fiche_id": "1234567", "jobId": "0f3c2f8e-aaaa-bbbb-cccc-000000000001"}
-CHANNEL_OF = {A: "private-audit-aud-1", F: "private-fiche-1234567", J: f"private-job-{IDS['jobId']}",
-              G: "private-global"}
+CHANNEL_OF = {
+    A: "private-audit-aud-1",
+    F: "private-fiche-1234567",
+    J: f"private-job-{IDS['jobId']}",
+    G: "private-global",
+}
 
 
 def full_payload(event: str, **extra) -> dict:
@@ -112,7 +179,10 @@ def test_generic_rules_route_by_the_ids_present():
     assert channels_for("custom.thing", {"fiche_id": "f1"}) == ["private-fiche-f1"]
     assert channels_for("custom.thing", {"jobId": "j1"}) == ["private-job-j1"]
     assert channels_for("custom.thing", {"audit_id": "a1", "fiche_id": "f1", "jobId": "j1"}) == [
-        "private-audit-a1", "private-fiche-f1", "private-job-j1"]
+        "private-audit-a1",
+        "private-fiche-f1",
+        "private-job-j1",
+    ]
     assert channels_for("custom.thing", {"other": 1}) == ["private-global"]
     assert channels_for("custom.thing", {}) == ["private-global"]
     # batch.* and notification are global whatever ids they carry.
@@ -121,8 +191,14 @@ def test_generic_rules_route_by_the_ids_present():
 
 
 def test_config_loaded_is_global_only_even_with_ids():
-    payload = {"config_id": "c1", "config_name": "Std", "steps_count": 3, "status": "loaded", "audit_id": "a9",
-               "fiche_id": "f9"}
+    payload = {
+        "config_id": "c1",
+        "config_name": "Std",
+        "steps_count": 3,
+        "status": "loaded",
+        "audit_id": "a9",
+        "fiche_id": "f9",
+    }
     assert channels_for("audit.config_loaded", payload) == ["private-global"]
 
 
@@ -136,8 +212,15 @@ def test_step_reruns_go_to_the_audit_channel_only_and_normal_steps_to_audit_and_
 
 
 def test_transcription_events_are_fiche_only():
-    payload = {"fiche_id": "f1", "audit_id": "a1", "jobId": "j1", "total_recordings": 2, "priority": "high",
-               "started_at": "2026-01-01T00:00:00Z", "status": "started"}
+    payload = {
+        "fiche_id": "f1",
+        "audit_id": "a1",
+        "jobId": "j1",
+        "total_recordings": 2,
+        "priority": "high",
+        "started_at": "2026-01-01T00:00:00Z",
+        "status": "started",
+    }
     assert channels_for("transcription.started", payload) == ["private-fiche-f1"]
 
 
@@ -150,7 +233,9 @@ def test_automation_runs_have_their_own_job_channel():
         validate_event("automation.run.started", {"audit_id": "a1"})
 
 
-@pytest.mark.parametrize("event", ["audit.unknown", "fiches.progressive_fetch.paused", "batch.progres", "", "Notification"])
+@pytest.mark.parametrize(
+    "event", ["audit.unknown", "fiches.progressive_fetch.paused", "batch.progres", "", "Notification"]
+)
 def test_unknown_events_are_rejected(event):
     with pytest.raises(InvalidEvent, match="unknown"):
         validate_event(event, {"audit_id": "a1", "fiche_id": "f1", "status": "x"})
@@ -173,15 +258,30 @@ def test_missing_field_error_names_the_field():
 # --- Channel names ------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("channel", ["private-global", "private-fiche-1234567", "private-job-" + "a" * 152,
-                                     "private-a_b=c@d,e.f;g-h", "x" * 164])
+@pytest.mark.parametrize(
+    "channel",
+    ["private-global", "private-fiche-1234567", "private-job-" + "a" * 152, "private-a_b=c@d,e.f;g-h", "x" * 164],
+)
 def test_valid_channel_names(channel):
     assert validate_channel(channel) == channel
 
 
-@pytest.mark.parametrize("channel", ["private-a:b", "presence-x:y", "x" * 165, "private-" + "f" * 200, "",
-                                     "private-fiche-1 2", "private-fiche-é", "private-fiche-1/2",
-                                     "private-fiche-1\n", "private-fiche-#1", None])
+@pytest.mark.parametrize(
+    "channel",
+    [
+        "private-a:b",
+        "presence-x:y",
+        "x" * 165,
+        "private-" + "f" * 200,
+        "",
+        "private-fiche-1 2",
+        "private-fiche-é",
+        "private-fiche-1/2",
+        "private-fiche-1\n",
+        "private-fiche-#1",
+        None,
+    ],
+)
 def test_invalid_channel_names(channel):
     with pytest.raises(InvalidEvent):
         validate_channel(channel)
@@ -285,7 +385,11 @@ def test_accented_characters_count_as_utf8_bytes():
 
 def test_ids_and_counters_survive_when_many_fields_are_large():
     payload = {
-        "audit_id": "A-77", "fiche_id": "F-77", "status": "completed", "overall_score": 12, "failed_steps": 0,
+        "audit_id": "A-77",
+        "fiche_id": "F-77",
+        "status": "completed",
+        "overall_score": 12,
+        "failed_steps": 0,
         **{f"blob_{i}": "x" * 3000 for i in range(10)},
         "items": [{"k": "v" * 50}] * 300,
     }

@@ -37,15 +37,20 @@ def _frequency(settings):
 
 @pytest.fixture
 def lyon(make_role, make_user):
-    return make_user(make_role("lyon-reader", fiches=("r", "GROUP")), email="lyon@example.com", groupes=["Lyon-2"],
-                     crm_user_id="u-417")
+    return make_user(
+        make_role("lyon-reader", fiches=("r", "GROUP")),
+        email="lyon@example.com",
+        groupes=["Lyon-2"],
+        crm_user_id="u-417",
+    )
 
 
 def cache_day(day: date, *specs: tuple[str, str, str]) -> None:
     """Cache fiches ``(fiche_id, groupe, crm_user_id)`` on ``day`` (as a day worker would)."""
     cache_fiche_sales_summaries(
         [sale(fid, day, groupe=groupe, crm_user_id=crm, prenom=f"P{fid}") for fid, groupe, crm in specs],
-        revalidated_at=datetime(2026, 3, 10, tzinfo=UTC), covered_dates=[day],
+        revalidated_at=datetime(2026, 3, 10, tzinfo=UTC),
+        covered_dates=[day],
     )
 
 
@@ -55,8 +60,9 @@ def default_fiches(day: date) -> tuple[tuple[str, str, str], ...]:
 
 
 def request_job(user, receiver, *, n: int = 5, secret: str | None = WHSEC) -> ProgressiveFetchJob:
-    meta = jobs.progressive_fetch_request(user=user, start=DAYS[0], end=DAYS[n - 1],
-                                          webhook_url=receiver.url("/jobs"), webhook_secret=secret).meta
+    meta = jobs.progressive_fetch_request(
+        user=user, start=DAYS[0], end=DAYS[n - 1], webhook_url=receiver.url("/jobs"), webhook_secret=secret
+    ).meta
     job_id = meta["backgroundJobId"]
     assert jobs.progressive_fetch_dispatch(job_id=job_id) == DAYS[:n]
     return ProgressiveFetchJob.objects.get(pk=job_id)
@@ -108,11 +114,14 @@ def test_progress_deliveries_every_two_days_and_one_terminal_delivery(lyon, rece
     assert [d.event for d in deliveries(job)] == [PROGRESS, PROGRESS, COMPLETE]
 
 
-@pytest.mark.parametrize(("n", "expected"), [
-    (4, [[], [PROGRESS], [PROGRESS], [PROGRESS, COMPLETE]]),  # the last day: the terminal delivery only
-    (2, [[], [COMPLETE]]),
-    (1, [[COMPLETE]]),
-])
+@pytest.mark.parametrize(
+    ("n", "expected"),
+    [
+        (4, [[], [PROGRESS], [PROGRESS], [PROGRESS, COMPLETE]]),  # the last day: the terminal delivery only
+        (2, [[], [COMPLETE]]),
+        (1, [[COMPLETE]]),
+    ],
+)
 def test_the_last_day_sends_only_the_terminal_delivery(n, expected, lyon, receiver):
     job = request_job(lyon, receiver, n=n)
     assert run_days(job) == expected
@@ -137,11 +146,11 @@ def test_each_delivery_holds_the_job_state_at_event_time(lyon, receiver, setting
 
     data = body_data(terminal)
     assert json.loads(terminal.payload)["type"] == COMPLETE
-    assert (data["status"], data["progress"], data["completedDays"], data["datesRemaining"]) == (
-        "complete", 100, 5, [])
+    assert (data["status"], data["progress"], data["completedDays"], data["datesRemaining"]) == ("complete", 100, 5, [])
     assert data["jobId"] == str(job.id)
     assert data["dataUrl"] == (
-        "https://api.callcentre.test/api/fiches/status/by-date-range?startDate=2026-03-02&endDate=2026-03-06")
+        "https://api.callcentre.test/api/fiches/status/by-date-range?startDate=2026-03-02&endDate=2026-03-06"
+    )
     assert data["totalFiches"] == 10
 
 
@@ -194,8 +203,13 @@ def test_partial_data_is_filtered_by_the_scope_stored_on_the_job(lyon, receiver)
     data = body_data(terminal)
     assert {p["groupe"] for p in data["partialData"]} == {"Lyon-2"}
     assert [p["fiche_id"] for p in data["partialData"]] == ["L02", "L03", "L04", "L05", "L06"]
-    assert data["partialData"][0] == {"fiche_id": "L02", "sales_date": "2026-03-02", "prospect_name": "PL02 Martin",
-                                      "groupe": "Lyon-2", "recordings_count": 0}
+    assert data["partialData"][0] == {
+        "fiche_id": "L02",
+        "sales_date": "2026-03-02",
+        "prospect_name": "PL02 Martin",
+        "groupe": "Lyon-2",
+        "recordings_count": 0,
+    }
     assert data["partialDataTruncated"] is False
 
     # What the receiver gets: the same, signed.
@@ -206,13 +220,16 @@ def test_partial_data_is_filtered_by_the_scope_stored_on_the_job(lyon, receiver)
     assert "Paris-Est" not in request.body.decode()
 
 
-@pytest.mark.parametrize(("role", "fields", "expected"), [
-    (("r", "ALL"), {}, ["L02", "P02", "L03", "P03"]),
-    (("r", "SELF"), {"crm_user_id": "u-999"}, ["P02", "P03"]),
-    (("r", "GROUP"), {"groupes": ["Paris-Est", "Lyon-2"]}, ["L02", "P02", "L03", "P03"]),
-    (("r", "GROUP"), {"groupes": []}, []),
-    (("r", "SELF"), {}, []),
-])
+@pytest.mark.parametrize(
+    ("role", "fields", "expected"),
+    [
+        (("r", "ALL"), {}, ["L02", "P02", "L03", "P03"]),
+        (("r", "SELF"), {"crm_user_id": "u-999"}, ["P02", "P03"]),
+        (("r", "GROUP"), {"groupes": ["Paris-Est", "Lyon-2"]}, ["L02", "P02", "L03", "P03"]),
+        (("r", "GROUP"), {"groupes": []}, []),
+        (("r", "SELF"), {}, []),
+    ],
+)
 def test_partial_data_for_each_scope_kind(role, fields, expected, make_role, make_user, receiver):
     user = make_user(make_role("scoped", fiches=role), email="scoped@example.com", **fields)
     job = request_job(user, receiver, n=2)
@@ -221,8 +238,12 @@ def test_partial_data_for_each_scope_kind(role, fields, expected, make_role, mak
 
 
 def test_a_user_without_fiches_read_gets_no_partial_data(make_role, make_user, receiver):
-    user = make_user(make_role("recordings-only", recordings=("r", "ALL")), email="rec@example.com",
-                     groupes=["Lyon-2"], crm_user_id="u-417")
+    user = make_user(
+        make_role("recordings-only", recordings=("r", "ALL")),
+        email="rec@example.com",
+        groupes=["Lyon-2"],
+        crm_user_id="u-417",
+    )
     job = request_job(user, receiver, n=2)
     assert job.scope_kind == "NONE"
     run_days(job)

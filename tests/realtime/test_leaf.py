@@ -32,8 +32,11 @@ def imported_top_packages(package: str) -> dict[str, set[str]]:
 
 @pytest.mark.parametrize("package", ["realtime", "accounts"])
 def test_the_package_imports_no_domain_app(package):
-    offenders = {path: sorted(names & DOMAIN_APPS) for path, names in imported_top_packages(package).items()
-                 if names & DOMAIN_APPS}
+    offenders = {
+        path: sorted(names & DOMAIN_APPS)
+        for path, names in imported_top_packages(package).items()
+        if names & DOMAIN_APPS
+    }
     assert offenders == {}
 
 

@@ -32,13 +32,26 @@ def notification(i: int = 0) -> dict:
 
 
 def transcription_started(fiche_id: str = "F1", **extra) -> dict:
-    return {"fiche_id": fiche_id, "total_recordings": 2, "priority": "high",
-            "started_at": "2026-03-02T09:00:00Z", "status": "started", **extra}
+    return {
+        "fiche_id": fiche_id,
+        "total_recordings": 2,
+        "priority": "high",
+        "started_at": "2026-03-02T09:00:00Z",
+        "status": "started",
+        **extra,
+    }
 
 
 def audit_started() -> dict:
-    return {"audit_id": "A1", "fiche_id": "F1", "audit_config_id": "c1", "audit_config_name": "Standard",
-            "total_steps": 5, "started_at": "2026-03-02T09:00:00Z", "status": "started"}
+    return {
+        "audit_id": "A1",
+        "fiche_id": "F1",
+        "audit_config_id": "c1",
+        "audit_config_name": "Standard",
+        "total_steps": 5,
+        "started_at": "2026-03-02T09:00:00Z",
+        "status": "started",
+    }
 
 
 def log_lines(caplog, message: str) -> list[logging.LogRecord]:
@@ -82,7 +95,8 @@ def test_an_event_arrives_as_a_signed_batch_trigger_with_the_bare_payload(pusher
     assert call.params["auth_key"] == "key" and call.params["auth_version"] == "1.0"
     assert len(call.params["auth_signature"]) == 64
     assert [{k: e[k] for k in ("channel", "name")} for e in call.batch] == [
-        {"channel": "private-fiche-F1", "name": "transcription.started"}]
+        {"channel": "private-fiche-F1", "name": "transcription.started"}
+    ]
     assert isinstance(call.batch[0]["data"], str)  # JSON text, as Pusher expects
     assert json.loads(call.batch[0]["data"]) == payload  # the payload itself, no wrapper
 
@@ -94,7 +108,9 @@ def test_an_event_on_two_channels_is_two_batch_entries_with_the_same_data(pusher
 
     messages = pusher_stub.messages()
     assert [(m["channel"], m["name"]) for m in messages] == [
-        ("private-audit-A1", "audit.started"), ("private-fiche-F1", "audit.started")]
+        ("private-audit-A1", "audit.started"),
+        ("private-fiche-F1", "audit.started"),
+    ]
     assert all(json.loads(m["data"]) == payload for m in messages)
     assert len(pusher_stub.calls) == 1
 
@@ -143,10 +159,18 @@ def test_nothing_is_sent_before_commit(pusher_stub, django_capture_on_commit_cal
 @pytest.mark.django_db
 def test_an_oversized_payload_arrives_truncated_with_identifiers_intact(pusher_stub, committed):
     payload = {
-        "jobId": "0f3c2f8e-aaaa-bbbb-cccc-000000000042", "status": "processing", "startDate": "2018-01-01",
-        "endDate": "2026-03-31", "progress": 55, "completedDays": 3000, "totalDays": 3012, "totalFiches": 98765,
+        "jobId": "0f3c2f8e-aaaa-bbbb-cccc-000000000042",
+        "status": "processing",
+        "startDate": "2018-01-01",
+        "endDate": "2026-03-31",
+        "progress": 55,
+        "completedDays": 3000,
+        "totalDays": 3012,
+        "totalFiches": 98765,
         "datesCompleted": [f"2018-01-{(i % 28) + 1:02d}" for i in range(3000)],
-        "datesRemaining": ["2026-03-31"], "datesFailed": [], "latestDate": "2026-03-30",
+        "datesRemaining": ["2026-03-31"],
+        "datesFailed": [],
+        "latestDate": "2026-03-30",
         "note": "Récupération échouée " * 1500,
     }
     committed(lambda: publish("fiches.progressive_fetch.progress", payload))
@@ -318,7 +342,9 @@ def test_a_web_request_hands_the_batch_to_a_task_which_sends_it(pusher_stub):
     """Outside a worker, publish never waits on Pusher: the committed batch becomes one
     ``send_pusher_messages`` task; running that task sends it."""
     with transaction.atomic():
-        publish_many([("notification", notification(1)), ("transcription.started", transcription_started(fiche_id="F9"))])
+        publish_many(
+            [("notification", notification(1)), ("transcription.started", transcription_started(fiche_id="F9"))]
+        )
     assert pusher_stub.calls == []
     (task,) = queued_tasks("default")
     assert task.name == "realtime.tasks.send_pusher_messages"
@@ -332,8 +358,9 @@ def test_a_web_request_hands_the_batch_to_a_task_which_sends_it(pusher_stub):
 
 
 @pytest.mark.django_db(transaction=True)
-def test_a_progressive_fetch_job_still_completes_while_pusher_is_down(pusher_stub, settings, make_role, make_user,
-                                                                     logs):
+def test_a_progressive_fetch_job_still_completes_while_pusher_is_down(
+    pusher_stub, settings, make_role, make_user, logs
+):
     settings.PUSHER_PORT = free_port()  # Pusher unreachable
     user = make_user(make_role("pf-reader", fiches=("r", "ALL")), email="pf@example.com")
     day = date(2026, 3, 9)
@@ -352,7 +379,10 @@ def test_a_progressive_fetch_job_still_completes_while_pusher_is_down(pusher_stu
     assert job.completed_at is not None
     # Publishing was attempted (created, progress, complete) and failed quietly.
     assert [r.event for r in log_lines(logs, "realtime_event")] == [
-        "fiches.progressive_fetch.created", "fiches.progressive_fetch.progress", "fiches.progressive_fetch.complete"]
+        "fiches.progressive_fetch.created",
+        "fiches.progressive_fetch.progress",
+        "fiches.progressive_fetch.complete",
+    ]
     assert len(log_lines(logs, "pusher_trigger_failed")) == 1
     assert len(log_lines(logs, "pusher_paused_event_dropped")) >= 1
     assert pusher_stub.calls == []
@@ -386,8 +416,9 @@ def test_the_last_progress_event_says_processing_and_only_the_terminal_event_is_
     start = date(2026, 3, 2)
     job = make_job(user, start, 2, status="processing", scope_kind="ALL")
     for n in range(2):
-        committed(lambda n=n: jobs.progressive_fetch_apply_outcome(
-            job_id=str(job.pk), day=date(2026, 3, 2 + n), ok=True))
+        committed(
+            lambda n=n: jobs.progressive_fetch_apply_outcome(job_id=str(job.pk), day=date(2026, 3, 2 + n), ok=True)
+        )
 
     events = [(m["name"], json.loads(m["data"])) for m in pusher_stub.messages()]
     progress = [data for name, data in events if name == "fiches.progressive_fetch.progress"]

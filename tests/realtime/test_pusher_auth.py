@@ -45,8 +45,11 @@ def expected_auth(channel: str, socket_id: str = SOCKET) -> str:
 
 
 def post_form(client, channel: str, socket_id: str = SOCKET):
-    return client.post(URL, data=urlencode({"socket_id": socket_id, "channel_name": channel}),
-                       content_type="application/x-www-form-urlencoded")
+    return client.post(
+        URL,
+        data=urlencode({"socket_id": socket_id, "channel_name": channel}),
+        content_type="application/x-www-form-urlencoded",
+    )
 
 
 def post_json(client, channel: str, socket_id: str = SOCKET):
@@ -90,21 +93,28 @@ def lyon_colleague(make_role, make_user):
 
 @pytest.fixture
 def self_user(make_role, make_user):
-    return make_user(make_role("self", fiches=("r", "SELF")), email="self@example.com", crm_user_id="u-417",
-                     groupes=["Lyon-2"])
+    return make_user(
+        make_role("self", fiches=("r", "SELF")), email="self@example.com", crm_user_id="u-417", groupes=["Lyon-2"]
+    )
 
 
 @pytest.fixture
 def no_fiches(make_role, make_user):
-    return make_user(make_role("no-fiches", recordings=("r", "ALL"), automation=("r", "ALL")),
-                     email="nofiches@example.com", groupes=["Lyon-2"], crm_user_id="u-417")
+    return make_user(
+        make_role("no-fiches", recordings=("r", "ALL"), automation=("r", "ALL")),
+        email="nofiches@example.com",
+        groupes=["Lyon-2"],
+        crm_user_id="u-417",
+    )
 
 
 @pytest.fixture
 def fiches_cached():
     cache_fiche_sales_summaries(
-        [sale("F-LYON", DAY, groupe="Lyon-2", crm_user_id="u-417"),
-         sale("F-PARIS", DAY, groupe="Paris-Est", crm_user_id="u-999")],
+        [
+            sale("F-LYON", DAY, groupe="Lyon-2", crm_user_id="u-417"),
+            sale("F-PARIS", DAY, groupe="Paris-Est", crm_user_id="u-999"),
+        ],
         revalidated_at=datetime(2026, 3, 5, tzinfo=UTC),
     )
 
@@ -117,7 +127,8 @@ def test_the_pusher_documentation_example():
         "auth": "278d425bdf160c739803:58df8b0c36d6982b82c3ecf6b4662e34fe8c25bba48f5369f135bf843651c3a4"
     }
     assert expected_auth("private-foobar") == (
-        "278d425bdf160c739803:58df8b0c36d6982b82c3ecf6b4662e34fe8c25bba48f5369f135bf843651c3a4")
+        "278d425bdf160c739803:58df8b0c36d6982b82c3ecf6b4662e34fe8c25bba48f5369f135bf843651c3a4"
+    )
 
 
 @pytest.mark.parametrize("post", [post_form, post_json])
@@ -202,8 +213,9 @@ def test_automation_run_channel_needs_automation_read(make_role, make_user, all_
     assert_denied(post_form(auth_client(all_reader), channel))  # fiches ALL is not automation.read
 
 
-@pytest.mark.parametrize("channel", ["private-foo", "private-foo-1", "private-globals", "private-encrypted-x",
-                                     "private-fiches-1"])
+@pytest.mark.parametrize(
+    "channel", ["private-foo", "private-foo-1", "private-globals", "private-encrypted-x", "private-fiches-1"]
+)
 def test_unknown_private_channels_are_403(channel, admin_user, auth_client):
     assert_denied(post_form(auth_client(admin_user), channel))
 
@@ -211,16 +223,28 @@ def test_unknown_private_channels_are_403(channel, admin_user, auth_client):
 # --- Malformed input and configuration -------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("socket_id", ["abc", "1234", "1234.", ".1234", "1234.1234:private-global", "12a4.1234",
-                                       "1.2.3", ""])
+@pytest.mark.parametrize(
+    "socket_id", ["abc", "1234", "1234.", ".1234", "1234.1234:private-global", "12a4.1234", "1.2.3", ""]
+)
 def test_malformed_socket_id_is_400(socket_id, plain, auth_client):
     response = post_form(auth_client(plain), "private-global", socket_id)
     assert response.status_code == 400, response.content
     assert "auth" not in response.json()
 
 
-@pytest.mark.parametrize("channel", ["private-a:b", "private-" + "a" * 192, "private-" + "a" * 193, "private-a b",
-                                     "presence-room", "public-channel", "private-fiche-é", ""])
+@pytest.mark.parametrize(
+    "channel",
+    [
+        "private-a:b",
+        "private-" + "a" * 192,
+        "private-" + "a" * 193,
+        "private-a b",
+        "presence-room",
+        "public-channel",
+        "private-fiche-é",
+        "",
+    ],
+)
 def test_malformed_channel_is_400(channel, plain, auth_client):
     response = post_form(auth_client(plain), channel)
     assert response.status_code == 400, response.content

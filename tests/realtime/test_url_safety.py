@@ -94,13 +94,16 @@ def test_a_name_resolving_to_loopback_is_rejected(fake_dns):
     assert fake_dns.lookups == ["evil.example"]
 
 
-@pytest.mark.parametrize(("addresses", "reason"), [
-    ([PUBLIC_V4, "10.0.0.5"], "private address (10.0.0.5)"),
-    (["10.0.0.5", PUBLIC_V4], "private address (10.0.0.5)"),
-    ([PUBLIC_V6, "::1"], "loopback address (::1)"),
-    ([PUBLIC_V4, "169.254.169.254"], "cloud metadata"),
-    ([PUBLIC_V4, "::ffff:192.168.0.1"], "IPv4-mapped private"),
-])
+@pytest.mark.parametrize(
+    ("addresses", "reason"),
+    [
+        ([PUBLIC_V4, "10.0.0.5"], "private address (10.0.0.5)"),
+        (["10.0.0.5", PUBLIC_V4], "private address (10.0.0.5)"),
+        ([PUBLIC_V6, "::1"], "loopback address (::1)"),
+        ([PUBLIC_V4, "169.254.169.254"], "cloud metadata"),
+        ([PUBLIC_V4, "::ffff:192.168.0.1"], "IPv4-mapped private"),
+    ],
+)
 def test_a_name_resolving_to_public_and_private_addresses_is_rejected(addresses, reason, fake_dns):
     fake_dns.set("mixed.example", addresses)
     with pytest.raises(UnsafeWebhookUrl) as caught:
@@ -138,30 +141,36 @@ def allowlist(settings, fake_dns):
 
 
 @pytest.mark.usefixtures("allowlist")
-@pytest.mark.parametrize("url", [
-    "https://hooks.partner.example/x",
-    "https://hooks.partner.example:443/x?y=1",
-    "HTTPS://HOOKS.PARTNER.EXAMPLE/x",
-    "http://127.0.0.1:8081/hook",  # private, but an allowlisted trusted receiver
-])
+@pytest.mark.parametrize(
+    "url",
+    [
+        "https://hooks.partner.example/x",
+        "https://hooks.partner.example:443/x?y=1",
+        "HTTPS://HOOKS.PARTNER.EXAMPLE/x",
+        "http://127.0.0.1:8081/hook",  # private, but an allowlisted trusted receiver
+    ],
+)
 def test_allowlisted_origins_are_accepted(url):
     safe = validate_webhook_url(url)
     assert safe.allowlisted is True
 
 
 @pytest.mark.usefixtures("allowlist")
-@pytest.mark.parametrize("url", [
-    "https://hooks.example.com/x",  # public, but not allowlisted
-    "http://hooks.partner.example/x",  # scheme differs
-    "https://hooks.partner.example:8443/x",  # port differs
-    "https://evil.partner.example/x",
-    "http://127.0.0.1:8082/hook",
-    "http://127.0.0.1/hook",
-    "https://127.0.0.1:8081/hook",
-    "http://localhost:8081/hook",
-    "http://[::1]:8081/hook",
-    "http://2130706433:8081/hook",
-])
+@pytest.mark.parametrize(
+    "url",
+    [
+        "https://hooks.example.com/x",  # public, but not allowlisted
+        "http://hooks.partner.example/x",  # scheme differs
+        "https://hooks.partner.example:8443/x",  # port differs
+        "https://evil.partner.example/x",
+        "http://127.0.0.1:8082/hook",
+        "http://127.0.0.1/hook",
+        "https://127.0.0.1:8081/hook",
+        "http://localhost:8081/hook",
+        "http://[::1]:8081/hook",
+        "http://2130706433:8081/hook",
+    ],
+)
 def test_with_an_allowlist_other_origins_are_rejected(url):
     with pytest.raises(UnsafeWebhookUrl) as caught:
         validate_webhook_url(url)
@@ -249,4 +258,3 @@ def test_a_rebind_between_the_check_and_the_connection_is_refused(owner, listene
     assert "InvalidIPAddress: 127.0.0.1" in delivery.last_error  # refused at connect time, not retried
     assert delivery.last_status_code is None
     assert listener.connections == 0
-

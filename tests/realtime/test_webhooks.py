@@ -47,8 +47,15 @@ def owner(make_role, make_user):
 
 @pytest.fixture
 def job(owner, receiver):
-    return make_job(owner, webhook_url=receiver.url("/hook"), webhook_secret=WHSEC, dates_already_fetched=[START],
-                    dates_remaining=[START + timedelta(days=1)], completed_days=1, progress=50)
+    return make_job(
+        owner,
+        webhook_url=receiver.url("/hook"),
+        webhook_secret=WHSEC,
+        dates_already_fetched=[START],
+        dates_remaining=[START + timedelta(days=1)],
+        completed_days=1,
+        progress=50,
+    )
 
 
 def new_delivery(job, event: str = EVENT) -> WebhookDelivery:
@@ -88,7 +95,9 @@ def test_the_standard_webhooks_spec_test_vector():
 
 
 def test_secret_bytes():
-    assert secret_bytes("whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw") == base64.b64decode("MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw")
+    assert secret_bytes("whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw") == base64.b64decode(
+        "MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
+    )
     assert secret_bytes("my plain secret") == b"my plain secret"
     assert secret_bytes("clé secrète") == "clé secrète".encode()
 
@@ -178,7 +187,10 @@ def test_two_500s_then_200_is_three_attempts_with_the_same_id_and_identical_body
     assert (delivery.status, delivery.attempts, delivery.last_status_code) == ("success", 3, 200)
     assert delivery.delivered_at is not None and delivery.next_retry_at is None
     assert [(a.number, a.response_status, a.trigger) for a in attempts(delivery)] == [
-        (1, 500, "scheduled"), (2, 500, "scheduled"), (3, 200, "scheduled")]
+        (1, 500, "scheduled"),
+        (2, 500, "scheduled"),
+        (3, 200, "scheduled"),
+    ]
     job.refresh_from_db()
     assert (job.webhook_attempts, job.webhook_last_status_code) == (3, 200)
     assert job.webhook_last_error is None
@@ -226,7 +238,9 @@ def test_retry_after_is_honoured(status, job, receiver):
 def test_retry_after_as_an_http_date_and_its_cap(job, receiver, settings):
     settings.WEBHOOK_RETRY_MAX_SECONDS = 30.0
     when = format_datetime(datetime.now(UTC) + timedelta(seconds=5), usegmt=True)
-    receiver.respond(Reply(status=429, headers={"Retry-After": when}), Reply(status=429, headers={"Retry-After": "86400"}))
+    receiver.respond(
+        Reply(status=429, headers={"Retry-After": when}), Reply(status=429, headers={"Retry-After": "86400"})
+    )
     delivery = new_delivery(job)
     first = attempt_delivery(delivery_id=delivery.pk)
     assert first.status == "pending" and 3 <= first.retry_in <= 6
@@ -404,7 +418,10 @@ def test_cancel_a_pending_delivery(job, receiver):
     assert delivery_cancel(delivery=delivery) is True
     delivery.refresh_from_db()
     assert (delivery.status, delivery.last_error, delivery.next_retry_at) == (
-        "failed", "cancelled by an operator", None)
+        "failed",
+        "cancelled by an operator",
+        None,
+    )
     assert delivery_cancel(delivery=delivery) is False
     assert attempt_delivery(delivery_id=delivery.pk).status == "failed"
     assert receiver.received == [] and attempts(delivery) == []
@@ -422,9 +439,10 @@ def test_cancel_does_not_touch_a_successful_delivery(job, receiver):
 
 
 def test_an_attempt_records_request_and_response_trimmed_to_4kb(job, receiver):
-    big = (b"0123456789" * 1024)  # 10 KB
-    receiver.respond(Reply(status=500, headers={"X-Receiver": "r-1", "Content-Type": "text/plain"}, body=big,
-                           delay=0.05))
+    big = b"0123456789" * 1024  # 10 KB
+    receiver.respond(
+        Reply(status=500, headers={"X-Receiver": "r-1", "Content-Type": "text/plain"}, body=big, delay=0.05)
+    )
     delivery = new_delivery(job)
     before = timezone.now()
     attempt_delivery(delivery_id=delivery.pk)
@@ -447,11 +465,11 @@ def test_the_data_url_and_the_body_fields(job, receiver, settings):
     delivery = new_delivery(job)
     data = json.loads(delivery.payload.encode())["data"]
     assert data["dataUrl"] == (
-        "https://api.callcentre.test/api/fiches/status/by-date-range?startDate=2026-03-02&endDate=2026-03-03")
+        "https://api.callcentre.test/api/fiches/status/by-date-range?startDate=2026-03-02&endDate=2026-03-03"
+    )
     assert data["jobId"] == str(job.id)
     assert (data["status"], data["progress"], data["completedDays"], data["totalDays"]) == ("processing", 50, 1, 2)
-    assert (data["datesCompleted"], data["datesRemaining"], data["datesFailed"]) == (
-        ["2026-03-02"], ["2026-03-03"], [])
+    assert (data["datesCompleted"], data["datesRemaining"], data["datesFailed"]) == (["2026-03-02"], ["2026-03-03"], [])
     assert (data["startDate"], data["endDate"]) == ("2026-03-02", "2026-03-03")
     assert data["partialData"] == [] and data["partialDataTruncated"] is False
     body = json.loads(delivery.payload.encode())
@@ -470,7 +488,8 @@ def test_no_webhook_url_no_delivery(owner):
 
 def _age(deliveries, days: int) -> None:
     WebhookDelivery.objects.filter(pk__in=[d.pk for d in deliveries]).update(
-        created_at=timezone.now() - timedelta(days=days))
+        created_at=timezone.now() - timedelta(days=days)
+    )
 
 
 def _with_status(job, status: str, n: int = 1) -> list[WebhookDelivery]:
@@ -507,7 +526,6 @@ def test_the_purge_task_uses_the_retention_setting(job, settings):
     _age(fresh, days=6)
     assert purge_webhook_deliveries.apply().get() == 2
     assert list(WebhookDelivery.objects.values_list("pk", flat=True)) == [fresh[0].pk]
-
 
 
 # --- Admin ----------------------------------------------------------------------------------------------------------

@@ -30,8 +30,15 @@ def _flush_redis() -> None:
 class Worker:
     """A ``celery worker`` subprocess on the test database and the test Redis database."""
 
-    def __init__(self, *, env: dict[str, str], name: str, concurrency: int = 4,
-                 queues: str = "default,crm,webhooks", pool: str = "prefork"):
+    def __init__(
+        self,
+        *,
+        env: dict[str, str],
+        name: str,
+        concurrency: int = 4,
+        queues: str = "default,crm,webhooks",
+        pool: str = "prefork",
+    ):
         WORKER_LOG_DIR.mkdir(exist_ok=True)
         self.log_path = WORKER_LOG_DIR / f"{name}.log"
         self.env, self.name, self.concurrency, self.queues, self.pool = env, name, concurrency, queues, pool
@@ -40,11 +47,33 @@ class Worker:
     def start(self) -> Worker:
         with open(self.log_path, "w") as log:  # the child keeps its own copy of the descriptor
             self.process = subprocess.Popen(
-            [sys.executable, "-m", "celery", "-A", "config", "worker", "-Q", self.queues, "--pool", self.pool,
-             "-c", str(self.concurrency), "-n", f"{self.name}@%h", "--without-gossip", "--without-mingle",
-             "--without-heartbeat", "-l", "INFO"],
-            cwd=ROOT, env=self.env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
-        )
+                [
+                    sys.executable,
+                    "-m",
+                    "celery",
+                    "-A",
+                    "config",
+                    "worker",
+                    "-Q",
+                    self.queues,
+                    "--pool",
+                    self.pool,
+                    "-c",
+                    str(self.concurrency),
+                    "-n",
+                    f"{self.name}@%h",
+                    "--without-gossip",
+                    "--without-mingle",
+                    "--without-heartbeat",
+                    "-l",
+                    "INFO",
+                ],
+                cwd=ROOT,
+                env=self.env,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:
             if "ready." in self.log_path.read_text(errors="replace"):

@@ -43,7 +43,9 @@ class RedisServer:
     def start(self) -> RedisServer:
         self.process = subprocess.Popen(
             ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            start_new_session=True,
         )
         client = redis.Redis(port=self.port)
         wait_for(lambda: _pings(client), timeout=10, message="redis-server to start")
@@ -128,10 +130,12 @@ class Recorder(ThreadingHTTPServer):
     def pusher_events(self, name: str, job_id) -> list[dict]:
         """Events a Pusher stub received for the job's channel."""
         with self.lock:
-            batches = [json.loads(r["body"])["batch"] for r in self.records
-                       if r["path"].split("?")[0].endswith("/batch_events")]
-        return [e for batch in batches for e in batch
-                if e["name"] == name and e["channel"] == f"private-job-{job_id}"]
+            batches = [
+                json.loads(r["body"])["batch"]
+                for r in self.records
+                if r["path"].split("?")[0].endswith("/batch_events")
+            ]
+        return [e for batch in batches for e in batch if e["name"] == name and e["channel"] == f"private-job-{job_id}"]
 
     def webhooks(self, event: str, job_id) -> list[dict]:
         with self.lock:
@@ -139,12 +143,15 @@ class Recorder(ThreadingHTTPServer):
         return [b for b in bodies if b["type"] == event and b["data"]["jobId"] == str(job_id)]
 
 
-def assert_job_ended_once(job_id, *, pusher: Recorder, receiver: Recorder | None, timeout: float = 60) -> ProgressiveFetchJob:
+def assert_job_ended_once(
+    job_id, *, pusher: Recorder, receiver: Recorder | None, timeout: float = 60
+) -> ProgressiveFetchJob:
     """The invariants of every scenario: the job is terminal, no date is lost or counted twice,
     and the terminal Pusher event and webhook happened exactly once."""
     job = wait_for(
         lambda: (j := ProgressiveFetchJob.objects.get(pk=job_id)).is_terminal and j,
-        timeout=timeout, message=f"job {job_id} to finish",
+        timeout=timeout,
+        message=f"job {job_id} to finish",
     )
     all_dates = set(dates_between(job.start_date, job.end_date))
     completed, failed = set(job.dates_already_fetched), set(job.dates_failed)

@@ -50,17 +50,24 @@ class Stack:
     env: dict
     workers: list[Worker] = field(default_factory=list)
 
-    def worker(self, name: str, *, concurrency: int = 4, queues: str = "default,crm,webhooks", pool: str = "prefork",
-               **overrides: str) -> Worker:
-        w = Worker(env={**self.env, **overrides}, name=name, concurrency=concurrency, queues=queues,
-                   pool=pool).start()
+    def worker(
+        self,
+        name: str,
+        *,
+        concurrency: int = 4,
+        queues: str = "default,crm,webhooks",
+        pool: str = "prefork",
+        **overrides: str,
+    ) -> Worker:
+        w = Worker(env={**self.env, **overrides}, name=name, concurrency=concurrency, queues=queues, pool=pool).start()
         self.workers.append(w)
         return w
 
     def sales(self, day: date) -> list[dict]:
         cfg = self.sim.config
-        return sim_data.sales_for_date(day, seed=cfg.seed, fiches_per_day=cfg.fiches_per_day, revision=cfg.revision,
-                                       include_recordings=True)
+        return sim_data.sales_for_date(
+            day, seed=cfg.seed, fiches_per_day=cfg.fiches_per_day, revision=cfg.revision, include_recordings=True
+        )
 
     def calls(self) -> list[dict]:
         return [r for r in self.sim.requests() if r["path"] == SALES]
@@ -74,8 +81,12 @@ def stack(settings):
     pusher_port = str(pusher.server_address[1])
     common = {
         "CRM_RATE_LIMIT": "off",
-        "PUSHER_APP_ID": "42", "PUSHER_KEY": "fault-key", "PUSHER_SECRET": "fault-secret",
-        "PUSHER_HOST": "127.0.0.1", "PUSHER_PORT": pusher_port, "PUSHER_USE_TLS": "false",
+        "PUSHER_APP_ID": "42",
+        "PUSHER_KEY": "fault-key",
+        "PUSHER_SECRET": "fault-secret",
+        "PUSHER_HOST": "127.0.0.1",
+        "PUSHER_PORT": pusher_port,
+        "PUSHER_USE_TLS": "false",
         "PUSHER_BACKOFF_SECONDS": "0",
         "WEBHOOK_ALLOWED_ORIGINS": receiver.origin,
         "WEBHOOK_RETRY_BASE_SECONDS": "0.1",
@@ -117,8 +128,12 @@ def _days(start: date, n: int) -> list[date]:
 
 def _request(stack: Stack, user, days: list[date], *, refresh: bool = False) -> str:
     result = progressive_fetch_request(
-        user=user, start=days[0], end=days[-1], refresh=refresh,
-        webhook_url=f"{stack.receiver.origin}/hook", webhook_secret="fault-secret",
+        user=user,
+        start=days[0],
+        end=days[-1],
+        refresh=refresh,
+        webhook_url=f"{stack.receiver.origin}/hook",
+        webhook_secret="fault-secret",
     )
     return result.meta["backgroundJobId"]
 
@@ -155,8 +170,14 @@ def _bare_job(stack: Stack, user, days: list[date]) -> str:
     """A dispatched job whose day tasks never run (the test plays them): created as the service
     would, without the orchestrator message."""
     job = ProgressiveFetchJob.objects.create(
-        start_date=days[0], end_date=days[-1], total_days=len(days), dates_remaining=days,
-        requested_by=user, scope_kind="ALL", webhook_url=f"{stack.receiver.origin}/hook", webhook_secret="s",
+        start_date=days[0],
+        end_date=days[-1],
+        total_days=len(days),
+        dates_remaining=days,
+        requested_by=user,
+        scope_kind="ALL",
+        webhook_url=f"{stack.receiver.origin}/hook",
+        webhook_secret="s",
     )
     assert progressive_fetch_dispatch(job_id=str(job.pk)) == days
     for day in days:
@@ -189,8 +210,11 @@ def test_2_a_day_failing_twice_then_succeeding(stack, requester):
     flaky = days[1]
     stack.sim.config.fail_dates = frozenset({flaky})
     job_id = _request(stack, requester, days)
-    wait_for(lambda: sum(c["params"]["startDate"] == flaky.isoformat() for c in stack.calls()) >= 2,
-             interval=0.01, message="two failed calls for the flaky date")
+    wait_for(
+        lambda: sum(c["params"]["startDate"] == flaky.isoformat() for c in stack.calls()) >= 2,
+        interval=0.01,
+        message="two failed calls for the flaky date",
+    )
     stack.sim.config.fail_dates = frozenset()  # the CRM recovers before the last retry
 
     job = assert_job_ended_once(job_id, pusher=stack.pusher, receiver=stack.receiver)
@@ -296,8 +320,11 @@ def test_6_redis_restarted_with_its_data_lost_mid_job(stack, requester):
     stack.sim.config.latency_ms = 400
     days = _days(date(2026, 3, 9), 8)
     job_id = _request(stack, requester, days)
-    wait_for(lambda: 1 <= len(ProgressiveFetchJob.objects.get(pk=job_id).dates_already_fetched) < len(days),
-             interval=0.05, message="the job to be half-way")
+    wait_for(
+        lambda: 1 <= len(ProgressiveFetchJob.objects.get(pk=job_id).dates_already_fetched) < len(days),
+        interval=0.05,
+        message="the job to be half-way",
+    )
     stack.redis.restart_losing_data()  # queues, chord counters, locks, pending outcomes: all gone
     stack.sim.config.latency_ms = 0
     with reconciler_beat():
@@ -358,8 +385,12 @@ def test_9_database_connections_killed_mid_job(stack, requester):
     """Transient database errors in day tasks and the updater are retried (bounded, with backoff):
     no outcome waits for the reconciler (none runs here, and the stall timeout is far away)."""
     db_url = stack.env["DATABASE_URL"]
-    stack.worker("f9", concurrency=4, DATABASE_URL=f"{db_url}?application_name=fault-worker",
-                 PROGRESSIVE_FETCH_STALL_SECONDS="600")
+    stack.worker(
+        "f9",
+        concurrency=4,
+        DATABASE_URL=f"{db_url}?application_name=fault-worker",
+        PROGRESSIVE_FETCH_STALL_SECONDS="600",
+    )
     stack.sim.config.latency_ms = 150
     days = _days(date(2026, 4, 6), 10)
     job_id = _request(stack, requester, days)
@@ -401,24 +432,40 @@ def test_10_a_webhook_attempt_cut_by_the_soft_time_limit_is_recorded(stack, requ
     monkeypatch.setattr(deliver_webhook, "_exec_options", None)  # Celery caches them at the first send
     slow = SlowReceiver(delay=4.0)
     try:
-        stack.worker("f10", CELERY_TASK_SOFT_TIME_LIMIT="1", CELERY_TASK_TIME_LIMIT="3",
-                     WEBHOOK_TIMEOUT_SECONDS="10", WEBHOOK_ALLOWED_ORIGINS=slow.origin)
+        stack.worker(
+            "f10",
+            CELERY_TASK_SOFT_TIME_LIMIT="1",
+            CELERY_TASK_TIME_LIMIT="3",
+            WEBHOOK_TIMEOUT_SECONDS="10",
+            WEBHOOK_ALLOWED_ORIGINS=slow.origin,
+        )
         job = ProgressiveFetchJob.objects.create(
-            start_date=date(2026, 4, 20), end_date=date(2026, 4, 20), total_days=1, status="processing",
-            dates_remaining=[date(2026, 4, 20)], requested_by=requester, scope_kind="ALL",
+            start_date=date(2026, 4, 20),
+            end_date=date(2026, 4, 20),
+            total_days=1,
+            status="processing",
+            dates_remaining=[date(2026, 4, 20)],
+            requested_by=requester,
+            scope_kind="ALL",
             webhook_url=f"{slow.origin}/hook",
         )
         with transaction.atomic():
             delivery = send_job_webhook(job=job, event="fiches.progressive_fetch.progress")
 
-        attempt = wait_for(lambda: WebhookDeliveryAttempt.objects.filter(delivery=delivery).first(), timeout=20,
-                           message="the attempt row")
+        attempt = wait_for(
+            lambda: WebhookDeliveryAttempt.objects.filter(delivery=delivery).first(),
+            timeout=20,
+            message="the attempt row",
+        )
         assert "SoftTimeLimitExceeded" in attempt.error
         assert attempt.response_status is None and attempt.duration_ms >= 900
         delivery = WebhookDelivery.objects.get(pk=delivery.pk)
         assert delivery.next_retry_at is not None or delivery.attempts > 1  # a retry was scheduled...
-        second = wait_for(lambda: WebhookDeliveryAttempt.objects.filter(delivery=delivery, number=2).first(),
-                          timeout=20, message="the retried attempt")  # ...and made
+        second = wait_for(
+            lambda: WebhookDeliveryAttempt.objects.filter(delivery=delivery, number=2).first(),
+            timeout=20,
+            message="the retried attempt",
+        )  # ...and made
         assert second.error and "SoftTimeLimitExceeded" in second.error
     finally:
         slow.stop()
@@ -436,22 +483,28 @@ def test_11_slow_webhook_receivers_on_their_own_thread_pool_never_hold_up_the_jo
     slow = SlowReceiver(delay=2.0)
     try:
         stack.worker("f11-work", queues="default,crm", WEBHOOK_ALLOWED_ORIGINS=slow.origin)
-        hooks = stack.worker("f11-hooks", queues="webhooks", pool="threads", concurrency=8,
-                             WEBHOOK_ALLOWED_ORIGINS=slow.origin)
+        hooks = stack.worker(
+            "f11-hooks", queues="webhooks", pool="threads", concurrency=8, WEBHOOK_ALLOWED_ORIGINS=slow.origin
+        )
         days = _days(date(2026, 4, 27), 12)
         started = time.monotonic()
-        result = progressive_fetch_request(user=requester, start=days[0], end=days[-1],
-                                           webhook_url=f"{slow.origin}/hook", webhook_secret="s")
+        result = progressive_fetch_request(
+            user=requester, start=days[0], end=days[-1], webhook_url=f"{slow.origin}/hook", webhook_secret="s"
+        )
         job_id = result.meta["backgroundJobId"]
-        job = wait_for(lambda: (j := ProgressiveFetchJob.objects.get(pk=job_id)).is_terminal and j, timeout=30,
-                       message="the job")
+        job = wait_for(
+            lambda: (j := ProgressiveFetchJob.objects.get(pk=job_id)).is_terminal and j, timeout=30, message="the job"
+        )
         job_seconds = time.monotonic() - started
         assert job.status == "complete"
         deliveries = WebhookDelivery.objects.filter(source_id=job_id)
         assert deliveries.count() == 3  # progress at 5 and 10 days, then complete
         assert job_seconds < 2.0 * deliveries.count()  # the job did not wait for the receivers
-        wait_for(lambda: set(deliveries.values_list("status", flat=True)) == {"success"}, timeout=20,
-                 message="every delivery delivered")
+        wait_for(
+            lambda: set(deliveries.values_list("status", flat=True)) == {"success"},
+            timeout=20,
+            message="every delivery delivered",
+        )
         assert "concurrency: 8 (thread)" in hooks.log()
     finally:
         slow.stop()

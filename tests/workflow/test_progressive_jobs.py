@@ -29,9 +29,7 @@ def _sim_sales(sim, day: date) -> list[dict]:
 
 
 def _sales_calls_by_date(sim) -> Counter:
-    return Counter(
-        r["params"]["startDate"] for r in sim.requests() if r["path"] == "/api/fiches/sales-with-calls"
-    )
+    return Counter(r["params"]["startDate"] for r in sim.requests() if r["path"] == "/api/fiches/sales-with-calls")
 
 
 def _wait_terminal(job_id: str, timeout: float = 45.0) -> ProgressiveFetchJob:
@@ -72,7 +70,9 @@ def test_partly_cached_range_completes_with_exact_counts(worker, crm, reader, au
     assert job.progress == 100 and job.completed_days == 5 and job.total_days == 5
     assert sorted(job.dates_already_fetched) == days
     assert job.dates_remaining == [] and job.dates_failed == [] and job.error is None
-    assert job.total_fiches == expected_total == FicheCache.objects.filter(sales_date__range=(days[0], days[-1])).count()
+    assert (
+        job.total_fiches == expected_total == FicheCache.objects.filter(sales_date__range=(days[0], days[-1])).count()
+    )
     assert job.completed_at is not None and job.started_at is not None
     # Only the missing dates were fetched, once each.
     assert _sales_calls_by_date(crm) == Counter({d.isoformat(): 1 for d in days if d not in cached})

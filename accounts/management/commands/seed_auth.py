@@ -30,11 +30,15 @@ class RoleDefault:
 
 DEFAULT_ROLES: tuple[RoleDefault, ...] = (
     RoleDefault(
-        "admin", "Administrator", "Every permission, read and write, on all data.",
+        "admin",
+        "Administrator",
+        "Every permission, read and write, on all data.",
         {key: (RW, Scope.ALL) for key in PERMISSION_KEYS},
     ),
     RoleDefault(
-        "manager", "Manager", "Manages the sales of their groups.",
+        "manager",
+        "Manager",
+        "Manages the sales of their groups.",
         {
             **{k: (RW, Scope.GROUP) for k in ("fiches", "recordings", "transcriptions", "audits", "automation")},
             "audit-configs": (R, Scope.ALL),
@@ -43,11 +47,15 @@ DEFAULT_ROLES: tuple[RoleDefault, ...] = (
         },
     ),
     RoleDefault(
-        "agent", "Agent", "Reads their own sales.",
+        "agent",
+        "Agent",
+        "Reads their own sales.",
         {k: (R, Scope.SELF) for k in ("fiches", "recordings", "audits", "chat")},
     ),
     RoleDefault(
-        "viewer", "Viewer", "Reads every fiche and audit.",
+        "viewer",
+        "Viewer",
+        "Reads every fiche and audit.",
         {k: (R, Scope.ALL) for k in ("fiches", "audits")},
     ),
 )
@@ -69,8 +77,12 @@ DEMO_USERS: tuple[DemoUser, ...] = (
     DemoUser("admin@demo.example", "admin", "Alice", "Admin", None, ()),
     DemoUser("manager@demo.example", "manager", "Marc", "Manager", None, DEMO_MANAGER_GROUPES),
     DemoUser(
-        "agent@demo.example", "agent", DEMO_AGENT.first_name, DEMO_AGENT.last_name,
-        DEMO_AGENT.crm_user_id, (DEMO_AGENT.groupe,),
+        "agent@demo.example",
+        "agent",
+        DEMO_AGENT.first_name,
+        DEMO_AGENT.last_name,
+        DEMO_AGENT.crm_user_id,
+        (DEMO_AGENT.groupe,),
     ),
     DemoUser("viewer@demo.example", "viewer", "Victor", "Viewer", None, ()),
 )
@@ -103,7 +115,8 @@ class Command(BaseCommand):
             if key in existing and not reset:
                 continue
             RolePermission.objects.update_or_create(
-                role=role, permission_key=key,
+                role=role,
+                permission_key=key,
                 defaults={"can_read": can_read, "can_write": can_write, "scope": scope},
             )
         self.stdout.write(f"role {role.key}: {'created' if created else 'present'}")
@@ -116,7 +129,9 @@ class Command(BaseCommand):
         user = User.objects.filter(email=email).first()
         if user is None:
             if not password:
-                self.stderr.write("AUTH_SEED_ADMIN_EMAIL is set but AUTH_SEED_ADMIN_PASSWORD is empty: admin not created.")
+                self.stderr.write(
+                    "AUTH_SEED_ADMIN_EMAIL is set but AUTH_SEED_ADMIN_PASSWORD is empty: admin not created."
+                )
                 return
             user = User.objects.create_superuser(email=email, password=password)
             self.stdout.write(f"admin user {email}: created")

@@ -32,8 +32,12 @@ class Command(BaseCommand):
         parser.add_argument("--host", default="127.0.0.1", help="interface to bind (default 127.0.0.1)")
         parser.add_argument("--port", type=int, default=8100, help="port to bind (default 8100, 0 for any free port)")
         for knob, var in ENV_VARS.items():
-            parser.add_argument(f"--{knob.replace('_', '-')}", dest=knob, metavar=var.removeprefix("CRM_SIM_"),
-                                help=f"{KNOB_HELP[knob]} (overrides {var})")
+            parser.add_argument(
+                f"--{knob.replace('_', '-')}",
+                dest=knob,
+                metavar=var.removeprefix("CRM_SIM_"),
+                help=f"{KNOB_HELP[knob]} (overrides {var})",
+            )
 
     def handle(self, *args: Any, **options: Any) -> None:
         try:
