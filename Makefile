@@ -12,11 +12,12 @@ run seed: export AUTH_SEED_ADMIN_PASSWORD ?= admin-pass-2026
 PORT ?= 8000
 export PORT
 
-.PHONY: run test install services migrate seed bench clean help
+.PHONY: run test check install services migrate seed bench clean help
 
 help:
 	@echo "make run    set everything up and run web + worker + beat (+ CRM simulator)"
 	@echo "make test   set everything up and run the whole test suite"
+	@echo "make check  lint (ruff), format check, type check (mypy), deploy checks, missing migrations"
 	@echo "make bench  run the benchmarks"
 
 $(PY):
@@ -55,6 +56,16 @@ run: seed
 
 test: services
 	$(PY) -m pytest $(PYTEST_ARGS)
+
+# Production-like settings for `check --deploy` (a throw-away key; nothing runs with them).
+CHECK_ENV := DEBUG=false ALLOWED_HOSTS=api.example.com SECRET_KEY=check-deploy-$(shell $(PYTHON) -c 'import secrets; print(secrets.token_hex(24))' 2>/dev/null || echo 0123456789abcdef0123456789abcdef)
+
+check: install
+	$(PY) -m ruff check .
+	$(PY) -m ruff format --check .
+	$(PY) -m mypy
+	$(CHECK_ENV) $(PY) manage.py check --deploy --fail-level WARNING
+	$(PY) manage.py makemigrations --check --dry-run
 
 bench: migrate
 	$(PY) -m bench $(BENCH_ARGS)

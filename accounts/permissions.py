@@ -5,10 +5,13 @@ All three read the user's grants as they are in the database now (``effective_gr
 
 from __future__ import annotations
 
-from typing import Any
+import functools
+from typing import Any, ClassVar
 
 from django.db.models import QuerySet
 from rest_framework.permissions import BasePermission
+from rest_framework.request import Request
+from rest_framework.views import APIView
 
 from accounts.grants import ACTIONS, Action, Scope, scope_for, validate_permission_key
 from config.exceptions import PermissionDeniedError
@@ -17,44 +20,46 @@ DEFAULT_GROUP_FIELD = "groupe"
 DEFAULT_USER_FIELD = "crm_user_id"
 
 
-class HasGrant(BasePermission):
-    """DRF permission: ``permission_classes = [HasGrant("fiches", "read")]``.
+class GrantPermission(BasePermission):
+    """DRF permission requiring one grant (``key``/``action`` set by ``HasGrant``).
 
     Unauthenticated → 401 (DRF's NotAuthenticated); authenticated without the grant → 403
     ``permission_denied`` naming the missing grant.
     """
 
-    def __init__(self, key: str, action: Action = "read"):
-        validate_permission_key(key)
-        if action not in ACTIONS:
-            raise ValueError(f"Unknown action {action!r}; expected one of {ACTIONS}.")
-        self.key = key
-        self.action = action
+    key: ClassVar[str]
+    action: ClassVar[Action]
 
-    def __call__(self) -> HasGrant:  # DRF instantiates each entry of permission_classes
-        return self
+    @classmethod
+    def grant_name(cls) -> str:
+        return f"{cls.key}.{cls.action}"
 
-    def __repr__(self) -> str:
-        return f"HasGrant({self.key!r}, {self.action!r})"
-
-    @property
-    def grant_name(self) -> str:
-        return f"{self.key}.{self.action}"
-
-    def require(self, user) -> None:
+    @classmethod
+    def require(cls, user: Any) -> None:
         """Raise 403 ``permission_denied`` naming the grant unless ``user`` holds it."""
-        if scope_for(user, self.key, self.action) is None:
+        if scope_for(user, cls.key, cls.action) is None:
             raise PermissionDeniedError(
-                f"Missing permission {self.grant_name}.",
-                details={"required": self.grant_name},
+                f"Missing permission {cls.grant_name()}.",
+                details={"required": cls.grant_name()},
             )
 
-    def has_permission(self, request, view) -> bool:
+    def has_permission(self, request: Request, view: APIView) -> bool:
         user = request.user
         if not (user and user.is_authenticated):
             return False
         self.require(user)
         return True
+
+
+@functools.cache
+def HasGrant(key: str, action: Action = "read") -> type[GrantPermission]:
+    """The DRF permission class requiring ``key``.``action``:
+    ``permission_classes = [HasGrant("fiches", "read")]``, or ``HasGrant("fiches", "write").require(user)``."""
+    validate_permission_key(key)
+    if action not in ACTIONS:
+        raise ValueError(f"Unknown action {action!r}; expected one of {ACTIONS}.")
+    name = f"HasGrant({key!r}, {action!r})"
+    return type(name, (GrantPermission,), {"key": key, "action": action, "__doc__": f"Requires {key}.{action}."})
 
 
 def scope_queryset(

@@ -2,13 +2,10 @@
 
 from __future__ import annotations
 
-from django.contrib.auth import get_user_model
 from django.db.models import Prefetch, QuerySet
 
 from accounts.grants import effective_grants
-from accounts.models import Role, RolePermission
-
-User = get_user_model()
+from accounts.models import Role, RolePermission, User
 
 
 def role_queryset() -> QuerySet[Role]:
@@ -38,7 +35,7 @@ def user_queryset() -> QuerySet:
     )
 
 
-def user_to_dict(user) -> dict:
+def user_to_dict(user: User) -> dict:
     return {
         "id": user.id,
         "email": user.email,

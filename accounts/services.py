@@ -4,19 +4,19 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
-from django.contrib.auth import authenticate, get_user_model
+from django.contrib.auth import authenticate
 from django.contrib.auth.models import update_last_login
 from django.contrib.auth.password_validation import validate_password
 from django.core.exceptions import ValidationError as DjangoValidationError
 from django.db import IntegrityError, transaction
+from django.http import HttpRequest
 
 from accounts.grants import PERMISSION_KEYS, Scope, forget_grants
-from accounts.models import Role, RolePermission
+from accounts.models import Role, RolePermission, User
 from accounts.tokens import TokenPair, issue_tokens
 from config.exceptions import ConflictError, InvalidInput, NotAuthenticatedError
-
-User = get_user_model()
 
 
 @dataclass(frozen=True)
@@ -51,11 +51,11 @@ class LoginResult:
     tokens: TokenPair
 
 
-def auth_login(*, email: str, password: str, request=None) -> LoginResult:
+def auth_login(*, email: str, password: str, request: HttpRequest | None = None) -> LoginResult:
     user = authenticate(request, email=email.strip().lower(), password=password)
     if user is None:  # unknown email, wrong password and inactive user look the same
         raise NotAuthenticatedError("Invalid email or password.", code="invalid_credentials")
-    update_last_login(None, user)
+    update_last_login(User, user)
     return LoginResult(user=user, tokens=issue_tokens(user))
 
 
@@ -181,7 +181,7 @@ def user_create(
 
 
 @transaction.atomic
-def user_update(*, user: User, password: str | None = None, roles: Sequence[str] | None = None, **fields) -> User:
+def user_update(*, user: User, password: str | None = None, roles: Sequence[str] | None = None, **fields: Any) -> User:
     allowed = {"email", "first_name", "last_name", "crm_user_id", "groupes", "is_active"}
     unknown = set(fields) - allowed
     if unknown:

@@ -45,7 +45,7 @@ def issue_tokens(user) -> TokenPair:
 def refresh_access_token(raw_refresh: str) -> str:
     """A new access token for a valid refresh token of an active user, with claims as of now."""
     try:
-        refresh = RefreshToken(raw_refresh)
+        refresh = RefreshToken(raw_refresh)  # type: ignore[arg-type]  # simplejwt decodes a str token; the stubs say Token
     except TokenError as exc:
         raise NotAuthenticatedError(str(exc), code="token_not_valid") from exc
     user_id = refresh.payload.get("user_id")

@@ -25,6 +25,7 @@ def main() -> None:
     os.environ.setdefault("LOG_LEVEL", "WARNING")
     # Production-like settings, shared with the servers and workers the benchmarks start.
     os.environ["DEBUG"] = "false"
+    os.environ.setdefault("SECURE_SSL_REDIRECT", "false")  # the benchmarks talk plain HTTP on 127.0.0.1
     os.environ.setdefault("SECRET_KEY", "bench-secret-key-" + "x" * 40)
     os.environ.setdefault("ALLOWED_HOSTS", "127.0.0.1,localhost")
     from config.bootstrap import ensure_database

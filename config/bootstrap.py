@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import sys
+from typing import Any
 
 import environ
 import psycopg
@@ -31,7 +32,7 @@ def fail(message: str) -> None:
 
 def ensure_database(url: str) -> None:
     cfg = environ.Env.db_url_config(url)
-    conninfo = {
+    conninfo: dict[str, Any] = {
         "host": cfg.get("HOST") or "127.0.0.1",
         "port": cfg.get("PORT") or 5432,
         "user": cfg.get("USER") or None,

@@ -112,12 +112,13 @@ def _from_drf(exc: drf_exceptions.APIException) -> tuple[str, str, dict]:
         details = detail if isinstance(detail, dict) else {"non_field_errors": detail}
         return "validation_error", _first_message(details) or "Invalid input.", details
     if isinstance(exc, drf_exceptions.Throttled):
-        wait = int(exc.wait) if exc.wait is not None else None
+        raw_wait = getattr(exc, "wait", None)  # set by DRF's Throttled.__init__ (missing from the stubs)
+        wait = int(raw_wait) if raw_wait is not None else None
         message = "Too many requests." + (f" Retry in {wait} seconds." if wait else "")
         return "throttled", message, ({"retry_after": wait} if wait else {})
     if isinstance(detail, dict):
         # simplejwt's InvalidToken carries {"detail", "code", "messages"}.
-        message = str(detail.get("detail", "")) or exc.default_detail
+        message = str(detail.get("detail", "")) or str(exc.default_detail)
         code = str(detail.get("code", "")) or _code_of(exc)
         extra = {k: v for k, v in detail.items() if k not in ("detail", "code")}
         return code, message, extra
@@ -165,6 +166,7 @@ def api_exception_handler(exc: Exception, context: dict) -> Response:
             error_body("internal_error", "An unexpected error occurred."),
             status=status.HTTP_500_INTERNAL_SERVER_ERROR,
         )
+    assert isinstance(exc, drf_exceptions.APIException)  # DRF's handler answers for nothing else
     code, message, details = _from_drf(exc)
     _log(response.status_code, code, message)
     response.data = error_body(code, message, details)

@@ -12,6 +12,7 @@ import math
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from typing import cast
 
 import redis
 from django.conf import settings
@@ -80,7 +81,7 @@ class Semaphore:
     def holders(self) -> list[str]:
         redis = get_redis()
         redis.zremrangebyscore(self.key, "-inf", time.time())
-        return [m.decode() for m in redis.zrange(self.key, 0, -1)]
+        return [m.decode() for m in cast(list[bytes], redis.zrange(self.key, 0, -1))]
 
 
 # GCRA (generic cell rate algorithm): one key holding the theoretical arrival time. A call is

@@ -11,6 +11,7 @@ Celery counts every ``retry`` in ``request.retries``. Our tasks distinguish:
 from __future__ import annotations
 
 import random
+from typing import Any
 
 import redis
 from celery import Task
@@ -44,8 +45,12 @@ def retry_waiting(task: Task, *, countdown: float, kwargs: dict | None = None):
     return task.retry(countdown=countdown, max_retries=MAX_REENQUEUES, kwargs=kwargs)
 
 
+def _kwargs(task: Task) -> dict[str, Any]:
+    return dict(task.request.kwargs or {})
+
+
 def error_budget_left(task: Task, *, max_errors: int, counter: str = "error_attempts") -> bool:
-    return int(task.request.kwargs.get(counter) or 0) < max_errors
+    return int(_kwargs(task).get(counter) or 0) < max_errors
 
 
 def retry_after_error(
@@ -59,8 +64,8 @@ def retry_after_error(
 ):
     """Re-enqueue with ``counter + 1`` (the task's keyword argument counting this kind of error)
     after a jittered exponential backoff; ``extra_kwargs`` are added to the task's kwargs."""
-    attempt = int(task.request.kwargs.get(counter) or 0)
-    kwargs = {**task.request.kwargs, **(extra_kwargs or {}), counter: attempt + 1}
+    attempt = int(_kwargs(task).get(counter) or 0)
+    kwargs = {**_kwargs(task), **(extra_kwargs or {}), counter: attempt + 1}
     return task.retry(
         exc=exc, kwargs=kwargs, countdown=backoff_seconds(attempt, base=base, cap=cap), max_retries=MAX_REENQUEUES
     )

@@ -7,13 +7,15 @@ import binascii
 import hashlib
 import logging
 import uuid
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
+from typing import TYPE_CHECKING, Any
 
 import orjson
 from django.conf import settings
 from django.db import connection, transaction
-from django.db.models import Q
+from django.db.models import Q, QuerySet
 from redis.exceptions import RedisError
 
 from accounts.grants import Scope, scope_for
@@ -21,6 +23,9 @@ from accounts.permissions import filter_by_scope, scope_queryset
 from config.exceptions import NotFoundError, PermissionDeniedError
 from config.redis import get_redis
 from fiches.models import DETAIL_SECTIONS, FicheCache, ProgressiveFetchJob, Recording
+
+if TYPE_CHECKING:
+    from accounts.models import User
 
 logger = logging.getLogger("fiches.selectors")
 
@@ -80,12 +85,12 @@ RANGE_FIELDS = (
 )
 
 
-def _range_queryset(user, start: date, end: date):
+def _range_queryset(user: User, start: date, end: date) -> QuerySet[FicheCache, dict[str, Any]]:
     queryset = FicheCache.objects.filter(sales_date__range=(start, end))
     return scope_queryset(queryset, user, "fiches").order_by("sales_date", "fiche_id").values(*RANGE_FIELDS)
 
 
-def fiches_for_range(user, start: date, end: date) -> list[dict]:
+def fiches_for_range(user: User, start: date, end: date) -> list[dict]:
     """Cached fiches of the range the user may see (``fiches`` scope), as plain dicts ready for
     orjson, ordered by (sales date, fiche id)."""
     return list(_range_queryset(user, start, end))
@@ -94,11 +99,11 @@ def fiches_for_range(user, start: date, end: date) -> list[dict]:
 DATE_VERSION_PREFIX = "fiche-cache:version:"
 
 
-def _date_version_keys(days) -> list[str]:
+def _date_version_keys(days: Iterable[date]) -> list[str]:
     return [f"{DATE_VERSION_PREFIX}{day.isoformat()}" for day in days]
 
 
-def _scope_key(user) -> str:
+def _scope_key(user: User) -> str:
     scope = scope_for(user, "fiches", "read")
     if scope == Scope.GROUP:
         return "GROUP:" + ",".join(sorted(user.groupes or []))
@@ -119,7 +124,7 @@ return {key, redis.call('GET', key)}
 """
 
 
-def _rendered_lookup(user, start: date, end: date, page: str) -> tuple[str, bytes | None]:
+def _rendered_lookup(user: User, start: date, end: date, page: str) -> tuple[str, bytes | None]:
     """The Redis key of a rendered range (the range, the caller's scope, the page, and the data
     versions of the range's dates: a write elsewhere leaves it valid) and its cached value."""
     prefix = f"fiche-range-json:{start}:{end}:{_scope_key(user)}:{page}:"
@@ -151,7 +156,7 @@ def decode_cursor(cursor: str) -> tuple[date, str]:
         raise ValueError(f"malformed cursor ({exc})") from None
 
 
-def _render(queryset, limit: int | None) -> RenderedFiches:
+def _render(queryset: QuerySet[FicheCache, dict[str, Any]], limit: int | None) -> RenderedFiches:
     queryset = queryset.order_by("sales_date", "fiche_id")
     if limit is not None:
         queryset = queryset[: limit + 1]
@@ -173,7 +178,7 @@ def _render(queryset, limit: int | None) -> RenderedFiches:
 
 
 def fiches_for_range_json(
-    user, start: date, end: date, *, limit: int | None = None, after: tuple[date, str] | None = None
+    user: User, start: date, end: date, *, limit: int | None = None, after: tuple[date, str] | None = None
 ) -> RenderedFiches:
     """The same fiches, already rendered as a JSON array by Postgres (no Python object per row):
     the hot path of the range and polling endpoints. ``limit``/``after`` page them (in (sales
@@ -211,7 +216,7 @@ def fiches_for_range_json(
     return rendered
 
 
-def bump_cache_version(days) -> None:
+def bump_cache_version(days: Iterable[date]) -> None:
     """Invalidate the rendered ranges that include any of ``days`` (call after a committed write
     to the fiche cache for those dates). Redis down: logged; rendered entries expire anyway."""
     keys = _date_version_keys(sorted(set(days)))
@@ -272,8 +277,12 @@ def fiche_payload(fiche: FicheCache, *, include_mail_devis: bool = False) -> dic
             for k in ("fiche_id", "sales_date", "groupe", "crm_user_id", "agent_name", "statut", "produit")
         }
         information["fiche_id"], information["sales_date"] = fiche.fiche_id, fiche.sales_date.isoformat()
-        body = {"information": information, "prospect": raw.get("prospect") or {}, "recordings": recordings_for(fiche)}
-        return {"success": True, "message": "Sales list only", "cle": fiche.cle, "fiche": body}
+        summary = {
+            "information": information,
+            "prospect": raw.get("prospect") or {},
+            "recordings": recordings_for(fiche),
+        }
+        return {"success": True, "message": "Sales list only", "cle": fiche.cle, "fiche": summary}
 
     details = fiche.details
     body: dict = {}
@@ -294,7 +303,7 @@ def fiche_payload(fiche: FicheCache, *, include_mail_devis: bool = False) -> dic
 # --- Progressive fetch jobs ---------------------------------------------------------------
 
 
-def derived_status(job) -> str:
+def derived_status(job: ProgressiveFetchJob) -> str:
     """The original's defensive status: ``processing`` at 100 % with nothing remaining reads as
     ``complete`` (or ``failed`` when a date failed), even if finalization has not run yet."""
     if job.status == "processing" and job.progress == 100 and not job.dates_remaining:
@@ -302,11 +311,11 @@ def derived_status(job) -> str:
     return job.status
 
 
-def _iso_dates(values) -> list[str]:
+def _iso_dates(values: Iterable[date]) -> list[str]:
     return [d.isoformat() for d in sorted(values)]
 
 
-def job_payload(job) -> dict:
+def job_payload(job: ProgressiveFetchJob) -> dict:
     """The job in the field names of the ``fiches.progressive_fetch.*`` Pusher payloads."""
     return {
         "jobId": str(job.id),
@@ -323,7 +332,7 @@ def job_payload(job) -> dict:
     }
 
 
-def job_dict(job) -> dict:
+def job_dict(job: ProgressiveFetchJob) -> dict:
     """Polling / inspection shape: the Pusher fields plus refresh marker, error and timestamps."""
     return {
         **job_payload(job),
@@ -339,7 +348,7 @@ def _done_but_not_finalized() -> Q:
     return Q(status="processing", progress=100, dates_remaining=[])
 
 
-def filter_jobs_by_status(queryset, status: str):
+def filter_jobs_by_status(queryset: QuerySet[ProgressiveFetchJob], status: str) -> QuerySet[ProgressiveFetchJob]:
     """Jobs whose **shown** (derived) status is ``status`` (see ``derived_status``)."""
     done = _done_but_not_finalized()
     if status == "complete":
@@ -351,7 +360,7 @@ def filter_jobs_by_status(queryset, status: str):
     return queryset.filter(status=status)
 
 
-def visible_jobs(user):
+def visible_jobs(user: User) -> QuerySet[ProgressiveFetchJob]:
     """Jobs the user may see: every job with ``fiches`` scope ALL, else the jobs they requested
     (the same rule as ``job_for_user``)."""
     queryset = ProgressiveFetchJob.objects.all()
@@ -372,23 +381,23 @@ def _job_by_id(job_id: uuid.UUID) -> ProgressiveFetchJob | None:
     return None if row is None else ProgressiveFetchJob.from_db("default", _JOB_COLUMNS, row)
 
 
-def _job_uuid(job_id) -> uuid.UUID | None:
+def _job_uuid(job_id: object) -> uuid.UUID | None:
     try:
         return job_id if isinstance(job_id, uuid.UUID) else uuid.UUID(str(job_id))
     except ValueError:
         return None
 
 
-def _check_job_visible(user, job_id, owner_id) -> None:
+def _check_job_visible(user: User, job_id: object, owner_id: int | None) -> None:
     if owner_id != user.pk and scope_for(user, "fiches", "read") != Scope.ALL:
         raise PermissionDeniedError("This job belongs to another user.", details={"jobId": str(job_id)})
 
 
-def _job_not_found(job_id) -> NotFoundError:
+def _job_not_found(job_id: object) -> NotFoundError:
     return NotFoundError(f"No job {job_id}.", code="job_not_found", details={"jobId": str(job_id)})
 
 
-def job_for_user(user, job_id) -> ProgressiveFetchJob:
+def job_for_user(user: User, job_id: object) -> ProgressiveFetchJob:
     """The job, or 404 ``job_not_found`` / 403 ``permission_denied`` when it is not the user's."""
     key = _job_uuid(job_id)
     job = _job_by_id(key) if key is not None else None
@@ -407,11 +416,11 @@ def job_for_user(user, job_id) -> ProgressiveFetchJob:
 JOB_SNAPSHOT_SECONDS = 60
 
 
-def _job_keys(job_id) -> tuple[str, str]:
+def _job_keys(job_id: object) -> tuple[str, str]:
     return f"pf-job-version:{job_id}", f"pf-job-snapshot:{job_id}"
 
 
-def _bump_job_version(job_id) -> None:
+def _bump_job_version(job_id: object) -> None:
     version_key, _ = _job_keys(job_id)
     try:
         pipe = get_redis().pipeline(transaction=False)
@@ -422,7 +431,7 @@ def _bump_job_version(job_id) -> None:
         logger.warning("job_snapshot_invalidation_failed", extra={"job_id": str(job_id)})
 
 
-def job_changed(job_id) -> None:
+def job_changed(job_id: object) -> None:
     """Invalidate the job's snapshot (call on every write to the job)."""
     _bump_job_version(job_id)
     transaction.on_commit(lambda: _bump_job_version(job_id))
@@ -443,7 +452,7 @@ def _job_view(job: ProgressiveFetchJob) -> JobView:
     return JobView(job_dict(job), job.requested_by_id, job.start_date, job.end_date, bool(job.webhook_url))
 
 
-def job_view_for_user(user, job_id) -> JobView:
+def job_view_for_user(user: User, job_id: object) -> JobView:
     """``job_for_user`` for the status endpoints, from the job's snapshot when it is current (one
     Redis round trip), else from the database (and the snapshot refreshed)."""
     key = _job_uuid(job_id)
@@ -490,7 +499,7 @@ def job_view_for_user(user, job_id) -> JobView:
 PARTIAL_FIELDS = ("fiche_id", "sales_date", "prospect_nom", "prospect_prenom", "groupe", "recordings_count")
 
 
-def partial_fiches_for_job(job, *, limit: int) -> tuple[list[dict], bool]:
+def partial_fiches_for_job(job: ProgressiveFetchJob, *, limit: int) -> tuple[list[dict], bool]:
     """The cached fiches of the job's range filtered by the scope snapshot stored on the job (not
     the live user), at most ``limit`` of them; and whether more exist."""
     queryset = filter_by_scope(

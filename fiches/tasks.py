@@ -125,7 +125,7 @@ def progressive_fetch_day(
             ok, error, fetched = _fetch_day(self, job_id, the_day, force_refresh)
             pending = [ok, error]
             if not ok:
-                record_sales_date_error(day=the_day, error=error)
+                record_sales_date_error(day=the_day, error=error or "failed")
             trace("day_finished", job_id=job_id, day=day, ok=ok, fetched=fetched, error=error)
         report_day_outcome(job_id, day, bool(pending[0]), pending[1])
     except TRANSIENT_INFRA_ERRORS as exc:

@@ -129,7 +129,7 @@ def _resolve(host: str, port: int) -> tuple[str, ...]:
         raise WebhookHostUnresolvable(
             f"Unsafe webhook URL: {reason}.", details={"reason": reason, "url": host}
         ) from None
-    return tuple(dict.fromkeys(info[4][0] for info in infos))
+    return tuple(dict.fromkeys(str(info[4][0]) for info in infos))
 
 
 def validate_webhook_url(url: str) -> SafeUrl:
@@ -162,6 +162,7 @@ def validate_webhook_url(url: str) -> SafeUrl:
 
     if host in METADATA_HOSTS or host.endswith(".internal") or host == "localhost" or host.endswith(".localhost"):
         raise _reject(f"host {host!r} is internal", url)
+    literal: ipaddress.IPv4Address | ipaddress.IPv6Address | None
     try:
         literal = ipaddress.ip_address(host)
     except ValueError:

@@ -86,7 +86,7 @@ def _role_fields(validated: dict) -> dict:
 
 class RoleListView(APIView):
     def get_permissions(self):
-        return [HasGrant("users", "read" if self.request.method == "GET" else "write")]
+        return [HasGrant("users", "read" if self.request.method == "GET" else "write")()]
 
     @extend_schema(
         tags=["admin"],
@@ -96,7 +96,7 @@ class RoleListView(APIView):
     )
     def get(self, request):
         paginator = LimitOffset()
-        page = paginator.paginate_queryset(selectors.role_queryset(), request, view=self)
+        page = paginator.page(selectors.role_queryset(), request, view=self)
         return paginator.get_paginated_response([selectors.role_to_dict(r) for r in page])
 
     @extend_schema(
@@ -114,7 +114,7 @@ class RoleListView(APIView):
 
 class RoleDetailView(APIView):
     def get_permissions(self):
-        return [HasGrant("users", "read" if self.request.method == "GET" else "write")]
+        return [HasGrant("users", "read" if self.request.method == "GET" else "write")()]
 
     def _role(self, role_id):
         return get_object_or_404(selectors.role_queryset(), pk=role_id)
@@ -153,7 +153,7 @@ class RoleDetailView(APIView):
 
 class UserListView(APIView):
     def get_permissions(self):
-        return [HasGrant("users", "read" if self.request.method == "GET" else "write")]
+        return [HasGrant("users", "read" if self.request.method == "GET" else "write")()]
 
     @extend_schema(
         tags=["admin"],
@@ -162,7 +162,7 @@ class UserListView(APIView):
     )
     def get(self, request):
         paginator = LimitOffset()
-        page = paginator.paginate_queryset(selectors.user_queryset(), request, view=self)
+        page = paginator.page(selectors.user_queryset(), request, view=self)
         return paginator.get_paginated_response([selectors.user_to_dict(u) for u in page])
 
     @extend_schema(
@@ -180,7 +180,7 @@ class UserListView(APIView):
 
 class UserDetailView(APIView):
     def get_permissions(self):
-        return [HasGrant("users", "read" if self.request.method == "GET" else "write")]
+        return [HasGrant("users", "read" if self.request.method == "GET" else "write")()]
 
     def _user(self, user_id):
         return get_object_or_404(selectors.user_queryset(), pk=user_id)

@@ -18,7 +18,8 @@ class FicheDetailQuery(serializers.Serializer):
 
 
 class FicheMeta(serializers.Serializer):
-    source = serializers.ChoiceField(choices=["cache", "crm"])
+    # The API's field is called "source"; DRF's metaclass moves declared fields off the class.
+    source = serializers.ChoiceField(choices=["cache", "crm"])  # type: ignore[assignment]
     hasDetails = serializers.BooleanField()
     stale = serializers.BooleanField(help_text="True when the CRM was unreachable and the cached copy is served.")
     staleReason = serializers.CharField(allow_null=True)

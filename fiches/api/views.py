@@ -203,7 +203,7 @@ class JobListView(APIView):
         if "status" in query.validated_data:
             queryset = selectors.filter_jobs_by_status(queryset, query.validated_data["status"])
         paginator = LimitOffset()
-        page = paginator.paginate_queryset(queryset, request, view=self)
+        page = paginator.page(queryset, request, view=self)
         return paginator.get_paginated_response([selectors.job_dict(job) for job in page])
 
 

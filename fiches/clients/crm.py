@@ -14,6 +14,7 @@ import os
 import threading
 from datetime import date, datetime
 from typing import Any
+from urllib.parse import quote
 
 import requests
 from django.conf import settings
@@ -228,7 +229,7 @@ def fetch_fiche_details(fiche_id: str) -> dict:
     fiche_id = str(fiche_id).strip()
     if not fiche_id or "/" in fiche_id:
         raise CrmPermanentError(f"Invalid fiche id {fiche_id[:40]!r}")
-    path = f"/api/fiches/by-id/{requests.utils.quote(fiche_id, safe='')}"
+    path = f"/api/fiches/by-id/{quote(fiche_id, safe='')}"
     body = _get(path)
     try:
         if not isinstance(body, dict):

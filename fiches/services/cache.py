@@ -22,9 +22,11 @@ import logging
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime
+from typing import Any
 
 import orjson
 from django.db import connection, transaction
+from django.db.backends.utils import CursorWrapper
 from django.utils import timezone
 
 from fiches.models import DETAIL_SECTIONS, FicheCache, FicheCacheDetails, FicheCacheMailDevis
@@ -51,11 +53,11 @@ class CacheResult:
     dates: list[date]
 
 
-def _json(value) -> str:
+def _json(value: Any) -> str:
     return orjson.dumps(value).decode()
 
 
-def _str_or_none(value) -> str | None:
+def _str_or_none(value: Any) -> str | None:
     return value if value is None or value.__class__ is str else str(value)
 
 
@@ -81,7 +83,7 @@ def _recording_row(fiche_id: str, rec: dict) -> tuple:
     )
 
 
-def _copy(cursor, table: str, columns: str, rows: Iterable[tuple]) -> None:
+def _copy(cursor: CursorWrapper, table: str, columns: str, rows: Iterable[tuple]) -> None:
     with cursor.copy(f"COPY {table} ({columns}) FROM STDIN") as copy:
         for row in rows:
             copy.write_row(row)
@@ -213,7 +215,7 @@ def _fiche_row(sale: dict, rec_count: int) -> tuple:
     )
 
 
-def _upsert_recordings(cursor, rows: Sequence[tuple]) -> None:
+def _upsert_recordings(cursor: CursorWrapper, rows: Sequence[tuple]) -> None:
     """Upsert recordings (deduplicated by call id) and recount the fiches they touch."""
     if not rows:
         return
@@ -246,7 +248,7 @@ WHERE f.sales_date <> i.sales_date
 """
 
 
-def _lock_dates(cursor, dates: list[date], fetched_at: datetime) -> set[date]:
+def _lock_dates(cursor: CursorWrapper, dates: list[date], fetched_at: datetime) -> set[date]:
     """Lock the dates' fetch-state rows (in date order: two writers never deadlock) and return the
     dates a strictly newer fetch has already written: the fence behind the Redis date lock, so a
     fetch that outlived its lock cannot commit an older sales list over a newer one."""

@@ -7,6 +7,7 @@ import logging
 import math
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import TYPE_CHECKING
 
 from django.conf import settings
 from django.utils import timezone
@@ -20,6 +21,9 @@ from fiches.exceptions import CrmBusy, CrmUnavailable, FicheBusy, FicheNotFound,
 from fiches.models import FicheCache
 from fiches.services.cache import fiche_details_persist
 from fiches.services.revalidation import crm_rate_limiter
+
+if TYPE_CHECKING:
+    from accounts.models import User
 
 logger = logging.getLogger("fiches.details")
 
@@ -68,12 +72,12 @@ def fiche_ensure_details(
         return DetailsOutcome(row=row, fetched=True)
 
 
-def _check_scope(user, row: FicheCache) -> None:
+def _check_scope(user: User, row: FicheCache) -> None:
     if not can_access(user, "fiches", row):
         raise ScopeDenied(details={"fiche_id": row.fiche_id})
 
 
-def fiche_get_for_user(*, user, fiche_id: str, refresh: bool = False, include_mail_devis: bool = False) -> dict:
+def fiche_get_for_user(*, user: User, fiche_id: str, refresh: bool = False, include_mail_devis: bool = False) -> dict:
     """The API's view of one fiche: ``{success, message, cle, fiche, meta}``.
 
     Scope is checked on cached metadata before any CRM call, and for an uncached fiche after

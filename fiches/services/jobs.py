@@ -13,9 +13,11 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field
-from datetime import date, timedelta
+from datetime import date, datetime, timedelta
+from typing import TYPE_CHECKING
 
 import orjson
+from celery import Task
 from django.conf import settings
 from django.db import connection, transaction
 from django.utils import timezone
@@ -30,6 +32,9 @@ from fiches.models import TERMINAL_STATUSES, JobStatus, ProgressiveFetchJob, Sco
 from fiches.notifications import send_job_webhook
 from fiches.workflow_log import trace
 from realtime.publisher import publish, publish_many
+
+if TYPE_CHECKING:
+    from accounts.models import User
 
 logger = logging.getLogger("fiches.jobs")
 
@@ -66,7 +71,7 @@ def validate_range(start: date, end: date) -> None:
         )
 
 
-def _scope_snapshot(user) -> dict:
+def _scope_snapshot(user: User) -> dict:
     scope = scope_for(user, "fiches", "read")
     return {
         "scope_kind": str(scope) if scope is not None else ScopeKind.NONE,
@@ -85,7 +90,7 @@ def _counts_by_date(start: date, end: date) -> dict[str, int]:
 
 
 def _find_reusable_job(
-    *, user, start: date, end: date, webhook_url: str | None, webhook_secret: str | None
+    *, user: User, start: date, end: date, webhook_url: str | None, webhook_secret: str | None
 ) -> ProgressiveFetchJob | None:
     """The user's latest job for the same range, webhook URL **and** secret within the reuse
     window, unless it failed (a failed job is never handed out again: the request gets a new job
@@ -109,7 +114,7 @@ def _find_reusable_job(
 
 def progressive_fetch_request(
     *,
-    user,
+    user: User,
     start: date,
     end: date,
     refresh: bool = False,
@@ -177,7 +182,7 @@ def progressive_fetch_request(
     return RangeResult(fiches_json=fiches_json, meta=meta)
 
 
-def _refresh_guardrails(*, user, start: date, end: date) -> None:
+def _refresh_guardrails(*, user: User, start: date, end: date) -> None:
     """``refresh=true`` forces CRM work for every date: cap its range, count it in the user's
     CRM-bound request rate, and let the same user refresh the same range at most once per
     ``REFRESH_MIN_INTERVAL_SECONDS``. Both limits live in Redis: with Redis down a refresh is
@@ -210,7 +215,17 @@ def _refresh_guardrails(*, user, start: date, end: date) -> None:
             )
 
 
-def _create_job(*, user, start, end, refresh, covered, remaining, webhook_url, webhook_secret) -> ProgressiveFetchJob:
+def _create_job(
+    *,
+    user: User,
+    start: date,
+    end: date,
+    refresh: bool,
+    covered: list[date],
+    remaining: list[date],
+    webhook_url: str | None,
+    webhook_secret: str | None,
+) -> ProgressiveFetchJob:
     from fiches.tasks import progressive_fetch_continue
 
     counts = _counts_by_date(start, end)
@@ -242,7 +257,7 @@ def _create_job(*, user, start, end, refresh, covered, remaining, webhook_url, w
     return job
 
 
-def _dispatch_job(task, job_id: str) -> None:
+def _dispatch_job(task: Task, job_id: str) -> None:
     """Enqueue the orchestrator. A broker that is down must not turn the user's answer into an
     error: the job is returned as it is and the reconciler drives it (never dispatched → re-driven)."""
     try:
@@ -511,7 +526,7 @@ def progressive_fetch_finalize_now(*, job_id: str, reason: str = "finalized by a
         return _finalize_locked(job)
 
 
-def progressive_fetch_reconcile(*, now=None) -> dict[str, list[str]]:
+def progressive_fetch_reconcile(*, now: datetime | None = None) -> dict[str, list[str]]:
     """Make every unfinished job end (the reconciler beat task):
 
     - no progress (no date applied) for ``PROGRESSIVE_FETCH_DEADLINE_SECONDS``: remaining dates

@@ -11,6 +11,7 @@ from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, ExitStack, contextmanager, nullcontext
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
+from typing import TYPE_CHECKING
 
 from django.conf import settings
 from django.db import connection
@@ -21,6 +22,9 @@ from config.locks import LockNotAcquired, redis_lock
 from fiches import selectors
 from fiches.clients import crm
 from fiches.services.cache import cache_fiche_sales_summaries, record_sales_date_error
+
+if TYPE_CHECKING:
+    from accounts.models import User
 
 logger = logging.getLogger("fiches.revalidation")
 
@@ -262,7 +266,7 @@ def cache_sales_list(
     return summary
 
 
-def cache_warm_request(*, user, start: date, end: date) -> str:
+def cache_warm_request(*, user: User, start: date, end: date) -> str:
     """``POST /api/fiches/cache/warm``: a CRM-bound request, counted in the user's CRM request rate;
     the warm runs in the background. Returns the task id."""
     from fiches.tasks import cache_sales_list as warm_task
