@@ -7,6 +7,8 @@ STAMP := $(VENV)/.installed
 
 # Local defaults for `make run` only; anything in the environment wins.
 run seed: export CRM_BASE_URL ?= http://127.0.0.1:8100
+run seed: export ELEVENLABS_BASE_URL ?= http://127.0.0.1:8200
+run seed: export ELEVENLABS_API_KEY ?= local-stt-simulator-key
 run seed: export AUTH_SEED_ADMIN_EMAIL ?= admin@example.com
 run seed: export AUTH_SEED_ADMIN_PASSWORD ?= admin-pass-2026
 PORT ?= 8000
@@ -15,7 +17,7 @@ export PORT
 .PHONY: run test check install services migrate seed bench clean help
 
 help:
-	@echo "make run    set everything up and run web + worker + beat (+ CRM simulator)"
+	@echo "make run    set everything up and run web + workers + beat (+ CRM and speech-to-text simulators)"
 	@echo "make test   set everything up and run the whole test suite"
 	@echo "make check  lint (ruff), format check, type check (mypy), deploy checks, missing migrations"
 	@echo "make bench  run the benchmarks"

@@ -14,7 +14,8 @@ from rest_framework.request import Request
 from rest_framework.views import APIView
 
 from accounts.grants import ACTIONS, Action, Scope, scope_for, validate_permission_key
-from config.exceptions import PermissionDeniedError
+from accounts.models import User
+from config.exceptions import NotAuthenticatedError, PermissionDeniedError
 
 DEFAULT_GROUP_FIELD = "groupe"
 DEFAULT_USER_FIELD = "crm_user_id"
@@ -138,3 +139,11 @@ def can_access(
         return bool(groupe) and groupe in (user.groupes or [])
     crm_user_id = user.crm_user_id
     return bool(crm_user_id) and _attr(obj, user_field) == crm_user_id
+
+
+def request_user(request: Request) -> User:
+    """The authenticated user of a request that passed an authentication-requiring permission."""
+    user = request.user
+    if not isinstance(user, User):
+        raise NotAuthenticatedError()
+    return user

@@ -129,9 +129,9 @@ def _baseline(sales: list[dict], revalidated_at: datetime) -> None:
                     )
         cursor.execute(
             "INSERT INTO recordings (call_id, fiche_id, recording_url, started_at, duration_seconds, direction, "
-            "from_number, to_number, raw_data, transcription_status, created_at, updated_at) "
+            "from_number, to_number, raw_data, created_at, updated_at) "
             "SELECT r.call_id, f.id, r.recording_url, r.started_at, r.duration_seconds, r.direction, r.from_number, "
-            "r.to_number, '{}'::jsonb, 'none', now(), now() FROM _b_r r JOIN fiche_cache f ON f.fiche_id = r.fiche_ext "
+            "r.to_number, '{}'::jsonb, now(), now() FROM _b_r r JOIN fiche_cache f ON f.fiche_id = r.fiche_ext "
             "ON CONFLICT (call_id) DO UPDATE SET fiche_id = EXCLUDED.fiche_id, recording_url = EXCLUDED.recording_url, "
             "started_at = EXCLUDED.started_at, duration_seconds = EXCLUDED.duration_seconds, "
             "updated_at = EXCLUDED.updated_at"

@@ -119,11 +119,16 @@ CELERY_ACCEPT_CONTENT = ["json"]
 CELERY_TASK_TIME_LIMIT = env.int("CELERY_TASK_TIME_LIMIT", default=900)
 CELERY_TASK_SOFT_TIME_LIMIT = env.int("CELERY_TASK_SOFT_TIME_LIMIT", default=840)
 CELERY_TASK_DEFAULT_QUEUE = "default"
-CELERY_TASK_QUEUES = tuple(Queue(name, Exchange(name), routing_key=name) for name in ("default", "crm", "webhooks"))
+# default: orchestration and updaters; crm: CRM calls (prefork worker). webhooks, stt_* and llm:
+# slow network calls, each on an I/O worker pool of its own (threads). stt_high/stt/stt_low carry
+# a transcription's priority: a worker consuming them in that order takes high first.
+CELERY_QUEUE_NAMES = ("default", "crm", "webhooks", "stt_high", "stt", "stt_low")
+CELERY_TASK_QUEUES = tuple(Queue(name, Exchange(name), routing_key=name) for name in CELERY_QUEUE_NAMES)
 CELERY_TASK_ROUTES = {
     # Tasks that call the CRM run on the "crm" queue, outgoing webhooks on "webhooks".
     "fiches.tasks.crm.*": {"queue": "crm"},
     "realtime.tasks.webhooks.*": {"queue": "webhooks"},
+    "transcriptions.tasks.transcribe_recording": {"queue": "stt"},
 }
 CELERY_BEAT_SCHEDULER = "django_celery_beat.schedulers:DatabaseScheduler"
 CELERY_WORKER_HIJACK_ROOT_LOGGER = False
@@ -290,6 +295,20 @@ TRANSCRIPTION_LANGUAGE = env.str("TRANSCRIPTION_LANGUAGE", default="fr")
 # Download the recording ourselves and upload it as `file` instead of passing `source_url`.
 TRANSCRIPTION_UPLOAD_AUDIO = env.bool("TRANSCRIPTION_UPLOAD_AUDIO", default=False)
 TRANSCRIPTION_BATCH_MAX = env.int("TRANSCRIPTION_BATCH_MAX", default=100)
+# Transient vendor errors a recording retries (with backoff from this base, in seconds) before it fails.
+TRANSCRIPTION_MAX_ERRORS = env.int("TRANSCRIPTION_MAX_ERRORS", default=3)
+TRANSCRIPTION_RETRY_BASE_SECONDS = env.float("TRANSCRIPTION_RETRY_BASE_SECONDS", default=5.0)
+# Reconciler: re-drive a run without progress for this long; end it after this long without progress.
+TRANSCRIPTION_STALL_SECONDS = env.int("TRANSCRIPTION_STALL_SECONDS", default=900)
+# How long a worker's claim on a recording (and its lock) holds: a killed worker frees it after this.
+TRANSCRIPTION_CLAIM_LEASE_SECONDS = env.float(
+    "TRANSCRIPTION_CLAIM_LEASE_SECONDS", default=ELEVENLABS_TIMEOUT_SECONDS + 60
+)
+TRANSCRIPTION_DEADLINE_SECONDS = env.int("TRANSCRIPTION_DEADLINE_SECONDS", default=3600)
+# Company names agents say when they introduce themselves (helps tell the agent from the client).
+TRANSCRIPTION_COMPANY_NAMES = env.list("TRANSCRIPTION_COMPANY_NAMES", default=[])
+# A batch without progress for this long ends, its pending items failed ("timed out").
+BATCH_DEADLINE_SECONDS = env.int("BATCH_DEADLINE_SECONDS", default=7200)
 
 # --- LLM (any OpenAI-compatible Chat Completions server) ------------------------------------------
 LLM_BASE_URL = env.str("LLM_BASE_URL", default="https://api.openai.com/v1").rstrip("/")

@@ -16,6 +16,10 @@ for _name in (
     "PUSHER_SECRET",
     "WEBHOOK_ALLOWED_ORIGINS",
     "CRM_API_KEY",
+    "ELEVENLABS_API_KEY",
+    "ELEVENLABS_BASE_URL",
+    "LLM_API_KEY",
+    "LLM_BASE_URL",
 ):
     os.environ.pop(_name, None)  # tests set what they need; nothing leaks from the shell or `make`
 os.environ.pop("CELERY_RESULT_BACKEND", None)

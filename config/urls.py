@@ -6,6 +6,7 @@ from accounts.api.urls import admin_urlpatterns, auth_urlpatterns
 from config.health import HealthView
 from fiches.api.urls import fiches_urlpatterns, recordings_urlpatterns
 from realtime.api.urls import delivery_urlpatterns, realtime_urlpatterns
+from transcriptions.api.urls import batch_urlpatterns, transcriptions_urlpatterns
 
 handler404 = "config.exceptions.not_found_handler"
 handler500 = "config.exceptions.server_error_handler"
@@ -19,6 +20,8 @@ urlpatterns = [
     path("api/fiches/", include(fiches_urlpatterns)),
     path("api/realtime/", include(realtime_urlpatterns)),
     path("api/recordings/", include(recordings_urlpatterns)),
+    path("api/transcriptions/", include(transcriptions_urlpatterns)),
+    path("api/batches/", include(batch_urlpatterns)),
     path("api/schema/", SpectacularAPIView.as_view(), name="schema"),
     path("api/docs/", SpectacularSwaggerView.as_view(url_name="schema"), name="docs"),
 ]

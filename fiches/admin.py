@@ -22,7 +22,6 @@ class RecordingInline(admin.TabularInline):
         "from_number",
         "to_number",
         "recording_url",
-        "transcription_status",
     )
     readonly_fields = fields
     show_change_link = True
@@ -83,8 +82,8 @@ class FicheCacheAdmin(admin.ModelAdmin):
 
 @admin.register(Recording)
 class RecordingAdmin(admin.ModelAdmin):
-    list_display = ("call_id", "fiche", "started_at", "duration_seconds", "direction", "transcription_status")
-    list_filter = ("direction", "transcription_status")
+    list_display = ("call_id", "fiche", "started_at", "duration_seconds", "direction")
+    list_filter = ("direction",)
     search_fields = ("call_id", "fiche__fiche_id")
     list_select_related = ("fiche",)
     raw_id_fields = ("fiche",)

@@ -123,14 +123,6 @@ class FicheCacheMailDevis(models.Model):
         return f"mail devis of {self.fiche_id}"
 
 
-class TranscriptionStatus(models.TextChoices):
-    NONE = "none", "not requested"
-    PENDING = "pending", "pending"
-    PROCESSING = "processing", "processing"
-    DONE = "done", "done"
-    FAILED = "failed", "failed"
-
-
 class Recording(models.Model):
     """A call recording. Caching is additive: a sales-list refresh never deletes one."""
 
@@ -143,10 +135,6 @@ class Recording(models.Model):
     from_number = models.CharField(max_length=64, null=True, blank=True)
     to_number = models.CharField(max_length=64, null=True, blank=True)
     raw_data = models.JSONField(default=dict, help_text="Fields of the gateway's recording not held in columns.")
-    transcription_status = models.CharField(
-        max_length=16, choices=TranscriptionStatus.choices, default=TranscriptionStatus.NONE
-    )
-    transcribed_at = models.DateTimeField(null=True, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
 

@@ -111,10 +111,10 @@ SELECT f.id FROM fiche_cache f WHERE f.fiche_id IN (SELECT fiche_ext FROM _rec_i
 _REC_UPSERT = """
 INSERT INTO recordings AS r (
     call_id, fiche_id, recording_url, started_at, duration_seconds, direction, from_number, to_number,
-    raw_data, transcription_status, created_at, updated_at
+    raw_data, created_at, updated_at
 )
 SELECT i.call_id, f.id, i.recording_url, i.started_at, i.duration_seconds, i.direction, i.from_number,
-       i.to_number, i.raw_data, 'none', now(), now()
+       i.to_number, i.raw_data, now(), now()
 FROM _rec_in i JOIN fiche_cache f ON f.fiche_id = i.fiche_ext
 ORDER BY i.call_id
 ON CONFLICT (call_id) DO UPDATE SET

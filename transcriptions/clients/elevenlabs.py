@@ -1,0 +1,420 @@
+"""HTTP client of ElevenLabs Speech-to-Text (Scribe), contract: ../shared/speech-and-llm.md section 1.
+
+Plain ``requests`` (not the vendor SDK); never touches the ORM.
+
+``transcribe(recording_url=..., call_id=...)`` sends one ``multipart/form-data`` POST to
+``{ELEVENLABS_BASE_URL}/v1/speech-to-text`` with the ``xi-api-key`` header and the fields ``model_id``,
+``source_url`` (or, with ``TRANSCRIPTION_UPLOAD_AUDIO``, the recording downloaded here and sent as
+``file`` named ``{call_id}.mp3``), ``language_code``, ``diarize=true``, ``num_speakers=2``,
+``timestamps_granularity=word`` and ``tag_audio_events=false``, and returns an ``SttResult`` whose
+words are validated and normalized (``audio_event`` items dropped).
+
+Errors are typed so callers know whether to retry:
+
+- ``ElevenLabsTransientError``: timeouts, connection errors, 5xx (and a failed recording download
+  that may succeed later). ``retry_after`` carries the ``Retry-After`` header when present.
+- ``ElevenLabsRateLimited`` (a transient error): 429. The vendor limits *concurrent* requests;
+  ``reason`` is its ``detail.status`` (``too_many_concurrent_requests`` or ``system_busy``).
+- ``ElevenLabsPermanentError``: 401, 422, any other 4xx or 3xx, a body that breaks the contract
+  (the message names the field). ``ElevenLabsNotConfigured`` (permanent) when the key is missing.
+
+Secrets: no message, log line, exception ``str``/``repr`` or chained exception carries the key or
+the request headers: errors are raised outside ``except`` blocks (no chained exception holds the prepared
+request), messages are scrubbed of the key, and the query string of a recording URL, which may carry a
+signed token, is never shown.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import threading
+import time
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from email.utils import parsedate_to_datetime
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+
+import requests
+from django.conf import settings
+from requests.adapters import HTTPAdapter
+
+logger = logging.getLogger("transcriptions.elevenlabs")
+
+CONNECT_TIMEOUT_SECONDS = 10.0
+STT_PATH = "/v1/speech-to-text"
+API_KEY_SETTING = "ELEVENLABS_API_KEY"
+KEPT_WORD_TYPES = frozenset({"word", "spacing"})
+_KNOWN_WORD_TYPES = KEPT_WORD_TYPES | {"audio_event"}
+_MAX_DETAIL_CHARS = 200
+
+
+# --- Errors -------------------------------------------------------------------------------------
+
+
+class ElevenLabsError(Exception):
+    """Base of the client's errors. ``status`` is the HTTP status when there was one."""
+
+    def __init__(self, message: str, *, status: int | None = None) -> None:
+        super().__init__(_scrub(message))
+        self.status = status
+
+
+class ElevenLabsTransientError(ElevenLabsError):
+    """Timeouts, connection errors, 5xx and 429: worth retrying (after ``retry_after`` seconds when set)."""
+
+    def __init__(self, message: str, *, status: int | None = None, retry_after: float | None = None) -> None:
+        super().__init__(message, status=status)
+        self.retry_after = retry_after
+
+
+class ElevenLabsRateLimited(ElevenLabsTransientError):
+    """429: too many concurrent requests (``reason`` = the vendor's ``detail.status``)."""
+
+    def __init__(
+        self, message: str, *, status: int | None = 429, retry_after: float | None = None, reason: str | None = None
+    ) -> None:
+        super().__init__(message, status=status, retry_after=retry_after)
+        self.reason = reason
+
+
+class ElevenLabsPermanentError(ElevenLabsError):
+    """401, 422, other 4xx, or a response that breaks the contract: retrying will not help."""
+
+
+class ElevenLabsNotConfigured(ElevenLabsPermanentError):
+    """The API key setting is missing, blank or unusable (the message names the setting, never a key)."""
+
+
+def _scrub(message: str) -> str:
+    """``message`` without the configured key (raw and normalized forms)."""
+    raw = getattr(settings, API_KEY_SETTING, "") or ""
+    for secret in {raw, raw.strip(), normalize_api_key(raw)}:
+        if len(secret) >= 4:  # a 1-3 character "key" would blank out ordinary words
+            message = message.replace(secret, "***")
+    return message
+
+
+# --- Result ---------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class SttResult:
+    """A transcript: words of type ``word`` or ``spacing`` only, each a dict with exactly the keys
+    ``text``, ``start``, ``end`` (seconds, floats), ``type``, ``speaker_id`` (or None) and ``logprob`` (or None)."""
+
+    language_code: str | None
+    language_probability: float | None
+    text: str
+    transcription_id: str | None
+    audio_duration_secs: float | None
+    words: list[dict[str, Any]]
+
+
+def normalize_api_key(raw: str) -> str:
+    """The key as sent: surrounding whitespace trimmed, then surrounding quotes (single or double, nested
+    pairs too, with the whitespace inside them) stripped: ``' "abc" '`` -> ``abc``."""
+    key = (raw or "").strip()
+    while len(key) >= 2 and key[0] == key[-1] and key[0] in ("'", '"'):
+        key = key[1:-1].strip()
+    return key
+
+
+# --- Transport ------------------------------------------------------------------------------------
+
+_local = threading.local()
+
+
+def _session() -> requests.Session:
+    """This thread's session (one connection pool per process and thread; a forked worker makes its own)."""
+    session = getattr(_local, "session", None)
+    if session is None or getattr(_local, "pid", None) != os.getpid():
+        session = requests.Session()
+        adapter = HTTPAdapter(pool_connections=4, pool_maxsize=16, max_retries=0)
+        session.mount("http://", adapter)
+        session.mount("https://", adapter)
+        _local.session, _local.pid = session, os.getpid()
+    return session
+
+
+def _api_key() -> str:
+    key = normalize_api_key(getattr(settings, API_KEY_SETTING, "") or "")
+    if not key:
+        raise ElevenLabsNotConfigured(f"{API_KEY_SETTING} is not set: cannot call ElevenLabs Speech-to-Text")
+    if not key.isascii() or not key.isprintable() or any(ch.isspace() for ch in key):
+        raise ElevenLabsNotConfigured(
+            f"{API_KEY_SETTING} contains characters that cannot be sent in an HTTP header (whitespace, control or "
+            "non-ASCII characters)"
+        )
+    return key
+
+
+def _timeout() -> tuple[float, float]:
+    return CONNECT_TIMEOUT_SECONDS, float(settings.ELEVENLABS_TIMEOUT_SECONDS)
+
+
+def _safe_url(url: str) -> str:
+    """``url`` without its query string, fragment and credentials (signed URLs carry tokens there)."""
+    try:
+        parts = urlsplit(url)
+        host = parts.hostname or ""
+        if parts.port is not None:
+            host = f"{host}:{parts.port}"
+        return urlunsplit((parts.scheme, host, parts.path, "", ""))[:300]
+    except ValueError:
+        return "<invalid url>"
+
+
+def _download(recording_url: str) -> bytes:
+    """The recording's bytes (upload mode). Unreachable / 5xx: transient; other statuses: permanent."""
+    shown = _safe_url(recording_url)
+    failure: ElevenLabsError | None = None
+    try:
+        response = _session().get(recording_url, timeout=_timeout(), allow_redirects=True)
+    except requests.Timeout as exc:
+        failure = ElevenLabsTransientError(f"recording download timed out ({shown}): {type(exc).__name__}")
+    except requests.ConnectionError as exc:
+        failure = ElevenLabsTransientError(f"recording unreachable ({shown}): {type(exc).__name__}")
+    except requests.RequestException as exc:  # invalid URL, too many redirects...
+        failure = ElevenLabsPermanentError(f"recording download failed ({shown}): {type(exc).__name__}")
+    if failure is not None:
+        raise failure  # outside the except block: no __context__ holding the request
+    status = response.status_code
+    if status >= 500 or status == 429:
+        raise ElevenLabsTransientError(
+            f"recording download answered {status} ({shown})", status=status, retry_after=_retry_after(response)
+        )
+    if status != 200:
+        raise ElevenLabsPermanentError(f"recording download answered {status} ({shown})", status=status)
+    if not response.content:
+        raise ElevenLabsPermanentError(f"recording download returned no bytes ({shown})", status=status)
+    return response.content
+
+
+def _post(fields: list[tuple[str, Any]]) -> requests.Response:
+    """The vendor's answer to the multipart POST. Failures are raised outside any ``except`` block, so no
+    exception chained to ours (``__cause__`` or ``__context__``) holds the prepared request and its headers."""
+    url = f"{settings.ELEVENLABS_BASE_URL.rstrip('/')}{STT_PATH}"
+    headers = {"xi-api-key": _api_key(), "Accept": "application/json"}
+    failure: ElevenLabsError | None = None
+    try:
+        return _session().post(url, files=fields, headers=headers, timeout=_timeout(), allow_redirects=False)
+    except requests.Timeout as exc:
+        failure = ElevenLabsTransientError(f"ElevenLabs timeout on POST {STT_PATH}: {type(exc).__name__}")
+    except requests.ConnectionError as exc:
+        failure = ElevenLabsTransientError(f"ElevenLabs unreachable on POST {STT_PATH}: {type(exc).__name__}")
+    except requests.RequestException as exc:
+        failure = ElevenLabsTransientError(f"ElevenLabs request failed on POST {STT_PATH}: {type(exc).__name__}")
+    except (ValueError, UnicodeError) as exc:  # e.g. a header value http.client refuses; its text may echo it
+        failure = ElevenLabsPermanentError(f"ElevenLabs request could not be sent: {type(exc).__name__}")
+    raise failure
+
+
+def _retry_after(response: requests.Response) -> float | None:
+    """``Retry-After`` in seconds (delta-seconds or an HTTP date); None when absent or unreadable."""
+    value = (response.headers.get("Retry-After") or "").strip()
+    if not value:
+        return None
+    try:
+        seconds = float(value)
+    except ValueError:
+        try:
+            moment = parsedate_to_datetime(value)
+        except (TypeError, ValueError):
+            return None
+        if moment.tzinfo is None:
+            moment = moment.replace(tzinfo=UTC)
+        seconds = (moment - datetime.now(UTC)).total_seconds()
+    if not math.isfinite(seconds):
+        return None
+    return max(0.0, seconds)
+
+
+def _body(response: requests.Response) -> Any:
+    try:
+        return response.json()
+    except ValueError:
+        return None
+
+
+def _detail(body: Any, response: requests.Response) -> tuple[str | None, str]:
+    """``(detail.status, readable message)`` of an error body (``{"detail": {...}}``, ``{"detail": [...]}``)."""
+    detail = body.get("detail") if isinstance(body, dict) else None
+    if isinstance(detail, dict):
+        status = detail.get("status")
+        message = detail.get("message") or status or ""
+        return (str(status) if status else None), str(message)[:_MAX_DETAIL_CHARS]
+    if isinstance(detail, list):  # 422 validation errors: [{"loc": [...], "msg": "...", ...}]
+        parts = []
+        for item in detail[:5]:
+            if isinstance(item, dict):
+                loc = ".".join(str(part) for part in item.get("loc") or [])
+                parts.append(f"{loc}: {item.get('msg', '')}" if loc else str(item.get("msg", "")))
+            else:
+                parts.append(str(item))
+        return None, "; ".join(parts)[:_MAX_DETAIL_CHARS]
+    if isinstance(detail, str):
+        return None, detail[:_MAX_DETAIL_CHARS]
+    return None, (response.reason or "")[:_MAX_DETAIL_CHARS]
+
+
+def _raise_for_status(response: requests.Response) -> None:
+    status = response.status_code
+    if status == 200:
+        return
+    reason, message = _detail(_body(response), response)
+    where = f"ElevenLabs answered {status} on POST {STT_PATH}"
+    if status == 429:
+        raise ElevenLabsRateLimited(
+            f"{where} ({reason or 'rate limited'}): {message}",
+            status=status,
+            retry_after=_retry_after(response),
+            reason=reason,
+        )
+    if status >= 500:
+        raise ElevenLabsTransientError(f"{where}: {message}", status=status, retry_after=_retry_after(response))
+    if status == 401:
+        raise ElevenLabsPermanentError(
+            f"{where}: the API key ({API_KEY_SETTING}) was rejected: {message}", status=status
+        )
+    raise ElevenLabsPermanentError(f"{where}: {message}", status=status)
+
+
+# --- Validation -----------------------------------------------------------------------------------
+
+
+class _ContractError(Exception):
+    """A 200 body that breaks the contract (the message names the field)."""
+
+
+def _number(value: Any, field: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+        raise _ContractError(f"'{field}' is {'not a number' if value is not None else 'missing'}")
+    return float(value)
+
+
+def _optional_number(value: Any, field: str) -> float | None:
+    return None if value is None else _number(value, field)
+
+
+def _text(value: Any, field: str, *, optional: bool = False) -> str | None:
+    if value is None and optional:
+        return None
+    if not isinstance(value, str):
+        raise _ContractError(f"'{field}' is {'not a string' if value is not None else 'missing'}")
+    return value
+
+
+def _normalize_words(items: Any) -> list[dict[str, Any]]:
+    if items is None:
+        raise _ContractError("'words' is missing")
+    if not isinstance(items, list):
+        raise _ContractError("'words' is not a list")
+    words = []
+    for i, item in enumerate(items):
+        where = f"words[{i}]"
+        if not isinstance(item, dict):
+            raise _ContractError(f"'{where}' is not an object")
+        kind = item.get("type", "word")  # the type is documented as always present; a missing one is a word
+        if kind not in _KNOWN_WORD_TYPES:
+            raise _ContractError(f"'{where}.type' is not one of {sorted(_KNOWN_WORD_TYPES)}")
+        if kind not in KEPT_WORD_TYPES:
+            continue
+        start = _number(item.get("start"), f"{where}.start")
+        end = _number(item.get("end"), f"{where}.end")
+        if end < start:
+            raise _ContractError(f"'{where}.end' is before its start")
+        speaker_id = item.get("speaker_id")
+        words.append(
+            {
+                "text": _text(item.get("text"), f"{where}.text"),
+                "start": start,
+                "end": end,
+                "type": kind,
+                "speaker_id": None if speaker_id is None else str(speaker_id),
+                "logprob": _optional_number(item.get("logprob"), f"{where}.logprob"),
+            }
+        )
+    return words
+
+
+def _result(body: Any) -> SttResult:
+    if not isinstance(body, dict):
+        raise _ContractError("the body is not a JSON object")
+    words = _normalize_words(body.get("words"))
+    text = _text(body.get("text"), "text", optional=True)
+    return SttResult(
+        language_code=_text(body.get("language_code"), "language_code", optional=True),
+        language_probability=_optional_number(body.get("language_probability"), "language_probability"),
+        text=text if text is not None else "".join(word["text"] for word in words),
+        transcription_id=_text(body.get("transcription_id"), "transcription_id", optional=True),
+        audio_duration_secs=_optional_number(body.get("audio_duration_secs"), "audio_duration_secs"),
+        words=words,
+    )
+
+
+def _parse(response: requests.Response) -> SttResult:
+    """The validated result of a 200; the error is raised outside the ``except`` block (no chained context)."""
+    body = _body(response)
+    if body is None:
+        problem = "the body is not JSON"
+    else:
+        try:
+            return _result(body)
+        except _ContractError as exc:
+            problem = str(exc)
+    raise ElevenLabsPermanentError(
+        f"ElevenLabs response to POST {STT_PATH} breaks the contract: {problem}", status=response.status_code
+    )
+
+
+# --- Public API -----------------------------------------------------------------------------------
+
+
+def transcribe(*, recording_url: str, call_id: str) -> SttResult:
+    """The transcript of one recording (diarized, word timestamps), or a typed ``ElevenLabsError``."""
+    _api_key()  # fail fast (before any download) when the key is not configured
+    started = time.monotonic()
+    upload = bool(settings.TRANSCRIPTION_UPLOAD_AUDIO)
+    fields: list[tuple[str, Any]] = [
+        ("model_id", (None, settings.ELEVENLABS_MODEL_ID)),
+        ("language_code", (None, settings.TRANSCRIPTION_LANGUAGE)),
+        ("diarize", (None, "true")),
+        ("num_speakers", (None, "2")),
+        ("timestamps_granularity", (None, "word")),
+        ("tag_audio_events", (None, "false")),
+    ]
+    try:
+        if upload:
+            fields.append(("file", (f"{call_id}.mp3", _download(recording_url), "audio/mpeg")))
+        else:
+            fields.append(("source_url", (None, recording_url)))
+        response = _post(fields)
+        _raise_for_status(response)
+        result = _parse(response)
+    except ElevenLabsError as exc:
+        logger.warning(
+            "elevenlabs_transcription_failed",
+            extra={
+                "call_id": call_id,
+                "status": exc.status,
+                "error_type": type(exc).__name__,
+                "error": str(exc),
+                "elapsed_ms": round((time.monotonic() - started) * 1000),
+            },
+        )
+        raise
+    logger.info(
+        "elevenlabs_transcribed",
+        extra={
+            "call_id": call_id,
+            "transcription_id": result.transcription_id,
+            "words": len(result.words),
+            "audio_duration_secs": result.audio_duration_secs,
+            "upload": upload,
+            "elapsed_ms": round((time.monotonic() - started) * 1000),
+        },
+    )
+    return result

@@ -1,0 +1,159 @@
+"""Reads of transcriptions: a fiche's transcription status, one recording, and the fiche's
+conversation (timeline turns and search chunks), derived on read and cached in Redis until a
+transcription of the fiche changes."""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+from django.db.models import Q
+from redis.exceptions import RedisError
+
+from config.redis import get_redis
+from fiches.models import FicheCache, Recording
+from transcriptions.models import (
+    TERMINAL_RUN_STATUSES,
+    RunStatus,
+    Transcription,
+    TranscriptionRun,
+    TranscriptionStatus,
+)
+from transcriptions.timeline import build_turns, chunk_turns, render_timeline
+
+logger = logging.getLogger("transcriptions.selectors")
+
+TIMELINE_CACHE_SECONDS = 3600
+
+
+def _iso(value: Any) -> str | None:
+    return value.isoformat() if value else None
+
+
+def recording_dict(row: Transcription | None, rec: Recording, *, include_words: bool = False) -> dict[str, Any]:
+    data: dict[str, Any] = {
+        "call_id": rec.call_id,
+        "status": row.status if row else "none",
+        "language": row.language if row else None,
+        "duration_seconds": (
+            row.duration_seconds if row and row.duration_seconds is not None else rec.duration_seconds
+        ),
+        "text": row.text if row and row.transcribed_at else None,
+        "error": row.error if row else None,
+        "attempts": row.attempts if row else 0,
+        "transcribed_at": _iso(row.transcribed_at) if row else None,
+    }
+    if include_words:
+        data["words"] = row.words if row and row.transcribed_at else []
+        data["speaker_map"] = row.speaker_map if row else {}
+    return data
+
+
+def fiche_status(fiche: FicheCache, *, include_words: bool = False) -> dict[str, Any]:
+    """``{fiche_id, status, total_recordings, transcribed, failed, recordings: [...]}``: the status is
+    the latest run's while it runs, else derived from the recordings (``none`` when nothing was asked,
+    ``completed`` when every recording is transcribed, ``failed`` when none is and some failed,
+    ``partial`` otherwise)."""
+    recordings = list(Recording.objects.filter(fiche=fiche).order_by("started_at", "call_id"))
+    rows = {t.call_id: t for t in Transcription.objects.filter(fiche=fiche)}
+    transcribed = sum(1 for r in recordings if (t := rows.get(r.call_id)) and t.status == TranscriptionStatus.COMPLETED)
+    failed = sum(1 for r in recordings if (t := rows.get(r.call_id)) and t.status == TranscriptionStatus.FAILED)
+    latest = TranscriptionRun.objects.filter(fiche=fiche).order_by("-created_at").first()
+    if latest is not None and latest.status not in TERMINAL_RUN_STATUSES:
+        status = str(latest.status)
+    elif not rows:
+        status = "none"
+    elif recordings and transcribed == len(recordings):
+        status = RunStatus.COMPLETED
+    elif transcribed == 0 and failed:
+        status = RunStatus.FAILED
+    elif transcribed or failed:
+        status = RunStatus.PARTIAL
+    else:
+        status = RunStatus.PENDING
+    return {
+        "fiche_id": fiche.fiche_id,
+        "status": str(status),
+        "total_recordings": len(recordings),
+        "transcribed": transcribed,
+        "failed": failed,
+        "run_id": str(latest.pk) if latest else None,
+        "recordings": [recording_dict(rows.get(r.call_id), r, include_words=include_words) for r in recordings],
+    }
+
+
+def recording_for_fiche(fiche: FicheCache, call_id: str) -> dict[str, Any] | None:
+    rec = Recording.objects.filter(fiche=fiche, call_id=call_id).first()
+    if rec is None:
+        return None
+    row = Transcription.objects.filter(call_id=call_id).first()
+    return {"fiche_id": fiche.fiche_id, **recording_dict(row, rec, include_words=True)}
+
+
+# --- The timeline -----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Timeline:
+    """A fiche's conversation: its turns (``{call_id, speaker, start, end, text}``), search chunks,
+    the text the LLM reads, and the recordings it covers."""
+
+    fiche_id: str
+    turns: list[dict[str, Any]]
+    chunks: list[dict[str, Any]]
+    text: str
+    recordings: int
+
+
+def _timeline_key(fiche_id: str, stamps: list[tuple[str, Any]]) -> str:
+    digest = hashlib.blake2b(repr(stamps).encode(), digest_size=12).hexdigest()
+    return f"timeline:{fiche_id}:{digest}"
+
+
+def timeline_for(fiche: FicheCache) -> Timeline:
+    """The fiche's turns (recordings in start order, then time), chunks and rendered text, from
+    every recording that has a transcript. Cached in Redis under the transcripts' update times: a
+    new or changed transcript gives a new key at once."""
+    transcribed = Q(transcribed_at__isnull=False)
+    stamps = list(
+        Transcription.objects.filter(transcribed, fiche=fiche).order_by("call_id").values_list("call_id", "updated_at")
+    )
+    key = _timeline_key(fiche.fiche_id, stamps)
+    try:
+        cached = get_redis().get(key)
+    except RedisError:
+        cached = None
+    if cached is not None:
+        data = orjson.loads(cached)
+        return Timeline(fiche.fiche_id, data["turns"], data["chunks"], data["text"], data["recordings"])
+    rows = list(
+        Transcription.objects.filter(transcribed, fiche=fiche)
+        .select_related("recording")
+        .only("call_id", "words", "speaker_map", "recording__started_at", "recording__direction")
+    )
+    recordings = [
+        {
+            "call_id": row.call_id,
+            "started_at": row.recording.started_at,
+            "words": row.words,
+            "speaker_map": row.speaker_map,
+        }
+        for row in rows
+    ]
+    turns = build_turns(recordings)
+    chunks = chunk_turns(turns)
+    meta = {row.call_id: {"started_at": row.recording.started_at, "direction": row.recording.direction} for row in rows}
+    text = render_timeline(turns, meta)
+    timeline = Timeline(fiche.fiche_id, turns, chunks, text, len(rows))
+    try:
+        get_redis().set(
+            key,
+            orjson.dumps({"turns": turns, "chunks": chunks, "text": text, "recordings": len(rows)}),
+            ex=TIMELINE_CACHE_SECONDS,
+        )
+    except RedisError:
+        logger.warning("timeline_cache_unavailable", extra={"fiche_id": fiche.fiche_id})
+    return timeline
