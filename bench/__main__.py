@@ -38,13 +38,16 @@ def main() -> None:
 
     call_command("migrate", verbosity=0)
 
-    from bench import cache_write, jobs
+    from bench import cache_write, evidence, jobs, transcriptions
 
     benchmarks = {
         "cache_write": cache_write.run,
         "range_read": jobs.range_read,
         "orchestration": jobs.orchestration,
         "polling": jobs.polling,
+        "transcription_fanout": transcriptions.transcription_fanout,
+        "timeline": transcriptions.timeline,
+        "evidence_gate": evidence.run,
     }
     parser = argparse.ArgumentParser(prog="python -m bench")
     parser.add_argument("names", nargs="*", choices=list(benchmarks), help="benchmarks to run (default: all)")

@@ -373,11 +373,23 @@ def _parse(response: requests.Response) -> SttResult:
 # --- Public API -----------------------------------------------------------------------------------
 
 
-def transcribe(*, recording_url: str, call_id: str) -> SttResult:
-    """The transcript of one recording (diarized, word timestamps), or a typed ``ElevenLabsError``."""
+def _log_failure(exc: ElevenLabsError, call_id: str, started: float) -> None:
+    logger.warning(
+        "elevenlabs_transcription_failed",
+        extra={
+            "call_id": call_id,
+            "status": exc.status,
+            "error_type": type(exc).__name__,
+            "error": str(exc),
+            "elapsed_ms": round((time.monotonic() - started) * 1000),
+        },
+    )
+
+
+def prepare_request(*, recording_url: str, call_id: str) -> list[tuple[str, Any]]:
+    """The multipart fields of one transcription request (in upload mode the recording is
+    downloaded here: do it before taking a provider slot)."""
     _api_key()  # fail fast (before any download) when the key is not configured
-    started = time.monotonic()
-    upload = bool(settings.TRANSCRIPTION_UPLOAD_AUDIO)
     fields: list[tuple[str, Any]] = [
         ("model_id", (None, settings.ELEVENLABS_MODEL_ID)),
         ("language_code", (None, settings.TRANSCRIPTION_LANGUAGE)),
@@ -386,25 +398,38 @@ def transcribe(*, recording_url: str, call_id: str) -> SttResult:
         ("timestamps_granularity", (None, "word")),
         ("tag_audio_events", (None, "false")),
     ]
+    started = time.monotonic()
     try:
-        if upload:
+        if settings.TRANSCRIPTION_UPLOAD_AUDIO:
             fields.append(("file", (f"{call_id}.mp3", _download(recording_url), "audio/mpeg")))
         else:
             fields.append(("source_url", (None, recording_url)))
+    except ElevenLabsError as exc:
+        _log_failure(exc, call_id, started)
+        raise
+    return fields
+
+
+def send_request(fields: list[tuple[str, Any]], *, call_id: str) -> requests.Response:
+    """POST the request and check its status (the part that counts in the vendor's concurrency:
+    hold a provider slot around this only). Raises the typed errors."""
+    started = time.monotonic()
+    try:
         response = _post(fields)
         _raise_for_status(response)
+    except ElevenLabsError as exc:
+        _log_failure(exc, call_id, started)
+        raise
+    return response
+
+
+def read_response(response: requests.Response, *, call_id: str) -> SttResult:
+    """The validated transcript of a 200 (CPU work: parse it after giving the provider slot back)."""
+    started = time.monotonic()
+    try:
         result = _parse(response)
     except ElevenLabsError as exc:
-        logger.warning(
-            "elevenlabs_transcription_failed",
-            extra={
-                "call_id": call_id,
-                "status": exc.status,
-                "error_type": type(exc).__name__,
-                "error": str(exc),
-                "elapsed_ms": round((time.monotonic() - started) * 1000),
-            },
-        )
+        _log_failure(exc, call_id, started)
         raise
     logger.info(
         "elevenlabs_transcribed",
@@ -413,8 +438,14 @@ def transcribe(*, recording_url: str, call_id: str) -> SttResult:
             "transcription_id": result.transcription_id,
             "words": len(result.words),
             "audio_duration_secs": result.audio_duration_secs,
-            "upload": upload,
+            "upload": bool(settings.TRANSCRIPTION_UPLOAD_AUDIO),
             "elapsed_ms": round((time.monotonic() - started) * 1000),
         },
     )
     return result
+
+
+def transcribe(*, recording_url: str, call_id: str) -> SttResult:
+    """The transcript of one recording (diarized, word timestamps), or a typed ``ElevenLabsError``."""
+    fields = prepare_request(recording_url=recording_url, call_id=call_id)
+    return read_response(send_request(fields, call_id=call_id), call_id=call_id)
