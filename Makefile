@@ -9,6 +9,9 @@ STAMP := $(VENV)/.installed
 run seed: export CRM_BASE_URL ?= http://127.0.0.1:8100
 run seed: export ELEVENLABS_BASE_URL ?= http://127.0.0.1:8200
 run seed: export ELEVENLABS_API_KEY ?= local-stt-simulator-key
+run seed: export LLM_BASE_URL ?= http://127.0.0.1:8300/v1
+run seed: export LLM_API_KEY ?= local-llm-simulator-key
+run seed: export LLM_MODEL ?= sim-judge-1
 run seed: export AUTH_SEED_ADMIN_EMAIL ?= admin@example.com
 run seed: export AUTH_SEED_ADMIN_PASSWORD ?= admin-pass-2026
 PORT ?= 8000
@@ -17,7 +20,7 @@ export PORT
 .PHONY: run test check install services migrate seed bench clean help
 
 help:
-	@echo "make run    set everything up and run web + workers + beat (+ CRM and speech-to-text simulators)"
+	@echo "make run    set everything up and run web + workers + beat (+ CRM, speech-to-text and LLM simulators)"
 	@echo "make test   set everything up and run the whole test suite"
 	@echo "make check  lint (ruff), format check, type check (mypy), deploy checks, missing migrations"
 	@echo "make bench  run the benchmarks"
@@ -42,6 +45,7 @@ migrate: services
 
 seed: migrate
 	$(PY) manage.py seed_auth --demo
+	$(PY) manage.py seed_audit_configs
 
 run: seed
 	$(PY) manage.py collectstatic --noinput --verbosity 0

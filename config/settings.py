@@ -122,13 +122,14 @@ CELERY_TASK_DEFAULT_QUEUE = "default"
 # default: orchestration and updaters; crm: CRM calls (prefork worker). webhooks, stt_* and llm:
 # slow network calls, each on an I/O worker pool of its own (threads). stt_high/stt/stt_low carry
 # a transcription's priority: a worker consuming them in that order takes high first.
-CELERY_QUEUE_NAMES = ("default", "crm", "webhooks", "stt_high", "stt", "stt_low")
+CELERY_QUEUE_NAMES = ("default", "crm", "webhooks", "stt_high", "stt", "stt_low", "llm")
 CELERY_TASK_QUEUES = tuple(Queue(name, Exchange(name), routing_key=name) for name in CELERY_QUEUE_NAMES)
 CELERY_TASK_ROUTES = {
     # Tasks that call the CRM run on the "crm" queue, outgoing webhooks on "webhooks".
     "fiches.tasks.crm.*": {"queue": "crm"},
     "realtime.tasks.webhooks.*": {"queue": "webhooks"},
     "transcriptions.tasks.transcribe_recording": {"queue": "stt"},
+    "audits.tasks.llm.*": {"queue": "llm"},
 }
 CELERY_BEAT_SCHEDULER = "django_celery_beat.schedulers:DatabaseScheduler"
 CELERY_WORKER_HIJACK_ROOT_LOGGER = False
@@ -211,6 +212,9 @@ SPECTACULAR_SETTINGS = {
     "ENUM_NAME_OVERRIDES": {
         "JobStatusEnum": ["pending", "processing", "complete", "failed"],
         "HealthStatusEnum": ["ok", "error"],
+        "AuditStatusEnum": ["pending", "waiting_transcription", "running", "completed", "failed"],
+        "AuditStepStatusEnum": ["pending", "running", "completed", "failed"],
+        "ControlPointStatusEnum": ["pass", "fail", "uncertain", "not_applicable"],
     },
 }
 
@@ -323,6 +327,20 @@ LLM_SEED = env.int("LLM_SEED", default=42)
 AUDIT_TOOLS_MAX_CALLS = env.int("AUDIT_TOOLS_MAX_CALLS", default=8)
 # rapidfuzz alignment score (0-100) a quote needs to count as found in the transcript.
 EVIDENCE_MATCH_THRESHOLD = env.float("EVIDENCE_MATCH_THRESHOLD", default=90.0)
+# Transient LLM errors a step retries (backoff from this base, in seconds) before it fails.
+AUDIT_STEP_MAX_ERRORS = env.int("AUDIT_STEP_MAX_ERRORS", default=3)
+AUDIT_STEP_RETRY_BASE_SECONDS = env.float("AUDIT_STEP_RETRY_BASE_SECONDS", default=5.0)
+# How long a worker's claim on a step (and its LLM slot) holds: a killed worker frees it after this.
+AUDIT_STEP_CLAIM_LEASE_SECONDS = env.float(
+    "AUDIT_STEP_CLAIM_LEASE_SECONDS", default=LLM_TIMEOUT_SECONDS * (AUDIT_TOOLS_MAX_CALLS + 2) + 60
+)
+# A step waits in place this long for an LLM slot before re-enqueueing itself.
+AUDIT_LLM_SLOT_WAIT_SECONDS = env.float("AUDIT_LLM_SLOT_WAIT_SECONDS", default=30.0)
+# Reconciler: re-drive an audit without progress for this long; fail one without progress for the
+# deadline, or waiting for its transcripts longer than the transcription wait.
+AUDIT_STALL_SECONDS = env.int("AUDIT_STALL_SECONDS", default=900)
+AUDIT_DEADLINE_SECONDS = env.int("AUDIT_DEADLINE_SECONDS", default=3600)
+AUDIT_TRANSCRIPTION_WAIT_SECONDS = env.int("AUDIT_TRANSCRIPTION_WAIT_SECONDS", default=3600)
 
 # --- i18n, static -------------------------------------------------------------------------
 LANGUAGE_CODE = "en-us"

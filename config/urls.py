@@ -3,6 +3,7 @@ from django.urls import include, path
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
 from accounts.api.urls import admin_urlpatterns, auth_urlpatterns
+from audits.api.urls import audits_urlpatterns
 from config.health import HealthView
 from fiches.api.urls import fiches_urlpatterns, recordings_urlpatterns
 from realtime.api.urls import delivery_urlpatterns, realtime_urlpatterns
@@ -22,6 +23,7 @@ urlpatterns = [
     path("api/recordings/", include(recordings_urlpatterns)),
     path("api/transcriptions/", include(transcriptions_urlpatterns)),
     path("api/batches/", include(batch_urlpatterns)),
+    path("api/", include(audits_urlpatterns)),
     path("api/schema/", SpectacularAPIView.as_view(), name="schema"),
     path("api/docs/", SpectacularSwaggerView.as_view(url_name="schema"), name="docs"),
 ]

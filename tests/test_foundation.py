@@ -31,7 +31,7 @@ def test_celery_reliability_settings():
     assert list(conf.accept_content) == ["json"]
     assert conf.task_soft_time_limit < conf.task_time_limit
     assert conf.task_time_limit < conf.broker_transport_options["visibility_timeout"]
-    assert {q.name for q in conf.task_queues} == {"default", "crm", "webhooks", "stt_high", "stt", "stt_low"}
+    assert {q.name for q in conf.task_queues} == {"default", "crm", "webhooks", "stt_high", "stt", "stt_low", "llm"}
     assert conf.task_default_queue == "default"
     assert conf.beat_scheduler == "django_celery_beat.schedulers:DatabaseScheduler"
 

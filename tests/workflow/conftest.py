@@ -36,7 +36,7 @@ class Worker:
         env: dict[str, str],
         name: str,
         concurrency: int = 4,
-        queues: str = "default,crm,webhooks,stt_high,stt,stt_low",
+        queues: str = "default,crm,webhooks,stt_high,stt,stt_low,llm",
         pool: str = "prefork",
     ):
         WORKER_LOG_DIR.mkdir(exist_ok=True)

@@ -1,0 +1,252 @@
+"""Compliance audits of a sale's calls.
+
+- ``AuditConfig`` is the stable identity of an audit configuration; each edit makes a new immutable
+  ``AuditConfigVersion`` with its ordered ``AuditStepDefinition``\\s (weight, criticality, pass ratio)
+  and their ``AuditControlPointDefinition``\\s. An audit keeps the version it ran with.
+- ``Audit``: one run of a config version over a fiche's calls, with its compliance summary
+  (computed in code, never by the LLM).
+- ``AuditStepResult``: one step's LLM answer (one per step and audit), tokens, model, prompt hash.
+- ``ControlPointResult``: the verdict of one control point (the AI's and the one that counts) and
+  its ``Citation``\\s: quotes the evidence gate verified (the transcript's own words, call, times) or
+  rejected (with the reason).
+"""
+
+from __future__ import annotations
+
+import uuid
+
+from django.conf import settings
+from django.db import models
+
+
+class AuditConfig(models.Model):
+    name = models.CharField(max_length=200)
+    description = models.TextField(blank=True, default="")
+    is_active = models.BooleanField(default=True)
+    current_version = models.ForeignKey(
+        "AuditConfigVersion", null=True, blank=True, on_delete=models.PROTECT, related_name="+"
+    )
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        db_table = "audit_configs"
+        ordering = ["name", "id"]
+
+    def __str__(self) -> str:
+        return self.name
+
+
+class AuditConfigVersion(models.Model):
+    """An immutable snapshot of a config: what an audit ran against."""
+
+    config = models.ForeignKey(AuditConfig, on_delete=models.CASCADE, related_name="versions")
+    version = models.PositiveIntegerField()
+    name = models.CharField(max_length=200)
+    description = models.TextField(blank=True, default="")
+    thresholds = models.JSONField(help_text='{"excellent": 90, "bon": 75, "acceptable": 60} (percentages).')
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        db_table = "audit_config_versions"
+        ordering = ["config_id", "version"]
+        constraints = [models.UniqueConstraint(fields=["config", "version"], name="audit_config_version_unique")]
+
+    def __str__(self) -> str:
+        return f"{self.name} v{self.version}"
+
+
+class AuditStepDefinition(models.Model):
+    config_version = models.ForeignKey(AuditConfigVersion, on_delete=models.CASCADE, related_name="steps")
+    position = models.PositiveIntegerField(help_text="From 1.")
+    name = models.CharField(max_length=200)
+    instructions = models.TextField(blank=True, default="")
+    weight = models.PositiveIntegerField()
+    is_critical = models.BooleanField(default=False)
+    pass_ratio = models.FloatField(default=1.0, help_text="Share of applicable points to pass for conforme.")
+
+    class Meta:
+        db_table = "audit_steps"
+        ordering = ["config_version_id", "position"]
+        constraints = [models.UniqueConstraint(fields=["config_version", "position"], name="audit_step_position")]
+
+    def __str__(self) -> str:
+        return f"{self.position}. {self.name}"
+
+
+class AuditControlPointDefinition(models.Model):
+    step = models.ForeignKey(AuditStepDefinition, on_delete=models.CASCADE, related_name="control_points")
+    index = models.PositiveIntegerField(help_text="From 0 within its step.")
+    question = models.TextField()
+    evidence_hint = models.TextField(blank=True, default="")
+    is_critical = models.BooleanField(default=False)
+
+    class Meta:
+        db_table = "audit_control_points"
+        ordering = ["step_id", "index"]
+        constraints = [models.UniqueConstraint(fields=["step", "index"], name="audit_control_point_index")]
+
+    def __str__(self) -> str:
+        return f"[{self.index}] {self.question[:60]}"
+
+
+class AuditStatus(models.TextChoices):
+    PENDING = "pending"
+    WAITING_TRANSCRIPTION = "waiting_transcription"
+    RUNNING = "running"
+    COMPLETED = "completed"
+    FAILED = "failed"
+
+
+TERMINAL_AUDIT_STATUSES = (AuditStatus.COMPLETED, AuditStatus.FAILED)
+
+
+class Niveau(models.TextChoices):
+    EXCELLENT = "EXCELLENT"
+    BON = "BON"
+    ACCEPTABLE = "ACCEPTABLE"
+    INSUFFISANT = "INSUFFISANT"
+    REJET = "REJET"
+
+
+class Audit(models.Model):
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    fiche = models.ForeignKey("fiches.FicheCache", on_delete=models.CASCADE, related_name="audits")
+    config = models.ForeignKey(AuditConfig, on_delete=models.PROTECT, related_name="audits")
+    config_version = models.ForeignKey(AuditConfigVersion, on_delete=models.PROTECT, related_name="audits")
+    status = models.CharField(max_length=24, choices=AuditStatus.choices, default=AuditStatus.PENDING)
+    use_rlm = models.BooleanField(default=False, help_text="Tools mode: the LLM searches the transcript.")
+    model = models.CharField(max_length=128, blank=True, default="")
+    overall_score = models.FloatField(null=True, blank=True)
+    max_score = models.FloatField(null=True, blank=True)
+    score_percentage = models.FloatField(null=True, blank=True)
+    niveau = models.CharField(max_length=16, choices=Niveau.choices, null=True, blank=True)
+    is_compliant = models.BooleanField(null=True, blank=True)
+    critical_issues = models.JSONField(default=list, blank=True)
+    needs_review = models.BooleanField(default=False)
+    total_tokens = models.PositiveIntegerField(default=0)
+    duration_seconds = models.FloatField(null=True, blank=True)
+    error = models.TextField(null=True, blank=True)
+    requested_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    batch = models.ForeignKey(
+        "transcriptions.Batch", null=True, blank=True, on_delete=models.SET_NULL, related_name="audits"
+    )
+    waiting_since = models.DateTimeField(null=True, blank=True, help_text="Waiting for the fiche's transcription.")
+    dispatched_at = models.DateTimeField(null=True, blank=True, help_text="When its steps were fanned out.")
+    last_progress_at = models.DateTimeField(null=True, blank=True)
+    redriven_at = models.DateTimeField(null=True, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True, db_index=True)
+    started_at = models.DateTimeField(null=True, blank=True)
+    completed_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        db_table = "audits"
+        ordering = ["-created_at"]
+        indexes = [
+            models.Index(fields=["fiche", "created_at"], name="audits_fiche"),
+            models.Index(fields=["status", "created_at"], name="audits_status"),
+            models.Index(fields=["config", "created_at"], name="audits_config"),
+        ]
+
+    def __str__(self) -> str:
+        return f"audit {self.id} of {self.fiche_id} ({self.status})"
+
+    @property
+    def is_terminal(self) -> bool:
+        return self.status in TERMINAL_AUDIT_STATUSES
+
+
+class StepStatus(models.TextChoices):
+    PENDING = "pending"
+    RUNNING = "running"
+    COMPLETED = "completed"
+    FAILED = "failed"
+
+
+class AuditStepResult(models.Model):
+    audit = models.ForeignKey(Audit, on_delete=models.CASCADE, related_name="step_results")
+    step = models.ForeignKey(AuditStepDefinition, on_delete=models.PROTECT, related_name="+")
+    position = models.PositiveIntegerField()
+    status = models.CharField(max_length=16, choices=StepStatus.choices, default=StepStatus.PENDING)
+    score = models.FloatField(null=True, blank=True)
+    max_score = models.FloatField(null=True, blank=True)
+    conforme = models.BooleanField(null=True, blank=True)
+    included = models.BooleanField(default=True, help_text="False when no control point was applicable.")
+    raw_result = models.JSONField(null=True, blank=True, help_text="The LLM's structured answer, as given.")
+    prompt_tokens = models.PositiveIntegerField(default=0)
+    completion_tokens = models.PositiveIntegerField(default=0)
+    tokens_estimated = models.BooleanField(default=False)
+    model = models.CharField(max_length=128, blank=True, default="")
+    prompt_hash = models.CharField(max_length=64, blank=True, default="")
+    latency_ms = models.PositiveIntegerField(null=True, blank=True)
+    tool_calls = models.PositiveIntegerField(default=0)
+    error = models.TextField(null=True, blank=True)
+    attempts = models.PositiveIntegerField(default=0)
+    claimed_at = models.DateTimeField(null=True, blank=True)
+    completed_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        db_table = "audit_step_results"
+        ordering = ["audit_id", "position"]
+        constraints = [models.UniqueConstraint(fields=["audit", "position"], name="audit_step_result_position")]
+
+    def __str__(self) -> str:
+        return f"step {self.position} of {self.audit_id} ({self.status})"
+
+    @property
+    def tokens_used(self) -> int:
+        return self.prompt_tokens + self.completion_tokens
+
+
+class PointStatus(models.TextChoices):
+    PASS = "pass"
+    FAIL = "fail"
+    UNCERTAIN = "uncertain"
+    NOT_APPLICABLE = "not_applicable"
+
+
+class ControlPointResult(models.Model):
+    step_result = models.ForeignKey(AuditStepResult, on_delete=models.CASCADE, related_name="control_points")
+    index = models.PositiveIntegerField()
+    ai_status = models.CharField(max_length=16, choices=PointStatus.choices, help_text="The LLM's verdict.")
+    status = models.CharField(
+        max_length=16, choices=PointStatus.choices, help_text="The verdict that counts (after the evidence gate)."
+    )
+    rationale = models.TextField(blank=True, default="")
+
+    class Meta:
+        db_table = "audit_control_point_results"
+        ordering = ["step_result_id", "index"]
+        constraints = [models.UniqueConstraint(fields=["step_result", "index"], name="audit_cp_result_index")]
+
+    def __str__(self) -> str:
+        return f"[{self.index}] {self.status}"
+
+
+class Citation(models.Model):
+    control_point = models.ForeignKey(ControlPointResult, on_delete=models.CASCADE, related_name="citations")
+    position = models.PositiveIntegerField(default=0)
+    quote = models.TextField(help_text="What the LLM quoted.")
+    text = models.TextField(blank=True, default="", help_text="The transcript's own words (verified quotes).")
+    speaker = models.CharField(max_length=16, null=True, blank=True)
+    call_id = models.CharField(max_length=128, null=True, blank=True)
+    start = models.FloatField(null=True, blank=True)
+    end = models.FloatField(null=True, blank=True)
+    verified = models.BooleanField(default=False)
+    reason = models.CharField(max_length=32, null=True, blank=True, help_text="Why a quote was rejected.")
+    score = models.FloatField(default=0.0)
+
+    class Meta:
+        db_table = "audit_citations"
+        ordering = ["control_point_id", "position"]
+
+    def __str__(self) -> str:
+        return f"{'✓' if self.verified else '✗'} {self.quote[:60]}"

@@ -1,0 +1,125 @@
+"""Reads of audits: the audit in the API's shape (steps, control points, verified and rejected
+citations), lists filtered by scope (through the audit's fiche), and the admin's timeline view."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+from typing import TYPE_CHECKING, Any
+
+from django.db.models import Prefetch, QuerySet
+
+from accounts.permissions import can_access, scope_queryset
+from audits.models import Audit, AuditStepResult, Citation, ControlPointResult
+from config.exceptions import NotFoundError, PermissionDeniedError
+
+if TYPE_CHECKING:
+    from accounts.models import User
+
+
+def _iso(value: datetime | None) -> str | None:
+    return value.isoformat() if value else None
+
+
+def audits_for(user: User, *, action: str = "read") -> QuerySet[Audit]:
+    """Audits whose fiche is in the user's ``audits`` scope."""
+    return scope_queryset(
+        Audit.objects.select_related("fiche", "config_version"),
+        user,
+        "audits",
+        action="read" if action == "read" else "write",
+        group_field="fiche__groupe",
+        user_field="fiche__crm_user_id",
+    )
+
+
+def audit_for_user(user: User, audit_id: object, *, action: str = "read") -> Audit:
+    try:
+        key = uuid.UUID(str(audit_id))
+    except ValueError:
+        key = None
+    audit = Audit.objects.select_related("fiche", "config_version").filter(pk=key).first() if key else None
+    if audit is None:
+        raise NotFoundError(f"No audit {audit_id}.", code="audit_not_found", details={"audit_id": str(audit_id)})
+    if not can_access(user, "audits", audit.fiche, action="read" if action == "read" else "write"):
+        raise PermissionDeniedError(
+            "This audit's fiche is outside your audits scope.", code="scope_denied", details={"audit_id": str(audit_id)}
+        )
+    return audit
+
+
+def audit_summary_dict(audit: Audit) -> dict[str, Any]:
+    return {
+        "audit_id": str(audit.pk),
+        "fiche_id": audit.fiche.fiche_id,
+        "audit_config_id": audit.config_id,
+        "config_version": audit.config_version.version,
+        "status": audit.status,
+        "use_rlm": audit.use_rlm,
+        "model": audit.model,
+        "overall_score": audit.overall_score,
+        "max_score": audit.max_score,
+        "score_percentage": audit.score_percentage,
+        "niveau": audit.niveau,
+        "is_compliant": audit.is_compliant,
+        "critical_issues": audit.critical_issues,
+        "needs_review": audit.needs_review,
+        "total_tokens": audit.total_tokens,
+        "duration_seconds": audit.duration_seconds,
+        "error": audit.error,
+        "created_at": _iso(audit.created_at),
+        "completed_at": _iso(audit.completed_at),
+    }
+
+
+def _citation(c: Citation) -> dict[str, Any]:
+    return {"text": c.text, "speaker": c.speaker, "call_id": c.call_id, "start": c.start, "end": c.end}
+
+
+def _point(result: ControlPointResult, definition: Any) -> dict[str, Any]:
+    citations = list(result.citations.all())
+    return {
+        "index": result.index,
+        "question": definition.question if definition else "",
+        "is_critical": definition.is_critical if definition else False,
+        "status": result.status,
+        "ai_status": result.ai_status,
+        "rationale": result.rationale,
+        "citations": [_citation(c) for c in citations if c.verified],
+        "rejected_citations": [{"text": c.quote, "reason": c.reason} for c in citations if not c.verified],
+    }
+
+
+def step_dict(row: AuditStepResult) -> dict[str, Any]:
+    definitions = {p.index: p for p in row.step.control_points.all()}
+    return {
+        "position": row.position,
+        "name": row.step.name,
+        "weight": row.step.weight,
+        "is_critical": row.step.is_critical,
+        "status": row.status,
+        "score": row.score,
+        "max_score": row.max_score,
+        "conforme": row.conforme,
+        "tokens_used": row.tokens_used,
+        "error": row.error,
+        "control_points": [_point(r, definitions.get(r.index)) for r in row.control_points.all()],
+    }
+
+
+def audit_dict(audit: Audit) -> dict[str, Any]:
+    steps = (
+        AuditStepResult.objects.filter(audit=audit)
+        .select_related("step")
+        .prefetch_related(
+            "step__control_points",
+            Prefetch(
+                "control_points",
+                queryset=ControlPointResult.objects.order_by("index").prefetch_related(
+                    Prefetch("citations", queryset=Citation.objects.order_by("position"))
+                ),
+            ),
+        )
+        .order_by("position")
+    )
+    return {**audit_summary_dict(audit), "steps": [step_dict(s) for s in steps]}

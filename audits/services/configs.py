@@ -1,0 +1,221 @@
+"""Audit configurations: created, edited (every edit of the content makes a new immutable version;
+an audit keeps the version it ran with), deactivated, and read back in the API's shape."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING, Any
+
+from django.db import transaction
+from django.db.models import Prefetch
+
+from audits.models import (
+    Audit,
+    AuditConfig,
+    AuditConfigVersion,
+    AuditControlPointDefinition,
+    AuditStepDefinition,
+)
+from config.exceptions import InvalidInput, NotFoundError
+
+if TYPE_CHECKING:
+    from accounts.models import User
+
+CONTENT_FIELDS = ("name", "description", "thresholds", "steps")
+
+
+def validate_content(data: Mapping[str, Any]) -> None:
+    """Domain rules the serializer's field checks cannot see (each error names its field)."""
+    thresholds = data["thresholds"]
+    if not thresholds["excellent"] > thresholds["bon"] > thresholds["acceptable"]:
+        raise InvalidInput(
+            "thresholds must decrease: excellent > bon > acceptable.", details={"thresholds": dict(thresholds)}
+        )
+    steps = data["steps"]
+    if not steps:
+        raise InvalidInput("A config needs at least one step.", details={"steps": "empty"})
+    for i, step in enumerate(steps):
+        if not step["control_points"]:
+            raise InvalidInput(
+                f"steps[{i}] needs at least one control point.", details={f"steps[{i}].control_points": "empty"}
+            )
+
+
+def _write_version(config: AuditConfig, data: Mapping[str, Any], user: User | None) -> AuditConfigVersion:
+    number = (config.versions.order_by("-version").values_list("version", flat=True).first() or 0) + 1
+    version = AuditConfigVersion.objects.create(
+        config=config,
+        version=number,
+        name=data["name"],
+        description=data.get("description", ""),
+        thresholds=dict(data["thresholds"]),
+        created_by=user,
+    )
+    for position, step in enumerate(data["steps"], start=1):
+        definition = AuditStepDefinition.objects.create(
+            config_version=version,
+            position=position,
+            name=step["name"],
+            instructions=step.get("instructions", ""),
+            weight=step["weight"],
+            is_critical=step.get("is_critical", False),
+            pass_ratio=step.get("pass_ratio", 1.0),
+        )
+        AuditControlPointDefinition.objects.bulk_create(
+            AuditControlPointDefinition(
+                step=definition,
+                index=index,
+                question=point["question"],
+                evidence_hint=point.get("evidence_hint", ""),
+                is_critical=point.get("is_critical", False),
+            )
+            for index, point in enumerate(step["control_points"])
+        )
+    config.current_version = version
+    config.name, config.description = version.name, version.description
+    config.save(update_fields=["current_version", "name", "description", "updated_at"])
+    return version
+
+
+@transaction.atomic
+def config_create(*, data: Mapping[str, Any], user: User | None = None) -> AuditConfig:
+    validate_content(data)
+    config = AuditConfig.objects.create(
+        name=data["name"],
+        description=data.get("description", ""),
+        is_active=data.get("is_active", True),
+        created_by=user,
+    )
+    _write_version(config, data, user)
+    return config
+
+
+@transaction.atomic
+def config_update(*, config_id: int, patch: Mapping[str, Any], user: User | None = None) -> AuditConfig:
+    """Apply ``patch`` to the current content; a changed content makes a new version."""
+    config = AuditConfig.objects.select_for_update().filter(pk=config_id).first()
+    if config is None:
+        raise _not_found(config_id)
+    current = config_content(config)
+    effective = {**current, **{k: v for k, v in patch.items() if k in CONTENT_FIELDS}}
+    validate_content(effective)
+    if _comparable(effective) != _comparable(current):
+        _write_version(config, effective, user)
+    if "is_active" in patch and patch["is_active"] != config.is_active:
+        config.is_active = patch["is_active"]
+        config.save(update_fields=["is_active", "updated_at"])
+    return config
+
+
+@transaction.atomic
+def config_delete(*, config_id: int) -> bool:
+    """Delete a config no audit used; deactivate one that audits reference. True when deleted."""
+    config = AuditConfig.objects.select_for_update().filter(pk=config_id).first()
+    if config is None:
+        raise _not_found(config_id)
+    if Audit.objects.filter(config=config).exists():
+        config.is_active = False
+        config.save(update_fields=["is_active", "updated_at"])
+        return False
+    config.current_version = None
+    config.save(update_fields=["current_version"])
+    config.delete()
+    return True
+
+
+def _not_found(config_id: object) -> NotFoundError:
+    return NotFoundError(
+        f"No audit config {config_id}.", code="audit_config_not_found", details={"audit_config_id": config_id}
+    )
+
+
+def _comparable(content: Mapping[str, Any]) -> Any:
+    def step(s: Mapping[str, Any]) -> tuple:
+        points = tuple(
+            (p["question"], p.get("evidence_hint", ""), bool(p.get("is_critical", False))) for p in s["control_points"]
+        )
+        return (
+            s["name"],
+            s.get("instructions", ""),
+            s["weight"],
+            bool(s.get("is_critical", False)),
+            float(s.get("pass_ratio", 1.0)),
+            points,
+        )
+
+    thresholds = content["thresholds"]
+    return (
+        content["name"],
+        content.get("description", ""),
+        tuple(float(thresholds[k]) for k in ("excellent", "bon", "acceptable")),
+        tuple(step(s) for s in content["steps"]),
+    )
+
+
+def version_content(version: AuditConfigVersion) -> dict[str, Any]:
+    steps = version.steps.prefetch_related("control_points").order_by("position")
+    return {
+        "name": version.name,
+        "description": version.description,
+        "thresholds": dict(version.thresholds),
+        "steps": [
+            {
+                "position": s.position,
+                "name": s.name,
+                "instructions": s.instructions,
+                "weight": s.weight,
+                "is_critical": s.is_critical,
+                "pass_ratio": s.pass_ratio,
+                "control_points": [
+                    {
+                        "index": p.index,
+                        "question": p.question,
+                        "evidence_hint": p.evidence_hint,
+                        "is_critical": p.is_critical,
+                    }
+                    for p in s.control_points.order_by("index")
+                ],
+            }
+            for s in steps
+        ],
+    }
+
+
+def config_content(config: AuditConfig) -> dict[str, Any]:
+    assert config.current_version is not None
+    return version_content(config.current_version)
+
+
+def config_dict(config: AuditConfig) -> dict[str, Any]:
+    version = config.current_version
+    return {
+        "id": config.pk,
+        "version": version.version if version else None,
+        "is_active": config.is_active,
+        **(version_content(version) if version else {"name": config.name, "description": config.description}),
+        "created_at": config.created_at.isoformat(),
+        "updated_at": config.updated_at.isoformat(),
+    }
+
+
+def configs_queryset(*, include_inactive: bool = True) -> Any:
+    queryset = AuditConfig.objects.select_related("current_version").filter(current_version__isnull=False)
+    return queryset if include_inactive else queryset.filter(is_active=True)
+
+
+def config_get(config_id: object) -> AuditConfig:
+    try:
+        config = configs_queryset().filter(pk=int(str(config_id))).first()
+    except ValueError:
+        config = None
+    if config is None:
+        raise _not_found(config_id)
+    return config
+
+
+def steps_of(version: AuditConfigVersion) -> Sequence[AuditStepDefinition]:
+    return list(
+        version.steps.prefetch_related(
+            Prefetch("control_points", queryset=AuditControlPointDefinition.objects.order_by("index"))
+        ).order_by("position")
+    )

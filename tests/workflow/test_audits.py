@@ -1,0 +1,402 @@
+"""Audit workflows with real worker processes and three simulators over HTTP (CRM, speech-to-text,
+LLM) and a Pusher-API stub: a compliant sale scores high; a call without the recording notice is
+``REJET``; fabricated, number-altered and negation-flipped quotes never pass the evidence gate; the
+OpenAI-compatible servers' quirks are absorbed; duplicated step tasks and a worker SIGKILLed
+mid-step still end the audit exactly once; prompt and tools modes agree; scope holds on channels."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import signal
+import threading
+from collections import Counter
+
+import pytest
+from django.core.management import call_command
+from rest_framework.test import APIClient
+
+from accounts.tokens import issue_tokens
+from audits.defaults import DEFAULT_CONFIG_NAME
+from audits.models import Audit, AuditConfig, Citation, ControlPointResult
+from audits.simulator.server import LlmSimulator, SimulatorConfig
+from fiches.simulator.server import CrmSimulator
+from fiches.simulator.server import SimulatorConfig as CrmConfig
+from realtime.events import EVENTS
+from tests.workflow.conftest import Worker, wait_for, worker_env
+from tests.workflow.faults import Recorder
+from transcriptions.models import Transcription
+from transcriptions.selectors import timeline_for
+from transcriptions.simulator.script import normalize, truth_for
+from transcriptions.simulator.server import SttSimulator, SttSimulatorConfig
+
+pytestmark = [pytest.mark.workflow, pytest.mark.django_db(transaction=True)]
+
+LLM_KEY = "sk-llm-test-key-do-not-log"
+# Fiches of the CRM simulator (seed 42, 6 a day) and what their calls hold (truth_for).
+COMPLIANT = "2227002"  # one full call, every mandatory statement said (Lyon-2)
+COMPLIANT_2 = "2228004"  # one full call, compliant (Marseille)
+NO_RECORDING_NOTICE = "2228000"  # one full call without the recording notice (Lyon-2)
+RECORDING_STEP = 4  # "Information sur l'enregistrement" in the default config
+
+
+@pytest.fixture(scope="module")
+def sims():
+    crm = CrmSimulator(CrmConfig(seed=42, fiches_per_day=6)).start()
+    stt = SttSimulator(SttSimulatorConfig(seed=42, crm_seed=42)).start()
+    llm = LlmSimulator(SimulatorConfig(api_key=LLM_KEY)).start()
+    pusher = Recorder()
+    yield crm, stt, llm, pusher
+    crm.stop()
+    stt.stop()
+    llm.stop()
+    pusher.stop()
+
+
+def audit_env(crm, stt, llm, pusher, **overrides: str) -> dict[str, str]:
+    return worker_env(
+        crm.url,
+        ELEVENLABS_BASE_URL=stt.url,
+        ELEVENLABS_API_KEY="xi-test",
+        TRANSCRIPTION_RETRY_BASE_SECONDS="0.2",
+        LLM_BASE_URL=f"{llm.url}/v1",
+        LLM_API_KEY=LLM_KEY,
+        LLM_MODEL="sim-judge-1",
+        LLM_MAX_RETRIES="0",
+        AUDIT_STEP_RETRY_BASE_SECONDS="0.2",
+        PUSHER_APP_ID="42",
+        PUSHER_KEY="aud-key",
+        PUSHER_SECRET="aud-secret",
+        PUSHER_HOST="127.0.0.1",
+        PUSHER_PORT=str(pusher.server_address[1]),
+        PUSHER_USE_TLS="false",
+        PUSHER_BACKOFF_SECONDS="0",
+        **overrides,
+    )
+
+
+@pytest.fixture
+def stack(sims, settings):
+    crm, stt, llm, pusher = sims
+    default = SimulatorConfig(api_key=LLM_KEY)
+    llm.config.update({f.name: getattr(default, f.name) for f in dataclasses.fields(default)})
+    llm.clear_requests()
+    with pusher.lock:
+        pusher.records.clear()
+    settings.CRM_BASE_URL = crm.url
+    settings.ELEVENLABS_BASE_URL, settings.ELEVENLABS_API_KEY = stt.url, "xi-test"
+    settings.LLM_BASE_URL, settings.LLM_API_KEY, settings.LLM_MODEL = f"{llm.url}/v1", LLM_KEY, "sim-judge-1"
+    settings.PUSHER_APP_ID, settings.PUSHER_KEY, settings.PUSHER_SECRET = "42", "aud-key", "aud-secret"
+    settings.PUSHER_HOST, settings.PUSHER_PORT, settings.PUSHER_USE_TLS = "127.0.0.1", pusher.server_address[1], False
+    call_command("seed_audit_configs", verbosity=0)
+    workers: list[Worker] = []
+
+    def start(name: str, **overrides: str) -> Worker:
+        w = Worker(env=audit_env(crm, stt, llm, pusher, **overrides), name=name, concurrency=8).start()
+        workers.append(w)
+        return w
+
+    yield crm, stt, llm, pusher, start
+    for w in workers:
+        w.stop()
+
+
+@pytest.fixture
+def auditor(make_role, make_user):
+    role = make_role("auditor-all", audits=("rw", "ALL"), fiches=("r", "ALL"))
+    return make_user(role, email="auditor@example.com")
+
+
+def config_id() -> int:
+    return AuditConfig.objects.get(name=DEFAULT_CONFIG_NAME).pk
+
+
+def client_for(user) -> APIClient:
+    client = APIClient()
+    client.credentials(HTTP_AUTHORIZATION=f"Bearer {issue_tokens(user).access}")
+    return client
+
+
+def run_audit(user, fiche_id: str, **body) -> str:
+    response = client_for(user).post(
+        "/api/audits/run", {"fiche_id": fiche_id, "audit_config_id": config_id(), **body}, format="json"
+    )
+    assert response.status_code == 202, response.content
+    assert response.json()["status"] == "pending"
+    return response.json()["audit_id"]
+
+
+def audit_ended(audit_id: str, timeout: float = 90) -> Audit:
+    return wait_for(
+        lambda: (a := Audit.objects.get(pk=audit_id)).is_terminal and a,
+        timeout=timeout,
+        message=f"audit {audit_id} to end",
+    )
+
+
+def detail(user, audit_id: str) -> dict:
+    response = client_for(user).get(f"/api/audits/{audit_id}")
+    assert response.status_code == 200, response.content
+    return response.json()
+
+
+def pusher_events(pusher: Recorder, channel: str, name: str | None = None) -> list[tuple[str, dict]]:
+    with pusher.lock:
+        batches = [
+            json.loads(r["body"])["batch"] for r in pusher.records if r["path"].split("?")[0].endswith("/batch_events")
+        ]
+    return [
+        (e["name"], json.loads(e["data"]))
+        for b in batches
+        for e in b
+        if e["channel"] == channel and (name is None or e["name"] == name)
+    ]
+
+
+def step_requests(llm: LlmSimulator) -> Counter:
+    """LLM calls per step position (from the first line of the prompt)."""
+    counts: Counter = Counter()
+    for r in llm.requests():
+        if r["path"] != "/v1/chat/completions" or r["status"] != 200:
+            continue
+        user_text = next(m["content"] for m in r["body"]["messages"] if m["role"] == "user")
+        if user_text.startswith("# Étape "):
+            counts[int(user_text.split()[2])] += 1
+    return counts
+
+
+def transcript_turns(fiche_id: str) -> list[dict]:
+    from fiches.models import FicheCache
+
+    return timeline_for(FicheCache.objects.get(fiche_id=fiche_id)).turns
+
+
+def verdicts(data: dict) -> dict[tuple[int, int], str]:
+    return {(s["position"], p["index"]): p["status"] for s in data["steps"] for p in s["control_points"]}
+
+
+def assert_citations_are_the_calls_own_words(data: dict, fiche_id: str) -> None:
+    """Each verified citation is the transcript's own words, inside one turn of its call, at its times."""
+    turns = transcript_turns(fiche_id)
+    assert set(Transcription.objects.filter(fiche__fiche_id=fiche_id).values_list("call_id", flat=True)) >= {
+        t["call_id"] for t in turns
+    }
+    for step in data["steps"]:
+        for point in step["control_points"]:
+            for c in point["citations"]:
+                holding = [
+                    t for t in turns if t["call_id"] == c["call_id"] and normalize(c["text"]) in normalize(t["text"])
+                ]
+                assert holding, c
+                assert any(t["start"] - 0.5 <= c["start"] <= c["end"] <= t["end"] + 0.5 for t in holding), c
+
+
+# --- The workflows ----------------------------------------------------------------------------------
+
+
+def test_a_compliant_sale_is_audited_end_to_end_with_every_event_of_the_contract(stack, auditor):
+    crm, stt, llm, pusher, start = stack
+    worker = start("aud1")
+    audit_id = run_audit(auditor, COMPLIANT)  # nothing transcribed yet: the audit waits, then resumes
+    audit = audit_ended(audit_id)
+    assert audit.status == "completed", audit.error
+    assert audit.waiting_since is not None  # it waited for the transcription run, which resumed it
+    data = detail(auditor, audit_id)
+    assert data["niveau"] in ("EXCELLENT", "BON") and data["is_compliant"] is True, data["critical_issues"]
+    assert data["score_percentage"] >= 75 and data["critical_issues"] == []
+    assert data["config_version"] == 1 and data["model"] == "sim-judge-1" and data["total_tokens"] > 0
+    assert [s["position"] for s in data["steps"]] == list(range(1, 10))
+    assert all(s["status"] == "completed" for s in data["steps"])
+    for step in data["steps"]:
+        for point in step["control_points"]:
+            if point["is_critical"]:
+                assert point["status"] == "pass" and point["citations"], point
+            if point["status"] == "pass":
+                assert point["citations"], point  # no pass without a verified quote
+    assert_citations_are_the_calls_own_words(data, COMPLIANT)
+    assert step_requests(llm) == Counter({p: 1 for p in range(1, 10)})  # one LLM call per step
+
+    audit_channel = pusher_events(pusher, f"private-audit-{audit_id}")
+    fiche_channel = pusher_events(pusher, f"private-fiche-{COMPLIANT}")
+    names = [n for n, _ in audit_channel]
+    assert names[0] == "audit.started" and names[-1] == "audit.completed"
+    assert names.count("audit.completed") == 1
+    assert Counter(names)["audit.step_completed"] == 9 and Counter(names)["audit.step_started"] == 9
+    assert "audit.analysis_started" in names and "audit.compliance_calculated" in names
+    fiche_names = [n for n, _ in fiche_channel]
+    for name in ("audit.fiche_fetch_started", "audit.fiche_fetch_completed", "audit.transcription_check"):
+        assert name in fiche_names
+    assert "audit.timeline_generated" in fiche_names and fiche_names.count("audit.completed") == 1
+    for name, payload in audit_channel + fiche_channel:
+        if name.startswith("audit."):
+            assert set(EVENTS[name].required) <= set(payload), (name, payload)
+    completed = dict(audit_channel)["audit.completed"]
+    assert completed["niveau"] == data["niveau"] and isinstance(completed["overall_score"], str)
+    assert completed["successful_steps"] == 9 and completed["failed_steps"] == 0
+    progress = [p for n, p in audit_channel if n == "audit.progress"]
+    assert progress[-1]["completed_steps"] == 9 and progress[-1]["progress_percentage"] == 100
+    assert all(LLM_KEY not in json.dumps(r["headers"]) for r in llm.requests())  # the log hides the bearer
+    assert LLM_KEY not in worker.log()
+
+
+def test_a_call_without_the_recording_notice_fails_that_critical_point_and_is_rejet(stack, auditor):
+    crm, stt, llm, pusher, start = stack
+    truth = {s["key"]: s["variant"] for s in truth_for(f"c-{NO_RECORDING_NOTICE}-1", seed=42, crm_seed=42)["segments"]}
+    assert truth["recording_notice"] == "missing" and list(truth.values()).count("ok") == len(truth) - 1
+    start("aud2")
+    audit = audit_ended(run_audit(auditor, NO_RECORDING_NOTICE))
+    assert audit.status == "completed", audit.error
+    data = detail(auditor, str(audit.pk))
+    assert data["niveau"] == "REJET" and data["is_compliant"] is False
+    recording = next(s for s in data["steps"] if s["position"] == RECORDING_STEP)
+    assert recording["conforme"] is False
+    assert any(p["is_critical"] and p["status"] in ("fail", "uncertain") for p in recording["control_points"])
+    assert any(issue["step_position"] == RECORDING_STEP for issue in data["critical_issues"]), data["critical_issues"]
+    others = [s for s in data["steps"] if s["position"] != RECORDING_STEP and s["is_critical"]]
+    assert all(s["conforme"] for s in others), [(s["position"], s["conforme"]) for s in others]
+
+
+def test_fabricated_altered_and_negated_quotes_never_pass_the_gate(stack, auditor):
+    crm, stt, llm, pusher, start = stack
+    start("aud3")
+    baseline = audit_ended(run_audit(auditor, COMPLIANT))
+    assert baseline.status == "completed" and baseline.is_compliant
+    true_quotes = {
+        (c.control_point.step_result.position, c.control_point.index, c.position): c.quote
+        for c in Citation.objects.filter(control_point__step_result__audit=baseline).select_related(
+            "control_point__step_result"
+        )
+    }
+
+    # Every quote fabricated (the knobs at 100%: fabricate wins): nothing verified, nothing passes.
+    llm.config.update({"fabricate_rate": 1.0, "alter_numbers_rate": 1.0, "negate_rate": 1.0})
+    fabricated = audit_ended(run_audit(auditor, COMPLIANT))
+    assert fabricated.status == "completed", fabricated.error
+    cited = Citation.objects.filter(control_point__step_result__audit=fabricated)
+    assert cited.count() >= 9 and not cited.filter(verified=True).exists()
+    assert set(cited.values_list("reason", flat=True)) <= {"not_found", "too_short", "speaker_mismatch"}
+    points = ControlPointResult.objects.filter(step_result__audit=fabricated)
+    assert not points.filter(status="pass").exists() and points.filter(ai_status="pass").exists()
+    assert fabricated.niveau == "REJET" and fabricated.is_compliant is False and fabricated.needs_review
+
+    # Numbers altered, then negations flipped: the same requests get the same answers, so a quote that
+    # differs from the baseline's was altered by the simulator, and none of those is ever verified.
+    for knob, reason in (("alter_numbers_rate", "number_mismatch"), ("negate_rate", "negation_mismatch")):
+        llm.config.update({"fabricate_rate": 0.0, "alter_numbers_rate": 0.0, "negate_rate": 0.0, knob: 1.0})
+        audit = audit_ended(run_audit(auditor, COMPLIANT))
+        assert audit.status == "completed", audit.error
+        altered = 0
+        for c in Citation.objects.filter(control_point__step_result__audit=audit).select_related(
+            "control_point__step_result"
+        ):
+            key = (c.control_point.step_result.position, c.control_point.index, c.position)
+            if c.quote != true_quotes.get(key):
+                altered += 1
+                assert not c.verified and c.reason == reason, (knob, c.quote, c.reason)
+        assert altered >= 2, knob
+        for point in ControlPointResult.objects.filter(step_result__audit=audit, status="pass"):
+            assert point.citations.filter(verified=True).exists()
+            for c in point.citations.filter(verified=True):
+                key = (point.step_result.position, point.index, c.position)
+                assert c.quote == true_quotes[key]
+
+
+def test_each_server_quirk_is_absorbed_and_prompt_and_tools_modes_agree(stack, auditor):
+    crm, stt, llm, pusher, start = stack
+    start("aud4")
+    prompt_mode = audit_ended(run_audit(auditor, COMPLIANT_2))
+    assert prompt_mode.status == "completed", prompt_mode.error
+    llm.config.update({"no_json_schema": True, "fenced_json": True, "args_as_object": True, "no_tool_ids": True})
+    llm.clear_requests()
+    tools_mode = audit_ended(run_audit(auditor, COMPLIANT_2, useRlm=True))
+    assert tools_mode.status == "completed", tools_mode.error
+    assert tools_mode.use_rlm and tools_mode.total_tokens > 0
+
+    requests = [r for r in llm.requests() if r["path"] == "/v1/chat/completions"]
+    formats = Counter((r["body"].get("response_format") or {}).get("type") for r in requests)
+    assert any(r["status"] == 400 for r in requests)  # json_schema refused once…
+    assert formats["json_object"] >= 9  # …then json_object (the client remembers the fallback)
+    tool_rounds = [r for r in requests if any(m["role"] == "tool" for m in r["body"]["messages"])]
+    assert len(tool_rounds) >= 9  # the model searched the transcript; no timeline in any prompt
+    assert not any("## Transcription" in (m.get("content") or "") for r in requests for m in r["body"]["messages"])
+
+    a, b = detail(auditor, str(prompt_mode.pk)), detail(auditor, str(tools_mode.pk))
+    assert (a["niveau"], a["is_compliant"]) == (b["niveau"], b["is_compliant"])
+    assert verdicts(a) == verdicts(b)
+    assert_citations_are_the_calls_own_words(b, COMPLIANT_2)
+
+
+def test_duplicate_step_tasks_and_a_worker_killed_mid_step_end_the_audit_exactly_once(stack, auditor):
+    from audits.tasks import audit_step_analyze, reconcile_audits
+
+    crm, stt, llm, pusher, start = stack
+    timing = {"AUDIT_STEP_CLAIM_LEASE_SECONDS": "4", "AUDIT_STALL_SECONDS": "2"}
+    first = start("aud5a", **timing)
+    wait_for(lambda: audit_ended(run_audit(auditor, COMPLIANT)), message="transcripts cached")
+    llm.clear_requests()
+    with pusher.lock:
+        pusher.records.clear()
+    llm.config.latency_ms = 2500
+    audit_id = run_audit(auditor, COMPLIANT)
+    wait_for(lambda: Audit.objects.get(pk=audit_id).dispatched_at, message="steps fanned out")
+    for position in range(1, 10):  # a duplicate of every step task
+        audit_step_analyze.delay(audit_id, position)
+    wait_for(lambda: llm.current_in_flight() >= 3, message="LLM calls in flight", interval=0.05)
+    os.killpg(first.process.pid, signal.SIGKILL)
+    first.process.wait()
+    llm.config.latency_ms = 0
+    start("aud5b", **timing)
+    stop = threading.Event()
+
+    def beat():
+        while not stop.wait(1.0):
+            reconcile_audits.delay()
+
+    beat_thread = threading.Thread(target=beat, daemon=True)
+    beat_thread.start()
+    try:
+        audit = audit_ended(audit_id, timeout=90)
+    finally:
+        stop.set()
+        beat_thread.join()
+    assert audit.status == "completed", audit.error
+    stop.wait(1.5)  # late duplicates, if any, would land now
+    completed = pusher_events(pusher, f"private-audit-{audit_id}", "audit.completed")
+    assert len(completed) == 1
+    per_step = step_requests(llm)
+    assert set(per_step) == set(range(1, 10))
+    assert all(n <= 2 for n in per_step.values()), per_step  # once, or twice when killed mid-call
+    assert sum(n == 2 for n in per_step.values()) >= 3, per_step  # the calls in flight at the kill were redone
+    data = detail(auditor, audit_id)
+    assert all(s["status"] == "completed" for s in data["steps"]) and data["is_compliant"]
+
+
+def test_scope_denies_an_audit_of_another_group_on_every_route_and_its_channel(stack, make_role, make_user):
+    crm, stt, llm, pusher, start = stack
+    start("aud6")
+    group_role = make_role("aud-group", audits=("rw", "GROUP"), fiches=("r", "GROUP"))
+    marseille = make_user(group_role, groupes=["Marseille"])
+    lyon = make_user(group_role, groupes=["Lyon-2"])
+    audit = audit_ended(run_audit(lyon, COMPLIANT))
+    assert audit.status == "completed"
+
+    other = client_for(marseille)
+    assert other.get(f"/api/audits/{audit.pk}").status_code == 403
+    assert other.get("/api/audits").json()["results"] == []
+    assert other.get(f"/api/audits?fiche_id={COMPLIANT}").json()["results"] == []
+    denied = other.post("/api/audits/run", {"fiche_id": COMPLIANT, "audit_config_id": config_id()}, format="json")
+    assert denied.status_code == 403 and denied.json()["error"]["code"] == "scope_denied"
+    auth = other.post(
+        "/api/realtime/pusher/auth",
+        {"socket_id": "123.456", "channel_name": f"private-audit-{audit.pk}"},
+        format="json",
+    )
+    assert auth.status_code == 403
+    own = client_for(lyon).post(
+        "/api/realtime/pusher/auth",
+        {"socket_id": "123.456", "channel_name": f"private-audit-{audit.pk}"},
+        format="json",
+    )
+    assert own.status_code == 200 and "auth" in own.json()
+    assert [a["audit_id"] for a in client_for(lyon).get("/api/audits").json()["results"]] == [str(audit.pk)]
