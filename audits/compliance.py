@@ -88,7 +88,8 @@ def audit_summary(steps: Sequence[StepOutcome], thresholds: Mapping[str, float])
     included = [s for s in steps if s.score.included]
     overall = round(sum(s.score.score for s in included), 4)
     maximum = float(sum(s.weight for s in included))
-    percentage = round(overall / maximum * 100, 2) if maximum else 0.0
+    exact = sum(s.score.score for s in included) / maximum * 100 if maximum else 0.0
+    percentage = round(exact, 2)  # shown rounded; the niveau is decided on the exact value
     issues = [
         {
             "step_position": s.position,
@@ -103,7 +104,7 @@ def audit_summary(steps: Sequence[StepOutcome], thresholds: Mapping[str, float])
     ]
     critical_step_missed = any(s.is_critical and s.score.included and not s.score.conforme for s in steps)
     rejected = bool(issues) or critical_step_missed
-    niveau = REJET if rejected else niveau_for(percentage, thresholds)
+    niveau = REJET if rejected else niveau_for(exact, thresholds)
     return Summary(
         overall_score=overall,
         max_score=maximum,

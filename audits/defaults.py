@@ -106,7 +106,7 @@ DEFAULT_CONFIG: dict[str, Any] = {
                     "actuellement assuré, contrat actuel",
                 ),
                 _cp(
-                    "Si le client est déjà assuré, l'agent explique-t-il la résiliation du contrat existant ?",
+                    "Si le client a un contrat, l'agent lui explique-t-il comment le résilier ?",
                     "résiliation, résilier votre contrat actuel",
                 ),
             ],

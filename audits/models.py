@@ -157,7 +157,7 @@ class Audit(models.Model):
         ]
 
     def __str__(self) -> str:
-        return f"audit {self.id} of {self.fiche_id} ({self.status})"
+        return f"audit {str(self.id)[:8]} of fiche {self.fiche.fiche_id} ({self.status})"
 
     @property
     def is_terminal(self) -> bool:

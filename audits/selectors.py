@@ -4,6 +4,7 @@ citations), lists filtered by scope (through the audit's fiche), and the admin's
 from __future__ import annotations
 
 import uuid
+from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
@@ -123,3 +124,94 @@ def audit_dict(audit: Audit) -> dict[str, Any]:
         .order_by("position")
     )
     return {**audit_summary_dict(audit), "steps": [step_dict(s) for s in steps]}
+
+
+# --- The admin's audit page ------------------------------------------------------------------------
+
+
+@dataclass
+class TimelinePiece:
+    text: str
+    cited_by: list[str]  # labels of the verified citations covering this text ("2.1": step 2, point 1)
+
+
+@dataclass
+class TimelineTurn:
+    anchor: str
+    call_id: str
+    clock: str
+    speaker: str
+    pieces: list[TimelinePiece]
+    cited: bool
+
+
+def _clock(seconds: float) -> str:
+    whole = int(seconds)
+    return f"{whole // 60:02d}:{whole % 60:02d}"
+
+
+def _turn_for(turns: list[dict[str, Any]], citation: Citation) -> int | None:
+    """The turn holding a verified citation: its call, its start inside the turn, its words in the text."""
+    start = citation.start or 0.0
+    for position, turn in enumerate(turns):
+        if turn["call_id"] != citation.call_id or not turn["start"] - 0.5 <= start <= turn["end"] + 0.5:
+            continue
+        if citation.text and citation.text in turn["text"]:
+            return position
+    return None
+
+
+def _pieces(text: str, spans: list[tuple[int, int, str]]) -> list[TimelinePiece]:
+    """``text`` cut at the citation spans' edges, each piece with the labels of the spans covering it."""
+    cuts = sorted({0, len(text), *(s for s, _, _ in spans), *(e for _, e, _ in spans)})
+    pieces = []
+    for lo, hi in zip(cuts, cuts[1:], strict=False):
+        if lo == hi:
+            continue
+        labels = [label for s, e, label in spans if s <= lo and hi <= e]
+        pieces.append(TimelinePiece(text[lo:hi], labels))
+    return pieces or [TimelinePiece(text, [])]
+
+
+def audit_admin_report(audit: Audit) -> dict[str, Any]:
+    """What a reviewer reads on the admin's audit page: the summary, each step and control point with
+    its verified and rejected citations, and the timeline with the verified citations marked where
+    they were said."""
+    from transcriptions.selectors import timeline_for
+
+    data = audit_dict(audit)
+    citations = list(
+        Citation.objects.filter(control_point__step_result__audit=audit, verified=True)
+        .select_related("control_point__step_result")
+        .order_by("control_point__step_result__position", "control_point__index", "position")
+    )
+    turns = timeline_for(audit.fiche).turns if citations or audit.is_terminal else []
+    spans: dict[int, list[tuple[int, int, str]]] = {}
+    anchors: dict[tuple[int, int, int], str] = {}
+    ordinal: dict[tuple[int, int], int] = {}  # the n-th verified citation of a point, as in the API's list
+    for c in citations:
+        point_key = (c.control_point.step_result.position, c.control_point.index)
+        n = ordinal[point_key] = ordinal.get(point_key, -1) + 1
+        position = _turn_for(turns, c)
+        if position is None:
+            continue
+        at = turns[position]["text"].find(c.text)
+        spans.setdefault(position, []).append((at, at + len(c.text), f"{point_key[0]}.{point_key[1]}"))
+        anchors[(*point_key, n)] = f"turn-{position}"
+    for step in data["steps"]:
+        for point in step["control_points"]:
+            for n, citation in enumerate(point["citations"]):
+                citation["anchor"] = anchors.get((step["position"], point["index"], n))
+                citation["clock"] = _clock(citation["start"] or 0.0)
+    timeline = [
+        TimelineTurn(
+            anchor=f"turn-{position}",
+            call_id=turn["call_id"],
+            clock=_clock(turn["start"]),
+            speaker=turn["speaker"],
+            pieces=_pieces(turn["text"], spans.get(position, [])),
+            cited=position in spans,
+        )
+        for position, turn in enumerate(turns)
+    ]
+    return {"audit": data, "timeline": timeline, "cited_turns": len(spans), "verified": len(citations)}

@@ -1,5 +1,6 @@
 """Input validation and documented output shapes of the audits API. Validation errors name the
-field (``steps[2].weight``...)."""
+field: the message reads ``steps: 2: weight: ...`` and ``details`` nests like the input
+(``{"steps": {"2": {"weight": ["..."]}}}``)."""
 
 from __future__ import annotations
 
@@ -42,6 +43,18 @@ class AuditConfigInput(serializers.Serializer):
     steps = StepInput(many=True, allow_empty=False)
 
 
+class AuditConfigPatchInput(serializers.Serializer):
+    """A PATCH: any subset of the config's fields, each one whole (a ``steps`` list replaces the
+    steps; ``thresholds`` needs its three values). Not a DRF partial serializer: that would make the
+    nested steps and thresholds partial too."""
+
+    name = serializers.CharField(max_length=200, required=False)
+    description = serializers.CharField(allow_blank=True, required=False)
+    is_active = serializers.BooleanField(required=False)
+    thresholds = ThresholdsInput(required=False)
+    steps = StepInput(many=True, allow_empty=False, required=False)
+
+
 class ControlPointOutput(ControlPointInput):
     index = serializers.IntegerField()
 
@@ -74,6 +87,8 @@ class AuditRunInput(serializers.Serializer):
     use_rlm = serializers.BooleanField(required=False, default=False, help_text="Tools mode (also accepts useRlm).")
 
     def to_internal_value(self, data: Any) -> Any:
+        if hasattr(data, "dict"):  # a form post's QueryDict: one value per key
+            data = data.dict()
         if isinstance(data, dict) and "useRlm" in data and "use_rlm" not in data:
             data = {**data, "use_rlm": data["useRlm"]}
         return super().to_internal_value(data)

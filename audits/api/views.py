@@ -63,11 +63,11 @@ class AuditConfigDetailView(APIView):
         summary="Edit an audit config: a changed content makes a new version",
         description="Audits keep the version they ran with. Validation runs on the effective config.",
         parameters=[CONFIG_ID],
-        request=s.AuditConfigInput(partial=True),
+        request=s.AuditConfigPatchInput,
         responses={200: s.AuditConfigOutput, **errors(400, 401, 403, 404)},
     )
     def patch(self, request: Request, config_id: int) -> Response:
-        data = s.AuditConfigInput(data=request.data, partial=True)
+        data = s.AuditConfigPatchInput(data=request.data)
         data.is_valid(raise_exception=True)
         configs.config_update(config_id=config_id, patch=data.validated_data, user=request_user(request))
         return Response(configs.config_dict(configs.config_get(config_id)))
@@ -124,7 +124,7 @@ class AuditListView(APIView):
         query = s.AuditListQuery(data=request.query_params)
         query.is_valid(raise_exception=True)
         f = query.validated_data
-        queryset = selectors.audits_for(request_user(request)).order_by("-created_at")
+        queryset = selectors.audits_for(request_user(request)).order_by("-created_at", "-id")
         for field, lookup in (
             ("fiche_id", "fiche__fiche_id"),
             ("status", "status"),

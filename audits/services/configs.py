@@ -29,15 +29,17 @@ def validate_content(data: Mapping[str, Any]) -> None:
     thresholds = data["thresholds"]
     if not thresholds["excellent"] > thresholds["bon"] > thresholds["acceptable"]:
         raise InvalidInput(
-            "thresholds must decrease: excellent > bon > acceptable.", details={"thresholds": dict(thresholds)}
+            "thresholds: they must decrease: excellent > bon > acceptable.",
+            details={"thresholds": ["They must decrease: excellent > bon > acceptable."]},
         )
     steps = data["steps"]
     if not steps:
-        raise InvalidInput("A config needs at least one step.", details={"steps": "empty"})
+        raise InvalidInput("A config needs at least one step.", details={"steps": ["This list may not be empty."]})
     for i, step in enumerate(steps):
         if not step["control_points"]:
             raise InvalidInput(
-                f"steps[{i}] needs at least one control point.", details={f"steps[{i}].control_points": "empty"}
+                f"steps: {i}: control_points: a step needs at least one control point.",
+                details={"steps": {str(i): {"control_points": ["This list may not be empty."]}}},
             )
 
 

@@ -19,7 +19,6 @@ from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
 
-from accounts.permissions import can_access
 from audits import compliance
 from audits.clients import llm
 from audits.evidence import EvidenceIndex, QuoteCheck
@@ -44,7 +43,6 @@ from config.exceptions import (
     ConflictError,
     DependencyUnavailable,
     InvalidInput,
-    PermissionDeniedError,
 )
 from config.limits import Semaphore
 from fiches.models import FicheCache, Recording
@@ -79,13 +77,9 @@ def require_llm_configured() -> None:
 
 
 def fiche_for_audit(*, user: User | None, fiche_id: str, action: str = "write") -> FicheCache:
-    """The fiche (details fetched when missing), in ``user``'s ``audits`` scope."""
-    fiche = fiche_for_transcription(user=None, fiche_id=fiche_id)
-    if user is not None and not can_access(user, "audits", fiche, action="read" if action == "read" else "write"):
-        raise PermissionDeniedError(
-            "This fiche is outside your audits scope.", code="scope_denied", details={"fiche_id": fiche.fiche_id}
-        )
-    return fiche
+    """The fiche (details fetched when missing, under the user's CRM throttle), in ``user``'s
+    ``audits`` scope (checked before any CRM call when the fiche is cached, and after)."""
+    return fiche_for_transcription(user=user, fiche_id=fiche_id, action=action, app="audits")
 
 
 def audit_request(

@@ -2,7 +2,7 @@
 
 The signature is ``<key>:<hex HMAC-SHA256(secret, "<socket_id>:<channel_name>")>``; who may
 subscribe follows the HTTP APIs' rules (job owner or fiches ALL, fiche in scope, automation.read,
-any authenticated user for the global channel; audits not yet)."""
+any authenticated user for the global channel; an audit's channel: tests/audits/test_api.py)."""
 
 from __future__ import annotations
 
@@ -202,8 +202,9 @@ def test_uncached_fiche_channel_is_403_even_for_all_scope(all_reader, auth_clien
 # --- Audit, automation and unknown channels ------------------------------------------------------------------
 
 
-def test_audit_channels_are_not_available_yet(admin_user, auth_client):
+def test_an_audit_channel_of_no_audit_is_denied(admin_user, auth_client):
     assert_denied(post_form(auth_client(admin_user), "private-audit-A1"))
+    assert_denied(post_form(auth_client(admin_user), "private-audit-5b1729ee-d708-4b5e-b363-4a2fc5623fc6"))
 
 
 def test_automation_run_channel_needs_automation_read(make_role, make_user, all_reader, auth_client):

@@ -94,14 +94,16 @@ def require_vendor_configured() -> None:
         )
 
 
-def fiche_for_transcription(*, user: User | None, fiche_id: str, action: str = "write") -> FicheCache:
-    """The fiche with its full details (fetched from the CRM when not cached), in ``user``'s
-    ``transcriptions`` scope: 404 ``fiche_not_found`` after a CRM miss, 403 outside the scope
-    (checked on cached data before any CRM call, and again after fetching)."""
+def fiche_for_transcription(
+    *, user: User | None, fiche_id: str, action: str = "write", app: str = "transcriptions"
+) -> FicheCache:
+    """The fiche with its full details (fetched from the CRM when not cached, under the user's CRM
+    throttle), in ``user``'s ``app`` scope: 404 ``fiche_not_found`` after a CRM miss, 403 outside the
+    scope (checked on cached data before any CRM call, and again after fetching)."""
     fiche_id = str(fiche_id).strip()
     row = FicheCache.objects.filter(fiche_id=fiche_id).first()
     if row is not None and user is not None:
-        _check_scope(user, row, action)
+        _check_scope(user, row, action, app)
     if row is None or row.details_fetched_at is None:
         if user is not None:
             throttle_crm_requests(user)
@@ -116,14 +118,14 @@ def fiche_for_transcription(*, user: User | None, fiche_id: str, action: str = "
                 raise CrmUnavailable(details={"fiche_id": fiche_id, "reason": str(exc)}) from None
             # The sales list gave its recordings; go on with those.
         if user is not None:
-            _check_scope(user, row, action)
+            _check_scope(user, row, action, app)
     return row
 
 
-def _check_scope(user: User, row: FicheCache, action: str) -> None:
-    if not can_access(user, "transcriptions", row, action="read" if action == "read" else "write"):
+def _check_scope(user: User, row: FicheCache, action: str, app: str) -> None:
+    if not can_access(user, app, row, action="read" if action == "read" else "write"):
         raise PermissionDeniedError(
-            "This fiche is outside your transcriptions scope.", code="scope_denied", details={"fiche_id": row.fiche_id}
+            f"This fiche is outside your {app} scope.", code="scope_denied", details={"fiche_id": row.fiche_id}
         )
 
 
