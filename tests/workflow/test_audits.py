@@ -400,3 +400,40 @@ def test_scope_denies_an_audit_of_another_group_on_every_route_and_its_channel(s
     )
     assert own.status_code == 200 and "auth" in own.json()
     assert [a["audit_id"] for a in client_for(lyon).get("/api/audits").json()["results"]] == [str(audit.pk)]
+
+
+def test_failing_steps_end_the_audit_failed_with_partial_results_and_the_completed_steps_kept(stack, auditor):
+    crm, stt, llm, pusher, start = stack
+    start("aud7", AUDIT_STEP_MAX_ERRORS="2")
+    audit_ended(run_audit(auditor, COMPLIANT))  # transcripts cached
+
+    # Some steps are refused for good (content filter, seeded by the request): no retry, the others complete.
+    llm.config.content_filter_rate = 0.4
+    llm.clear_requests()
+    audit_id = run_audit(auditor, COMPLIANT)
+    audit = audit_ended(audit_id)
+    assert audit.status == "failed" and "content filter" in audit.error
+    data = detail(auditor, audit_id)
+    done = [s for s in data["steps"] if s["status"] == "completed"]
+    failed = [s for s in data["steps"] if s["status"] == "failed"]
+    assert done and failed and len(done) + len(failed) == 9
+    assert all(s["score"] is not None and s["control_points"] for s in done)  # kept, with their evidence
+    assert all("content filter" in s["error"] for s in failed)
+    assert all(n == 1 for n in step_requests(llm).values())  # a permanent error is not retried
+    [(_, payload)] = pusher_events(pusher, f"private-audit-{audit_id}", "audit.failed")
+    assert payload["partial_results"] == {"completed_steps": len(done), "total_steps": 9, "failed_steps": len(failed)}
+    assert payload["failed_phase"] == "analysis" and not pusher_events(
+        pusher, f"private-audit-{audit_id}", "audit.completed"
+    )
+
+    # Every call fails (HTTP 500): each step is retried AUDIT_STEP_MAX_ERRORS times (3 calls), then fails.
+    llm.config.update({"content_filter_rate": 0.0, "fail_rate": 1.0})
+    llm.clear_requests()
+    audit = audit_ended(run_audit(auditor, COMPLIANT))
+    assert audit.status == "failed" and audit.error.startswith("9 of 9 step(s) failed")
+    attempts = Counter(
+        int(next(m["content"] for m in r["body"]["messages"] if m["role"] == "user").split()[2])
+        for r in llm.requests()
+        if r["path"] == "/v1/chat/completions"
+    )
+    assert attempts == Counter({p: 3 for p in range(1, 10)})
