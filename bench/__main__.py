@@ -38,7 +38,7 @@ def main() -> None:
 
     call_command("migrate", verbosity=0)
 
-    from bench import cache_write, evidence, jobs, transcriptions
+    from bench import audits, cache_write, evidence, jobs, transcriptions
 
     benchmarks = {
         "cache_write": cache_write.run,
@@ -48,6 +48,8 @@ def main() -> None:
         "transcription_fanout": transcriptions.transcription_fanout,
         "timeline": transcriptions.timeline,
         "evidence_gate": evidence.run,
+        "audit_fanout": audits.audit_fanout,
+        "audit_tokens": audits.audit_tokens,
     }
     parser = argparse.ArgumentParser(prog="python -m bench")
     parser.add_argument("names", nargs="*", choices=list(benchmarks), help="benchmarks to run (default: all)")
