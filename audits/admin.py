@@ -12,7 +12,7 @@ from django.http import HttpRequest, HttpResponse
 
 from accounts.models import User
 from audits import selectors
-from audits.models import Audit, AuditConfig, AuditConfigVersion, AuditStepDefinition
+from audits.models import Audit, AuditConfig, AuditConfigVersion, AuditStepDefinition, HumanReview, RerunEvent
 from audits.services.runs import audit_request
 from config.exceptions import ApplicationError
 
@@ -129,3 +129,33 @@ class AuditAdmin(admin.ModelAdmin):
         self.message_user(request, f"Queued {queued} audit(s).", messages.SUCCESS)
         if refused:
             self.message_user(request, "Not queued: " + "; ".join(refused), messages.WARNING)
+
+
+@admin.register(RerunEvent)
+class RerunEventAdmin(admin.ModelAdmin):
+    list_display = ("id", "audit", "position", "control_point_index", "status", "requested_by", "created_at")
+    list_filter = ("status",)
+    search_fields = ("id", "audit__id", "audit__fiche__fiche_id")
+    list_select_related = ("audit__fiche", "requested_by")
+    readonly_fields = [f.name for f in RerunEvent._meta.fields]
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: object = None) -> bool:
+        return False
+
+
+@admin.register(HumanReview)
+class HumanReviewAdmin(admin.ModelAdmin):
+    list_display = ("step_result", "control_point_index", "ai_status", "status", "reviewer", "created_at")
+    list_filter = ("status", "ai_status")
+    search_fields = ("step_result__audit__id", "step_result__audit__fiche__fiche_id", "comment")
+    list_select_related = ("step_result", "reviewer")
+    readonly_fields = [f.name for f in HumanReview._meta.fields]
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: object = None) -> bool:
+        return False

@@ -13,6 +13,7 @@ class AuditsConfig(AppConfig):
         from audits.services import runs
         from config.exceptions import PermissionDeniedError
         from realtime.registry import register_channel_authorizer
+        from transcriptions.services import batches
         from transcriptions.services.runs import on_run_finished
 
         def authorize_audit_channel(user, audit_id: str) -> None:
@@ -23,3 +24,5 @@ class AuditsConfig(AppConfig):
 
         register_channel_authorizer("private-audit-", authorize_audit_channel)
         on_run_finished(runs.resume_waiting_audits)
+        batches.register_operation("audit", runs.start_batch_item)
+        batches.register_item_state("audit", runs.batch_item_state)

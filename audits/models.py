@@ -218,9 +218,16 @@ class ControlPointResult(models.Model):
     index = models.PositiveIntegerField()
     ai_status = models.CharField(max_length=16, choices=PointStatus.choices, help_text="The LLM's verdict.")
     status = models.CharField(
-        max_length=16, choices=PointStatus.choices, help_text="The verdict that counts (after the evidence gate)."
+        max_length=16, choices=PointStatus.choices, help_text="The AI's verdict after the evidence gate."
     )
     rationale = models.TextField(blank=True, default="")
+    human_status = models.CharField(
+        max_length=16,
+        choices=PointStatus.choices,
+        null=True,
+        blank=True,
+        help_text="A reviewer's verdict; when set, it is the one that counts.",
+    )
 
     class Meta:
         db_table = "audit_control_point_results"
@@ -228,7 +235,12 @@ class ControlPointResult(models.Model):
         constraints = [models.UniqueConstraint(fields=["step_result", "index"], name="audit_cp_result_index")]
 
     def __str__(self) -> str:
-        return f"[{self.index}] {self.status}"
+        return f"[{self.index}] {self.effective_status}"
+
+    @property
+    def effective_status(self) -> str:
+        """The verdict that counts for scoring: the reviewer's, else the AI's after the gate."""
+        return self.human_status or self.status
 
 
 class Citation(models.Model):
@@ -250,3 +262,76 @@ class Citation(models.Model):
 
     def __str__(self) -> str:
         return f"{'✓' if self.verified else '✗'} {self.quote[:60]}"
+
+
+class HumanReview(models.Model):
+    """A reviewer's verdict on one control point of a step result (the AI's kept beside it)."""
+
+    step_result = models.ForeignKey(AuditStepResult, on_delete=models.CASCADE, related_name="human_reviews")
+    control_point_index = models.PositiveIntegerField()
+    status = models.CharField(max_length=16, choices=PointStatus.choices)
+    comment = models.TextField()
+    ai_status = models.CharField(max_length=16, choices=PointStatus.choices, help_text="The AI's verdict then.")
+    previous_status = models.CharField(
+        max_length=16, choices=PointStatus.choices, help_text="The verdict that counted before this review."
+    )
+    step_score_before = models.FloatField(null=True, blank=True)
+    step_score_after = models.FloatField(null=True, blank=True)
+    reviewer = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    created_at = models.DateTimeField(auto_now_add=True, db_index=True)
+
+    class Meta:
+        db_table = "audit_step_result_human_reviews"
+        ordering = ["created_at", "id"]
+
+    def __str__(self) -> str:
+        return f"review of {self.step_result_id}.{self.control_point_index}: {self.status}"
+
+
+class RerunStatus(models.TextChoices):
+    PENDING = "pending"
+    RUNNING = "running"
+    COMPLETED = "completed"
+    FAILED = "failed"
+
+
+class RerunEvent(models.Model):
+    """One rerun of a step (or of one control point): who asked, with what guidance, and what changed."""
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    audit = models.ForeignKey(Audit, on_delete=models.CASCADE, related_name="rerun_events")
+    step_result = models.ForeignKey(AuditStepResult, on_delete=models.CASCADE, related_name="rerun_events")
+    position = models.PositiveIntegerField()
+    control_point_index = models.PositiveIntegerField(null=True, blank=True, help_text="Empty: the whole step.")
+    instructions = models.TextField(blank=True, default="")
+    use_rlm = models.BooleanField(default=False)
+    status = models.CharField(max_length=16, choices=RerunStatus.choices, default=RerunStatus.PENDING)
+    error = models.TextField(null=True, blank=True)
+    original = models.JSONField(null=True, blank=True, help_text="The step as it was: score, conforme, verdicts.")
+    rerun = models.JSONField(null=True, blank=True, help_text="The step after the rerun.")
+    comparison = models.JSONField(null=True, blank=True, help_text="Per control point and score: before → after.")
+    prompt_tokens = models.PositiveIntegerField(default=0)
+    completion_tokens = models.PositiveIntegerField(default=0)
+    requested_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    created_at = models.DateTimeField(auto_now_add=True, db_index=True)
+    started_at = models.DateTimeField(null=True, blank=True)
+    completed_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        db_table = "audit_step_result_rerun_events"
+        ordering = ["created_at"]
+        constraints = [
+            # One rerun of a step at a time: a second one is refused (409), never interleaved.
+            models.UniqueConstraint(
+                fields=["step_result"],
+                condition=models.Q(status__in=["pending", "running"]),
+                name="audit_one_active_rerun_per_step",
+            )
+        ]
+
+    def __str__(self) -> str:
+        return f"rerun {self.id} of step {self.position} ({self.status})"

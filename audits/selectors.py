@@ -83,8 +83,10 @@ def _point(result: ControlPointResult, definition: Any) -> dict[str, Any]:
         "index": result.index,
         "question": definition.question if definition else "",
         "is_critical": definition.is_critical if definition else False,
-        "status": result.status,
+        "status": result.effective_status,
         "ai_status": result.ai_status,
+        "gated_status": result.status,
+        "human_status": result.human_status,
         "rationale": result.rationale,
         "citations": [_citation(c) for c in citations if c.verified],
         "rejected_citations": [{"text": c.quote, "reason": c.reason} for c in citations if not c.verified],
@@ -214,4 +216,48 @@ def audit_admin_report(audit: Audit) -> dict[str, Any]:
         )
         for position, turn in enumerate(turns)
     ]
-    return {"audit": data, "timeline": timeline, "cited_turns": len(spans), "verified": len(citations)}
+    from audits.services.reviews import audit_history
+
+    return {
+        "audit": data,
+        "timeline": timeline,
+        "cited_turns": len(spans),
+        "verified": len(citations),
+        "history": audit_history(audit),
+    }
+
+
+def review_created_dict(audit: Audit, step: AuditStepResult, reviews: list[Any]) -> dict[str, Any]:
+    """The answer to a review: the reviews made, the step rescored, the audit's new summary."""
+    row = (
+        AuditStepResult.objects.filter(pk=step.pk)
+        .select_related("step")
+        .prefetch_related(
+            "step__control_points",
+            Prefetch(
+                "control_points",
+                queryset=ControlPointResult.objects.order_by("index").prefetch_related(
+                    Prefetch("citations", queryset=Citation.objects.order_by("position"))
+                ),
+            ),
+        )
+        .get()
+    )
+    return {
+        "reviews": [
+            {
+                "id": str(r.pk),
+                "step_position": step.position,
+                "control_point_index": r.control_point_index,
+                "status": r.status,
+                "ai_status": r.ai_status,
+                "previous_status": r.previous_status,
+                "comment": r.comment,
+                "reviewer": r.reviewer.email if r.reviewer else None,
+                "created_at": _iso(r.created_at),
+            }
+            for r in reviews
+        ],
+        "step": step_dict(row),
+        "audit": audit_summary_dict(audit),
+    }

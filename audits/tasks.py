@@ -16,7 +16,7 @@ from django.conf import settings
 from audits.clients import llm
 from audits.evidence import EvidenceIndex
 from audits.models import Audit
-from audits.services import runs
+from audits.services import reviews, runs
 from config.limits import LimitBusy
 from config.locks import LockNotAcquired, redis_lock
 from config.task_retry import (
@@ -140,8 +140,61 @@ def audit_finalize(self: Any, audit_id: str) -> bool:
 
 @shared_task(name="audits.tasks.reconcile_audits", ignore_result=True)
 def reconcile_audits() -> dict[str, list[str]]:
-    """Beat (every minute): every audit ends."""
+    """Beat (every minute): every audit ends, every rerun ends."""
     actions = runs.audit_reconcile()
     for audit_id in actions["redrive"]:
         audit_run.delay(audit_id)
+    actions["reruns"] = reviews.reruns_to_redrive()
+    for rerun_id in actions["reruns"]:
+        audit_step_rerun.delay(rerun_id)
     return actions
+
+
+@shared_task(bind=True, name="audits.tasks.llm.audit_step_rerun", ignore_result=True)
+def audit_step_rerun(self: Any, rerun_id: str, error_attempts: int = 0, infra_attempts: int = 0) -> str:
+    """Rerun one step (or one control point) of a completed audit through the same prompt, LLM
+    client and evidence gate as a first run; the result replaces the stored one and the audit is
+    rescored. Waits and transient errors as ``audit_step_analyze``."""
+    try:
+        return _rerun(self, rerun_id)
+    except TRANSIENT_INFRA_ERRORS as exc:
+        if error_budget_left(self, max_errors=INFRA_MAX_ERRORS, counter="infra_attempts"):
+            raise retry_after_error(self, exc, base=0.5, cap=10.0, counter="infra_attempts") from None
+        logger.error("audit_rerun_infra_failed", extra={"rerun_id": rerun_id})
+        return "infrastructure unavailable"  # still pending or running: the reconciler sends it again
+
+
+def _rerun(task: Any, rerun_id: str) -> str:
+    event = reviews.rerun_claim(rerun_id=rerun_id)
+    if event is None:
+        return "skipped"
+    audit, definition = event.audit, event.step_result.step
+    timeline = timeline_for(audit.fiche)
+    try:
+        asked = runs.step_ask_llm(
+            audit=audit,
+            definition=definition,
+            timeline=timeline,
+            reviewer_instructions=event.instructions or None,
+            only_control_point=event.control_point_index,
+            use_rlm=event.use_rlm,
+        )
+    except LimitBusy:
+        reviews.rerun_release(rerun_id=rerun_id)
+        raise retry_waiting(task, countdown=random.uniform(0.5, 2.0)) from None
+    except llm.LlmTransientError as exc:
+        if error_budget_left(task, max_errors=settings.AUDIT_STEP_MAX_ERRORS):
+            reviews.rerun_release(rerun_id=rerun_id)
+            if exc.retry_after is not None and exc.status == 429:
+                raise retry_waiting(task, countdown=exc.retry_after + random.uniform(0, 0.5)) from None
+            raise retry_after_error(task, exc, base=settings.AUDIT_STEP_RETRY_BASE_SECONDS) from None
+        reviews.rerun_fail(rerun_id=rerun_id, error=str(exc))
+        return "failed"
+    except llm.LlmError as exc:
+        reviews.rerun_fail(rerun_id=rerun_id, error=str(exc))
+        return "failed"
+    index = EvidenceIndex(timeline.turns, threshold=settings.EVIDENCE_MATCH_THRESHOLD)
+    gated = runs.gate_answer(
+        definition=definition, answer=asked.answer, index=index, only_control_point=event.control_point_index
+    )
+    return "completed" if reviews.rerun_apply(rerun_id=rerun_id, asked=asked, gated=gated) else "skipped"

@@ -24,3 +24,19 @@ def get_redis() -> redis.Redis:
                 )
                 _clients[key] = client
     return client
+
+
+def require_redis(purpose: str) -> None:
+    """503 ``dependency_unavailable`` at once when Redis is not configured or does not answer."""
+    from redis.exceptions import RedisError
+
+    from config.exceptions import DependencyUnavailable
+
+    if not (settings.REDIS_URL or "").strip():
+        raise DependencyUnavailable(f"{purpose} needs Redis: set REDIS_URL.", details={"setting": "REDIS_URL"})
+    try:
+        get_redis().ping()
+    except RedisError as exc:
+        raise DependencyUnavailable(
+            f"{purpose} needs Redis, which is unavailable.", details={"reason": type(exc).__name__}
+        ) from None

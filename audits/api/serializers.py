@@ -87,11 +87,7 @@ class AuditRunInput(serializers.Serializer):
     use_rlm = serializers.BooleanField(required=False, default=False, help_text="Tools mode (also accepts useRlm).")
 
     def to_internal_value(self, data: Any) -> Any:
-        if hasattr(data, "dict"):  # a form post's QueryDict: one value per key
-            data = data.dict()
-        if isinstance(data, dict) and "useRlm" in data and "use_rlm" not in data:
-            data = {**data, "use_rlm": data["useRlm"]}
-        return super().to_internal_value(data)
+        return super().to_internal_value(_alias_use_rlm(data))
 
 
 class AuditRunOutput(serializers.Serializer):
@@ -131,8 +127,19 @@ class PointResultOutput(serializers.Serializer):
     index = serializers.IntegerField()
     question = serializers.CharField()
     is_critical = serializers.BooleanField()
-    status = serializers.ChoiceField(choices=["pass", "fail", "uncertain", "not_applicable"])
-    ai_status = serializers.ChoiceField(choices=["pass", "fail", "uncertain", "not_applicable"])
+    status = serializers.ChoiceField(
+        choices=["pass", "fail", "uncertain", "not_applicable"], help_text="The verdict that counts."
+    )
+    ai_status = serializers.ChoiceField(
+        choices=["pass", "fail", "uncertain", "not_applicable"], help_text="What the model answered."
+    )
+    gated_status = serializers.ChoiceField(
+        choices=["pass", "fail", "uncertain", "not_applicable"],
+        help_text="The AI's verdict after the evidence gate (a pass without a verified quote is uncertain).",
+    )
+    human_status = serializers.ChoiceField(
+        choices=["pass", "fail", "not_applicable"], allow_null=True, help_text="A reviewer's verdict, if any."
+    )
     rationale = serializers.CharField()
     citations = CitationOutput(many=True)
     rejected_citations = RejectedCitationOutput(many=True)
@@ -176,3 +183,111 @@ class AuditSummaryOutput(serializers.Serializer):
 
 class AuditOutput(AuditSummaryOutput):
     steps = StepResultOutput(many=True)
+
+
+def _alias_use_rlm(data: Any) -> Any:
+    if hasattr(data, "dict"):  # a form post's QueryDict: one value per key
+        data = data.dict()
+    if isinstance(data, dict) and "useRlm" in data and "use_rlm" not in data:
+        data = {**data, "use_rlm": data["useRlm"]}
+    return data
+
+
+class RerunInput(serializers.Serializer):
+    use_rlm = serializers.BooleanField(
+        required=False, allow_null=True, default=None, help_text="Tools mode; default: as the audit ran."
+    )
+    instructions = serializers.CharField(
+        required=False, allow_blank=True, default="", max_length=4000, help_text="A reviewer's guidance for the LLM."
+    )
+
+    def to_internal_value(self, data: Any) -> Any:
+        return super().to_internal_value(_alias_use_rlm(data))
+
+
+class RerunOutput(serializers.Serializer):
+    rerun_id = serializers.CharField()
+    status = serializers.CharField()
+
+
+class ReviewInput(serializers.Serializer):
+    control_point_index = serializers.IntegerField(
+        required=False, allow_null=True, default=None, min_value=0, help_text="Empty: every point of the step."
+    )
+    status = serializers.ChoiceField(choices=["pass", "fail", "not_applicable"])
+    comment = serializers.CharField(max_length=4000, allow_blank=False, trim_whitespace=True)
+
+
+class ReviewOutput(serializers.Serializer):
+    id = serializers.CharField()
+    step_position = serializers.IntegerField()
+    control_point_index = serializers.IntegerField()
+    status = serializers.CharField()
+    ai_status = serializers.CharField()
+    previous_status = serializers.CharField()
+    comment = serializers.CharField()
+    reviewer = serializers.CharField(allow_null=True)
+    created_at = serializers.DateTimeField()
+
+
+class ReviewCreated(serializers.Serializer):
+    reviews = ReviewOutput(many=True)
+    step = StepResultOutput()
+    audit = AuditSummaryOutput()
+
+
+class HistoryOutput(serializers.Serializer):
+    audit_id = serializers.CharField()
+    entries = serializers.ListField(child=serializers.DictField(), help_text="Reruns and reviews, oldest first.")
+
+
+class CalibrationQuery(serializers.Serializer):
+    audit_config_id = serializers.IntegerField(min_value=1)
+    date_from = serializers.DateTimeField(required=False, allow_null=True, default=None)
+    date_to = serializers.DateTimeField(required=False, allow_null=True, default=None)
+
+    def to_internal_value(self, data: Any) -> Any:
+        data = data.dict() if hasattr(data, "dict") else dict(data)
+        for name in ("from", "to"):  # ?from=&to= in the URL
+            if name in data:
+                data[f"date_{name}"] = data.pop(name)
+        return super().to_internal_value(data)
+
+
+class CalibrationPoint(serializers.Serializer):
+    step_position = serializers.IntegerField()
+    step_name = serializers.CharField()
+    control_point_index = serializers.IntegerField()
+    question = serializers.CharField()
+    is_critical = serializers.BooleanField()
+    reviewed = serializers.IntegerField()
+    agreements = serializers.IntegerField()
+    agreement_rate = serializers.FloatField()
+    kappa = serializers.FloatField(allow_null=True, help_text="Cohen's kappa (null when undefined).")
+    confusion = serializers.DictField(
+        child=serializers.DictField(child=serializers.IntegerField()), help_text="AI verdict → reviewer → count."
+    )
+
+
+class CalibrationOutput(serializers.Serializer):
+    audit_config_id = serializers.IntegerField()
+    reviewed = serializers.IntegerField()
+    control_points = CalibrationPoint(many=True)
+
+
+class AuditBatchInput(serializers.Serializer):
+    fiche_ids = serializers.ListField(child=serializers.CharField(max_length=64), allow_empty=False)
+    audit_config_id = serializers.IntegerField(
+        min_value=1, required=False, allow_null=True, default=None, help_text="Default: the fiche's product's config."
+    )
+    use_rlm = serializers.BooleanField(required=False, default=False)
+
+    def to_internal_value(self, data: Any) -> Any:
+        if hasattr(data, "copy") and "useRlm" in data and "use_rlm" not in data:
+            data = data.copy()  # a QueryDict's copy is mutable and keeps its lists
+            data["use_rlm"] = data["useRlm"]
+        return super().to_internal_value(data)
+
+
+class AuditBatchCreated(serializers.Serializer):
+    batch_id = serializers.CharField()

@@ -8,5 +8,15 @@ audits_urlpatterns = [
     path("audit-configs/<int:config_id>", views.AuditConfigDetailView.as_view(), name="audit-config-detail"),
     path("audits", views.AuditListView.as_view(), name="audits"),
     path("audits/run", views.AuditRunView.as_view(), name="audit-run"),
+    path("audits/batch", views.AuditBatchView.as_view(), name="audit-batch"),
+    path("audits/calibration", views.CalibrationView.as_view(), name="audit-calibration"),
     path("audits/<uuid:audit_id>", views.AuditDetailView.as_view(), name="audit-detail"),
+    path("audits/<uuid:audit_id>/history", views.AuditHistoryView.as_view(), name="audit-history"),
+    path("audits/<uuid:audit_id>/steps/<int:position>/rerun", views.StepRerunView.as_view(), name="audit-step-rerun"),
+    path(
+        "audits/<uuid:audit_id>/steps/<int:position>/control-points/<int:index>/rerun",
+        views.ControlPointRerunView.as_view(),
+        name="audit-control-point-rerun",
+    ),
+    path("audits/<uuid:audit_id>/steps/<int:position>/reviews", views.StepReviewView.as_view(), name="audit-reviews"),
 ]

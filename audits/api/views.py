@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from django.conf import settings
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
 from rest_framework.request import Request
 from rest_framework.response import Response
@@ -10,12 +11,17 @@ from rest_framework.views import APIView
 from accounts.permissions import HasGrant, request_user
 from audits import selectors
 from audits.api import serializers as s
-from audits.services import configs, runs
+from audits.services import configs, reviews, runs
 from config.openapi import errors
 from config.pagination import LimitOffset
+from config.redis import require_redis
+from transcriptions.services import batches
+from transcriptions.services.runs import check_batch_scope
 
 CONFIG_ID = OpenApiParameter("config_id", int, OpenApiParameter.PATH)
 AUDIT_ID = OpenApiParameter("audit_id", str, OpenApiParameter.PATH)
+POSITION = OpenApiParameter("position", int, OpenApiParameter.PATH)
+INDEX = OpenApiParameter("index", int, OpenApiParameter.PATH)
 
 
 class AuditConfigListView(APIView):
@@ -155,3 +161,150 @@ class AuditDetailView(APIView):
     def get(self, request: Request, audit_id: str) -> Response:
         audit = selectors.audit_for_user(request_user(request), audit_id)
         return Response(selectors.audit_dict(audit))
+
+
+class StepRerunView(APIView):
+    permission_classes = [HasGrant("audits", "write")]
+
+    @extend_schema(
+        tags=["audits"],
+        summary="Rerun one step of a completed audit (its result is replaced, compliance recomputed)",
+        description=(
+            "Async on the LLM queue, through the same prompt, client and evidence gate as a first run. Optional "
+            "reviewer guidance (instructions) and mode (use_rlm). One rerun of a step at a time (409 otherwise). "
+            "Follow it on private-audit-{audit_id} (audit.step_started / audit.step_completed with rerun_id) or "
+            "GET /api/audits/{id}/history."
+        ),
+        parameters=[AUDIT_ID, POSITION],
+        request=s.RerunInput,
+        responses={202: s.RerunOutput, **errors(400, 401, 403, 404, 409, 503)},
+    )
+    def post(self, request: Request, audit_id: str, position: int, index: int | None = None) -> Response:
+        data = s.RerunInput(data=request.data)
+        data.is_valid(raise_exception=True)
+        user = request_user(request)
+        audit = selectors.audit_for_user(user, audit_id, action="write")
+        event = reviews.rerun_request(
+            audit=audit,
+            position=position,
+            control_point_index=index,
+            instructions=data.validated_data["instructions"],
+            use_rlm=data.validated_data["use_rlm"],
+            user=user,
+        )
+        return Response({"rerun_id": str(event.pk), "status": event.status}, status=202)
+
+
+class ControlPointRerunView(StepRerunView):
+    @extend_schema(
+        tags=["audits"],
+        summary="Rerun one control point of a step (the other points stay; the step is rescored)",
+        parameters=[AUDIT_ID, POSITION, INDEX],
+        request=s.RerunInput,
+        responses={202: s.RerunOutput, **errors(400, 401, 403, 404, 409, 503)},
+    )
+    def post(self, request: Request, audit_id: str, position: int, index: int | None = None) -> Response:
+        return super().post(request, audit_id, position, index)
+
+
+class StepReviewView(APIView):
+    permission_classes = [HasGrant("audits", "write")]
+
+    @extend_schema(
+        tags=["audits"],
+        summary="A reviewer's verdict on a control point (or on every point of the step), with a comment",
+        description="The AI's verdict is kept beside it; the reviewer's counts; the step and the audit are rescored.",
+        parameters=[AUDIT_ID, POSITION],
+        request=s.ReviewInput,
+        responses={201: s.ReviewCreated, **errors(400, 401, 403, 404, 409)},
+    )
+    def post(self, request: Request, audit_id: str, position: int) -> Response:
+        data = s.ReviewInput(data=request.data)
+        data.is_valid(raise_exception=True)
+        user = request_user(request)
+        audit = selectors.audit_for_user(user, audit_id, action="write")
+        result = reviews.review_create(
+            audit=audit,
+            position=position,
+            control_point_index=data.validated_data["control_point_index"],
+            status=data.validated_data["status"],
+            comment=data.validated_data["comment"],
+            user=user,
+        )
+        return Response(selectors.review_created_dict(result.audit, result.step, result.reviews), status=201)
+
+
+class AuditHistoryView(APIView):
+    permission_classes = [HasGrant("audits", "read")]
+
+    @extend_schema(
+        tags=["audits"],
+        summary="An audit's reruns and reviews, oldest first",
+        parameters=[AUDIT_ID],
+        responses={200: s.HistoryOutput, **errors(401, 403, 404)},
+    )
+    def get(self, request: Request, audit_id: str) -> Response:
+        audit = selectors.audit_for_user(request_user(request), audit_id)
+        return Response({"audit_id": str(audit.pk), "entries": reviews.audit_history(audit)})
+
+
+class CalibrationView(APIView):
+    permission_classes = [HasGrant("audits", "read")]
+
+    @extend_schema(
+        tags=["audits"],
+        summary="AI vs reviewers per control point of a config: agreement, Cohen's kappa, confusion (lowest first)",
+        parameters=[
+            OpenApiParameter("audit_config_id", int, required=True),
+            OpenApiParameter("from", str, description="audits created from (ISO datetime)"),
+            OpenApiParameter("to", str, description="audits created until (ISO datetime)"),
+        ],
+        responses={200: s.CalibrationOutput, **errors(400, 401, 403)},
+    )
+    def get(self, request: Request) -> Response:
+        query = s.CalibrationQuery(data=request.query_params)
+        query.is_valid(raise_exception=True)
+        f = query.validated_data
+        return Response(
+            reviews.calibration(
+                selectors.audits_for(request_user(request)),
+                config_id=f["audit_config_id"],
+                date_from=f["date_from"],
+                date_to=f["date_to"],
+            )
+        )
+
+
+class AuditBatchView(APIView):
+    permission_classes = [HasGrant("audits", "write")]
+
+    @extend_schema(
+        tags=["audits"],
+        summary="Audit many fiches in the background (at most AUDIT_BATCH_MAX)",
+        description=(
+            "Each fiche must be in your audits scope (checked now for cached fiches, and when its turn comes for "
+            "the others). Without audit_config_id, each fiche's product picks its config. Needs Redis (503 at once "
+            "otherwise). Follow it with GET /api/batches/{batch_id} or batch.* events on private-global."
+        ),
+        request=s.AuditBatchInput,
+        responses={202: s.AuditBatchCreated, **errors(400, 401, 403, 503)},
+    )
+    def post(self, request: Request) -> Response:
+        data = s.AuditBatchInput(data=request.data)
+        data.is_valid(raise_exception=True)
+        require_redis("Batch audits")
+        runs.require_llm_configured()
+        user = request_user(request)
+        f = data.validated_data
+        if f["audit_config_id"] is not None:
+            configs.config_get(f["audit_config_id"])  # 404 now rather than one failed item per fiche
+        check_batch_scope(user=user, fiche_ids=f["fiche_ids"], app="audits")
+        batch = batches.batch_create(
+            user=user,
+            operation_type="audit",
+            fiche_ids=f["fiche_ids"],
+            options={"audit_config_id": f["audit_config_id"], "use_rlm": f["use_rlm"]},
+            max_items=settings.AUDIT_BATCH_MAX,
+            permission="audits",
+        )
+        return Response({"batch_id": str(batch.pk)}, status=202)

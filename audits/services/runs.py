@@ -43,6 +43,7 @@ from config.exceptions import (
     ConflictError,
     DependencyUnavailable,
     InvalidInput,
+    PermissionDeniedError,
 )
 from config.limits import Semaphore
 from fiches.models import FicheCache, Recording
@@ -457,8 +458,8 @@ def step_store(*, audit_id: str, position: int, asked: StepAsked, gated: list[Ga
         )
         if row is None:
             return False
-        _write_points(row, gated)
-        score = _score_row(row)
+        write_points(row, gated)
+        score = score_row(row)
         usage = asked.result.usage
         row.status, row.completed_at, row.error = StepStatus.COMPLETED, timezone.now(), None
         row.score, row.max_score, row.conforme, row.included = (
@@ -491,7 +492,7 @@ def step_store(*, audit_id: str, position: int, asked: StepAsked, gated: list[Ga
     return True
 
 
-def _write_points(row: AuditStepResult, gated: list[GatedPoint]) -> None:
+def write_points(row: AuditStepResult, gated: list[GatedPoint]) -> None:
     """Replace the control point results named in ``gated`` (and their citations)."""
     ControlPointResult.objects.filter(step_result=row, index__in=[g.index for g in gated]).delete()
     for g in gated:
@@ -519,13 +520,15 @@ def _write_points(row: AuditStepResult, gated: list[GatedPoint]) -> None:
 def verdicts(row: AuditStepResult) -> list[compliance.PointVerdict]:
     definitions = {p.index: p for p in row.step.control_points.all()}
     return [
-        compliance.PointVerdict(r.index, r.status, definitions[r.index].is_critical, definitions[r.index].question)
+        compliance.PointVerdict(
+            r.index, r.effective_status, definitions[r.index].is_critical, definitions[r.index].question
+        )
         for r in row.control_points.order_by("index")
         if r.index in definitions
     ]
 
 
-def _score_row(row: AuditStepResult) -> compliance.StepScore:
+def score_row(row: AuditStepResult) -> compliance.StepScore:
     return compliance.step_score(weight=row.step.weight, pass_ratio=row.step.pass_ratio, points=verdicts(row))
 
 
@@ -667,7 +670,7 @@ def _finish(audit: Audit, *, completed: int, failed: int) -> bool:
 
 def summarize(audit: Audit, steps: list[AuditStepResult]) -> compliance.Summary:
     outcomes = [
-        compliance.StepOutcome(s.position, s.step.name, s.step.weight, s.step.is_critical, _score_row(s), verdicts(s))
+        compliance.StepOutcome(s.position, s.step.name, s.step.weight, s.step.is_critical, score_row(s), verdicts(s))
         for s in steps
         if s.status == StepStatus.COMPLETED
     ]
@@ -760,3 +763,49 @@ def audit_reconcile(*, now: datetime | None = None) -> dict[str, list[str]]:
             actions["redrive"].append(audit_id)
             logger.warning("audit_redrive", extra={"audit_id": audit_id})
     return actions
+
+
+# --- Batches -----------------------------------------------------------------------------------------
+
+
+def config_for_fiche(fiche: FicheCache, config_id: int | None) -> int:
+    """The config a batch item runs: the batch's, else the one of the fiche's product."""
+    if config_id is not None:
+        return config_id
+    from products.selectors import audit_config_for_produit
+
+    found = audit_config_for_produit(fiche.produit)
+    if found is None:
+        raise InvalidInput(
+            f"No audit config given and none for the fiche's product ({fiche.produit or 'unknown'}).",
+            code="no_audit_config",
+            details={"fiche_id": fiche.fiche_id, "produit": fiche.produit},
+        )
+    return found
+
+
+def start_batch_item(batch: Any, item: Any) -> str | None:
+    """Audit one fiche of a batch (the requester's scope as it was when the batch was made)."""
+    from transcriptions.services.runs import in_snapshot_scope
+
+    fiche = fiche_for_transcription(user=None, fiche_id=item.fiche_id)
+    if not in_snapshot_scope(fiche, batch.scope_snapshot):
+        raise PermissionDeniedError("outside the requester's audits scope")
+    audit = audit_request(
+        fiche=fiche,
+        config_id=config_for_fiche(fiche, batch.options.get("audit_config_id")),
+        use_rlm=bool(batch.options.get("use_rlm")),
+        user=batch.requested_by,
+        batch_id=str(batch.pk),
+    )
+    return str(audit.pk)
+
+
+def batch_item_state(item: Any) -> tuple[bool, str | None] | None:
+    """The batch reconciler's view of an item: its audit's outcome once it ended."""
+    audit = Audit.objects.filter(pk=item.ref_id).only("status", "error").first()
+    if audit is None:
+        return False, "its audit is gone"
+    if not audit.is_terminal:
+        return None
+    return audit.status == AuditStatus.COMPLETED, audit.error

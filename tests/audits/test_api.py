@@ -838,6 +838,8 @@ def test_an_audit_in_the_documented_shape(audits, config, auditor, auth_client):
                     "is_critical": True,
                     "status": "pass",
                     "ai_status": "pass",
+                    "gated_status": "pass",
+                    "human_status": None,
                     "rationale": "Il se présente.",
                     # verified quotes only, in the transcript's own words, by position
                     "citations": [
@@ -865,6 +867,8 @@ def test_an_audit_in_the_documented_shape(audits, config, auditor, auth_client):
                     "is_critical": False,
                     "status": "uncertain",
                     "ai_status": "pass",
+                    "gated_status": "uncertain",
+                    "human_status": None,
                     "rationale": "Numéro déformé.",
                     "citations": [],
                     "rejected_citations": [{"text": "ORIAS numéro 07 999 999", "reason": "number_mismatch"}],
@@ -889,6 +893,8 @@ def test_an_audit_in_the_documented_shape(audits, config, auditor, auth_client):
                     "is_critical": False,
                     "status": "fail",
                     "ai_status": "fail",
+                    "gated_status": "fail",
+                    "human_status": None,
                     "rationale": "",
                     "citations": [],
                     "rejected_citations": [],

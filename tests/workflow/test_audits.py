@@ -437,3 +437,155 @@ def test_failing_steps_end_the_audit_failed_with_partial_results_and_the_complet
         if r["path"] == "/v1/chat/completions"
     )
     assert attempts == Counter({p: 3 for p in range(1, 10)})
+
+
+# --- After the audit: reruns, reviews, batches ----------------------------------------------------------
+
+WITHDRAWAL_STEP = 7  # "Droit de rétractation": critical, one critical control point
+
+
+def post(user, path: str, body: dict | None = None):
+    return client_for(user).post(path, body or {}, format="json")
+
+
+def rerun_ended(rerun_id: str, timeout: float = 60):
+    from audits.models import RerunEvent
+
+    return wait_for(
+        lambda: (e := RerunEvent.objects.get(pk=rerun_id)).status in ("completed", "failed") and e,
+        timeout=timeout,
+        message=f"rerun {rerun_id} to end",
+    )
+
+
+def test_reruns_replace_the_stored_step_and_rescore_the_audit_and_reviews_override_the_ai(stack, auditor):
+    from audits.models import HumanReview, RerunEvent
+
+    crm, stt, llm, pusher, start = stack
+    start("aud8")
+    audit_id = run_audit(auditor, COMPLIANT)
+    assert audit_ended(audit_id).niveau == "EXCELLENT"
+    with pusher.lock:
+        pusher.records.clear()
+
+    # A step rerun while the model invents its quotes: the critical point is left uncertain → REJET.
+    llm.config.fabricate_rate = 1.0
+    llm.clear_requests()
+    guidance = "Citez uniquement la phrase exacte du conseiller sur le délai de rétractation."
+    response = post(auditor, f"/api/audits/{audit_id}/steps/{WITHDRAWAL_STEP}/rerun", {"instructions": guidance})
+    assert response.status_code == 202, response.content
+    rerun_id = response.json()["rerun_id"]
+    second = post(auditor, f"/api/audits/{audit_id}/steps/{WITHDRAWAL_STEP}/rerun")
+    assert second.status_code == 409 and second.json()["error"]["code"] == "rerun_in_progress"  # never interleaved
+    event = rerun_ended(rerun_id)
+    assert event.status == "completed", event.error
+    [request] = [r for r in llm.requests() if r["path"] == "/v1/chat/completions"]
+    prompt = next(m["content"] for m in request["body"]["messages"] if m["role"] == "user")
+    assert prompt.startswith(f"# Étape {WITHDRAWAL_STEP} ") and guidance in prompt  # same prompt, plus guidance
+    data = detail(auditor, audit_id)
+    step = next(s for s in data["steps"] if s["position"] == WITHDRAWAL_STEP)
+    assert step["control_points"][0]["status"] == "uncertain" and step["control_points"][0]["rejected_citations"]
+    assert step["score"] == 0 and step["conforme"] is False
+    assert data["niveau"] == "REJET" and data["is_compliant"] is False and data["needs_review"] is True
+    assert event.comparison["niveau"] == {"before": "EXCELLENT", "after": "REJET"}
+    assert event.comparison["control_points"] == [{"index": 0, "before": "pass", "after": "uncertain", "changed": True}]
+    rerun_events = pusher_events(pusher, f"private-audit-{audit_id}")
+    assert [(n, p["status"]) for n, p in rerun_events] == [
+        ("audit.step_started", "rerunning"),
+        ("audit.step_completed", "rerun_completed"),
+    ]
+    assert all(p["rerun_id"] == rerun_id for _, p in rerun_events)
+    assert rerun_events[1][1]["comparison"] == event.comparison and rerun_events[1][1]["original"]["score"] == 10
+    assert not pusher_events(pusher, f"private-fiche-{COMPLIANT}")  # reruns are on the audit channel only
+
+    # A reviewer listened to the call: the point passes; the AI's verdict stays beside theirs.
+    assert (
+        post(auditor, f"/api/audits/{audit_id}/steps/{WITHDRAWAL_STEP}/reviews", {"status": "pass"}).status_code == 400
+    )
+    response = post(
+        auditor,
+        f"/api/audits/{audit_id}/steps/{WITHDRAWAL_STEP}/reviews",
+        {"control_point_index": 0, "status": "pass", "comment": "Dit à 02:34, quatorze jours."},
+    )
+    assert response.status_code == 201, response.content
+    body = response.json()
+    point = body["step"]["control_points"][0]
+    assert (point["status"], point["gated_status"], point["human_status"]) == ("pass", "uncertain", "pass")
+    assert (
+        body["audit"]["niveau"] == "EXCELLENT" and body["audit"]["is_compliant"] and not body["audit"]["needs_review"]
+    )
+    assert HumanReview.objects.get().previous_status == "uncertain"
+
+    # A control-point rerun with an honest model: the AI agrees again; the reviewer's verdict still counts.
+    llm.config.fabricate_rate = 0.0
+    response = post(auditor, f"/api/audits/{audit_id}/steps/{WITHDRAWAL_STEP}/control-points/0/rerun")
+    assert response.status_code == 202, response.content
+    assert rerun_ended(response.json()["rerun_id"]).status == "completed"
+    point = next(s for s in detail(auditor, audit_id)["steps"] if s["position"] == WITHDRAWAL_STEP)["control_points"][0]
+    assert (point["status"], point["gated_status"], point["human_status"]) == ("pass", "pass", "pass")
+    assert point["citations"]
+
+    history = client_for(auditor).get(f"/api/audits/{audit_id}/history").json()["entries"]
+    assert [(h["type"], h.get("scope"), h["step_position"]) for h in history] == [
+        ("rerun", "step", WITHDRAWAL_STEP),
+        ("review", None, WITHDRAWAL_STEP),
+        ("rerun", "control_point", WITHDRAWAL_STEP),
+    ]
+    assert history[0]["instructions"] == guidance and history[0]["by"] == "auditor@example.com"
+    assert history[1]["comment"] == "Dit à 02:34, quatorze jours." and history[1]["ai_status"] == "uncertain"
+    assert RerunEvent.objects.count() == 2
+
+
+def test_a_batch_of_20_audits_ends_with_counts_that_add_up_and_one_batch_completed(stack, auditor):
+    from datetime import date, timedelta
+
+    from fiches.simulator import data as crm_data
+    from products.services import product_create
+    from transcriptions.models import Batch
+
+    crm, stt, llm, pusher, start = stack
+    start("aud9")
+    fiche_ids, produits, day = [], set(), date(2026, 2, 2)
+    while len(fiche_ids) < 18:  # the CRM simulator's first 18 sales with recordings
+        for i in range(crm_data.sales_count(day, seed=42, fiches_per_day=6)):
+            fiche = crm_data.fiche_details(crm_data.fiche_id_for(day, i), seed=42, fiches_per_day=6, revision=0)
+            info = fiche["fiche"]["information"]
+            if fiche["fiche"].get("recordings") and len(fiche_ids) < 18:
+                fiche_ids.append(info["fiche_id"])
+                produits.add(info["produit"])
+        day += timedelta(days=1)
+    # No config named: each fiche's product picks it; one product has none (its fiches fail at once).
+    unconfigured = "Obsèques Tranquillité"
+    for n, produit in enumerate(sorted(produits - {unconfigured})):
+        product_create(data={"name": produit, "code": f"p{n}", "audit_config_ids": [config_id()]})
+    expected_unconfigured = sum(
+        crm_data.fiche_details(f, seed=42, fiches_per_day=6, revision=0)["fiche"]["information"]["produit"]
+        == unconfigured
+        for f in fiche_ids
+    )
+    fiche_ids += ["2226004", "9999999"]  # a sale without recordings; a fiche the CRM does not know
+    response = post(auditor, "/api/audits/batch", {"fiche_ids": fiche_ids})
+    assert response.status_code == 202, response.content
+    batch_id = response.json()["batch_id"]
+    batch = wait_for(
+        lambda: (b := Batch.objects.get(pk=batch_id)).status == "completed" and b,
+        timeout=240,
+        interval=0.5,
+        message="the batch to end",
+    )
+    assert batch.total == 20 and batch.completed + batch.failed == 20
+    assert batch.failed == expected_unconfigured + 2
+    audits = Audit.objects.filter(batch_id=batch_id)
+    assert audits.filter(status="completed").count() == batch.completed
+    completed = pusher_events(pusher, "private-global", "batch.completed")
+    assert len(completed) == 1
+    assert {k: completed[0][1][k] for k in ("operation_type", "total", "completed", "failed")} == {
+        "operation_type": "audit",
+        "total": 20,
+        "completed": batch.completed,
+        "failed": batch.failed,
+    }
+    progress = pusher_events(pusher, "private-global", "batch.progress")
+    assert len(progress) == 20 and progress[-1][1]["progress_percentage"] == 100
+    status = client_for(auditor).get(f"/api/batches/{batch_id}").json()
+    assert (status["status"], status["completed"], status["failed"]) == ("completed", batch.completed, batch.failed)

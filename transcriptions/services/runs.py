@@ -633,7 +633,8 @@ def run_reconcile(*, now: datetime | None = None) -> dict[str, list[str]]:
 # --- Batch items ----------------------------------------------------------------------------------
 
 
-def _in_scope(row: FicheCache, snapshot: dict[str, Any]) -> bool:
+def in_snapshot_scope(row: FicheCache, snapshot: dict[str, Any]) -> bool:
+    """Whether ``row`` is in a scope recorded when a batch was made (``Batch.scope_snapshot``)."""
     kind = snapshot.get("kind")
     if kind == "ALL":
         return True
@@ -649,7 +650,7 @@ def start_batch_item(batch: Any, item: Any) -> str | None:
     from transcriptions.services.batches import batch_item_done
 
     fiche = fiche_for_transcription(user=None, fiche_id=item.fiche_id)
-    if not _in_scope(fiche, batch.scope_snapshot):
+    if not in_snapshot_scope(fiche, batch.scope_snapshot):
         raise PermissionDeniedError("outside the requester's transcriptions scope")
     result = transcription_request(
         fiche=fiche,
@@ -687,12 +688,12 @@ def report_run_to_batch(run: TranscriptionRun) -> None:
         batch_item_done(batch_id=str(run.batch_id), fiche_id=run.fiche.fiche_id, ok=ok, error=error)
 
 
-def check_batch_scope(*, user: User, fiche_ids: list[str]) -> None:
-    """Fail fast on a batch request: a fiche already cached and outside the user's scope is a 403
-    (uncached ones are checked when their turn comes, with the scope the user has now)."""
+def check_batch_scope(*, user: User, fiche_ids: list[str], app: str = "transcriptions") -> None:
+    """Fail fast on a batch request: a fiche already cached and outside the user's ``app`` scope is
+    a 403 (uncached ones are checked when their turn comes, with the scope the user has now)."""
     rows = FicheCache.objects.filter(fiche_id__in=[str(f).strip() for f in fiche_ids])
-    denied = sorted(row.fiche_id for row in rows if not can_access(user, "transcriptions", row, action="write"))
+    denied = sorted(row.fiche_id for row in rows if not can_access(user, app, row, action="write"))
     if denied:
         raise PermissionDeniedError(
-            "Some fiches are outside your transcriptions scope.", code="scope_denied", details={"fiche_ids": denied}
+            f"Some fiches are outside your {app} scope.", code="scope_denied", details={"fiche_ids": denied}
         )
