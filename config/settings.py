@@ -46,6 +46,8 @@ INSTALLED_APPS = [
     "realtime.apps.RealtimeConfig",
     "transcriptions.apps.TranscriptionsConfig",
     "audits.apps.AuditsConfig",
+    "products.apps.ProductsConfig",
+    "chat.apps.ChatConfig",
     "automation.apps.AutomationConfig",
 ]
 
@@ -215,6 +217,7 @@ SPECTACULAR_SETTINGS = {
         "AuditStatusEnum": ["pending", "waiting_transcription", "running", "completed", "failed"],
         "AuditStepStatusEnum": ["pending", "running", "completed", "failed"],
         "ControlPointStatusEnum": ["pass", "fail", "uncertain", "not_applicable"],
+        "ReviewerVerdictEnum": ["pass", "fail", "not_applicable"],
     },
 }
 
@@ -341,6 +344,8 @@ AUDIT_LLM_SLOT_WAIT_SECONDS = env.float("AUDIT_LLM_SLOT_WAIT_SECONDS", default=3
 AUDIT_STALL_SECONDS = env.int("AUDIT_STALL_SECONDS", default=900)
 AUDIT_DEADLINE_SECONDS = env.int("AUDIT_DEADLINE_SECONDS", default=3600)
 AUDIT_TRANSCRIPTION_WAIT_SECONDS = env.int("AUDIT_TRANSCRIPTION_WAIT_SECONDS", default=3600)
+# Most fiches in one POST /api/audits/batch.
+AUDIT_BATCH_MAX = env.int("AUDIT_BATCH_MAX", default=100)
 
 # --- i18n, static -------------------------------------------------------------------------
 LANGUAGE_CODE = "en-us"

@@ -4,8 +4,10 @@ from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
 from accounts.api.urls import admin_urlpatterns, auth_urlpatterns
 from audits.api.urls import audits_urlpatterns
+from chat.api.urls import chat_urlpatterns
 from config.health import HealthView
 from fiches.api.urls import fiches_urlpatterns, recordings_urlpatterns
+from products.api.urls import products_urlpatterns
 from realtime.api.urls import delivery_urlpatterns, realtime_urlpatterns
 from transcriptions.api.urls import batch_urlpatterns, transcriptions_urlpatterns
 
@@ -18,12 +20,14 @@ urlpatterns = [
     path("api/auth/", include(auth_urlpatterns)),
     path("api/admin/", include(admin_urlpatterns)),
     path("api/fiches/webhooks/deliveries/", include(delivery_urlpatterns)),
+    path("api/", include(chat_urlpatterns)),  # before the fiches' catch-all /api/fiches/{id}
     path("api/fiches/", include(fiches_urlpatterns)),
     path("api/realtime/", include(realtime_urlpatterns)),
     path("api/recordings/", include(recordings_urlpatterns)),
     path("api/transcriptions/", include(transcriptions_urlpatterns)),
     path("api/batches/", include(batch_urlpatterns)),
     path("api/", include(audits_urlpatterns)),
+    path("api/", include(products_urlpatterns)),
     path("api/schema/", SpectacularAPIView.as_view(), name="schema"),
     path("api/docs/", SpectacularSwaggerView.as_view(url_name="schema"), name="docs"),
 ]

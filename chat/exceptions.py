@@ -1,0 +1,18 @@
+"""Domain errors of the chat app, rendered by the API error envelope before any stream starts."""
+
+from config.exceptions import DependencyUnavailable, NotFoundError, ThrottledError
+
+
+class ChatFicheNotFound(NotFoundError):
+    code = "fiche_not_found"
+    default_message = "This fiche is not cached: there is no call to chat about."
+
+
+class ChatLlmNotConfigured(DependencyUnavailable):
+    code = "llm_not_configured"
+    default_message = "The LLM is not configured (LLM_BASE_URL / LLM_API_KEY)."
+
+
+class ChatBusy(ThrottledError):
+    code = "llm_busy"
+    default_message = "Every LLM slot is busy; try again shortly."

@@ -1,0 +1,347 @@
+"""Chat with the LLM about an audit or a fiche: the context, the stored messages, and the answer
+streamed as Server-Sent Events with its quotes gated against the fiche's timeline.
+
+``chat_start`` does everything that can fail with a plain JSON error (scope, configuration, the LLM
+slot) and stores the user message; it returns a ``ChatStream``, the SSE body, which holds the LLM slot
+until it ends or is closed. Closing it (the client went away) closes the LLM stream at once, releases
+the slot and stores the partial answer with status ``interrupted``.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import re
+import uuid
+from collections.abc import Generator, Iterator, Mapping, Sequence
+from contextlib import ExitStack
+from typing import TYPE_CHECKING, Any
+
+import orjson
+from django.conf import settings
+from django.db import transaction
+from django.utils import timezone
+
+from audits.clients.llm import ChatEvent, LlmError, LlmTransientError, stream_chat
+from audits.evidence import EvidenceIndex
+from audits.selectors import audit_dict
+from audits.services.runs import llm_semaphore
+from audits.transcript_tools import MAX_SEARCH_RESULTS, TranscriptTools
+from chat.exceptions import ChatBusy, ChatLlmNotConfigured
+from chat.models import ChatConversation, ChatMessage, MessageRole, MessageStatus
+from chat.selectors import ChatEntity, chat_entity_for_user, history_for_llm
+from config.limits import LimitBusy
+from fiches.selectors import fiche_payload
+from transcriptions.selectors import Timeline, timeline_for
+from transcriptions.timeline import format_offset
+
+if TYPE_CHECKING:
+    from accounts.models import User
+    from audits.models import Audit
+    from fiches.models import FicheCache
+
+logger = logging.getLogger("chat")
+
+FULL_TIMELINE_MAX_CHARS = 60_000  # longer timelines: only the chunks best matching the question
+EXCERPT_CHUNKS = 8
+SLOT_WAIT_SECONDS = 3.0
+FICHE_SECTIONS = ("information", "prospect")
+
+SYSTEM_PROMPT = (
+    "Vous êtes l'assistant d'un service qualité qui contrôle des ventes d'assurance conclues par téléphone. "
+    "Vous répondez aux questions de l'utilisateur sur {subject} à partir des éléments ci-dessous : {parts}.\n"
+    "Règles :\n"
+    "1. Répondez uniquement à partir des appels et des éléments fournis ; n'inventez jamais rien.\n"
+    "2. Pour rapporter ce que le client ou le conseiller a dit, citez ses paroles mot pour mot entre guillemets "
+    "français, exactement comme dans la transcription, sans les reformuler.\n"
+    "3. Si les appels ne disent rien sur la question, dites clairement que l'appel ne le dit pas.\n"
+    "4. Répondez en français, de façon brève et précise."
+)
+LLM_UNAVAILABLE = "Le modèle de langage est momentanément indisponible ; réessayez dans un instant."
+LLM_REFUSED = "Le modèle de langage n'a pas pu répondre à cette demande."
+INTERNAL_ERROR = "Une erreur interne a interrompu la réponse."
+
+# Quotes: passages in « guillemets » or in straight or curly double quotes.
+_QUOTE_RE = re.compile(r"«\s*([^«»]+?)\s*»|\"([^\"\n]+)\"|“([^“”\n]+)”")
+
+
+# --- Quotes and the evidence gate --------------------------------------------------------------------
+
+
+def extract_quotes(text: str) -> list[str]:
+    """The passages ``text`` quotes, in order, once each."""
+    quotes = ("".join(group or "" for group in match.groups()).strip() for match in _QUOTE_RE.finditer(text))
+    return list(dict.fromkeys(quote for quote in quotes if quote))
+
+
+def gate_quotes(text: str, turns: Sequence[Mapping[str, Any]]) -> dict[str, list[dict[str, Any]]]:
+    """The answer's quotes checked against the timeline: ``{"citations": [{text, speaker, call_id, start,
+    end}], "rejected": [{text, reason}]}``; a citation's ``text`` is the transcript's own words."""
+    quotes = extract_quotes(text)
+    gated: dict[str, list[dict[str, Any]]] = {"citations": [], "rejected": []}
+    if not quotes:
+        return gated
+    index = EvidenceIndex(turns, threshold=settings.EVIDENCE_MATCH_THRESHOLD)
+    for quote in quotes:
+        check = index.check(quote)
+        if check.verified:
+            gated["citations"].append(
+                {
+                    "text": check.matched_text or quote,
+                    "speaker": check.speaker,
+                    "call_id": check.call_id,
+                    "start": check.start,
+                    "end": check.end,
+                }
+            )
+        else:
+            gated["rejected"].append({"text": quote, "reason": check.reason})
+    return gated
+
+
+# --- Context -------------------------------------------------------------------------------------------
+
+
+def _json(value: Any) -> str:
+    return orjson.dumps(value, default=str).decode()
+
+
+def fiche_context(fiche: FicheCache) -> str:
+    """The fiche's basics (information and prospect; never ``mail_devis``)."""
+    body = fiche_payload(fiche)["fiche"]
+    lines = [f"## Fiche {fiche.fiche_id}"]
+    lines += [f"{section} : {_json(body[section])}" for section in FICHE_SECTIONS if body.get(section)]
+    return "\n".join(lines)
+
+
+def _number(value: float | None) -> str:
+    if value is None:
+        return "?"
+    return str(int(value)) if float(value).is_integer() else f"{value:.1f}"
+
+
+def _yes_no(value: bool | None) -> str:
+    return "non déterminé" if value is None else ("oui" if value else "non")
+
+
+def audit_context(audit: Audit) -> str:
+    """The audit's results: niveau, score, each step and control point with its verified citations
+    (written as timeline lines)."""
+    data = audit_dict(audit)
+    lines = [
+        "## Résultats de l'audit",
+        f"Statut : {data['status']} ; niveau : {data['niveau'] or 'non déterminé'} ; "
+        f"score : {_number(data['overall_score'])}/{_number(data['max_score'])} "
+        f"({_number(data['score_percentage'])} %) ; conforme : {_yes_no(data['is_compliant'])}",
+    ]
+    for step in data["steps"]:
+        lines.append(
+            f"Étape {step['position']} — {step['name']} : {step['status']}, score "
+            f"{_number(step['score'])}/{_number(step['max_score'])}, conforme : {_yes_no(step['conforme'])}"
+        )
+        for point in step["control_points"]:
+            lines.append(f"- Point {point['index']} ({point['status']}) : {point['question']}")
+            for citation in point["citations"]:
+                speaker = "Agent" if citation["speaker"] == "agent" else "Client"
+                lines.append(f"  [{format_offset(citation['start'] or 0.0)}] {speaker}: {citation['text']}")
+    return "\n".join(lines)
+
+
+def timeline_context(timeline: Timeline, question: str) -> str:
+    """The whole rendered timeline, or when it is longer than ``FULL_TIMELINE_MAX_CHARS`` the chunks
+    best matching the question (in call order)."""
+    if not timeline.turns:
+        return "## Appels\nAucune transcription n'est disponible pour cette fiche."
+    if len(timeline.text) <= FULL_TIMELINE_MAX_CHARS:
+        return f"## Appels\n{timeline.text}"
+    tools = TranscriptTools(timeline.chunks)
+    wanted = {hit["chunk_id"] for hit in tools.search(question, MAX_SEARCH_RESULTS)[:EXCERPT_CHUNKS]}
+    excerpts = [chunk for chunk in tools.chunks if chunk["chunk_id"] in wanted]
+    lines = [
+        "## Appels (extraits)",
+        "La transcription complète est trop longue : voici les passages qui correspondent le mieux à la question.",
+    ]
+    if not excerpts:
+        lines.append("Aucun passage des appels ne correspond à la question.")
+    for chunk in excerpts:
+        lines.append(f"### Appel {chunk['call_id']} — extrait {chunk['chunk_id']}\n{chunk['text']}")
+    return "\n".join(lines)
+
+
+def build_messages(
+    *, entity: ChatEntity, timeline: Timeline, history: Sequence[Mapping[str, str]], question: str
+) -> list[dict[str, str]]:
+    """The request's messages: one system message (rules, fiche, audit results, calls), the history in
+    chronological order, then the question."""
+    if entity.audit is not None:
+        subject, parts = "un audit qualité d'une vente", "la fiche du client, les résultats de l'audit et les appels"
+    else:
+        subject, parts = "une vente (fiche client)", "la fiche du client et les appels"
+    sections = [SYSTEM_PROMPT.format(subject=subject, parts=parts), fiche_context(entity.fiche)]
+    if entity.audit is not None:
+        sections.append(audit_context(entity.audit))
+    sections.append(timeline_context(timeline, question))
+    return [
+        {"role": "system", "content": "\n\n".join(sections)},
+        *({"role": item["role"], "content": item["content"]} for item in history),
+        {"role": "user", "content": question},
+    ]
+
+
+# --- Storage --------------------------------------------------------------------------------------------
+
+
+def chat_message_store(
+    *,
+    conversation_id: int,
+    role: str,
+    content: str,
+    status: str = MessageStatus.COMPLETE,
+    citations: dict[str, Any] | None = None,
+    tokens: int | None = None,
+) -> ChatMessage:
+    with transaction.atomic():
+        message = ChatMessage.objects.create(
+            conversation_id=conversation_id,
+            role=role,
+            content=content,
+            status=status,
+            citations=citations or {},
+            tokens=tokens,
+        )
+        ChatConversation.objects.filter(pk=conversation_id).update(updated_at=timezone.now())
+    return message
+
+
+# --- The stream -----------------------------------------------------------------------------------------
+
+
+def sse(event: str, data: Mapping[str, Any]) -> bytes:
+    return b"event: " + event.encode() + b"\ndata: " + orjson.dumps(data) + b"\n\n"
+
+
+class ChatStream:
+    """The SSE body of one answer: ``token`` events as the LLM streams, then ``citations`` and ``done``
+    (or ``error``). Holds the LLM slot (``slot``) until the LLM is done or the stream is closed."""
+
+    def __init__(
+        self,
+        *,
+        conversation_id: int,
+        messages: list[dict[str, str]],
+        turns: list[dict[str, Any]],
+        slot: ExitStack,
+    ) -> None:
+        self.conversation_id = conversation_id
+        self._messages = messages
+        self._turns = turns
+        self._slot = slot
+        self._llm: Iterator[ChatEvent] | None = None
+        self._events = self._run()
+
+    def __iter__(self) -> ChatStream:
+        return self
+
+    def __next__(self) -> bytes:
+        return next(self._events)
+
+    def close(self) -> None:
+        """Called by the server when the response ends or the client went away."""
+        try:
+            self._events.close()
+        finally:
+            self._release()
+
+    def _release(self) -> None:
+        """Close the LLM stream (closing its HTTP request) and free the slot; idempotent."""
+        try:
+            close = getattr(self._llm, "close", None)  # a generator: closing it closes the HTTP stream
+            if close is not None:
+                close()
+        finally:
+            self._slot.close()
+
+    def _store(self, content: str, status: str, gated: dict[str, Any] | None = None, tokens: int | None = None) -> int:
+        message = chat_message_store(
+            conversation_id=self.conversation_id,
+            role=MessageRole.ASSISTANT,
+            content=content,
+            status=status,
+            citations=gated or {"citations": [], "rejected": []},
+            tokens=tokens,
+        )
+        return message.pk
+
+    def _run(self) -> Generator[bytes, None, None]:
+        parts: list[str] = []
+        stored = False
+        try:
+            yield b": stream\n\n"  # headers and a first byte go out at once
+            self._llm = stream_chat(messages=self._messages)
+            tokens: int | None = None
+            for event in self._llm:
+                if event.kind == "delta":
+                    parts.append(event.text)
+                    yield sse("token", {"delta": event.text})
+                elif event.usage is not None:
+                    tokens = event.usage.total_tokens
+            self._release()  # the LLM is done: free the slot before gating and storing
+            content = "".join(parts)
+            gated = gate_quotes(content, self._turns)
+            message_id = self._store(content, MessageStatus.COMPLETE, gated, tokens)
+            stored = True
+            logger.info(
+                "chat_answer_done",
+                extra={"conversation_id": self.conversation_id, "message_id": message_id, "tokens": tokens},
+            )
+            yield sse("citations", gated)
+            yield sse("done", {"message_id": message_id, "tokens": tokens})
+        except GeneratorExit:
+            self._release()
+            if not stored:
+                self._store("".join(parts), MessageStatus.INTERRUPTED)
+                logger.info("chat_answer_interrupted", extra={"conversation_id": self.conversation_id})
+            raise
+        except Exception as exc:
+            self._release()
+            if isinstance(exc, LlmError):
+                logger.warning("chat_llm_error", extra={"conversation_id": self.conversation_id, "error": str(exc)})
+                text = LLM_UNAVAILABLE if isinstance(exc, LlmTransientError) else LLM_REFUSED
+            else:
+                logger.exception("chat_stream_failed", extra={"conversation_id": self.conversation_id})
+                text = INTERNAL_ERROR
+            if not stored:
+                self._store("".join(parts), MessageStatus.FAILED)
+            yield sse("error", {"message": text})
+        finally:
+            self._release()
+
+
+def _require_llm() -> None:
+    key = str(settings.LLM_API_KEY or "").strip().strip("'\"").strip()
+    if not str(settings.LLM_BASE_URL or "").strip() or not key:
+        raise ChatLlmNotConfigured(details={"missing": "LLM_API_KEY" if not key else "LLM_BASE_URL"})
+
+
+def chat_start(*, user: User, entity_type: str, entity_id: str, message: str) -> ChatStream:
+    """Check the scope (before reading anything else), the LLM configuration and a free LLM slot
+    (waiting up to ``SLOT_WAIT_SECONDS``), build the context, store the user message, and return the
+    answer's stream. Raises 404/403 (entity), 503 (LLM not configured), 429 (no slot)."""
+    entity = chat_entity_for_user(user, entity_type, entity_id)
+    _require_llm()
+    conversation, _ = ChatConversation.objects.get_or_create(
+        user=user, entity_type=entity.entity_type, entity_id=entity.entity_id
+    )
+    timeline = timeline_for(entity.fiche)
+    messages = build_messages(entity=entity, timeline=timeline, history=history_for_llm(conversation), question=message)
+    slot = ExitStack()
+    try:
+        slot.enter_context(llm_semaphore().slot(f"chat:{uuid.uuid4().hex}", wait=SLOT_WAIT_SECONDS))
+    except LimitBusy as exc:
+        raise ChatBusy(retry_after=math.ceil(exc.retry_after), details={"limit": "llm"}) from None
+    try:
+        chat_message_store(conversation_id=conversation.pk, role=MessageRole.USER, content=message)
+    except BaseException:
+        slot.close()
+        raise
+    return ChatStream(conversation_id=conversation.pk, messages=messages, turns=timeline.turns, slot=slot)
