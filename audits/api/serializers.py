@@ -131,11 +131,11 @@ class PointResultOutput(serializers.Serializer):
         choices=["pass", "fail", "uncertain", "not_applicable"], help_text="The verdict that counts."
     )
     ai_status = serializers.ChoiceField(
-        choices=["pass", "fail", "uncertain", "not_applicable"], help_text="What the model answered."
-    )
-    gated_status = serializers.ChoiceField(
         choices=["pass", "fail", "uncertain", "not_applicable"],
         help_text="The AI's verdict after the evidence gate (a pass without a verified quote is uncertain).",
+    )
+    model_status = serializers.ChoiceField(
+        choices=["pass", "fail", "uncertain", "not_applicable"], help_text="What the model answered, before the gate."
     )
     human_status = serializers.ChoiceField(
         choices=["pass", "fail", "not_applicable"], allow_null=True, help_text="A reviewer's verdict, if any."

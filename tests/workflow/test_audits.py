@@ -510,7 +510,7 @@ def test_reruns_replace_the_stored_step_and_rescore_the_audit_and_reviews_overri
     assert response.status_code == 201, response.content
     body = response.json()
     point = body["step"]["control_points"][0]
-    assert (point["status"], point["gated_status"], point["human_status"]) == ("pass", "uncertain", "pass")
+    assert (point["status"], point["ai_status"], point["human_status"]) == ("pass", "uncertain", "pass")
     assert (
         body["audit"]["niveau"] == "EXCELLENT" and body["audit"]["is_compliant"] and not body["audit"]["needs_review"]
     )
@@ -522,7 +522,7 @@ def test_reruns_replace_the_stored_step_and_rescore_the_audit_and_reviews_overri
     assert response.status_code == 202, response.content
     assert rerun_ended(response.json()["rerun_id"]).status == "completed"
     point = next(s for s in detail(auditor, audit_id)["steps"] if s["position"] == WITHDRAWAL_STEP)["control_points"][0]
-    assert (point["status"], point["gated_status"], point["human_status"]) == ("pass", "pass", "pass")
+    assert (point["status"], point["ai_status"], point["human_status"]) == ("pass", "pass", "pass")
     assert point["citations"]
 
     history = client_for(auditor).get(f"/api/audits/{audit_id}/history").json()["entries"]
