@@ -9,8 +9,12 @@ class AutomationConfig(AppConfig):
 
     def ready(self) -> None:
         from accounts.grants import has_grant
+        from audits.services.runs import on_audit_finished
+        from automation import notifications
+        from automation.services import runs
         from config.exceptions import PermissionDeniedError
         from realtime.registry import register_channel_authorizer
+        from transcriptions.services.runs import on_run_finished
 
         def authorize_run_channel(user, run_id: str) -> None:
             """``private-job-automation-run-{id}``: automation.read."""
@@ -18,3 +22,6 @@ class AutomationConfig(AppConfig):
                 raise PermissionDeniedError("missing automation.read")
 
         register_channel_authorizer("private-job-automation-run-", authorize_run_channel)
+        notifications.register()
+        on_run_finished(runs.on_transcription_finished)
+        on_audit_finished(runs.on_audit_finished)

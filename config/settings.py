@@ -132,6 +132,7 @@ CELERY_TASK_ROUTES = {
     "realtime.tasks.webhooks.*": {"queue": "webhooks"},
     "transcriptions.tasks.transcribe_recording": {"queue": "stt"},
     "audits.tasks.llm.*": {"queue": "llm"},
+    "automation.tasks.crm.*": {"queue": "crm"},
 }
 CELERY_BEAT_SCHEDULER = "django_celery_beat.schedulers:DatabaseScheduler"
 CELERY_WORKER_HIJACK_ROOT_LOGGER = False
@@ -346,6 +347,29 @@ AUDIT_DEADLINE_SECONDS = env.int("AUDIT_DEADLINE_SECONDS", default=3600)
 AUDIT_TRANSCRIPTION_WAIT_SECONDS = env.int("AUDIT_TRANSCRIPTION_WAIT_SECONDS", default=3600)
 # Most fiches in one POST /api/audits/batch.
 AUDIT_BATCH_MAX = env.int("AUDIT_BATCH_MAX", default=100)
+
+# --- Automation ----------------------------------------------------------------------------------
+# A run skips revalidating its range's sales list when a fiche of that range was revalidated this recently.
+AUTOMATION_REVALIDATION_COOLDOWN_MS = env.int("AUTOMATION_REVALIDATION_COOLDOWN_MS", default=30 * 60 * 1000)
+# Fiches with more recordings than this are ignored (0 = no limit; a schedule's maxRecordingsPerFiche wins).
+AUTOMATION_MAX_RECORDINGS_PER_FICHE = env.int("AUTOMATION_MAX_RECORDINGS_PER_FICHE", default=0)
+# Most fiches one run takes (a schedule's maxFiches may lower it).
+AUTOMATION_MAX_FICHES = env.int("AUTOMATION_MAX_FICHES", default=2000)
+# Reconciler: re-drive a run without progress for this long; end it failed after the deadline without progress.
+AUTOMATION_STALL_SECONDS = env.int("AUTOMATION_STALL_SECONDS", default=900)
+AUTOMATION_DEADLINE_SECONDS = env.int("AUTOMATION_DEADLINE_SECONDS", default=6 * 3600)
+
+# --- Email (automation notifications): sent only when SMTP_HOST is set; otherwise logged and skipped.
+SMTP_HOST = env.str("SMTP_HOST", default="")
+EMAIL_BACKEND = "django.core.mail.backends.smtp.EmailBackend"
+EMAIL_HOST = SMTP_HOST or "localhost"
+EMAIL_PORT = env.int("SMTP_PORT", default=587)
+EMAIL_HOST_USER = env.str("SMTP_USER", default="")
+EMAIL_HOST_PASSWORD = env.str("SMTP_PASSWORD", default="")
+EMAIL_USE_TLS = env.bool("SMTP_USE_TLS", default=True)
+EMAIL_USE_SSL = env.bool("SMTP_USE_SSL", default=False)
+EMAIL_TIMEOUT = env.int("SMTP_TIMEOUT_SECONDS", default=10)
+DEFAULT_FROM_EMAIL = env.str("SMTP_FROM", default="automation@localhost")
 
 # --- i18n, static -------------------------------------------------------------------------
 LANGUAGE_CODE = "en-us"

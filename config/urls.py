@@ -4,6 +4,7 @@ from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
 from accounts.api.urls import admin_urlpatterns, auth_urlpatterns
 from audits.api.urls import audits_urlpatterns
+from automation.api.urls import automation_urlpatterns
 from chat.api.urls import chat_urlpatterns
 from config.health import HealthView
 from fiches.api.urls import fiches_urlpatterns, recordings_urlpatterns
@@ -28,6 +29,7 @@ urlpatterns = [
     path("api/batches/", include(batch_urlpatterns)),
     path("api/", include(audits_urlpatterns)),
     path("api/", include(products_urlpatterns)),
+    path("api/", include(automation_urlpatterns)),
     path("api/schema/", SpectacularAPIView.as_view(), name="schema"),
     path("api/docs/", SpectacularSwaggerView.as_view(url_name="schema"), name="docs"),
 ]

@@ -10,7 +10,9 @@ exactly once; a conditional update decides) → compliance computed in code.
 
 from __future__ import annotations
 
+import functools
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
@@ -56,6 +58,29 @@ if TYPE_CHECKING:
     from accounts.models import User
 
 logger = logging.getLogger("audits.runs")
+
+# Called with the audit after the commit that ended it (exactly once per audit): automation plugs in
+# here (audits does not import it).
+AuditFinishedHook = Callable[[Audit], None]
+_audit_finished_hooks: list[AuditFinishedHook] = []
+
+
+def on_audit_finished(hook: AuditFinishedHook) -> None:
+    """Register ``hook(audit)``, called after the commit that ended an audit (completed or failed)."""
+    if hook not in _audit_finished_hooks:
+        _audit_finished_hooks.append(hook)
+
+
+def _finished(audit: Audit) -> None:
+    for hook in list(_audit_finished_hooks):
+        transaction.on_commit(functools.partial(_call_hook, hook, audit))
+
+
+def _call_hook(hook: AuditFinishedHook, audit: Audit) -> None:
+    try:
+        hook(audit)
+    except Exception:  # a listener must not undo the audit's end; it has its own reconciler
+        logger.exception("audit_finished_hook_failed", extra={"audit_id": str(audit.pk)})
 
 
 def _iso(value: datetime | None) -> str | None:
@@ -665,6 +690,7 @@ def _finish(audit: Audit, *, completed: int, failed: int) -> bool:
         extra={"audit_id": str(audit.pk), "niveau": summary.niveau, "score_percentage": summary.score_percentage},
     )
     _tell_batch(audit, ok=True)
+    _finished(audit)
     return True
 
 
@@ -707,6 +733,7 @@ def _fail(audit: Audit, error: str, *, phase: str, partial: dict[str, int] | Non
     publish("audit.failed", payload)
     logger.warning("audit_failed", extra={"audit_id": str(audit.pk), "phase": phase, "error": error})
     _tell_batch(audit, ok=False, error=error)
+    _finished(audit)
     return True
 
 

@@ -150,3 +150,89 @@ def wait_for(predicate, *, timeout: float = 30.0, interval: float = 0.1, message
             return value
         time.sleep(interval)
     raise AssertionError(f"timed out after {timeout}s waiting for {message}")
+
+
+# --- The three simulators and a Pusher stub, for audit and automation workflows ---------------------------
+
+AUDIT_LLM_KEY = "sk-llm-test-key-do-not-log"
+
+
+@pytest.fixture(scope="module")
+def audit_sims():
+    """CRM (seed 42, 6 sales a day), speech-to-text and LLM simulators, and a Pusher-API stub."""
+    from audits.simulator.server import LlmSimulator
+    from audits.simulator.server import SimulatorConfig as LlmConfig
+    from tests.workflow.faults import Recorder
+    from transcriptions.simulator.server import SttSimulator, SttSimulatorConfig
+
+    crm = CrmSimulator(SimulatorConfig(seed=42, fiches_per_day=6)).start()
+    stt = SttSimulator(SttSimulatorConfig(seed=42, crm_seed=42)).start()
+    llm = LlmSimulator(LlmConfig(api_key=AUDIT_LLM_KEY)).start()
+    pusher = Recorder()
+    yield crm, stt, llm, pusher
+    crm.stop()
+    stt.stop()
+    llm.stop()
+    pusher.stop()
+
+
+def audit_env(crm, stt, llm, pusher, **overrides: str) -> dict[str, str]:
+    return worker_env(
+        crm.url,
+        ELEVENLABS_BASE_URL=stt.url,
+        ELEVENLABS_API_KEY="xi-test",
+        TRANSCRIPTION_RETRY_BASE_SECONDS="0.2",
+        LLM_BASE_URL=f"{llm.url}/v1",
+        LLM_API_KEY=AUDIT_LLM_KEY,
+        LLM_MODEL="sim-judge-1",
+        LLM_MAX_RETRIES="0",
+        AUDIT_STEP_RETRY_BASE_SECONDS="0.2",
+        PUSHER_APP_ID="42",
+        PUSHER_KEY="aud-key",
+        PUSHER_SECRET="aud-secret",
+        PUSHER_HOST="127.0.0.1",
+        PUSHER_PORT=str(pusher.server_address[1]),
+        PUSHER_USE_TLS="false",
+        PUSHER_BACKOFF_SECONDS="0",
+        **overrides,
+    )
+
+
+@pytest.fixture
+def audit_stack(audit_sims, settings):
+    """The simulators reset to their defaults, this process's settings pointed at them, the default
+    audit config seeded, and ``start(name, **env)`` to start workers (stopped at the end)."""
+    import dataclasses
+
+    from django.core.management import call_command
+
+    from audits.simulator.server import SimulatorConfig as LlmConfig
+    from transcriptions.simulator.server import SttSimulatorConfig
+
+    crm, stt, llm, pusher = audit_sims
+    crm.config = SimulatorConfig(seed=42, fiches_per_day=6)
+    crm.clear_requests()
+    default = LlmConfig(api_key=AUDIT_LLM_KEY)
+    llm.config.update({f.name: getattr(default, f.name) for f in dataclasses.fields(default)})
+    llm.clear_requests()
+    stt_default = SttSimulatorConfig(seed=42, crm_seed=42)
+    stt.config.update({f.name: getattr(stt_default, f.name) for f in dataclasses.fields(stt_default)})
+    stt.clear_requests()
+    with pusher.lock:
+        pusher.records.clear()
+    settings.CRM_BASE_URL = crm.url
+    settings.ELEVENLABS_BASE_URL, settings.ELEVENLABS_API_KEY = stt.url, "xi-test"
+    settings.LLM_BASE_URL, settings.LLM_API_KEY, settings.LLM_MODEL = f"{llm.url}/v1", AUDIT_LLM_KEY, "sim-judge-1"
+    settings.PUSHER_APP_ID, settings.PUSHER_KEY, settings.PUSHER_SECRET = "42", "aud-key", "aud-secret"
+    settings.PUSHER_HOST, settings.PUSHER_PORT, settings.PUSHER_USE_TLS = "127.0.0.1", pusher.server_address[1], False
+    call_command("seed_audit_configs", verbosity=0)
+    workers: list[Worker] = []
+
+    def start(name: str, **overrides: str) -> Worker:
+        w = Worker(env=audit_env(crm, stt, llm, pusher, **overrides), name=name, concurrency=8).start()
+        workers.append(w)
+        return w
+
+    yield crm, stt, llm, pusher, start
+    for w in workers:
+        w.stop()

@@ -137,6 +137,21 @@ class Recorder(ThreadingHTTPServer):
             ]
         return [e for batch in batches for e in batch if e["name"] == name and e["channel"] == f"private-job-{job_id}"]
 
+    def channel_events(self, channel: str, name: str | None = None) -> list[tuple[str, dict]]:
+        """``(event name, payload)`` of every event a Pusher stub received on ``channel``, in order."""
+        with self.lock:
+            batches = [
+                json.loads(r["body"])["batch"]
+                for r in self.records
+                if r["path"].split("?")[0].endswith("/batch_events")
+            ]
+        return [
+            (e["name"], json.loads(e["data"]))
+            for batch in batches
+            for e in batch
+            if e["channel"] == channel and (name is None or e["name"] == name)
+        ]
+
     def webhooks(self, event: str, job_id) -> list[dict]:
         with self.lock:
             bodies = [json.loads(r["body"]) for r in self.records if r["path"] == "/hook"]

@@ -6,7 +6,6 @@ mid-step still end the audit exactly once; prompt and tools modes agree; scope h
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import os
 import signal
@@ -14,92 +13,27 @@ import threading
 from collections import Counter
 
 import pytest
-from django.core.management import call_command
 from rest_framework.test import APIClient
 
 from accounts.tokens import issue_tokens
 from audits.defaults import DEFAULT_CONFIG_NAME
 from audits.models import Audit, AuditConfig, Citation, ControlPointResult
-from audits.simulator.server import LlmSimulator, SimulatorConfig
-from fiches.simulator.server import CrmSimulator
-from fiches.simulator.server import SimulatorConfig as CrmConfig
+from audits.simulator.server import LlmSimulator
 from realtime.events import EVENTS
-from tests.workflow.conftest import Worker, wait_for, worker_env
+from tests.workflow.conftest import AUDIT_LLM_KEY as LLM_KEY
+from tests.workflow.conftest import wait_for
 from tests.workflow.faults import Recorder
 from transcriptions.models import Transcription
 from transcriptions.selectors import timeline_for
 from transcriptions.simulator.script import normalize, truth_for
-from transcriptions.simulator.server import SttSimulator, SttSimulatorConfig
 
 pytestmark = [pytest.mark.workflow, pytest.mark.django_db(transaction=True)]
 
-LLM_KEY = "sk-llm-test-key-do-not-log"
 # Fiches of the CRM simulator (seed 42, 6 a day) and what their calls hold (truth_for).
 COMPLIANT = "2227002"  # one full call, every mandatory statement said (Lyon-2)
 COMPLIANT_2 = "2228004"  # one full call, compliant (Marseille)
 NO_RECORDING_NOTICE = "2228000"  # one full call without the recording notice (Lyon-2)
 RECORDING_STEP = 4  # "Information sur l'enregistrement" in the default config
-
-
-@pytest.fixture(scope="module")
-def sims():
-    crm = CrmSimulator(CrmConfig(seed=42, fiches_per_day=6)).start()
-    stt = SttSimulator(SttSimulatorConfig(seed=42, crm_seed=42)).start()
-    llm = LlmSimulator(SimulatorConfig(api_key=LLM_KEY)).start()
-    pusher = Recorder()
-    yield crm, stt, llm, pusher
-    crm.stop()
-    stt.stop()
-    llm.stop()
-    pusher.stop()
-
-
-def audit_env(crm, stt, llm, pusher, **overrides: str) -> dict[str, str]:
-    return worker_env(
-        crm.url,
-        ELEVENLABS_BASE_URL=stt.url,
-        ELEVENLABS_API_KEY="xi-test",
-        TRANSCRIPTION_RETRY_BASE_SECONDS="0.2",
-        LLM_BASE_URL=f"{llm.url}/v1",
-        LLM_API_KEY=LLM_KEY,
-        LLM_MODEL="sim-judge-1",
-        LLM_MAX_RETRIES="0",
-        AUDIT_STEP_RETRY_BASE_SECONDS="0.2",
-        PUSHER_APP_ID="42",
-        PUSHER_KEY="aud-key",
-        PUSHER_SECRET="aud-secret",
-        PUSHER_HOST="127.0.0.1",
-        PUSHER_PORT=str(pusher.server_address[1]),
-        PUSHER_USE_TLS="false",
-        PUSHER_BACKOFF_SECONDS="0",
-        **overrides,
-    )
-
-
-@pytest.fixture
-def stack(sims, settings):
-    crm, stt, llm, pusher = sims
-    default = SimulatorConfig(api_key=LLM_KEY)
-    llm.config.update({f.name: getattr(default, f.name) for f in dataclasses.fields(default)})
-    llm.clear_requests()
-    with pusher.lock:
-        pusher.records.clear()
-    settings.CRM_BASE_URL = crm.url
-    settings.ELEVENLABS_BASE_URL, settings.ELEVENLABS_API_KEY = stt.url, "xi-test"
-    settings.LLM_BASE_URL, settings.LLM_API_KEY, settings.LLM_MODEL = f"{llm.url}/v1", LLM_KEY, "sim-judge-1"
-    settings.PUSHER_APP_ID, settings.PUSHER_KEY, settings.PUSHER_SECRET = "42", "aud-key", "aud-secret"
-    settings.PUSHER_HOST, settings.PUSHER_PORT, settings.PUSHER_USE_TLS = "127.0.0.1", pusher.server_address[1], False
-    call_command("seed_audit_configs", verbosity=0)
-    workers: list[Worker] = []
-
-    def start(name: str, **overrides: str) -> Worker:
-        w = Worker(env=audit_env(crm, stt, llm, pusher, **overrides), name=name, concurrency=8).start()
-        workers.append(w)
-        return w
-
-    yield crm, stt, llm, pusher, start
-    for w in workers:
-        w.stop()
 
 
 @pytest.fixture
@@ -142,16 +76,7 @@ def detail(user, audit_id: str) -> dict:
 
 
 def pusher_events(pusher: Recorder, channel: str, name: str | None = None) -> list[tuple[str, dict]]:
-    with pusher.lock:
-        batches = [
-            json.loads(r["body"])["batch"] for r in pusher.records if r["path"].split("?")[0].endswith("/batch_events")
-        ]
-    return [
-        (e["name"], json.loads(e["data"]))
-        for b in batches
-        for e in b
-        if e["channel"] == channel and (name is None or e["name"] == name)
-    ]
+    return pusher.channel_events(channel, name)
 
 
 def step_requests(llm: LlmSimulator) -> Counter:
@@ -195,8 +120,8 @@ def assert_citations_are_the_calls_own_words(data: dict, fiche_id: str) -> None:
 # --- The workflows ----------------------------------------------------------------------------------
 
 
-def test_a_compliant_sale_is_audited_end_to_end_with_every_event_of_the_contract(stack, auditor):
-    crm, stt, llm, pusher, start = stack
+def test_a_compliant_sale_is_audited_end_to_end_with_every_event_of_the_contract(audit_stack, auditor):
+    crm, stt, llm, pusher, start = audit_stack
     worker = start("aud1")
     audit_id = run_audit(auditor, COMPLIANT)  # nothing transcribed yet: the audit waits, then resumes
     audit = audit_ended(audit_id)
@@ -240,8 +165,8 @@ def test_a_compliant_sale_is_audited_end_to_end_with_every_event_of_the_contract
     assert LLM_KEY not in worker.log()
 
 
-def test_a_call_without_the_recording_notice_fails_that_critical_point_and_is_rejet(stack, auditor):
-    crm, stt, llm, pusher, start = stack
+def test_a_call_without_the_recording_notice_fails_that_critical_point_and_is_rejet(audit_stack, auditor):
+    crm, stt, llm, pusher, start = audit_stack
     truth = {s["key"]: s["variant"] for s in truth_for(f"c-{NO_RECORDING_NOTICE}-1", seed=42, crm_seed=42)["segments"]}
     assert truth["recording_notice"] == "missing" and list(truth.values()).count("ok") == len(truth) - 1
     start("aud2")
@@ -257,8 +182,8 @@ def test_a_call_without_the_recording_notice_fails_that_critical_point_and_is_re
     assert all(s["conforme"] for s in others), [(s["position"], s["conforme"]) for s in others]
 
 
-def test_fabricated_altered_and_negated_quotes_never_pass_the_gate(stack, auditor):
-    crm, stt, llm, pusher, start = stack
+def test_fabricated_altered_and_negated_quotes_never_pass_the_gate(audit_stack, auditor):
+    crm, stt, llm, pusher, start = audit_stack
     start("aud3")
     baseline = audit_ended(run_audit(auditor, COMPLIANT))
     assert baseline.status == "completed" and baseline.is_compliant
@@ -302,8 +227,8 @@ def test_fabricated_altered_and_negated_quotes_never_pass_the_gate(stack, audito
                 assert c.quote == true_quotes[key]
 
 
-def test_each_server_quirk_is_absorbed_and_prompt_and_tools_modes_agree(stack, auditor):
-    crm, stt, llm, pusher, start = stack
+def test_each_server_quirk_is_absorbed_and_prompt_and_tools_modes_agree(audit_stack, auditor):
+    crm, stt, llm, pusher, start = audit_stack
     start("aud4")
     prompt_mode = audit_ended(run_audit(auditor, COMPLIANT_2))
     assert prompt_mode.status == "completed", prompt_mode.error
@@ -327,10 +252,10 @@ def test_each_server_quirk_is_absorbed_and_prompt_and_tools_modes_agree(stack, a
     assert_citations_are_the_calls_own_words(b, COMPLIANT_2)
 
 
-def test_duplicate_step_tasks_and_a_worker_killed_mid_step_end_the_audit_exactly_once(stack, auditor):
+def test_duplicate_step_tasks_and_a_worker_killed_mid_step_end_the_audit_exactly_once(audit_stack, auditor):
     from audits.tasks import audit_step_analyze, reconcile_audits
 
-    crm, stt, llm, pusher, start = stack
+    crm, stt, llm, pusher, start = audit_stack
     timing = {"AUDIT_STEP_CLAIM_LEASE_SECONDS": "4", "AUDIT_STALL_SECONDS": "2"}
     first = start("aud5a", **timing)
     wait_for(lambda: audit_ended(run_audit(auditor, COMPLIANT)), message="transcripts cached")
@@ -372,8 +297,8 @@ def test_duplicate_step_tasks_and_a_worker_killed_mid_step_end_the_audit_exactly
     assert all(s["status"] == "completed" for s in data["steps"]) and data["is_compliant"]
 
 
-def test_scope_denies_an_audit_of_another_group_on_every_route_and_its_channel(stack, make_role, make_user):
-    crm, stt, llm, pusher, start = stack
+def test_scope_denies_an_audit_of_another_group_on_every_route_and_its_channel(audit_stack, make_role, make_user):
+    crm, stt, llm, pusher, start = audit_stack
     start("aud6")
     group_role = make_role("aud-group", audits=("rw", "GROUP"), fiches=("r", "GROUP"))
     marseille = make_user(group_role, groupes=["Marseille"])
@@ -402,8 +327,8 @@ def test_scope_denies_an_audit_of_another_group_on_every_route_and_its_channel(s
     assert [a["audit_id"] for a in client_for(lyon).get("/api/audits").json()["results"]] == [str(audit.pk)]
 
 
-def test_failing_steps_end_the_audit_failed_with_partial_results_and_the_completed_steps_kept(stack, auditor):
-    crm, stt, llm, pusher, start = stack
+def test_failing_steps_end_the_audit_failed_with_partial_results_and_the_completed_steps_kept(audit_stack, auditor):
+    crm, stt, llm, pusher, start = audit_stack
     start("aud7", AUDIT_STEP_MAX_ERRORS="2")
     audit_ended(run_audit(auditor, COMPLIANT))  # transcripts cached
 
@@ -458,10 +383,10 @@ def rerun_ended(rerun_id: str, timeout: float = 60):
     )
 
 
-def test_reruns_replace_the_stored_step_and_rescore_the_audit_and_reviews_override_the_ai(stack, auditor):
+def test_reruns_replace_the_stored_step_and_rescore_the_audit_and_reviews_override_the_ai(audit_stack, auditor):
     from audits.models import HumanReview, RerunEvent
 
-    crm, stt, llm, pusher, start = stack
+    crm, stt, llm, pusher, start = audit_stack
     start("aud8")
     audit_id = run_audit(auditor, COMPLIANT)
     assert audit_ended(audit_id).niveau == "EXCELLENT"
@@ -536,14 +461,14 @@ def test_reruns_replace_the_stored_step_and_rescore_the_audit_and_reviews_overri
     assert RerunEvent.objects.count() == 2
 
 
-def test_a_batch_of_20_audits_ends_with_counts_that_add_up_and_one_batch_completed(stack, auditor):
+def test_a_batch_of_20_audits_ends_with_counts_that_add_up_and_one_batch_completed(audit_stack, auditor):
     from datetime import date, timedelta
 
     from fiches.simulator import data as crm_data
     from products.services import product_create
     from transcriptions.models import Batch
 
-    crm, stt, llm, pusher, start = stack
+    crm, stt, llm, pusher, start = audit_stack
     start("aud9")
     fiche_ids, produits, day = [], set(), date(2026, 2, 2)
     while len(fiche_ids) < 18:  # the CRM simulator's first 18 sales with recordings

@@ -1,0 +1,159 @@
+"""Automation API: schedules (CRUD and the manual trigger) and their runs. Views validate input, call
+one service or selector, and return. GET needs automation.read, everything else automation.write."""
+
+from __future__ import annotations
+
+from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
+from rest_framework.permissions import BasePermission
+from rest_framework.request import Request
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from accounts.permissions import HasGrant, request_user
+from automation import selectors
+from automation.api import serializers as s
+from automation.services import schedules
+from config.openapi import errors
+from config.pagination import LimitOffset
+
+SCHEDULE_ID = OpenApiParameter("schedule_id", int, OpenApiParameter.PATH)
+RUN_ID = OpenApiParameter("run_id", str, OpenApiParameter.PATH, description="The run's UUID.")
+PAGE = [OpenApiParameter("limit", int), OpenApiParameter("offset", int)]
+VALIDATION = (
+    "Validation runs on the effective config (the stored schedule with the input on top): DAILY needs "
+    "`timeOfDay`, WEEKLY also `dayOfWeek`, MONTHLY `dayOfMonth`; a `relative` selection covers at most "
+    "REFRESH_MAX_RANGE_DAYS days, a `dateRange` needs ordered dates within that cap, `manual` needs `ficheIds`. "
+    'Errors name the field with dotted keys (`details: {"ficheSelection.relativeDays": [...]}`). '
+    "`webhookUrl` goes through the SSRF guard (400 `unsafe_webhook_url`); `webhookSecret` is never returned."
+)
+
+
+class AutomationView(APIView):
+    def get_permissions(self) -> list[BasePermission]:
+        return [HasGrant("automation", "read" if self.request.method == "GET" else "write")()]
+
+
+class ScheduleListView(AutomationView):
+    pagination_class = LimitOffset  # so the schema documents the {count, next, previous, results} page
+
+    @extend_schema(
+        tags=["automation"],
+        summary="Automation schedules by name",
+        parameters=[s.ScheduleListQuery, *PAGE],
+        responses={200: s.ScheduleOutput(many=True), **errors(400, 401, 403)},
+    )
+    def get(self, request: Request) -> Response:
+        query = s.ScheduleListQuery(data=request.query_params)
+        query.is_valid(raise_exception=True)
+        paginator = LimitOffset()
+        page = paginator.page(selectors.schedules_queryset(is_active=query.validated_data["isActive"]), request, self)
+        return paginator.get_paginated_response([selectors.schedule_dict(schedule) for schedule in page])
+
+    @extend_schema(
+        tags=["automation"],
+        summary="Create a schedule",
+        description=VALIDATION,
+        request=s.ScheduleInput,
+        responses={201: s.ScheduleOutput, **errors(400, 401, 403)},
+    )
+    def post(self, request: Request) -> Response:
+        data = s.ScheduleInput(data=request.data)
+        data.is_valid(raise_exception=True)
+        schedule = schedules.schedule_create(data=data.validated_data, user=request_user(request))
+        return Response(selectors.schedule_dict(schedule), status=201)
+
+
+class ScheduleDetailView(AutomationView):
+    @extend_schema(
+        tags=["automation"],
+        summary="A schedule",
+        parameters=[SCHEDULE_ID],
+        responses={200: s.ScheduleOutput, **errors(401, 403, 404)},
+    )
+    def get(self, request: Request, schedule_id: int) -> Response:
+        return Response(selectors.schedule_dict(selectors.schedule_get(schedule_id)))
+
+    @extend_schema(
+        tags=["automation"],
+        summary="Edit a schedule: any subset of its fields (`ficheSelection` keys merge into the stored ones)",
+        description=VALIDATION,
+        parameters=[SCHEDULE_ID],
+        request=s.ScheduleInput(partial=True),
+        responses={200: s.ScheduleOutput, **errors(400, 401, 403, 404)},
+    )
+    def patch(self, request: Request, schedule_id: int) -> Response:
+        data = s.ScheduleInput(data=request.data, partial=True)
+        data.is_valid(raise_exception=True)
+        schedule = schedules.schedule_update(
+            schedule_id=schedule_id, patch=data.validated_data, user=request_user(request)
+        )
+        return Response(selectors.schedule_dict(schedule))
+
+    @extend_schema(
+        tags=["automation"],
+        summary="Delete a schedule (its runs keep their history)",
+        parameters=[SCHEDULE_ID],
+        responses={204: OpenApiResponse(description="Deleted."), **errors(401, 403, 404)},
+    )
+    def delete(self, request: Request, schedule_id: int) -> Response:
+        schedules.schedule_delete(schedule_id=schedule_id, user=request_user(request))
+        return Response(status=204)
+
+
+class ScheduleRunView(AutomationView):
+    @extend_schema(
+        tags=["automation"],
+        summary="Run a schedule now (an inactive one too)",
+        description="The run starts in the background; follow it on `private-job-automation-run-{runId}` "
+        "or with GET /api/automation/runs/{runId}.",
+        parameters=[SCHEDULE_ID],
+        request=None,
+        responses={202: s.RunStartedOutput, **errors(401, 403, 404)},
+    )
+    def post(self, request: Request, schedule_id: int) -> Response:
+        run = schedules.schedule_run_now(schedule_id=schedule_id, user=request_user(request))
+        return Response({"runId": str(run.pk)}, status=202)
+
+
+class ScheduleRunsView(AutomationView):
+    @extend_schema(
+        tags=["automation"],
+        summary="A schedule's runs, newest first",
+        parameters=[SCHEDULE_ID, s.RunListQuery, *PAGE],
+        responses={200: s.RunOutput(many=True), **errors(400, 401, 403, 404)},
+    )
+    def get(self, request: Request, schedule_id: int) -> Response:
+        query = s.RunListQuery(data=request.query_params)
+        query.is_valid(raise_exception=True)
+        queryset = selectors.schedule_runs_queryset(schedule_id=schedule_id, status=query.validated_data.get("status"))
+        paginator = LimitOffset()
+        page = paginator.page(queryset, request, self)
+        return paginator.get_paginated_response([selectors.run_dict(row) for row in page])
+
+
+class RunListView(AutomationView):
+    pagination_class = LimitOffset
+
+    @extend_schema(
+        tags=["automation"],
+        summary="Runs of every schedule, newest first",
+        parameters=[s.RunListQuery, *PAGE],
+        responses={200: s.RunOutput(many=True), **errors(400, 401, 403)},
+    )
+    def get(self, request: Request) -> Response:
+        query = s.RunListQuery(data=request.query_params)
+        query.is_valid(raise_exception=True)
+        paginator = LimitOffset()
+        page = paginator.page(selectors.runs_queryset(status=query.validated_data.get("status")), request, self)
+        return paginator.get_paginated_response([selectors.run_dict(row) for row in page])
+
+
+class RunDetailView(AutomationView):
+    @extend_schema(
+        tags=["automation"],
+        summary="A run with its settings snapshot, its per-fiche results and `resultSummary`",
+        parameters=[RUN_ID],
+        responses={200: s.RunDetailOutput, **errors(401, 403, 404)},
+    )
+    def get(self, request: Request, run_id: str) -> Response:
+        return Response(selectors.run_detail(run_id))

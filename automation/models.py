@@ -1,0 +1,168 @@
+"""Automation: schedules that select fiches and run fetch → transcribe → audit on their own, their
+runs, and one result row per fiche of a run (the run's counts are kept from those rows by its
+serialized updater)."""
+
+from __future__ import annotations
+
+import uuid
+
+from django.conf import settings
+from django.contrib.postgres.fields import ArrayField
+from django.db import models
+
+
+class ScheduleType(models.TextChoices):
+    MANUAL = "MANUAL"
+    DAILY = "DAILY"
+    WEEKLY = "WEEKLY"
+    MONTHLY = "MONTHLY"
+
+
+class AutomationSchedule(models.Model):
+    name = models.CharField(max_length=200)
+    is_active = models.BooleanField(default=True)
+    schedule_type = models.CharField(max_length=8, choices=ScheduleType.choices, default=ScheduleType.MANUAL)
+    time_of_day = models.CharField(max_length=5, null=True, blank=True, help_text='"HH:MM", local to the timezone.')
+    day_of_week = models.PositiveSmallIntegerField(null=True, blank=True, help_text="1 (Monday) to 7 (Sunday).")
+    day_of_month = models.PositiveSmallIntegerField(null=True, blank=True, help_text="1 to 31 (last day if shorter).")
+    timezone = models.CharField(max_length=64, default="Europe/Paris")
+    fiche_selection = models.JSONField(default=dict, blank=True, help_text="Which fiches a run takes.")
+    audit_config_ids = ArrayField(models.IntegerField(), default=list, blank=True)
+    run_transcription = models.BooleanField(default=True)
+    run_audits = models.BooleanField(default=True)
+    skip_if_transcribed = models.BooleanField(default=True)
+    continue_on_error = models.BooleanField(default=True)
+    retry_failed = models.BooleanField(default=False)
+    max_retries = models.PositiveSmallIntegerField(default=1)
+    notify_on_complete = models.BooleanField(default=False)
+    notify_on_error = models.BooleanField(default=True)
+    webhook_url = models.TextField(null=True, blank=True)
+    webhook_secret = models.CharField(max_length=255, null=True, blank=True)
+    notify_emails = ArrayField(models.EmailField(), default=list, blank=True)
+    next_run_at = models.DateTimeField(null=True, blank=True, db_index=True, help_text="The next slot (UTC).")
+    last_run_at = models.DateTimeField(null=True, blank=True)
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        db_table = "automation_schedules"
+        ordering = ["name", "id"]
+
+    def __str__(self) -> str:
+        return self.name
+
+
+class RunStatus(models.TextChoices):
+    PENDING = "pending"
+    RUNNING = "running"
+    COMPLETED = "completed"
+    PARTIAL = "partial"
+    FAILED = "failed"
+
+
+TERMINAL_RUN_STATUSES = (RunStatus.COMPLETED, RunStatus.PARTIAL, RunStatus.FAILED)
+
+
+class Trigger(models.TextChoices):
+    MANUAL = "manual"
+    SCHEDULED = "scheduled"
+
+
+class AutomationRun(models.Model):
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    schedule = models.ForeignKey(
+        AutomationSchedule, null=True, blank=True, on_delete=models.SET_NULL, related_name="runs"
+    )
+    slot = models.DateTimeField(null=True, blank=True, help_text="The scheduled slot this run is for (UTC).")
+    trigger = models.CharField(max_length=10, choices=Trigger.choices, default=Trigger.MANUAL)
+    status = models.CharField(max_length=10, choices=RunStatus.choices, default=RunStatus.PENDING)
+    config = models.JSONField(default=dict, help_text="The schedule's settings when the run started.")
+    date_from = models.DateField(null=True, blank=True)
+    date_to = models.DateField(null=True, blank=True)
+    revalidation = models.CharField(max_length=64, blank=True, default="", help_text="done, skipped (cooldown)...")
+    total_fiches = models.PositiveIntegerField(default=0)
+    successful = models.PositiveIntegerField(default=0)
+    failed = models.PositiveIntegerField(default=0)
+    ignored = models.PositiveIntegerField(default=0)
+    skipped = models.PositiveIntegerField(default=0)
+    dispatch_stopped = models.BooleanField(default=False, help_text="continueOnError=false and a fiche failed.")
+    error = models.TextField(null=True, blank=True)
+    requested_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    created_at = models.DateTimeField(auto_now_add=True, db_index=True)
+    started_at = models.DateTimeField(null=True, blank=True)
+    dispatched_at = models.DateTimeField(null=True, blank=True, help_text="When its fiches were fanned out.")
+    last_progress_at = models.DateTimeField(null=True, blank=True)
+    redriven_at = models.DateTimeField(null=True, blank=True)
+    completed_at = models.DateTimeField(null=True, blank=True)
+    notified_at = models.DateTimeField(
+        null=True, blank=True, help_text="When its end was notified (webhook, email, Pusher)."
+    )
+
+    class Meta:
+        db_table = "automation_runs"
+        ordering = ["-created_at"]
+        constraints = [
+            # Two beats never start the same slot twice: this row decides.
+            models.UniqueConstraint(
+                fields=["schedule", "slot"], condition=models.Q(slot__isnull=False), name="automation_run_one_per_slot"
+            )
+        ]
+
+    def __str__(self) -> str:
+        return f"automation run {str(self.id)[:8]} ({self.status})"
+
+    @property
+    def is_terminal(self) -> bool:
+        return self.status in TERMINAL_RUN_STATUSES
+
+    @property
+    def done(self) -> int:
+        return self.successful + self.failed + self.ignored + self.skipped
+
+
+class FicheStatus(models.TextChoices):
+    PENDING = "pending"
+    SUCCESSFUL = "successful"
+    FAILED = "failed"
+    IGNORED = "ignored"
+    SKIPPED = "skipped"
+
+
+class FicheStep(models.TextChoices):
+    SELECTED = "selected"
+    FETCH = "fetch"
+    TRANSCRIPTION = "transcription"
+    AUDIT = "audit"
+    DONE = "done"
+
+
+class AutomationRunFicheResult(models.Model):
+    run = models.ForeignKey(AutomationRun, on_delete=models.CASCADE, related_name="fiche_results")
+    fiche_id = models.CharField(max_length=64)
+    status = models.CharField(max_length=12, choices=FicheStatus.choices, default=FicheStatus.PENDING)
+    step = models.CharField(max_length=16, choices=FicheStep.choices, default=FicheStep.SELECTED)
+    reason = models.TextField(null=True, blank=True, help_text="Why it was ignored or skipped.")
+    error = models.TextField(null=True, blank=True)
+    recordings_count = models.PositiveIntegerField(null=True, blank=True)
+    transcription_run_id = models.UUIDField(null=True, blank=True)
+    transcription_attempts = models.PositiveSmallIntegerField(default=0)
+    audit_ids = ArrayField(models.CharField(max_length=36), default=list, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        db_table = "automation_run_fiche_results"
+        ordering = ["run_id", "id"]
+        constraints = [models.UniqueConstraint(fields=["run", "fiche_id"], name="automation_result_one_per_fiche")]
+        indexes = [
+            models.Index(fields=["run", "status"], name="automation_result_run_status"),
+            models.Index(fields=["transcription_run_id"], name="automation_result_tx_run"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.fiche_id}: {self.status} ({self.step})"

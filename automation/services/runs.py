@@ -1,0 +1,629 @@
+"""Automation runs: fetch → transcribe → audit for the fiches a schedule selects, event-driven.
+
+``run_create`` records a run (one per schedule slot: a unique row decides) and its orchestrator runs
+after commit. ``run_start`` (the orchestrator) revalidates the range's sales list unless a recent
+revalidation makes it pointless (``AUTOMATION_REVALIDATION_COOLDOWN_MS``), selects fiches from the
+cache, writes one result row per fiche and hands them to ``fiche_advance``.
+
+``fiche_advance`` is each fiche's state machine, idempotent and serialized per fiche (a Redis lock
+plus conditional updates): details fetched and the guardrails applied, then the transcription (the
+transcription run's end calls us back: no polling; ``retryFailed`` asks again up to ``maxRetries``),
+then one audit per config (each audit's end calls us back). A fiche's terminal outcome goes to the
+run's updater (``fiche_done``: the run's Redis lock and row lock), which keeps the counts, publishes
+progress, and ends the run exactly once (a conditional update decides), then notifies. The
+reconciler (beat) re-drives what a lost message or a dead worker left behind and ends runs that
+stopped progressing.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import uuid
+from dataclasses import dataclass
+from datetime import date, datetime, timedelta
+from typing import TYPE_CHECKING, Any
+from zoneinfo import ZoneInfo
+
+from django.conf import settings
+from django.db import IntegrityError, transaction
+from django.db.models import Count, Max
+from django.utils import timezone
+
+from audits.models import TERMINAL_AUDIT_STATUSES, Audit, AuditStatus
+from automation.fields import schedule_settings
+from automation.models import (
+    AutomationRun,
+    AutomationRunFicheResult,
+    AutomationSchedule,
+    FicheStatus,
+    FicheStep,
+    RunStatus,
+    Trigger,
+)
+from config.exceptions import ApplicationError, DependencyUnavailable, NotFoundError
+from config.limits import LimitBusy
+from config.locks import LockNotAcquired, redis_lock
+from fiches.models import FicheCache, Recording
+from realtime.publisher import publish
+from transcriptions.models import TERMINAL_RUN_STATUSES as TERMINAL_TX_STATUSES
+from transcriptions.models import Priority, Transcription, TranscriptionRun
+from transcriptions.models import RunStatus as TxStatus
+
+if TYPE_CHECKING:
+    from accounts.models import User
+
+logger = logging.getLogger("automation.runs")
+
+FICHE_LOCK_SECONDS = 60
+RUN_LOCK_SECONDS = 60
+
+
+def _iso(value: datetime | None) -> str | None:
+    return value.isoformat() if value else None
+
+
+# --- Creating a run -------------------------------------------------------------------------------------
+
+
+def run_create(
+    *,
+    schedule: AutomationSchedule,
+    trigger: str = Trigger.MANUAL,
+    slot: datetime | None = None,
+    user: User | None = None,
+) -> AutomationRun | None:
+    """A pending run of ``schedule`` with a snapshot of its settings; its orchestrator runs after
+    commit. ``None`` when ``slot`` already has a run (another beat started it)."""
+    try:
+        with transaction.atomic():
+            run = AutomationRun.objects.create(
+                schedule=schedule, slot=slot, trigger=trigger, config=schedule_settings(schedule), requested_by=user
+            )
+            AutomationSchedule.objects.filter(pk=schedule.pk).update(last_run_at=timezone.now())
+    except IntegrityError:
+        logger.info("automation_slot_taken", extra={"schedule_id": schedule.pk, "slot": _iso(slot)})
+        return None
+    from automation.tasks import automation_run_start
+
+    run_id = str(run.pk)
+    transaction.on_commit(lambda: _send(automation_run_start, run_id))
+    logger.info("automation_run_created", extra={"run_id": run_id, "schedule_id": schedule.pk, "trigger": trigger})
+    return run
+
+
+def _send(task: Any, *args: Any, task_id: str | None = None) -> None:
+    try:
+        task.apply_async(args=args, task_id=task_id)
+    except Exception:  # the broker is down: the reconciler drives the run later
+        logger.exception("automation_dispatch_failed", extra={"task": getattr(task, "name", "?"), "args": args})
+
+
+# --- The orchestrator ----------------------------------------------------------------------------------
+
+
+class RevalidationBusy(Exception):
+    """The range's dates are being fetched or the CRM rate is saturated: try again in ``wait`` s."""
+
+    def __init__(self, wait: float) -> None:
+        super().__init__(f"revalidation busy, retry in {wait:.1f} s")
+        self.wait = wait
+
+
+def selection_range(selection: dict[str, Any], tz_name: str, now: datetime | None = None) -> tuple[date, date] | None:
+    """The sales dates a run covers: ``dateRange`` as given; ``relative``: the ``relativeDays`` days
+    before today in the schedule's timezone (today excluded: its sales are not over); ``manual``: None."""
+    mode = selection.get("mode")
+    if mode == "dateRange":
+        return date.fromisoformat(selection["startDate"]), date.fromisoformat(selection["endDate"])
+    if mode == "relative":
+        today = (now or timezone.now()).astimezone(ZoneInfo(tz_name)).date()
+        days = max(1, int(selection.get("relativeDays") or 1))
+        return today - timedelta(days=days), today - timedelta(days=1)
+    return None
+
+
+def _revalidate(run: AutomationRun, start: date, end: date) -> str:
+    """Revalidate the range's sales list unless a revalidation younger than the cooldown covers it."""
+    from fiches.clients import crm
+    from fiches.services.revalidation import WarmPaused, cache_sales_list
+
+    latest = FicheCache.objects.filter(sales_date__range=(start, end)).aggregate(at=Max("last_revalidated_at"))["at"]
+    cooldown = timedelta(milliseconds=settings.AUTOMATION_REVALIDATION_COOLDOWN_MS)
+    if latest is not None and timezone.now() - latest < cooldown:
+        return "skipped (cooldown)"
+    try:
+        summary = cache_sales_list(start=start, end=end)
+    except WarmPaused as exc:  # mid-way: a re-drive goes on from the chunks not done (a new call here)
+        raise RevalidationBusy(exc.retry_after) from None
+    except LimitBusy as exc:
+        raise RevalidationBusy(exc.retry_after) from None
+    except LockNotAcquired:
+        raise RevalidationBusy(1.0) from None
+    except crm.CrmError as exc:  # go on with what the cache holds
+        logger.warning("automation_revalidation_failed", extra={"run_id": str(run.pk), "error": str(exc)})
+        return "failed"
+    failed = [c for c in summary.chunks if not c.ok]
+    return "done" if not failed else f"done ({len(failed)} chunk(s) failed)"
+
+
+def _select(run: AutomationRun, selection: dict[str, Any], start: date | None, end: date | None) -> list[str]:
+    if selection.get("mode") == "manual":
+        ids = [str(f).strip() for f in selection.get("ficheIds") or [] if str(f).strip()]
+        ids = list(dict.fromkeys(ids))
+    else:
+        rows = FicheCache.objects.filter(sales_date__range=(start, end))
+        if selection.get("groupes"):
+            rows = rows.filter(groupe__in=selection["groupes"])
+        if selection.get("onlyUnaudited"):
+            configs = list(run.config.get("auditConfigIds") or [])
+            done = Audit.objects.filter(status=AuditStatus.COMPLETED)
+            if configs:  # audited: a completed audit for every chosen config
+                audited = list(
+                    done.filter(config_id__in=configs)
+                    .values("fiche_id")
+                    .annotate(n=Count("config_id", distinct=True))
+                    .filter(n=len(set(configs)))
+                    .values_list("fiche_id", flat=True)
+                )
+                rows = rows.exclude(pk__in=audited)
+            else:  # no config named: any completed audit counts
+                rows = rows.exclude(pk__in=done.values("fiche_id"))
+        ids = list(rows.order_by("sales_date", "fiche_id").values_list("fiche_id", flat=True))
+    limit = selection.get("maxFiches") or settings.AUTOMATION_MAX_FICHES
+    return ids[: int(limit)]
+
+
+@dataclass(frozen=True)
+class Started:
+    fiche_ids: list[str]
+    ended: bool
+
+
+def run_start(*, run_id: str) -> Started:
+    """The orchestrator: revalidate, select, record one result per fiche. Idempotent: a re-drive of a
+    run already fanned out returns the fiches still pending."""
+    run = AutomationRun.objects.filter(pk=run_id).first()
+    if run is None or run.is_terminal:
+        return Started([], True)
+    if run.dispatched_at is not None:
+        return Started(_pending_ids(run), False)
+    now = timezone.now()
+    if run.started_at is None:
+        AutomationRun.objects.filter(pk=run.pk, started_at__isnull=True).update(
+            status=RunStatus.RUNNING, started_at=now, last_progress_at=now
+        )
+        run.refresh_from_db()
+        publish(
+            "automation.run.started",
+            {
+                "runId": str(run.pk),
+                "scheduleId": run.schedule_id,
+                "scheduleName": run.config.get("name"),
+                "trigger": run.trigger,
+                "status": "running",
+                "startedAt": _iso(run.started_at),
+            },
+        )
+    config = run.config
+    selection = config.get("ficheSelection") or {}
+    try:
+        span = selection_range(selection, config.get("timezone") or "Europe/Paris", now=run.slot or run.created_at)
+    except (KeyError, ValueError, TypeError) as exc:
+        _end(run, RunStatus.FAILED, error=f"invalid fiche selection: {exc}")
+        return Started([], True)
+    start, end = span if span else (None, None)
+    revalidation = "not applicable (manual selection)"
+    if start is not None and end is not None:
+        revalidation = _revalidate(run, start, end)
+    fiche_ids = _select(run, selection, start, end)
+    with transaction.atomic():
+        locked = AutomationRun.objects.select_for_update().get(pk=run.pk)
+        if locked.is_terminal or locked.dispatched_at is not None:
+            return Started(_pending_ids(locked), locked.is_terminal)
+        AutomationRunFicheResult.objects.bulk_create(
+            [AutomationRunFicheResult(run=locked, fiche_id=f) for f in fiche_ids], ignore_conflicts=True
+        )
+        now = timezone.now()
+        locked.date_from, locked.date_to, locked.revalidation = start, end, revalidation
+        locked.total_fiches, locked.dispatched_at, locked.last_progress_at = len(fiche_ids), now, now
+        locked.save(
+            update_fields=["date_from", "date_to", "revalidation", "total_fiches", "dispatched_at", "last_progress_at"]
+        )
+    logger.info(
+        "automation_run_selected",
+        extra={"run_id": str(run.pk), "fiches": len(fiche_ids), "revalidation": revalidation},
+    )
+    if not fiche_ids:
+        _finish_if_done(str(run.pk))
+        return Started([], True)
+    return Started(fiche_ids, False)
+
+
+def _pending_ids(run: AutomationRun) -> list[str]:
+    return list(
+        AutomationRunFicheResult.objects.filter(run=run, status=FicheStatus.PENDING)
+        .order_by("id")
+        .values_list("fiche_id", flat=True)
+    )
+
+
+# --- One fiche --------------------------------------------------------------------------------------------
+
+
+class FicheRetry(Exception):
+    """A transient failure (CRM down, ...): the fiche's task retries with backoff."""
+
+
+def fiche_advance(*, run_id: str, fiche_id: str) -> str:
+    """Take the fiche one step further if it can go; returns what happened. Serialized per fiche (a
+    Redis lock, waited for) and fenced by conditional updates: duplicates and re-drives are no-ops."""
+    try:
+        with redis_lock(f"automation-fiche:{run_id}:{fiche_id}", timeout=FICHE_LOCK_SECONDS, wait=10.0):
+            return _advance(run_id, fiche_id)
+    except LockNotAcquired:
+        raise FicheRetry("another worker is advancing this fiche") from None
+
+
+def _result(run_id: str, fiche_id: str) -> AutomationRunFicheResult | None:
+    return (
+        AutomationRunFicheResult.objects.select_related("run")
+        .filter(run_id=uuid.UUID(run_id), fiche_id=fiche_id, status=FicheStatus.PENDING)
+        .first()
+    )
+
+
+def _advance(run_id: str, fiche_id: str) -> str:
+    result = _result(run_id, fiche_id)
+    if result is None:
+        return "ended"
+    run = result.run
+    if run.is_terminal:
+        return "run ended"
+    if run.dispatch_stopped and result.step in (FicheStep.SELECTED, FicheStep.FETCH):
+        fiche_done(run_id=run_id, fiche_id=fiche_id, status=FicheStatus.SKIPPED, reason="stopped after a failure")
+        return "skipped"
+    if result.step in (FicheStep.SELECTED, FicheStep.FETCH):
+        return _fetch_and_filter(result)
+    if result.step == FicheStep.TRANSCRIPTION:
+        return _after_transcription(result)
+    if result.step == FicheStep.AUDIT:
+        return _after_audits(result)
+    return "nothing to do"
+
+
+def _fetch_and_filter(result: AutomationRunFicheResult) -> str:
+    from fiches.exceptions import FicheNotFound
+    from transcriptions.services.runs import fiche_for_transcription
+
+    run_id, fiche_id, config = str(result.run_id), result.fiche_id, result.run.config
+    AutomationRunFicheResult.objects.filter(pk=result.pk, step=FicheStep.SELECTED).update(step=FicheStep.FETCH)
+    try:
+        fiche = fiche_for_transcription(user=None, fiche_id=fiche_id)
+    except FicheNotFound:
+        fiche_done(run_id=run_id, fiche_id=fiche_id, status=FicheStatus.FAILED, error="fiche not found in the CRM")
+        return "failed"
+    except DependencyUnavailable as exc:
+        raise FicheRetry(exc.message) from None
+    except ApplicationError as exc:
+        fiche_done(run_id=run_id, fiche_id=fiche_id, status=FicheStatus.FAILED, error=exc.message)
+        return "failed"
+    selection = config.get("ficheSelection") or {}
+    recordings = Recording.objects.filter(fiche=fiche).count()
+    AutomationRunFicheResult.objects.filter(pk=result.pk).update(recordings_count=recordings)
+    if selection.get("onlyWithRecordings", True) and recordings == 0:
+        fiche_done(run_id=run_id, fiche_id=fiche_id, status=FicheStatus.IGNORED, reason="no recordings")
+        return "ignored"
+    cap = selection.get("maxRecordingsPerFiche") or settings.AUTOMATION_MAX_RECORDINGS_PER_FICHE
+    if cap and recordings > int(cap):
+        reason = f"{recordings} recordings, more than the limit of {int(cap)}"
+        fiche_done(run_id=run_id, fiche_id=fiche_id, status=FicheStatus.IGNORED, reason=reason)
+        return "ignored"
+    if config.get("runTranscription", True) and recordings:
+        return _transcribe(result, fiche)
+    return _start_audits(result, fiche)
+
+
+def _all_transcribed(fiche: FicheCache) -> bool:
+    recordings = Recording.objects.filter(fiche=fiche).count()
+    done = Transcription.objects.filter(fiche=fiche, transcribed_at__isnull=False).count()
+    return recordings > 0 and done >= recordings
+
+
+def _transcribe(result: AutomationRunFicheResult, fiche: FicheCache) -> str:
+    from transcriptions.services.runs import transcription_request
+
+    config = result.run.config
+    if config.get("skipIfTranscribed", True) and _all_transcribed(fiche):
+        return _start_audits(result, fiche, note="already transcribed")
+    asked = transcription_request(fiche=fiche, priority=Priority.LOW)
+    if asked.run_id is None:  # nothing left to transcribe
+        return _start_audits(result, fiche)
+    moved = AutomationRunFicheResult.objects.filter(
+        pk=result.pk, status=FicheStatus.PENDING, step__in=[FicheStep.FETCH, FicheStep.TRANSCRIPTION]
+    ).update(
+        step=FicheStep.TRANSCRIPTION,
+        transcription_run_id=asked.run_id,
+        transcription_attempts=result.transcription_attempts + 1,
+    )
+    if not moved:
+        return "ended"
+    _progress(result.run_id)
+    result.refresh_from_db()
+    return _after_transcription(result)  # the run may have ended already (its hook found no one then)
+
+
+def _after_transcription(result: AutomationRunFicheResult) -> str:
+    tx = (
+        TranscriptionRun.objects.filter(pk=result.transcription_run_id).first() if result.transcription_run_id else None
+    )
+    if tx is not None and tx.status not in TERMINAL_TX_STATUSES:
+        return "waiting for the transcription"
+    config, run_id, fiche_id = result.run.config, str(result.run_id), result.fiche_id
+    fiche = FicheCache.objects.get(fiche_id=fiche_id)
+    ok = tx is not None and tx.status == TxStatus.COMPLETED
+    if not ok:
+        retries_left = config.get("retryFailed") and result.transcription_attempts <= int(config.get("maxRetries") or 0)
+        if retries_left:
+            logger.info(
+                "automation_transcription_retry",
+                extra={"run_id": run_id, "fiche_id": fiche_id, "attempt": result.transcription_attempts + 1},
+            )
+            return _transcribe(result, fiche)
+        if tx is None or tx.status == TxStatus.FAILED:
+            error = (tx.error if tx is not None else None) or "transcription failed"
+            fiche_done(run_id=run_id, fiche_id=fiche_id, status=FicheStatus.FAILED, error=f"transcription: {error}")
+            return "failed"
+        # partial: go on with the recordings that were transcribed
+    return _start_audits(result, fiche)
+
+
+def _start_audits(result: AutomationRunFicheResult, fiche: FicheCache, note: str | None = None) -> str:
+    from audits.services.runs import audit_request, config_for_fiche
+
+    config, run_id, fiche_id = result.run.config, str(result.run_id), result.fiche_id
+    if not config.get("runAudits", True):
+        fiche_done(run_id=run_id, fiche_id=fiche_id, status=FicheStatus.SUCCESSFUL, reason=note)
+        return "successful"
+    config_ids = list(config.get("auditConfigIds") or [])
+    try:
+        if not config_ids:
+            config_ids = [config_for_fiche(fiche, None)]
+        with transaction.atomic():
+            moved = AutomationRunFicheResult.objects.filter(
+                pk=result.pk, status=FicheStatus.PENDING, step__in=[FicheStep.FETCH, FicheStep.TRANSCRIPTION]
+            ).update(step=FicheStep.AUDIT)
+            if not moved:
+                return "ended"
+            use_rlm = bool((config.get("ficheSelection") or {}).get("useRlm"))
+            audits = [audit_request(fiche=fiche, config_id=c, use_rlm=use_rlm) for c in config_ids]
+            AutomationRunFicheResult.objects.filter(pk=result.pk).update(audit_ids=[str(a.pk) for a in audits])
+    except ApplicationError as exc:
+        fiche_done(run_id=run_id, fiche_id=fiche_id, status=FicheStatus.FAILED, error=f"audit: {exc.message}")
+        return "failed"
+    _progress(result.run_id)
+    result.refresh_from_db()
+    return _after_audits(result)  # they may have ended already
+
+
+def _after_audits(result: AutomationRunFicheResult) -> str:
+    audits = list(Audit.objects.filter(pk__in=result.audit_ids).values_list("status", "error"))
+    if len(audits) < len(result.audit_ids) or any(s not in TERMINAL_AUDIT_STATUSES for s, _ in audits):
+        return "waiting for the audits"
+    errors = [e or "failed" for s, e in audits if s != AuditStatus.COMPLETED]
+    run_id, fiche_id = str(result.run_id), result.fiche_id
+    if errors:
+        fiche_done(run_id=run_id, fiche_id=fiche_id, status=FicheStatus.FAILED, error="audit: " + "; ".join(errors))
+        return "failed"
+    fiche_done(run_id=run_id, fiche_id=fiche_id, status=FicheStatus.SUCCESSFUL)
+    return "successful"
+
+
+# --- What ends elsewhere calls us back ----------------------------------------------------------------
+
+
+def on_transcription_finished(run: TranscriptionRun) -> None:
+    """Transcription run-finished hook: the automation fiches waiting on it go on."""
+    waiting = AutomationRunFicheResult.objects.filter(
+        transcription_run_id=run.pk, status=FicheStatus.PENDING, step=FicheStep.TRANSCRIPTION
+    ).values_list("run_id", "fiche_id")
+    for automation_run_id, fiche_id in waiting:
+        _advance_later(str(automation_run_id), fiche_id)
+
+
+def on_audit_finished(audit: Audit) -> None:
+    """Audit-finished hook: the automation fiche whose audits these are may be done."""
+    waiting = AutomationRunFicheResult.objects.filter(
+        audit_ids__contains=[str(audit.pk)], status=FicheStatus.PENDING, step=FicheStep.AUDIT
+    ).values_list("run_id", "fiche_id")
+    for automation_run_id, fiche_id in waiting:
+        _advance_later(str(automation_run_id), fiche_id)
+
+
+def _advance_later(run_id: str, fiche_id: str) -> None:
+    from automation.tasks import automation_fiche_advance
+
+    _send(automation_fiche_advance, run_id, fiche_id)
+
+
+# --- The run's updater --------------------------------------------------------------------------------------
+
+
+def fiche_done(*, run_id: str, fiche_id: str, status: str, reason: str | None = None, error: str | None = None) -> bool:
+    """A fiche's terminal outcome, once (the result row's conditional update decides), counted by the
+    run's updater (its Redis lock, waited for, and its row lock); ends the run when nothing is left.
+    ``continueOnError=false``: the first failure ends the run ``failed`` and skips the fiches left."""
+    try:
+        with redis_lock(f"automation-run:{run_id}", timeout=RUN_LOCK_SECONDS, wait=15.0):
+            return _fiche_done(run_id, fiche_id, status, reason, error)
+    except LockNotAcquired:
+        raise FicheRetry("the run's updater is busy") from None
+
+
+_COUNTERS = {
+    FicheStatus.SUCCESSFUL: "successful",
+    FicheStatus.FAILED: "failed",
+    FicheStatus.IGNORED: "ignored",
+    FicheStatus.SKIPPED: "skipped",
+}
+
+
+def _fiche_done(run_id: str, fiche_id: str, status: str, reason: str | None, error: str | None) -> bool:
+    with transaction.atomic():
+        run = AutomationRun.objects.select_for_update().filter(pk=run_id).first()
+        if run is None:
+            return False
+        updated = AutomationRunFicheResult.objects.filter(
+            run=run, fiche_id=fiche_id, status=FicheStatus.PENDING
+        ).update(status=status, step=FicheStep.DONE, reason=reason, error=(error or "")[:2000] or None)
+        if not updated or run.is_terminal:
+            return False
+        counter = _COUNTERS[FicheStatus(status)]
+        setattr(run, counter, getattr(run, counter) + 1)
+        run.last_progress_at = timezone.now()
+        run.save(update_fields=[counter, "last_progress_at"])
+        publish("automation.run.progress", _progress_payload(run, fiche_id=fiche_id, fiche_status=status))
+        logger.info("automation_fiche_done", extra={"run_id": run_id, "fiche_id": fiche_id, "status": status})
+        if status == FicheStatus.FAILED and not run.config.get("continueOnError", True):
+            _stop_after_failure(run, fiche_id, error)
+            return True
+        if run.dispatched_at is not None and run.done >= run.total_fiches:
+            _end(run, _final_status(run))
+    return True
+
+
+def _final_status(run: AutomationRun) -> str:
+    if not run.failed:
+        return RunStatus.COMPLETED
+    return RunStatus.PARTIAL if run.successful else RunStatus.FAILED
+
+
+def _stop_after_failure(run: AutomationRun, fiche_id: str, error: str | None) -> None:
+    left = AutomationRunFicheResult.objects.filter(run=run, status=FicheStatus.PENDING)
+    skipped = left.update(status=FicheStatus.SKIPPED, step=FicheStep.DONE, reason="stopped after a failure")
+    run.skipped += skipped
+    run.dispatch_stopped = True
+    run.save(update_fields=["skipped", "dispatch_stopped"])
+    _end(run, RunStatus.FAILED, error=f"stopped after fiche {fiche_id} failed: {error or 'failed'}")
+
+
+def _progress_payload(run: AutomationRun, **extra: Any) -> dict[str, Any]:
+    total = run.total_fiches
+    payload = {
+        "runId": str(run.pk),
+        "scheduleId": run.schedule_id,
+        "status": run.status,
+        "totalFiches": total,
+        "successful": run.successful,
+        "failed": run.failed,
+        "ignored": run.ignored,
+        "skipped": run.skipped,
+        "progress": math.floor(run.done / total * 100) if total else 100,
+    }
+    if extra.get("fiche_id"):
+        payload["ficheId"], payload["ficheStatus"] = extra["fiche_id"], extra["fiche_status"]
+    return payload
+
+
+def _progress(run_pk: Any) -> None:
+    AutomationRun.objects.filter(pk=run_pk).update(last_progress_at=timezone.now())
+
+
+def _finish_if_done(run_id: str) -> bool:
+    with transaction.atomic():
+        run = AutomationRun.objects.select_for_update().filter(pk=run_id).first()
+        if run is None or run.is_terminal or run.dispatched_at is None or run.done < run.total_fiches:
+            return False
+        return _end(run, _final_status(run))
+
+
+def _end(run: AutomationRun, status: str, *, error: str | None = None) -> bool:
+    """End the run, once (the conditional update decides); its events, domain signals and
+    notifications go after commit."""
+    now = timezone.now()
+    updated = (
+        AutomationRun.objects.filter(pk=run.pk)
+        .exclude(status__in=[RunStatus.COMPLETED, RunStatus.PARTIAL, RunStatus.FAILED])
+        .update(status=status, error=error, completed_at=now, last_progress_at=now)
+    )
+    if updated != 1:
+        return False
+    run.refresh_from_db()
+    started = run.started_at or run.created_at
+    payload = {
+        **_progress_payload(run),
+        "status": status,
+        "startedAt": _iso(run.started_at),
+        "completedAt": _iso(now),
+        "durationMs": int((now - started).total_seconds() * 1000),
+    }
+    if status == RunStatus.FAILED:
+        publish("automation.run.failed", {**payload, "error": error or "some fiches failed"})
+    else:
+        publish("automation.run.completed", payload)
+    logger.info("automation_run_ended", extra={"run_id": str(run.pk), "status": status, "error": error})
+    from automation.notifications import run_ended
+
+    run_id = str(run.pk)
+    transaction.on_commit(lambda: run_ended(run_id))
+    return True
+
+
+def run_fail_now(*, run_id: str, error: str) -> bool:
+    with transaction.atomic():
+        run = AutomationRun.objects.select_for_update().filter(pk=run_id).first()
+        if run is None or run.is_terminal:
+            return False
+        left = AutomationRunFicheResult.objects.filter(run=run, status=FicheStatus.PENDING)
+        failed = left.update(status=FicheStatus.FAILED, step=FicheStep.DONE, error=error)
+        run.failed += failed
+        run.save(update_fields=["failed"])
+        return _end(run, RunStatus.FAILED, error=error)
+
+
+# --- The reconciler -----------------------------------------------------------------------------------
+
+
+def run_reconcile(*, now: datetime | None = None) -> dict[str, list[str]]:
+    """Every run ends (beat): a run never started or without progress for ``AUTOMATION_STALL_SECONDS``
+    is re-driven (its orchestrator again, or each pending fiche's next step); one without progress
+    for ``AUTOMATION_DEADLINE_SECONDS`` ends ``failed`` with its pending fiches failed ("timed out")."""
+    now = now or timezone.now()
+    stall = timedelta(seconds=settings.AUTOMATION_STALL_SECONDS)
+    deadline = timedelta(seconds=settings.AUTOMATION_DEADLINE_SECONDS)
+    actions: dict[str, list[str]] = {"restart": [], "advance": [], "ended": [], "timed_out": []}
+    active = AutomationRun.objects.filter(status__in=[RunStatus.PENDING, RunStatus.RUNNING])
+    for run in active:
+        run_id = str(run.pk)
+        progressed = run.last_progress_at or run.created_at
+        if now - progressed > deadline:
+            if run_fail_now(run_id=run_id, error="timed out (no progress)"):
+                actions["timed_out"].append(run_id)
+            continue
+        if run.dispatched_at is not None and _finish_if_done(run_id):
+            actions["ended"].append(run_id)
+            continue
+        if now - max(progressed, run.redriven_at or progressed) <= stall:
+            continue
+        AutomationRun.objects.filter(pk=run.pk).update(redriven_at=now)
+        if run.dispatched_at is None:
+            actions["restart"].append(run_id)
+        else:
+            actions["advance"].extend(f"{run_id}:{f}" for f in _pending_ids(run))
+        logger.warning("automation_run_redrive", extra={"run_id": run_id})
+    return actions
+
+
+def run_for_id(run_id: object) -> AutomationRun:
+    run = AutomationRun.objects.filter(pk=str(run_id)).first() if _is_uuid(run_id) else None
+    if run is None:
+        raise NotFoundError(f"No automation run {run_id}.", code="run_not_found", details={"run_id": str(run_id)})
+    return run
+
+
+def _is_uuid(value: object) -> bool:
+    try:
+        uuid.UUID(str(value))
+    except ValueError:
+        return False
+    return True

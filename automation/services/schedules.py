@@ -1,0 +1,239 @@
+"""Writes of automation schedules. The input arrives checked field by field (the API's
+``ScheduleInput``, in the front end's camelCase names); here it is checked again as a whole on the
+**effective** config (the stored schedule with the input on top): what a schedule type needs, what a
+fiche selection mode needs and the range caps, the audit config ids, the webhook URL (SSRF guard)
+and secret. Every error is a 400 naming the field (``details: {"ficheSelection.relativeDays": [..]}``).
+
+``next_run_at`` follows the schedule's timing: set on create, and on update when a timing field
+(active, type, time, day, timezone) changed or it is missing. It is deliberately not recomputed when
+only other fields change: a slot that is due but not yet started by the beat would be skipped.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable, Mapping, Sequence
+from datetime import date
+from typing import TYPE_CHECKING, Any
+
+from django.conf import settings
+from django.db import transaction
+from django.utils import timezone
+
+from audits.models import AuditConfig
+from automation.fields import SCHEDULE_FIELDS, SELECTION_DEFAULTS
+from automation.models import AutomationRun, AutomationSchedule, ScheduleType, Trigger
+from automation.selectors import schedule_not_found
+from automation.services.runs import run_create
+from config.exceptions import ConflictError, InvalidInput
+from realtime.url_safety import UnsafeWebhookUrl, validate_webhook_url
+from realtime.webhooks import validate_secret
+
+if TYPE_CHECKING:
+    from accounts.models import User
+
+logger = logging.getLogger("automation.schedules")
+
+TIMING_FIELDS = ("is_active", "schedule_type", "time_of_day", "day_of_week", "day_of_month", "timezone")
+API_NAME = {field: api for api, field in SCHEDULE_FIELDS.items()}
+
+
+def _user_id(user: User | None) -> int | None:
+    return user.pk if user is not None else None
+
+
+def _unique(values: Iterable[Any]) -> list[Any]:
+    return list(dict.fromkeys(values))
+
+
+def _selection_value(value: Any) -> Any:
+    return value.isoformat() if isinstance(value, date) else value
+
+
+def _to_fields(data: Mapping[str, Any], current: AutomationSchedule | None) -> dict[str, Any]:
+    """The model field values ``data`` (API names) writes; ``ficheSelection`` merges into the
+    stored selection (dates as ISO strings, as the run engine reads them)."""
+    values: dict[str, Any] = {}
+    for api, value in data.items():
+        field = SCHEDULE_FIELDS.get(api)
+        if field is None:
+            raise ValueError(f"unknown schedule field {api!r}")
+        if api == "ficheSelection":
+            patch = {key: _selection_value(v) for key, v in dict(value or {}).items()}
+            if "ficheIds" in patch:
+                patch["ficheIds"] = _unique(str(f).strip() for f in patch["ficheIds"])
+            stored = dict(current.fiche_selection or {}) if current is not None else {}
+            value = {**stored, **patch}
+        elif api in ("auditConfigIds", "notifyEmails"):
+            value = _unique(list(value or []))
+        elif api in ("webhookUrl", "webhookSecret", "timeOfDay") and value == "":
+            value = None
+        values[field] = value
+    return values
+
+
+def _selection_errors(selection: Mapping[str, Any]) -> dict[str, list[str]]:
+    cap = settings.REFRESH_MAX_RANGE_DAYS
+    errors: dict[str, list[str]] = {}
+    mode = selection.get("mode")
+    if mode == "relative":
+        days = selection.get("relativeDays")
+        if not isinstance(days, int) or days < 1:
+            errors["ficheSelection.relativeDays"] = ["A relative selection needs relativeDays ≥ 1."]
+        elif days > cap:
+            errors["ficheSelection.relativeDays"] = [f"At most {cap} days (REFRESH_MAX_RANGE_DAYS); got {days}."]
+    elif mode == "dateRange":
+        start, end = selection.get("startDate"), selection.get("endDate")
+        for key, value in (("startDate", start), ("endDate", end)):
+            if not value:
+                errors[f"ficheSelection.{key}"] = [f"A dateRange selection needs {key}."]
+        if start and end:
+            days = (date.fromisoformat(end) - date.fromisoformat(start)).days + 1
+            if days < 1:
+                errors["ficheSelection.endDate"] = [f"endDate ({end}) is before startDate ({start})."]
+            elif days > cap:
+                errors["ficheSelection.endDate"] = [
+                    f"A dateRange covers at most {cap} days (REFRESH_MAX_RANGE_DAYS); this one has {days}."
+                ]
+    elif mode == "manual":
+        if not selection.get("ficheIds"):
+            errors["ficheSelection.ficheIds"] = ["A manual selection needs at least one fiche id."]
+    else:
+        errors["ficheSelection.mode"] = ["Expected dateRange, relative or manual."]
+    return errors
+
+
+def _timing_errors(effective: Mapping[str, Any]) -> dict[str, list[str]]:
+    schedule_type = effective["schedule_type"]
+    if schedule_type == ScheduleType.MANUAL:
+        return {}
+    needed = ["time_of_day"]
+    if schedule_type == ScheduleType.WEEKLY:
+        needed.append("day_of_week")
+    elif schedule_type == ScheduleType.MONTHLY:
+        needed.append("day_of_month")
+    return {
+        API_NAME[field]: [f"A {schedule_type} schedule needs {API_NAME[field]}."]
+        for field in needed
+        if effective[field] is None
+    }
+
+
+def _audit_config_errors(config_ids: Sequence[int]) -> dict[str, list[str]]:
+    known = set(AuditConfig.objects.filter(pk__in=config_ids).values_list("pk", flat=True))
+    unknown = [config_id for config_id in config_ids if config_id not in known]
+    if unknown:
+        return {"auditConfigIds": [f"Unknown audit config id(s): {', '.join(map(str, unknown))}."]}
+    return {}
+
+
+def schedule_clean(*, data: Mapping[str, Any], current: AutomationSchedule | None = None) -> dict[str, Any]:
+    """The model field values to write for ``data`` (checked field by field, API names), checked on
+    the effective config. The audit config ids, the webhook URL and the secret are checked when
+    given (a config deleted since, or a host that no longer resolves, does not block an unrelated
+    edit; the URL is checked again when a webhook is sent). Raises ``InvalidInput`` naming the
+    fields, or ``UnsafeWebhookUrl`` (``unsafe_webhook_url``, the code the fiches API uses)."""
+    values = _to_fields(data, current)
+    base = current if current is not None else AutomationSchedule()
+    effective = {field: values.get(field, getattr(base, field)) for field in SCHEDULE_FIELDS.values()}
+
+    errors = _timing_errors(effective)
+    errors.update(_selection_errors({**SELECTION_DEFAULTS, **(effective["fiche_selection"] or {})}))
+    if values.get("audit_config_ids"):
+        errors.update(_audit_config_errors(values["audit_config_ids"]))
+    if values.get("webhook_secret") is not None:
+        try:
+            validate_secret(values["webhook_secret"])
+        except InvalidInput as exc:
+            errors["webhookSecret"] = [exc.message]
+    if errors:
+        field, messages = next(iter(errors.items()))
+        raise InvalidInput(f"{field}: {messages[0]}", details=errors)
+
+    if values.get("webhook_url"):
+        try:
+            validate_webhook_url(values["webhook_url"])
+        except UnsafeWebhookUrl as exc:
+            exc.details = {"webhookUrl": [exc.message], **exc.details}
+            raise
+    return values
+
+
+def _set_next_run(schedule: AutomationSchedule) -> None:
+    from automation.scheduler import next_slot
+
+    schedule.next_run_at = next_slot(schedule, after=timezone.now())
+
+
+@transaction.atomic
+def schedule_create(*, data: Mapping[str, Any], user: User | None = None) -> AutomationSchedule:
+    """A schedule from ``data`` (API names; omitted fields take the model's defaults)."""
+    schedule = AutomationSchedule(**schedule_clean(data=data), created_by=user)
+    _set_next_run(schedule)
+    schedule.save()
+    logger.info(
+        "automation_schedule_created",
+        extra={"schedule_id": schedule.pk, "schedule_type": schedule.schedule_type, "user_id": _user_id(user)},
+    )
+    return schedule
+
+
+@transaction.atomic
+def schedule_update(*, schedule_id: int, patch: Mapping[str, Any], user: User | None = None) -> AutomationSchedule:
+    """Apply a PATCH (any subset of the fields, API names), validated on the effective config."""
+    schedule = AutomationSchedule.objects.select_for_update().filter(pk=schedule_id).first()
+    if schedule is None:
+        raise schedule_not_found(schedule_id)
+    values = schedule_clean(data=patch, current=schedule)
+    changed = [field for field, value in values.items() if getattr(schedule, field) != value]
+    for field in changed:
+        setattr(schedule, field, values[field])
+    slot_missing = schedule.next_run_at is None and schedule.is_active and schedule.schedule_type != ScheduleType.MANUAL
+    if slot_missing or any(field in TIMING_FIELDS for field in changed):
+        _set_next_run(schedule)
+        changed.append("next_run_at")
+    if changed:
+        schedule.save(update_fields=[*changed, "updated_at"])
+        logger.info(
+            "automation_schedule_updated",
+            extra={"schedule_id": schedule.pk, "fields": ",".join(changed), "user_id": _user_id(user)},
+        )
+    return schedule
+
+
+@transaction.atomic
+def schedule_set_active(*, schedule_ids: Sequence[int], is_active: bool, user: User | None = None) -> int:
+    """Enable or disable schedules (``next_run_at`` follows); the number that changed."""
+    changed = 0
+    for schedule in AutomationSchedule.objects.select_for_update().filter(pk__in=schedule_ids).order_by("pk"):
+        if schedule.is_active == is_active:
+            continue
+        schedule.is_active = is_active
+        _set_next_run(schedule)
+        schedule.save(update_fields=["is_active", "next_run_at", "updated_at"])
+        changed += 1
+        logger.info(
+            "automation_schedule_updated",
+            extra={"schedule_id": schedule.pk, "fields": "is_active,next_run_at", "user_id": _user_id(user)},
+        )
+    return changed
+
+
+@transaction.atomic
+def schedule_delete(*, schedule_id: int, user: User | None = None) -> None:
+    """Delete a schedule; its runs keep their history (their ``schedule`` becomes null)."""
+    deleted, _ = AutomationSchedule.objects.filter(pk=schedule_id).delete()
+    if not deleted:
+        raise schedule_not_found(schedule_id)
+    logger.info("automation_schedule_deleted", extra={"schedule_id": schedule_id, "user_id": _user_id(user)})
+
+
+def schedule_run_now(*, schedule_id: int, user: User | None = None) -> AutomationRun:
+    """A manual run of the schedule (an inactive one too); its orchestrator starts after commit."""
+    schedule = AutomationSchedule.objects.filter(pk=schedule_id).first()
+    if schedule is None:
+        raise schedule_not_found(schedule_id)
+    run = run_create(schedule=schedule, trigger=Trigger.MANUAL, user=user)
+    if run is None:  # only a slotted run can collide; a manual one has no slot
+        raise ConflictError("The run could not be created.", code="run_exists", details={"schedule_id": schedule_id})
+    return run

@@ -1,0 +1,82 @@
+"""Celery tasks of automation: thin wrappers that re-load by id and call one service.
+
+``automation_fiche_advance`` may call the CRM (a fiche's details): it runs on the ``crm`` queue.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+from typing import Any
+
+from celery import shared_task
+
+from automation.services import runs
+from config.task_retry import (
+    INFRA_MAX_ERRORS,
+    TRANSIENT_INFRA_ERRORS,
+    error_budget_left,
+    retry_after_error,
+    retry_waiting,
+)
+
+logger = logging.getLogger("automation.tasks")
+
+FICHE_MAX_ERRORS = 5
+RETRIABLE: tuple[type[Exception], ...] = (runs.FicheRetry, *TRANSIENT_INFRA_ERRORS)
+INFRA_RETRY: dict[str, Any] = {
+    "autoretry_for": TRANSIENT_INFRA_ERRORS,
+    "retry_backoff": True,
+    "retry_backoff_max": 10,
+    "max_retries": INFRA_MAX_ERRORS,
+}
+
+
+@shared_task(bind=True, name="automation.tasks.automation_run_start", ignore_result=True, **INFRA_RETRY)
+def automation_run_start(self: Any, run_id: str) -> int:
+    """Orchestrator: revalidate, select, then one ``automation_fiche_advance`` per fiche (task ids
+    derived from the run and the fiche, so a retried orchestrator sends the same ones)."""
+    try:
+        started = runs.run_start(run_id=run_id)
+    except runs.RevalidationBusy as exc:
+        raise retry_waiting(self, countdown=exc.wait + random.uniform(0, 0.5)) from None
+    for fiche_id in started.fiche_ids:
+        automation_fiche_advance.apply_async(args=(run_id, fiche_id), task_id=f"automation-{run_id}-{fiche_id}")
+    return len(started.fiche_ids)
+
+
+@shared_task(bind=True, name="automation.tasks.crm.automation_fiche_advance", ignore_result=True)
+def automation_fiche_advance(self: Any, run_id: str, fiche_id: str, error_attempts: int = 0) -> str:
+    """One fiche one step further (its details, the guardrails, its transcription, its audits, its
+    outcome). Transient failures retry with backoff; after ``FICHE_MAX_ERRORS`` the fiche fails."""
+    try:
+        return runs.fiche_advance(run_id=run_id, fiche_id=fiche_id)
+    except RETRIABLE as exc:
+        if error_budget_left(self, max_errors=FICHE_MAX_ERRORS):
+            raise retry_after_error(self, exc, base=1.0, cap=30.0) from None
+        logger.error("automation_fiche_gave_up", extra={"run_id": run_id, "fiche_id": fiche_id, "error": str(exc)})
+        try:
+            runs.fiche_done(run_id=run_id, fiche_id=fiche_id, status="failed", error=f"gave up: {exc}")
+        except runs.FicheRetry:
+            pass  # the reconciler re-drives it
+        return "failed"
+
+
+@shared_task(name="automation.tasks.automation_tick", ignore_result=True)
+def automation_tick() -> list[str]:
+    """Beat (every minute): start the runs of the schedules whose slot has come."""
+    from automation.scheduler import tick
+
+    return tick()
+
+
+@shared_task(name="automation.tasks.reconcile_automation_runs", ignore_result=True)
+def reconcile_automation_runs() -> dict[str, list[str]]:
+    """Beat (every minute): every run ends."""
+    actions = runs.run_reconcile()
+    for run_id in actions["restart"]:
+        automation_run_start.delay(run_id)
+    for key in actions["advance"]:
+        run_id, fiche_id = key.split(":", 1)
+        automation_fiche_advance.delay(run_id, fiche_id)
+    return actions
