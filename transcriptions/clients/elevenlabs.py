@@ -37,6 +37,7 @@ from email.utils import parsedate_to_datetime
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
+import orjson
 import requests
 from django.conf import settings
 from requests.adapters import HTTPAdapter
@@ -234,8 +235,8 @@ def _retry_after(response: requests.Response) -> float | None:
 
 def _body(response: requests.Response) -> Any:
     try:
-        return response.json()
-    except ValueError:
+        return orjson.loads(response.content)
+    except (ValueError, TypeError):
         return None
 
 
@@ -307,34 +308,49 @@ def _text(value: Any, field: str, *, optional: bool = False) -> str | None:
     return value
 
 
+def _is_number(value: Any) -> bool:
+    return type(value) in (int, float) and math.isfinite(value)
+
+
 def _normalize_words(items: Any) -> list[dict[str, Any]]:
+    """The word items we keep, checked (a long call has thousands: the checks are inline, and an
+    error's field name is built only when there is an error)."""
     if items is None:
         raise _ContractError("'words' is missing")
     if not isinstance(items, list):
         raise _ContractError("'words' is not a list")
-    words = []
+    words: list[dict[str, Any]] = []
+    append = words.append
     for i, item in enumerate(items):
-        where = f"words[{i}]"
         if not isinstance(item, dict):
-            raise _ContractError(f"'{where}' is not an object")
+            raise _ContractError(f"'words[{i}]' is not an object")
         kind = item.get("type", "word")  # the type is documented as always present; a missing one is a word
-        if kind not in _KNOWN_WORD_TYPES:
-            raise _ContractError(f"'{where}.type' is not one of {sorted(_KNOWN_WORD_TYPES)}")
         if kind not in KEPT_WORD_TYPES:
+            if kind not in _KNOWN_WORD_TYPES:
+                raise _ContractError(f"'words[{i}].type' is not one of {sorted(_KNOWN_WORD_TYPES)}")
             continue
-        start = _number(item.get("start"), f"{where}.start")
-        end = _number(item.get("end"), f"{where}.end")
+        start: Any = item.get("start")
+        end: Any = item.get("end")
+        text: Any = item.get("text")
+        logprob: Any = item.get("logprob")
+        if not (
+            _is_number(start) and _is_number(end) and type(text) is str and (logprob is None or _is_number(logprob))
+        ):
+            _number(start, f"words[{i}].start")  # raise the error naming the field
+            _number(end, f"words[{i}].end")
+            _text(text, f"words[{i}].text")
+            _optional_number(logprob, f"words[{i}].logprob")
         if end < start:
-            raise _ContractError(f"'{where}.end' is before its start")
+            raise _ContractError(f"'words[{i}].end' is before its start")
         speaker_id = item.get("speaker_id")
-        words.append(
+        append(
             {
-                "text": _text(item.get("text"), f"{where}.text"),
-                "start": start,
-                "end": end,
+                "text": text,
+                "start": float(start),
+                "end": float(end),
                 "type": kind,
                 "speaker_id": None if speaker_id is None else str(speaker_id),
-                "logprob": _optional_number(item.get("logprob"), f"{where}.logprob"),
+                "logprob": None if logprob is None else float(logprob),
             }
         )
     return words
