@@ -441,9 +441,15 @@ def on_audit_finished(audit: Audit) -> None:
 
 
 def _advance_later(run_id: str, fiche_id: str) -> None:
+    """Take the fiche on at once, here (after a transcription or audit, the next step makes no CRM call):
+    no queue hop behind other work. Busy or failing, it becomes a task (the reconciler is the net)."""
     from automation.tasks import automation_fiche_advance
 
-    _send(automation_fiche_advance, run_id, fiche_id)
+    try:
+        fiche_advance(run_id=run_id, fiche_id=fiche_id)
+    except Exception:
+        logger.warning("automation_advance_deferred", extra={"run_id": run_id, "fiche_id": fiche_id}, exc_info=True)
+        _send(automation_fiche_advance, run_id, fiche_id)
 
 
 # --- The run's updater --------------------------------------------------------------------------------------
