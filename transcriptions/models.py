@@ -17,6 +17,8 @@ from django.conf import settings
 from django.contrib.postgres.fields import ArrayField
 from django.db import models
 
+from config.fields import FastJSONField
+
 
 class TranscriptionStatus(models.TextChoices):
     PENDING = "pending"
@@ -45,7 +47,7 @@ class Transcription(models.Model):
     language = models.CharField(max_length=16, null=True, blank=True)
     language_probability = models.FloatField(null=True, blank=True)
     text = models.TextField(blank=True, default="")
-    words = models.JSONField(default=list, help_text="Word timings: {text, start, end, type, speaker_id, logprob}.")
+    words = FastJSONField(default=list, help_text="Word timings: {text, start, end, type, speaker_id, logprob}.")
     speaker_map = models.JSONField(
         default=dict, help_text='Diarized speaker id → "agent" | "client" (a human may correct it).'
     )

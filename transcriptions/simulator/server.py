@@ -47,6 +47,8 @@ from types import TracebackType
 from typing import Any, Self
 from urllib.parse import unquote, urlsplit
 
+import orjson
+
 from transcriptions.simulator import script
 
 logger = logging.getLogger(__name__)
@@ -470,7 +472,7 @@ class _Handler(BaseHTTPRequestHandler):
         if isinstance(payload, bytes):
             body = payload
         else:
-            body = json.dumps(payload, ensure_ascii=False, separators=(",", ":")).encode()
+            body = orjson.dumps(payload)  # a long call's transcript is big: the fast encoder
             headers.setdefault("Content-Type", "application/json")
         try:
             self.send_response(status)
