@@ -38,7 +38,7 @@ def main() -> None:
 
     call_command("migrate", verbosity=0)
 
-    from bench import audits, cache_write, evidence, jobs, transcriptions
+    from bench import audits, automation, cache_write, evidence, jobs, transcriptions
 
     benchmarks = {
         "cache_write": cache_write.run,
@@ -50,6 +50,7 @@ def main() -> None:
         "evidence_gate": evidence.run,
         "audit_fanout": audits.audit_fanout,
         "audit_tokens": audits.audit_tokens,
+        "automation": automation.run,
     }
     parser = argparse.ArgumentParser(prog="python -m bench")
     parser.add_argument("names", nargs="*", choices=list(benchmarks), help="benchmarks to run (default: all)")

@@ -55,7 +55,11 @@ def _cache_day() -> None:
 
 
 class _Stack:
-    """The LLM simulator process, the speech-to-text simulator, and the workers."""
+    """The LLM simulator process, the speech-to-text simulator, and the workers (``extra_env`` added
+    to theirs)."""
+
+    def __init__(self, extra_env: dict[str, str] | None = None) -> None:
+        self.extra_env = extra_env or {}
 
     def __enter__(self) -> _Stack:
         self.stt = SttSimulator(SttSimulatorConfig(seed=42, crm_seed=42)).start()
@@ -82,6 +86,7 @@ class _Stack:
             "LLM_BASE_URL": f"{self.llm_url}/v1",
             "LLM_API_KEY": "bench-key",
             "LLM_MODEL": "sim-judge-1",
+            **self.extra_env,
         }
         settings.LLM_API_KEY, settings.LLM_MODEL = "bench-key", "sim-judge-1"
         self.workers = [
