@@ -120,10 +120,13 @@ def _timing_errors(effective: Mapping[str, Any]) -> dict[str, list[str]]:
 
 
 def _audit_config_errors(config_ids: Sequence[int]) -> dict[str, list[str]]:
-    known = set(AuditConfig.objects.filter(pk__in=config_ids).values_list("pk", flat=True))
-    unknown = [config_id for config_id in config_ids if config_id not in known]
+    active = dict(AuditConfig.objects.filter(pk__in=config_ids).values_list("pk", "is_active"))
+    unknown = [config_id for config_id in config_ids if config_id not in active]
     if unknown:
         return {"auditConfigIds": [f"Unknown audit config id(s): {', '.join(map(str, unknown))}."]}
+    inactive = [config_id for config_id in config_ids if not active[config_id]]
+    if inactive:  # every audit would be refused (audit_config_inactive): say it now, not per fiche later
+        return {"auditConfigIds": [f"Inactive audit config id(s): {', '.join(map(str, inactive))}."]}
     return {}
 
 

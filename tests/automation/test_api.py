@@ -14,6 +14,7 @@ from zoneinfo import ZoneInfo
 import pytest
 from django.utils import timezone
 
+from audits.models import AuditConfig
 from audits.services.configs import config_create
 from automation.fields import SELECTION_DEFAULTS
 from automation.models import AutomationRun, AutomationRunFicheResult, AutomationSchedule
@@ -413,6 +414,16 @@ def test_unknown_audit_config_ids_are_named(api, config_ids):
     assert "424242" in error["details"]["auditConfigIds"][0]
     body = create(api, name="x", auditConfigIds=[config_ids[1], config_ids[0], config_ids[1]])
     assert body["auditConfigIds"] == [config_ids[1], config_ids[0]]
+
+
+def test_inactive_audit_configs_are_refused_when_given_not_when_deactivated_later(api, config_ids):
+    schedule = create(api, name="x", auditConfigIds=[config_ids[0]])
+    AuditConfig.objects.filter(pk=config_ids[1]).update(is_active=False)
+    error = error_of(api.post(SCHEDULES, {"name": "y", "auditConfigIds": [config_ids[0], config_ids[1]]}), 400)
+    assert error["details"]["auditConfigIds"] == [f"Inactive audit config id(s): {config_ids[1]}."]
+    # A config deactivated after the schedule was made does not block an unrelated edit.
+    AuditConfig.objects.filter(pk=config_ids[0]).update(is_active=False)
+    assert api.patch(f"{SCHEDULES}/{schedule['id']}", {"name": "renamed"}, format="json").status_code == 200
 
 
 # --- The webhook URL and its secret ------------------------------------------------------------------------
