@@ -605,7 +605,16 @@ def test_command_flags_set_the_knobs(monkeypatch):
         parse("--concurrency-limit", "-2")
 
 
-def test_command_serves_until_interrupted():
+def _ignore_sigint() -> None:
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # what a background job of a non-interactive shell inherits
+
+
+@pytest.mark.parametrize(
+    ("stop_with", "sigint_ignored_by_parent"),
+    [(signal.SIGINT, False), (signal.SIGINT, True), (signal.SIGTERM, False)],
+    ids=["ctrl-c", "ctrl-c-started-in-background", "sigterm"],
+)
+def test_command_serves_until_interrupted(stop_with, sigint_ignored_by_parent):
     env = {**os.environ, "DJANGO_SETTINGS_MODULE": "config.test_settings", "PYTHONUNBUFFERED": "1"}
     process = subprocess.Popen(
         [sys.executable, "manage.py", "run_stt_simulator", "--port", "0", "--seed", "5", "--api-key", "k-123"],
@@ -614,6 +623,7 @@ def test_command_serves_until_interrupted():
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
+        preexec_fn=_ignore_sigint if sigint_ignored_by_parent else None,
     )
     try:
         first_line = process.stdout.readline()
@@ -627,7 +637,12 @@ def test_command_serves_until_interrupted():
         )
         assert transcript.json() == script.transcript_for("a", seed=5)
     finally:
-        process.send_signal(signal.SIGINT)
-        out, err = process.communicate(timeout=20)
+        process.send_signal(stop_with)
+        try:
+            out, err = process.communicate(timeout=20)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.communicate()
+            raise
     assert process.returncode == 0, err
     assert "Stopping the STT simulator." in out and "k-123" not in out

@@ -6,12 +6,12 @@ overrides its variable. Point ``LLM_BASE_URL`` at ``http://<host>:<port>/v1``. S
 
 from __future__ import annotations
 
-import threading
 from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from audits.simulator.server import ENV_VARS, LlmSimulator, SimulatorConfig
+from config.process import wait_until_stopped
 
 KNOB_HELP = {
     "seed": "seed of the dice (same seed and request, same answer)",
@@ -70,7 +70,5 @@ class Command(BaseCommand):
                 shown = "(set)" if knob == "api_key" and value else value
                 self.stdout.write(f"  {knob} = {shown}")
             self.stdout.write("Quit with CONTROL-C.")
-            try:
-                threading.Event().wait()
-            except KeyboardInterrupt:
-                self.stdout.write("Stopping the LLM simulator.")
+            wait_until_stopped()
+            self.stdout.write("Stopping the LLM simulator.")

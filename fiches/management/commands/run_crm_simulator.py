@@ -6,11 +6,11 @@ overrides its variable. Serves until interrupted (Ctrl-C).
 
 from __future__ import annotations
 
-import threading
 from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
+from config.process import wait_until_stopped
 from fiches.simulator.server import ENV_VARS, CrmSimulator, SimulatorConfig
 
 KNOB_HELP = {
@@ -56,7 +56,5 @@ class Command(BaseCommand):
                 shown = "(set)" if knob == "api_key" and value else value
                 self.stdout.write(f"  {knob} = {shown}")
             self.stdout.write("Quit with CONTROL-C.")
-            try:
-                threading.Event().wait()
-            except KeyboardInterrupt:
-                self.stdout.write("Stopping the CRM simulator.")
+            wait_until_stopped()
+            self.stdout.write("Stopping the CRM simulator.")

@@ -6,11 +6,11 @@ overrides its variable. Serves until interrupted (Ctrl-C). Point ``ELEVENLABS_BA
 
 from __future__ import annotations
 
-import threading
 from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
+from config.process import wait_until_stopped
 from transcriptions.simulator.server import ENV_VARS, SttSimulator, SttSimulatorConfig
 
 KNOB_HELP = {
@@ -53,10 +53,8 @@ class Command(BaseCommand):
             for knob, value in config.to_dict().items():
                 self.stdout.write(f"  {knob} = {value}")
             self.stdout.write("Quit with CONTROL-C.")
-            try:
-                threading.Event().wait()
-            except KeyboardInterrupt:
-                self.stdout.write("Stopping the STT simulator.")
+            wait_until_stopped()
+            self.stdout.write("Stopping the STT simulator.")
 
     @staticmethod
     def config_from_options(options: dict[str, Any]) -> SttSimulatorConfig:
