@@ -14,6 +14,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -72,6 +73,10 @@ class Summary:
     is_compliant: bool
     critical_issues: list[dict[str, Any]] = field(default_factory=list)
     needs_review: bool = False
+
+    def audit_fields(self) -> dict[str, Any]:
+        """The ``Audit`` columns this summary sets (same names)."""
+        return dataclasses.asdict(self)
 
 
 def niveau_for(percentage: float, thresholds: Mapping[str, float]) -> str:

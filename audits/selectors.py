@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import uuid
 from dataclasses import dataclass
-from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 from django.db.models import Prefetch, QuerySet
@@ -13,13 +12,10 @@ from django.db.models import Prefetch, QuerySet
 from accounts.permissions import can_access, scope_queryset
 from audits.models import Audit, AuditStepResult, Citation, ControlPointResult
 from config.exceptions import NotFoundError, PermissionDeniedError
+from config.formats import iso
 
 if TYPE_CHECKING:
     from accounts.models import User
-
-
-def _iso(value: datetime | None) -> str | None:
-    return value.isoformat() if value else None
 
 
 def audits_for(user: User, *, action: str = "read") -> QuerySet[Audit]:
@@ -68,8 +64,8 @@ def audit_summary_dict(audit: Audit) -> dict[str, Any]:
         "total_tokens": audit.total_tokens,
         "duration_seconds": audit.duration_seconds,
         "error": audit.error,
-        "created_at": _iso(audit.created_at),
-        "completed_at": _iso(audit.completed_at),
+        "created_at": iso(audit.created_at),
+        "completed_at": iso(audit.completed_at),
     }
 
 
@@ -110,21 +106,21 @@ def step_dict(row: AuditStepResult) -> dict[str, Any]:
     }
 
 
-def audit_dict(audit: Audit) -> dict[str, Any]:
-    steps = (
-        AuditStepResult.objects.filter(audit=audit)
-        .select_related("step")
-        .prefetch_related(
-            "step__control_points",
-            Prefetch(
-                "control_points",
-                queryset=ControlPointResult.objects.order_by("index").prefetch_related(
-                    Prefetch("citations", queryset=Citation.objects.order_by("position"))
-                ),
+def _with_results(steps: QuerySet[AuditStepResult]) -> QuerySet[AuditStepResult]:
+    """Step rows with what ``step_dict`` reads: the definition, control points in order, citations in order."""
+    return steps.select_related("step").prefetch_related(
+        "step__control_points",
+        Prefetch(
+            "control_points",
+            queryset=ControlPointResult.objects.order_by("index").prefetch_related(
+                Prefetch("citations", queryset=Citation.objects.order_by("position"))
             ),
-        )
-        .order_by("position")
+        ),
     )
+
+
+def audit_dict(audit: Audit) -> dict[str, Any]:
+    steps = _with_results(AuditStepResult.objects.filter(audit=audit)).order_by("position")
     return {**audit_summary_dict(audit), "steps": [step_dict(s) for s in steps]}
 
 
@@ -229,20 +225,7 @@ def audit_admin_report(audit: Audit) -> dict[str, Any]:
 
 def review_created_dict(audit: Audit, step: AuditStepResult, reviews: list[Any]) -> dict[str, Any]:
     """The answer to a review: the reviews made, the step rescored, the audit's new summary."""
-    row = (
-        AuditStepResult.objects.filter(pk=step.pk)
-        .select_related("step")
-        .prefetch_related(
-            "step__control_points",
-            Prefetch(
-                "control_points",
-                queryset=ControlPointResult.objects.order_by("index").prefetch_related(
-                    Prefetch("citations", queryset=Citation.objects.order_by("position"))
-                ),
-            ),
-        )
-        .get()
-    )
+    row = _with_results(AuditStepResult.objects.filter(pk=step.pk)).get()
     return {
         "reviews": [
             {
@@ -254,7 +237,7 @@ def review_created_dict(audit: Audit, step: AuditStepResult, reviews: list[Any])
                 "previous_status": r.previous_status,
                 "comment": r.comment,
                 "reviewer": r.reviewer.email if r.reviewer else None,
-                "created_at": _iso(r.created_at),
+                "created_at": iso(r.created_at),
             }
             for r in reviews
         ],

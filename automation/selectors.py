@@ -5,7 +5,6 @@ per-fiche rows and the legacy ``resultSummary`` rebuilt from them."""
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from datetime import date, datetime
 from typing import Any
 
 from django.db.models import QuerySet
@@ -14,6 +13,7 @@ from django.db.models.fields.json import KT
 from automation.fields import schedule_settings
 from automation.models import AutomationRun, AutomationRunFicheResult, AutomationSchedule, FicheStatus
 from config.exceptions import NotFoundError
+from config.formats import iso
 
 # --- Schedules ----------------------------------------------------------------------------------------------
 
@@ -38,10 +38,6 @@ def schedule_get(schedule_id: int) -> AutomationSchedule:
     return schedule
 
 
-def _iso(value: date | datetime | None) -> str | None:
-    return value.isoformat() if value is not None else None
-
-
 def schedule_dict(schedule: AutomationSchedule) -> dict[str, Any]:
     """The schedule as the API returns it: its settings in the front end's names plus ``id``,
     ``hasWebhookSecret`` and its timestamps. The secret itself is never included."""
@@ -51,10 +47,10 @@ def schedule_dict(schedule: AutomationSchedule) -> dict[str, Any]:
         "id": schedule.pk,
         **settings,
         "hasWebhookSecret": bool(schedule.webhook_secret),
-        "nextRunAt": _iso(schedule.next_run_at),
-        "lastRunAt": _iso(schedule.last_run_at),
-        "createdAt": _iso(schedule.created_at),
-        "updatedAt": _iso(schedule.updated_at),
+        "nextRunAt": iso(schedule.next_run_at),
+        "lastRunAt": iso(schedule.last_run_at),
+        "createdAt": iso(schedule.created_at),
+        "updatedAt": iso(schedule.updated_at),
     }
 
 
@@ -114,10 +110,10 @@ def run_dict(row: Mapping[str, Any]) -> dict[str, Any]:
         "scheduleId": row["schedule_id"],
         "scheduleName": row["schedule_name"],
         "trigger": row["trigger"],
-        "slot": _iso(row["slot"]),
+        "slot": iso(row["slot"]),
         "status": row["status"],
-        "dateFrom": _iso(row["date_from"]),
-        "dateTo": _iso(row["date_to"]),
+        "dateFrom": iso(row["date_from"]),
+        "dateTo": iso(row["date_to"]),
         "revalidation": row["revalidation"],
         "totalFiches": row["total_fiches"],
         "successful": row["successful"],
@@ -125,9 +121,9 @@ def run_dict(row: Mapping[str, Any]) -> dict[str, Any]:
         "ignored": row["ignored"],
         "skipped": row["skipped"],
         "error": row["error"],
-        "createdAt": _iso(row["created_at"]),
-        "startedAt": _iso(row["started_at"]),
-        "completedAt": _iso(row["completed_at"]),
+        "createdAt": iso(row["created_at"]),
+        "startedAt": iso(row["started_at"]),
+        "completedAt": iso(row["completed_at"]),
         "durationMs": _duration_ms(row),
     }
 

@@ -13,6 +13,7 @@ import orjson
 from django.db.models import Q
 from redis.exceptions import RedisError
 
+from config.formats import iso
 from config.redis import get_redis
 from fiches.models import FicheCache, Recording
 from transcriptions.models import (
@@ -29,10 +30,6 @@ logger = logging.getLogger("transcriptions.selectors")
 TIMELINE_CACHE_SECONDS = 3600
 
 
-def _iso(value: Any) -> str | None:
-    return value.isoformat() if value else None
-
-
 def recording_dict(row: Transcription | None, rec: Recording, *, include_words: bool = False) -> dict[str, Any]:
     data: dict[str, Any] = {
         "call_id": rec.call_id,
@@ -44,7 +41,7 @@ def recording_dict(row: Transcription | None, rec: Recording, *, include_words: 
         "text": row.text if row and row.transcribed_at else None,
         "error": row.error if row else None,
         "attempts": row.attempts if row else 0,
-        "transcribed_at": _iso(row.transcribed_at) if row else None,
+        "transcribed_at": iso(row.transcribed_at) if row else None,
     }
     if include_words:
         data["words"] = row.words if row and row.transcribed_at else []

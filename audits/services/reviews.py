@@ -33,6 +33,7 @@ from audits.models import (
 )
 from audits.services import runs
 from config.exceptions import ConflictError, InvalidInput, NotFoundError
+from config.formats import iso
 from realtime.publisher import publish
 
 if TYPE_CHECKING:
@@ -41,10 +42,6 @@ if TYPE_CHECKING:
 logger = logging.getLogger("audits.reviews")
 
 HUMAN_STATUSES = (PointStatus.PASS, PointStatus.FAIL, PointStatus.NOT_APPLICABLE)
-
-
-def _iso(value: datetime | None) -> str | None:
-    return value.isoformat() if value else None
 
 
 def _step_row(audit: Audit, position: int, *, lock: bool = False) -> AuditStepResult:
@@ -116,15 +113,7 @@ def recompute_audit(audit: Audit) -> compliance.Summary:
         .order_by("position")
     )
     summary = runs.summarize(audit, steps)
-    Audit.objects.filter(pk=audit.pk).update(
-        overall_score=summary.overall_score,
-        max_score=summary.max_score,
-        score_percentage=summary.score_percentage,
-        niveau=summary.niveau,
-        is_compliant=summary.is_compliant,
-        critical_issues=summary.critical_issues,
-        needs_review=summary.needs_review,
-    )
+    Audit.objects.filter(pk=audit.pk).update(**summary.audit_fields())
     return summary
 
 
@@ -270,7 +259,7 @@ def rerun_claim(*, rerun_id: str) -> RerunEvent | None:
             "rerun_id": rerun_id,
             "audit_id": str(event.audit_id),
             "step_position": event.position,
-            "started_at": _iso(now),
+            "started_at": iso(now),
             "status": "rerunning",
         },
     )
@@ -336,7 +325,7 @@ def rerun_apply(*, rerun_id: str, asked: runs.StepAsked, gated: list[runs.GatedP
                 "original": original,
                 "rerun": after,
                 "comparison": comparison,
-                "completed_at": _iso(now),
+                "completed_at": iso(now),
                 "status": "rerun_completed",
             },
         )
@@ -392,7 +381,7 @@ def audit_history(audit: Audit) -> list[dict[str, Any]]:
                 {
                     "type": "rerun",
                     "id": str(e.pk),
-                    "at": _iso(e.created_at),
+                    "at": iso(e.created_at),
                     "by": _who(e.requested_by),
                     "step_position": e.position,
                     "control_point_index": e.control_point_index,
@@ -404,7 +393,7 @@ def audit_history(audit: Audit) -> list[dict[str, Any]]:
                     "original": e.original,
                     "rerun": e.rerun,
                     "comparison": e.comparison,
-                    "completed_at": _iso(e.completed_at),
+                    "completed_at": iso(e.completed_at),
                 },
             )
         )
@@ -415,7 +404,7 @@ def audit_history(audit: Audit) -> list[dict[str, Any]]:
                 {
                     "type": "review",
                     "id": str(r.pk),
-                    "at": _iso(r.created_at),
+                    "at": iso(r.created_at),
                     "by": _who(r.reviewer),
                     "step_position": r.step_result.position,
                     "control_point_index": r.control_point_index,
@@ -501,8 +490,8 @@ def calibration(
     total = sum(r["reviewed"] for r in result)
     return {
         "audit_config_id": config_id,
-        "from": _iso(date_from),
-        "to": _iso(date_to),
+        "from": iso(date_from),
+        "to": iso(date_to),
         "reviewed": total,
         "control_points": result,
     }

@@ -47,6 +47,7 @@ from config.exceptions import (
     InvalidInput,
     PermissionDeniedError,
 )
+from config.formats import iso
 from config.limits import Semaphore
 from fiches.models import FicheCache, Recording
 from realtime.publisher import publish, publish_many
@@ -81,10 +82,6 @@ def _call_hook(hook: AuditFinishedHook, audit: Audit) -> None:
         hook(audit)
     except Exception:  # a listener must not undo the audit's end; it has its own reconciler
         logger.exception("audit_finished_hook_failed", extra={"audit_id": str(audit.pk)})
-
-
-def _iso(value: datetime | None) -> str | None:
-    return value.isoformat() if value else None
 
 
 def _fmt(value: float | None) -> str:
@@ -193,7 +190,7 @@ def audit_prepare(*, audit_id: str) -> Prepared:
                         "audit_config_id": str(audit.config_id),
                         "audit_config_name": audit.config_version.name,
                         "total_steps": total_steps,
-                        "started_at": _iso(now),
+                        "started_at": iso(now),
                         "status": "started",
                     },
                 ),
@@ -637,13 +634,7 @@ def _finish(audit: Audit, *, completed: int, failed: int) -> bool:
     summary = summarize(audit, steps)
     updated = Audit.objects.filter(pk=audit.pk, status=AuditStatus.RUNNING).update(
         status=AuditStatus.COMPLETED,
-        overall_score=summary.overall_score,
-        max_score=summary.max_score,
-        score_percentage=summary.score_percentage,
-        niveau=summary.niveau,
-        is_compliant=summary.is_compliant,
-        critical_issues=summary.critical_issues,
-        needs_review=summary.needs_review,
+        **summary.audit_fields(),
         total_tokens=total_tokens,
         duration_seconds=duration,
         completed_at=now,
@@ -679,7 +670,7 @@ def _finish(audit: Audit, *, completed: int, failed: int) -> bool:
                     "failed_steps": failed,
                     "total_tokens": total_tokens,
                     "duration_seconds": duration,
-                    "completed_at": _iso(now),
+                    "completed_at": iso(now),
                     "status": "completed",
                 },
             ),
@@ -725,7 +716,7 @@ def _fail(audit: Audit, error: str, *, phase: str, partial: dict[str, int] | Non
         "fiche_id": audit.fiche.fiche_id,
         "error": error,
         "failed_phase": phase,
-        "failed_at": _iso(now),
+        "failed_at": iso(now),
         "status": "failed",
     }
     if partial is not None:

@@ -42,6 +42,7 @@ from automation.models import (
     Trigger,
 )
 from config.exceptions import ApplicationError, DependencyUnavailable, NotFoundError
+from config.formats import iso
 from config.limits import LimitBusy
 from config.locks import LockNotAcquired, redis_lock
 from fiches.models import FicheCache, Recording
@@ -57,10 +58,6 @@ logger = logging.getLogger("automation.runs")
 
 FICHE_LOCK_SECONDS = 60
 RUN_LOCK_SECONDS = 60
-
-
-def _iso(value: datetime | None) -> str | None:
-    return value.isoformat() if value else None
 
 
 # --- Creating a run -------------------------------------------------------------------------------------
@@ -82,7 +79,7 @@ def run_create(
             )
             AutomationSchedule.objects.filter(pk=schedule.pk).update(last_run_at=timezone.now())
     except IntegrityError:
-        logger.info("automation_slot_taken", extra={"schedule_id": schedule.pk, "slot": _iso(slot)})
+        logger.info("automation_slot_taken", extra={"schedule_id": schedule.pk, "slot": iso(slot)})
         return None
     from automation.tasks import automation_run_start
 
@@ -202,7 +199,7 @@ def run_start(*, run_id: str) -> Started:
                 "scheduleName": run.config.get("name"),
                 "trigger": run.trigger,
                 "status": "running",
-                "startedAt": _iso(run.started_at),
+                "startedAt": iso(run.started_at),
             },
         )
     config = run.config
@@ -559,8 +556,8 @@ def _end(run: AutomationRun, status: str, *, error: str | None = None) -> bool:
     payload = {
         **_progress_payload(run),
         "status": status,
-        "startedAt": _iso(run.started_at),
-        "completedAt": _iso(now),
+        "startedAt": iso(run.started_at),
+        "completedAt": iso(now),
         "durationMs": int((now - started).total_seconds() * 1000),
     }
     if status == RunStatus.FAILED:

@@ -24,6 +24,7 @@ from django.utils import timezone
 
 from accounts.permissions import can_access
 from config.exceptions import ConflictError, DependencyUnavailable, InvalidInput, PermissionDeniedError
+from config.formats import iso
 from config.limits import LimitBusy, Semaphore, throttle_crm_requests
 from config.locks import LockNotAcquired
 from fiches.clients import crm
@@ -57,10 +58,6 @@ def on_run_finished(hook: RunFinishedHook) -> None:
     """Register ``hook(run)``, called after the commit that ended a run."""
     if hook not in _run_finished_hooks:
         _run_finished_hooks.append(hook)
-
-
-def _iso(value: datetime | None) -> str | None:
-    return value.isoformat() if value else None
 
 
 # --- The request -------------------------------------------------------------------------------
@@ -251,7 +248,7 @@ def run_dispatch(*, run_id: str, redrive: bool = False) -> list[str]:
                             "fiche_id": run.fiche.fiche_id,
                             "total_recordings": run.total_recordings,
                             "priority": run.priority,
-                            "started_at": _iso(run.started_at),
+                            "started_at": iso(run.started_at),
                             "status": "started",
                         },
                     ),
@@ -532,7 +529,7 @@ def _finalize_locked(run: TranscriptionRun, *, reason: str | None = None) -> boo
             {
                 "fiche_id": fiche_id,
                 "error": reason or run.error or "every recording failed",
-                "failed_at": _iso(now),
+                "failed_at": iso(now),
                 "status": "failed",
                 "partial_results": {
                     "total": run.total_recordings,
@@ -550,7 +547,7 @@ def _finalize_locked(run: TranscriptionRun, *, reason: str | None = None) -> boo
                 "transcribed": transcribed,
                 "failed": len(run.failed_call_ids),
                 "duration_seconds": round((now - (run.started_at or run.created_at)).total_seconds(), 3),
-                "completed_at": _iso(now),
+                "completed_at": iso(now),
                 "status": "completed",
             },
         )
