@@ -4,8 +4,12 @@ from __future__ import annotations
 
 import base64
 import json
-from datetime import timedelta
-from typing import NamedTuple
+import os
+import signal
+import socket
+import subprocess
+from datetime import datetime, timedelta
+from typing import Any, NamedTuple
 
 import redis
 from django.conf import settings
@@ -77,3 +81,54 @@ def make_job(user, start, n: int, **fields):
         "requested_by": user,
     }
     return ProgressiveFetchJob.objects.create(**{**defaults, **fields})
+
+
+def free_port() -> int:
+    """A TCP port free on 127.0.0.1 right now."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def stop_process_group(process: subprocess.Popen | None, *, timeout: float = 15) -> None:
+    """SIGTERM a child started with ``start_new_session=True`` and its children; SIGKILL after ``timeout``."""
+    if process is None or process.poll() is not None:
+        return
+    os.killpg(process.pid, signal.SIGTERM)
+    try:
+        process.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        os.killpg(process.pid, signal.SIGKILL)
+        process.wait()
+
+
+def simulated_call(call_id: str) -> tuple[list[dict[str, Any]], dict[str, str]]:
+    """The speech-to-text simulator's words for an outbound call of the CRM simulator (seed 42), and
+    the speaker map our timeline code gives them."""
+    from transcriptions.simulator.script import transcript_for, truth_for
+    from transcriptions.timeline import map_speakers
+
+    words = transcript_for(call_id, seed=42, crm_seed=42)["words"]
+    truth = truth_for(call_id, seed=42, crm_seed=42)
+    speakers = map_speakers(
+        words, direction="outbound", agent_name=truth["agent_name"], company_names=[truth["company"]]
+    )
+    return words, speakers
+
+
+def transcribed_call(fiche: Any, call_id: str, started_at: datetime) -> Any:
+    """A recording of ``fiche`` and its completed transcription, straight from the simulator's script."""
+    from fiches.models import Recording
+    from transcriptions.models import Transcription
+
+    recording = Recording.objects.create(call_id=call_id, fiche=fiche, started_at=started_at, direction="outbound")
+    words, speakers = simulated_call(call_id)
+    return Transcription.objects.create(
+        recording=recording,
+        fiche=fiche,
+        call_id=call_id,
+        status="completed",
+        words=words,
+        speaker_map=speakers,
+        transcribed_at=started_at,
+    )

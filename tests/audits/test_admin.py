@@ -12,11 +12,9 @@ from django.core.management import call_command
 from accounts.models import User
 from audits.evidence import EvidenceIndex
 from audits.models import Audit, AuditConfig, AuditStepResult, Citation, ControlPointResult
-from fiches.models import FicheCache, Recording
-from transcriptions.models import Transcription
+from fiches.models import FicheCache
+from tests.support import transcribed_call
 from transcriptions.selectors import timeline_for
-from transcriptions.simulator.script import transcript_for, truth_for
-from transcriptions.timeline import map_speakers
 
 pytestmark = pytest.mark.django_db
 
@@ -38,20 +36,7 @@ def audit() -> Audit:
     fiche = FicheCache.objects.create(
         fiche_id="2227002", sales_date=date(2026, 2, 4), groupe="Lyon-2", details_success=True, details_fetched_at=T0
     )
-    recording = Recording.objects.create(call_id=CALL, fiche=fiche, started_at=T0, direction="outbound")
-    body = transcript_for(CALL, seed=42, crm_seed=42)
-    truth = truth_for(CALL, seed=42, crm_seed=42)
-    Transcription.objects.create(
-        recording=recording,
-        fiche=fiche,
-        call_id=CALL,
-        status="completed",
-        words=body["words"],
-        speaker_map=map_speakers(
-            body["words"], direction="outbound", agent_name=truth["agent_name"], company_names=[truth["company"]]
-        ),
-        transcribed_at=T0,
-    )
+    transcribed_call(fiche, CALL, T0)
     audit = Audit.objects.create(
         fiche=fiche,
         config=config,

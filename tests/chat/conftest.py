@@ -5,9 +5,6 @@ Data must be committed for the server process to see it (``transaction=True``)."
 from __future__ import annotations
 
 import dataclasses
-import os
-import signal
-import socket
 import subprocess
 import sys
 import time
@@ -23,12 +20,10 @@ from accounts.tokens import issue_tokens
 from audits.evidence import EvidenceIndex
 from audits.models import Audit, AuditConfig, AuditStepResult, Citation, ControlPointResult
 from audits.simulator.server import LlmSimulator, SimulatorConfig
-from fiches.models import FicheCache, FicheCacheDetails, Recording
+from fiches.models import FicheCache, FicheCacheDetails
+from tests.support import free_port, stop_process_group, transcribed_call
 from tests.workflow.conftest import worker_env
-from transcriptions.models import Transcription
 from transcriptions.selectors import timeline_for
-from transcriptions.simulator.script import transcript_for, truth_for
-from transcriptions.timeline import map_speakers
 
 ROOT = Path(__file__).resolve().parents[2]
 LOG_DIR = ROOT / ".pytest_workers"
@@ -39,18 +34,12 @@ T0 = datetime(2026, 2, 4, 10, 0, tzinfo=UTC)
 RETRACTATION = "je vous rappelle aussi votre droit de rétractation, vous avez quatorze jours pour changer d'avis"
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 class Web:
     """``gunicorn config.wsgi`` with the Procfile's worker class (gthread), one worker, four threads."""
 
     def __init__(self, env: dict[str, str]):
         self.env = env
-        self.port = _free_port()
+        self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.log_path = LOG_DIR / "chat-web.log"
         self.process: subprocess.Popen | None = None
@@ -77,13 +66,7 @@ class Web:
         raise RuntimeError(f"gunicorn did not start:\n{self.log_path.read_text()[-3000:]}")
 
     def stop(self) -> None:
-        if self.process and self.process.poll() is None:
-            os.killpg(self.process.pid, signal.SIGTERM)
-            try:
-                self.process.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.process.pid, signal.SIGKILL)
-                self.process.wait()
+        stop_process_group(self.process)
 
 
 @pytest.fixture(scope="module")
@@ -139,20 +122,7 @@ def fiche() -> FicheCache:
         prospect={"nom": "Durand", "prenom": "Paul", "ville": "Lyon"},
         present_sections=["information", "prospect", "recordings", "mail_devis"],
     )
-    recording = Recording.objects.create(call_id=CALL, fiche=fiche, started_at=T0, direction="outbound")
-    body = transcript_for(CALL, seed=42, crm_seed=42)
-    truth = truth_for(CALL, seed=42, crm_seed=42)
-    Transcription.objects.create(
-        recording=recording,
-        fiche=fiche,
-        call_id=CALL,
-        status="completed",
-        words=body["words"],
-        speaker_map=map_speakers(
-            body["words"], direction="outbound", agent_name=truth["agent_name"], company_names=[truth["company"]]
-        ),
-        transcribed_at=T0,
-    )
+    transcribed_call(fiche, CALL, T0)
     return fiche
 
 

@@ -9,19 +9,15 @@ from audits.services.runs import llm_semaphore
 from chat import services
 from chat.models import ChatMessage
 from tests.chat.conftest import CALL, FICHE_ID, RETRACTATION, T0
+from tests.support import simulated_call
 from transcriptions.selectors import Timeline
-from transcriptions.simulator.script import transcript_for, truth_for
-from transcriptions.timeline import build_turns, chunk_turns, map_speakers, render_timeline
+from transcriptions.timeline import build_turns, chunk_turns, render_timeline
 
 
 @pytest.fixture(scope="module")
 def timeline() -> Timeline:
-    body = transcript_for(CALL, seed=42, crm_seed=42)
-    truth = truth_for(CALL, seed=42, crm_seed=42)
-    speakers = map_speakers(
-        body["words"], direction="outbound", agent_name=truth["agent_name"], company_names=[truth["company"]]
-    )
-    turns = build_turns([{"call_id": CALL, "started_at": T0, "words": body["words"], "speaker_map": speakers}])
+    words, speakers = simulated_call(CALL)
+    turns = build_turns([{"call_id": CALL, "started_at": T0, "words": words, "speaker_map": speakers}])
     return Timeline(FICHE_ID, turns, chunk_turns(turns), render_timeline(turns), 1)
 
 

@@ -4,7 +4,6 @@ simulator over HTTP. Data must be committed for the worker to see it (``transact
 from __future__ import annotations
 
 import os
-import signal
 import subprocess
 import sys
 import time
@@ -16,6 +15,7 @@ from django.conf import settings
 from django.db import connection
 
 from fiches.simulator.server import CrmSimulator, SimulatorConfig
+from tests.support import stop_process_group
 
 ROOT = Path(__file__).resolve().parents[2]
 WORKER_LOG_DIR = ROOT / ".pytest_workers"
@@ -84,13 +84,7 @@ class Worker:
         raise RuntimeError(f"worker not ready:\n{self.log_path.read_text()[-3000:]}")
 
     def stop(self) -> None:
-        if self.process and self.process.poll() is None:
-            os.killpg(self.process.pid, signal.SIGTERM)
-            try:
-                self.process.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.process.pid, signal.SIGKILL)
-                self.process.wait()
+        stop_process_group(self.process)
 
     def log(self) -> str:
         return self.log_path.read_text(errors="replace")

@@ -7,7 +7,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import subprocess
 import threading
 import time
@@ -20,13 +19,8 @@ from django.test import override_settings
 from fiches.models import ProgressiveFetchJob
 from fiches.selectors import dates_between
 from realtime.models import WebhookDelivery
+from tests.support import free_port
 from tests.workflow.conftest import wait_for
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 class RedisServer:

@@ -10,7 +10,6 @@ from __future__ import annotations
 import base64
 import os
 import signal
-import socket
 import threading
 from collections import Counter
 from datetime import date
@@ -23,6 +22,7 @@ from audits.defaults import DEFAULT_CONFIG_NAME
 from audits.models import Audit, AuditConfig
 from automation.models import AutomationRun, AutomationRunFicheResult, AutomationSchedule
 from automation.services.runs import run_create
+from tests.support import free_port
 from tests.workflow.conftest import wait_for
 from tests.workflow.faults import Recorder
 
@@ -37,9 +37,7 @@ class Mailbox:
 
     def __init__(self) -> None:
         self.messages: list = []
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            self.port = s.getsockname()[1]
+        self.port = free_port()
         self.controller = Controller(self, hostname="127.0.0.1", port=self.port)
         self.controller.start()
 
