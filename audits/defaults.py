@@ -11,8 +11,18 @@ from typing import Any
 DEFAULT_CONFIG_NAME = "Vente à distance — assurance (conformité ACPR)"
 
 
-def _cp(question: str, hint: str, critical: bool = False) -> dict[str, Any]:
-    return {"question": question, "evidence_hint": hint, "is_critical": critical}
+def _cp(
+    question: str, hint: str, critical: bool = False, *, conditional: bool = False, speaker: str = "agent"
+) -> dict[str, Any]:
+    """A control point. Every mandatory statement is proven by the agent's own words (``speaker``);
+    « Si … » points are ``conditional``: the only ones the LLM may answer not_applicable."""
+    return {
+        "question": question,
+        "evidence_hint": hint,
+        "is_critical": critical,
+        "conditional": conditional,
+        "speaker": speaker,
+    }
 
 
 DEFAULT_CONFIG: dict[str, Any] = {
@@ -108,6 +118,7 @@ DEFAULT_CONFIG: dict[str, Any] = {
                 _cp(
                     "Si le client a un contrat, l'agent lui explique-t-il comment le résilier ?",
                     "résiliation, résilier votre contrat actuel",
+                    conditional=True,
                 ),
             ],
         },

@@ -80,12 +80,30 @@ class AuditStepDefinition(models.Model):
         return f"{self.position}. {self.name}"
 
 
+class EvidenceSpeaker(models.TextChoices):
+    """Whose words prove a control point: a quote verifies only in a turn of that speaker."""
+
+    AGENT = "agent"
+    CLIENT = "client"
+    ANY = "any"
+
+
 class AuditControlPointDefinition(models.Model):
     step = models.ForeignKey(AuditStepDefinition, on_delete=models.CASCADE, related_name="control_points")
     index = models.PositiveIntegerField(help_text="From 0 within its step.")
     question = models.TextField()
     evidence_hint = models.TextField(blank=True, default="")
     is_critical = models.BooleanField(default=False)
+    conditional = models.BooleanField(
+        default=False,
+        help_text="« Si … » points: only these may be not_applicable (when their condition does not arise).",
+    )
+    speaker = models.CharField(
+        max_length=8,
+        choices=EvidenceSpeaker.choices,
+        default=EvidenceSpeaker.AGENT,
+        help_text="Whose words prove the point: agent (mandatory statements), client (consent), or any.",
+    )
 
     class Meta:
         db_table = "audit_control_points"
@@ -228,6 +246,23 @@ class ControlPointResult(models.Model):
         blank=True,
         help_text="A reviewer's verdict; when set, it is the one that counts.",
     )
+    gate_reason = models.CharField(
+        max_length=32,
+        null=True,
+        blank=True,
+        help_text="Why the evidence gate changed the model's verdict (no_verified_quote, not_conditional, ...).",
+    )
+    unguided_status = models.CharField(
+        max_length=16,
+        choices=PointStatus.choices,
+        null=True,
+        blank=True,
+        help_text="The AI's verdict (after the gate) before any reviewer-guided rerun: what calibration measures.",
+    )
+    guided = models.BooleanField(
+        default=False,
+        help_text="A reviewer-guided rerun changed this AI verdict (the one before it is kept in unguided_status).",
+    )
 
     class Meta:
         db_table = "audit_control_point_results"
@@ -241,6 +276,11 @@ class ControlPointResult(models.Model):
     def effective_status(self) -> str:
         """The verdict that counts for scoring: the reviewer's, else the AI's after the gate."""
         return self.human_status or self.status
+
+    @property
+    def unguided_ai_status(self) -> str:
+        """The AI's own verdict (after the gate), before any reviewer-guided rerun."""
+        return self.unguided_status or self.status
 
 
 class Citation(models.Model):

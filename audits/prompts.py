@@ -15,7 +15,7 @@ Messages of ``build_step_messages`` (``PROMPT_VERSION`` names this layout; bump 
        ## Consignes du relecteur        (only with reviewer_instructions)
        <reviewer instructions>
        ## Points de contrôle
-       [<index>] <question> — Indice : <evidence_hint> (critique)
+       [<index>] <question> — Indice : <evidence_hint> — Preuve : paroles de l'agent (conditionnel) (critique)
        ## Fiche
        <fiche_context>
        ## Transcription                 (prompt mode only; absent in tools mode)
@@ -24,7 +24,9 @@ Messages of ``build_step_messages`` (``PROMPT_VERSION`` names this layout; bump 
        <how to use the tools>
 
    Control point lines: ``[<index>] <question>``, then `` — Indice : <hint>`` when the hint is not empty
-   (an em dash between single spaces), then `` (critique)`` for a critical point; whitespace inside the
+   (an em dash between single spaces), then `` — Preuve : paroles de l'agent`` (``du client``, ``de l'agent
+   ou du client``: whose words prove the point), then `` (conditionnel)`` for a conditional point (the only
+   kind that may be ``not_applicable``) and `` (critique)`` for a critical point; whitespace inside the
    question and hint is collapsed so each point is exactly one line. ``CONTROL_POINT_LINE`` parses one line
    (the simulator's judge uses it).
 
@@ -48,7 +50,7 @@ from typing import Any, Literal
 
 import pydantic
 
-PROMPT_VERSION = "audit-step-fr-2026-01"
+PROMPT_VERSION = "audit-step-fr-2026-12"
 
 POINTS_MARKER = "## Points de contrôle"
 TRANSCRIPT_MARKER = "## Transcription"
@@ -57,10 +59,16 @@ STEP_INSTRUCTIONS_MARKER = "## Consignes de l'étape"
 REVIEWER_MARKER = "## Consignes du relecteur"
 TOOLS_MARKER = "## Recherche"
 HINT_SEPARATOR = " — Indice : "
+SPEAKER_SEPARATOR = " — Preuve : "
+CONDITIONAL_SUFFIX = " (conditionnel)"
 CRITICAL_SUFFIX = " (critique)"
+SPEAKER_WORDS = {"agent": "paroles de l'agent", "client": "paroles du client", "any": "paroles de l'agent ou du client"}
+_SPEAKER_BY_WORDS = {words: speaker for speaker, words in SPEAKER_WORDS.items()}
 
 CONTROL_POINT_LINE = re.compile(
-    r"^\[(?P<index>\d+)\] (?P<question>.+?)(?: — Indice : (?P<hint>.*?))?(?P<critical> \(critique\))?$"
+    r"^\[(?P<index>\d+)\] (?P<question>.+?)(?: — Indice : (?P<hint>.*?))?"
+    r"(?: — Preuve : (?P<speaker>paroles de l'agent ou du client|paroles de l'agent|paroles du client))?"
+    r"(?P<conditional> \(conditionnel\))?(?P<critical> \(critique\))?$"
 )
 TIMELINE_CALL_HEADER = re.compile(r"^### Appel (?P<call_id>\S+)")
 TIMELINE_TURN_LINE = re.compile(r"^\[(?P<minutes>\d+):(?P<seconds>[0-5]\d)\] (?P<speaker>Agent|Client): (?P<text>.*)$")
@@ -77,10 +85,12 @@ locuteur) ; indiquez qui parle : "agent" ou "client".
 4. "pass" : les citations prouvent que le point est respecté. "fail" : le point manque ou est contredit ; \
 citez la réplique qui le contredit s'il y en a une. Une phrase négative (« vous n'avez pas de délai de \
 rétractation », « aucun droit ») contredit le point.
-5. "not_applicable" uniquement pour un point conditionnel (« Si … ») dont la condition ne se présente pas dans \
-l'appel.
-6. "rationale" : une ou deux phrases en français qui justifient le statut à partir des citations.
-7. Ne calculez ni note ni score. Répondez uniquement avec l'objet JSON demandé."""
+5. "not_applicable" uniquement pour un point marqué (conditionnel) dont la condition ne se présente pas dans \
+l'appel ; expliquez pourquoi dans "rationale". Sur tout autre point, "not_applicable" est refusé.
+6. « Preuve : paroles de l'agent » : seules les paroles de l'agent prouvent le point (une phrase du client ne le \
+prouve pas) ; « paroles du client » : seules celles du client.
+7. "rationale" : une ou deux phrases en français qui justifient le statut à partir des citations.
+8. Ne calculez ni note ni score. Répondez uniquement avec l'objet JSON demandé."""
 
 TOOLS_RULES = """\
 La transcription n'est pas dans le message : appelez searchTranscript avec les mots-clés de chaque point, puis \
@@ -131,6 +141,8 @@ class ControlPointSpec:
     question: str
     evidence_hint: str
     is_critical: bool
+    speaker: str = "agent"  # whose words prove it: agent, client or any
+    conditional: bool = False  # the only kind of point that may be not_applicable
 
 
 @dataclasses.dataclass(frozen=True)
@@ -163,6 +175,9 @@ def render_control_point(point: ControlPointSpec) -> str:
     hint = _one_line(point.evidence_hint or "")
     if hint:
         line += f"{HINT_SEPARATOR}{hint}"
+    line += f"{SPEAKER_SEPARATOR}{SPEAKER_WORDS.get(point.speaker, SPEAKER_WORDS['agent'])}"
+    if point.conditional:
+        line += CONDITIONAL_SUFFIX
     if point.is_critical:
         line += CRITICAL_SUFFIX
     return line
@@ -220,7 +235,14 @@ def parse_control_points(text: str) -> list[ControlPointSpec]:
         match = CONTROL_POINT_LINE.match(line.strip())
         if match:
             points.append(
-                ControlPointSpec(int(match["index"]), match["question"], match["hint"] or "", bool(match["critical"]))
+                ControlPointSpec(
+                    int(match["index"]),
+                    match["question"],
+                    match["hint"] or "",
+                    bool(match["critical"]),
+                    _SPEAKER_BY_WORDS.get(match["speaker"] or "", "agent"),
+                    bool(match["conditional"]),
+                )
             )
     return points
 

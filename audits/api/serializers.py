@@ -8,20 +8,41 @@ from typing import Any
 
 from rest_framework import serializers
 
+# Bounds of an audit config (each one a 400 naming the field): a config is read into every step's
+# prompt, so its size is the LLM's cost; weights are summed into scores.
+MAX_STEPS = 50
+MAX_CONTROL_POINTS_PER_STEP = 30
+MAX_WEIGHT = 1000
+MAX_TEXT = 2000  # a question, a hint
+MAX_LONG_TEXT = 4000  # a description, a step's instructions
+
 
 class ControlPointInput(serializers.Serializer):
-    question = serializers.CharField(max_length=2000, allow_blank=False, trim_whitespace=True)
-    evidence_hint = serializers.CharField(max_length=2000, allow_blank=True, required=False, default="")
+    question = serializers.CharField(max_length=MAX_TEXT, allow_blank=False, trim_whitespace=True)
+    evidence_hint = serializers.CharField(max_length=MAX_TEXT, allow_blank=True, required=False, default="")
     is_critical = serializers.BooleanField(required=False, default=False)
+    conditional = serializers.BooleanField(
+        required=False,
+        default=False,
+        help_text="A « Si … » point: only a conditional point may be not_applicable (its condition did not arise); "
+        "the model's not_applicable on any other point counts as uncertain.",
+    )
+    speaker = serializers.ChoiceField(
+        choices=["agent", "client", "any"],
+        required=False,
+        default="agent",
+        help_text="Whose words prove the point: a quote is verified only in a turn of that speaker "
+        "(agent for mandatory statements, client for consent, any).",
+    )
 
 
 class StepInput(serializers.Serializer):
     name = serializers.CharField(max_length=200)
-    instructions = serializers.CharField(allow_blank=True, required=False, default="")
-    weight = serializers.IntegerField(min_value=1, help_text="> 0")
+    instructions = serializers.CharField(allow_blank=True, required=False, default="", max_length=MAX_LONG_TEXT)
+    weight = serializers.IntegerField(min_value=1, max_value=MAX_WEIGHT, help_text=f"1 to {MAX_WEIGHT}")
     is_critical = serializers.BooleanField(required=False, default=False)
     pass_ratio = serializers.FloatField(min_value=0.0, max_value=1.0, required=False, default=1.0)
-    control_points = ControlPointInput(many=True, allow_empty=False)
+    control_points = ControlPointInput(many=True, allow_empty=False, max_length=MAX_CONTROL_POINTS_PER_STEP)
 
 
 class ThresholdsInput(serializers.Serializer):
@@ -37,10 +58,10 @@ class ThresholdsInput(serializers.Serializer):
 
 class AuditConfigInput(serializers.Serializer):
     name = serializers.CharField(max_length=200)
-    description = serializers.CharField(allow_blank=True, required=False, default="")
+    description = serializers.CharField(allow_blank=True, required=False, default="", max_length=MAX_LONG_TEXT)
     is_active = serializers.BooleanField(required=False, default=True)
     thresholds = ThresholdsInput(required=False, default={"excellent": 90, "bon": 75, "acceptable": 60})
-    steps = StepInput(many=True, allow_empty=False)
+    steps = StepInput(many=True, allow_empty=False, max_length=MAX_STEPS)
 
 
 class AuditConfigPatchInput(serializers.Serializer):
@@ -49,10 +70,10 @@ class AuditConfigPatchInput(serializers.Serializer):
     nested steps and thresholds partial too."""
 
     name = serializers.CharField(max_length=200, required=False)
-    description = serializers.CharField(allow_blank=True, required=False)
+    description = serializers.CharField(allow_blank=True, required=False, max_length=MAX_LONG_TEXT)
     is_active = serializers.BooleanField(required=False)
     thresholds = ThresholdsInput(required=False)
-    steps = StepInput(many=True, allow_empty=False, required=False)
+    steps = StepInput(many=True, allow_empty=False, required=False, max_length=MAX_STEPS)
 
 
 class ControlPointOutput(ControlPointInput):
@@ -137,6 +158,20 @@ class PointResultOutput(serializers.Serializer):
     model_status = serializers.ChoiceField(
         choices=["pass", "fail", "uncertain", "not_applicable"], help_text="What the model answered, before the gate."
     )
+    gate_reason = serializers.CharField(
+        allow_null=True,
+        help_text="Why the gate did not keep the model's answer: no_verified_quote, not_conditional, "
+        "not_applicable_without_reason, no_answer (null when it stood).",
+    )
+    guided = serializers.BooleanField(
+        help_text="ai_status comes from a reviewer-guided rerun; unguided_ai_status is the AI's own verdict."
+    )
+    unguided_ai_status = serializers.ChoiceField(
+        choices=["pass", "fail", "uncertain", "not_applicable"],
+        help_text="The AI's verdict before any reviewer-guided rerun (what calibration compares).",
+    )
+    conditional = serializers.BooleanField()
+    speaker = serializers.ChoiceField(choices=["agent", "client", "any"], help_text="Whose words prove the point.")
     human_status = serializers.ChoiceField(
         choices=["pass", "fail", "not_applicable"], allow_null=True, help_text="A reviewer's verdict, if any."
     )
@@ -267,6 +302,11 @@ class CalibrationPoint(serializers.Serializer):
     confusion = serializers.DictField(
         child=serializers.DictField(child=serializers.IntegerField()), help_text="AI verdict → reviewer → count."
     )
+    guided_reruns = serializers.IntegerField(
+        help_text="Reviewed points whose AI verdict a reviewer-guided rerun changed (never counted as the AI "
+        "agreeing: agreement and kappa use the AI's verdict before guidance)."
+    )
+    guided_agreements = serializers.IntegerField(help_text="Of those, guided verdicts equal to the reviewer's.")
 
 
 class CalibrationOutput(serializers.Serializer):

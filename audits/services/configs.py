@@ -15,6 +15,7 @@ from audits.models import (
     AuditConfigVersion,
     AuditControlPointDefinition,
     AuditStepDefinition,
+    EvidenceSpeaker,
 )
 from config.exceptions import InvalidInput, NotFoundError
 
@@ -70,6 +71,8 @@ def _write_version(config: AuditConfig, data: Mapping[str, Any], user: User | No
                 question=point["question"],
                 evidence_hint=point.get("evidence_hint", ""),
                 is_critical=point.get("is_critical", False),
+                conditional=point.get("conditional", False),
+                speaker=point.get("speaker", EvidenceSpeaker.AGENT),
             )
             for index, point in enumerate(step["control_points"])
         )
@@ -134,7 +137,14 @@ def _not_found(config_id: object) -> NotFoundError:
 def _comparable(content: Mapping[str, Any]) -> Any:
     def step(s: Mapping[str, Any]) -> tuple:
         points = tuple(
-            (p["question"], p.get("evidence_hint", ""), bool(p.get("is_critical", False))) for p in s["control_points"]
+            (
+                p["question"],
+                p.get("evidence_hint", ""),
+                bool(p.get("is_critical", False)),
+                bool(p.get("conditional", False)),
+                p.get("speaker", EvidenceSpeaker.AGENT),
+            )
+            for p in s["control_points"]
         )
         return (
             s["name"],
@@ -174,6 +184,8 @@ def version_content(version: AuditConfigVersion) -> dict[str, Any]:
                         "question": p.question,
                         "evidence_hint": p.evidence_hint,
                         "is_critical": p.is_critical,
+                        "conditional": p.conditional,
+                        "speaker": p.speaker,
                     }
                     for p in s.control_points.order_by("index")
                 ],

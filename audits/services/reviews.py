@@ -89,6 +89,8 @@ def step_snapshot(row: AuditStepResult) -> dict[str, Any]:
                 "index": p.index,
                 "status": p.effective_status,
                 "ai_status": p.status,
+                "unguided_ai_status": p.unguided_ai_status,
+                "guided": p.guided,
                 "human_status": p.human_status,
                 "verified_citations": p.citations.filter(verified=True).count(),
             }
@@ -291,7 +293,7 @@ def rerun_apply(*, rerun_id: str, asked: runs.StepAsked, gated: list[runs.GatedP
         original = step_snapshot(row)
         niveau_before, percentage_before = audit.niveau, audit.score_percentage
         reviewed = dict(row.control_points.exclude(human_status=None).values_list("index", "human_status"))
-        runs.write_points(row, gated)
+        runs.write_points(row, gated, guided=bool(event.instructions.strip()))
         if reviewed:  # a reviewer's verdict outlives a rerun of the AI's
             for index, human in reviewed.items():
                 row.control_points.filter(index=index).update(human_status=human)
@@ -436,8 +438,13 @@ def cohen_kappa(pairs: list[tuple[str, str]]) -> float | None:
 def calibration(
     audits: QuerySet[Audit], *, config_id: int, date_from: datetime | None = None, date_to: datetime | None = None
 ) -> dict[str, Any]:
-    """Per control point of a config: reviewed verdicts, agreement between the AI (after the
-    evidence gate) and the reviewer, Cohen's kappa and the confusion counts; lowest kappa first."""
+    """Per control point of a config: reviewed verdicts, agreement between the AI and the reviewer, Cohen's
+    kappa and the confusion counts; lowest kappa first.
+
+    The AI's verdict is its own, after the evidence gate and **before any reviewer-guided rerun**
+    (``unguided_status``): a rerun a reviewer steered towards their answer would otherwise count as the AI
+    agreeing. Guided verdicts are reported beside it (``guided_reruns``, ``guided_agreements``), never in the
+    agreement or kappa."""
     points = ControlPointResult.objects.filter(
         step_result__audit__in=audits.filter(config_id=config_id), human_status__isnull=False
     )
@@ -446,20 +453,26 @@ def calibration(
     if date_to is not None:
         points = points.filter(step_result__audit__created_at__lte=date_to)
     grouped: dict[tuple[int, int], list[tuple[str, str]]] = defaultdict(list)
+    guided: dict[tuple[int, int], list[bool]] = defaultdict(list)  # per guided verdict: agreed with the reviewer
     latest: dict[tuple[int, int], tuple[int, int, str]] = {}  # key -> (version, step id, step name)
     rows = points.values_list(
         "step_result__position",
         "index",
         "status",
+        "unguided_status",
+        "guided",
         "human_status",
         "step_result__audit__config_version__version",
         "step_result__step_id",
         "step_result__step__name",
     )
-    for position, index, ai, human, version, step_id, step_name in rows:
-        grouped[(position, index)].append((ai, human or ""))
-        if (position, index) not in latest or version > latest[(position, index)][0]:
-            latest[(position, index)] = (version, step_id, step_name)
+    for position, index, current, unguided, was_guided, human, version, step_id, step_name in rows:
+        key = (position, index)
+        grouped[key].append((unguided or current, human or ""))
+        if was_guided:
+            guided[key].append(current == human)
+        if key not in latest or version > latest[key][0]:
+            latest[key] = (version, step_id, step_name)
     definitions = {
         (d.step_id, d.index): d
         for d in AuditControlPointDefinition.objects.filter(step_id__in={v[1] for v in latest.values()})
@@ -484,6 +497,8 @@ def calibration(
                 "agreement_rate": round(agreed / len(pairs), 4),
                 "kappa": cohen_kappa(pairs),
                 "confusion": {ai: dict(humans) for ai, humans in sorted(confusion.items())},
+                "guided_reruns": len(guided[key]),
+                "guided_agreements": sum(guided[key]),
             }
         )
     result.sort(key=lambda r: (r["kappa"] is None, r["kappa"] if r["kappa"] is not None else 0, -r["reviewed"]))

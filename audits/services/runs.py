@@ -33,6 +33,7 @@ from audits.models import (
     AuditStepResult,
     Citation,
     ControlPointResult,
+    EvidenceSpeaker,
     PointStatus,
     StepStatus,
 )
@@ -379,7 +380,7 @@ def step_spec(definition: AuditStepDefinition) -> StepSpec:
         weight=definition.weight,
         is_critical=definition.is_critical,
         control_points=[
-            ControlPointSpec(p.index, p.question, p.evidence_hint, p.is_critical)
+            ControlPointSpec(p.index, p.question, p.evidence_hint, p.is_critical, p.speaker, p.conditional)
             for p in definition.control_points.order_by("index")
         ],
     )
@@ -432,18 +433,33 @@ def step_ask_llm(
 @dataclass(frozen=True)
 class GatedPoint:
     index: int
-    ai_status: str
-    status: str
+    ai_status: str  # what the model answered
+    status: str  # the AI's verdict after the gate
     rationale: str
     checks: list[QuoteCheck]
+    gate_reason: str | None = None  # why the gate changed the model's verdict
+
+
+# Why the gate did not keep the model's verdict.
+NO_ANSWER = "no_answer"  # the model did not answer the point
+NO_VERIFIED_QUOTE = "no_verified_quote"  # a pass without a quote the gate verified (in the right speaker's turns)
+NOT_CONDITIONAL = "not_conditional"  # not_applicable on a point that is not conditional
+NO_REASON = "not_applicable_without_reason"  # not_applicable on a conditional point, without saying why
 
 
 def gate_answer(
     *, definition: AuditStepDefinition, answer: StepAnswer, index: EvidenceIndex, only_control_point: int | None = None
 ) -> list[GatedPoint]:
-    """Every quote through the evidence gate; a ``pass`` left without a verified quote becomes
-    ``uncertain`` (so a critical point never passes without one); ``fail`` and ``not_applicable``
-    stand. A point the model did not answer is ``uncertain``."""
+    """The gate is the last word on every verdict:
+
+    - every quote is checked against the timeline **in the turns of the point's speaker** (``agent``,
+      ``client``; ``any``: either), whatever speaker the model claims;
+    - a ``pass`` left without a verified quote becomes ``uncertain`` (a critical point never passes
+      without the agent's own words);
+    - ``not_applicable`` stands only on a ``conditional`` point and with the model's reason; on any other
+      point it becomes ``uncertain`` (so a critical point answered that way is a critical miss and goes to
+      review, and a model answering ``not_applicable`` everywhere never gets a compliant audit);
+    - ``fail`` stands; a point the model did not answer is ``uncertain``."""
     answers = {a.index: a for a in answer.control_points}
     gated = []
     for point in definition.control_points.order_by("index"):
@@ -458,14 +474,20 @@ def gate_answer(
                     PointStatus.UNCERTAIN,
                     "Le modèle n'a pas répondu à ce point.",
                     [],
+                    NO_ANSWER,
                 )
             )
             continue
-        checks = [index.check(q.text, speaker=q.speaker) for q in given.quotes]
-        status = PointStatus(given.status)
+        speaker = None if point.speaker == EvidenceSpeaker.ANY else point.speaker
+        checks = [index.check(q.text, speaker=speaker) for q in given.quotes]
+        status, reason = PointStatus(given.status), None
         if status == PointStatus.PASS and not any(c.verified for c in checks):
-            status = PointStatus.UNCERTAIN
-        gated.append(GatedPoint(point.index, given.status, status, given.rationale, checks))
+            status, reason = PointStatus.UNCERTAIN, NO_VERIFIED_QUOTE
+        elif status == PointStatus.NOT_APPLICABLE and not point.conditional:
+            status, reason = PointStatus.UNCERTAIN, NOT_CONDITIONAL
+        elif status == PointStatus.NOT_APPLICABLE and not given.rationale.strip():
+            status, reason = PointStatus.UNCERTAIN, NO_REASON
+        gated.append(GatedPoint(point.index, given.status, status, given.rationale, checks, reason))
     return gated
 
 
@@ -514,12 +536,28 @@ def step_store(*, audit_id: str, position: int, asked: StepAsked, gated: list[Ga
     return True
 
 
-def write_points(row: AuditStepResult, gated: list[GatedPoint]) -> None:
-    """Replace the control point results named in ``gated`` (and their citations)."""
-    ControlPointResult.objects.filter(step_result=row, index__in=[g.index for g in gated]).delete()
+def write_points(row: AuditStepResult, gated: list[GatedPoint], *, guided: bool = False) -> None:
+    """Replace the control point results named in ``gated`` (and their citations). ``guided``: the
+    verdicts come from a reviewer-guided rerun, so the AI's unguided verdict of each point is kept
+    (calibration measures the AI, not the reruns)."""
+    existing = ControlPointResult.objects.filter(step_result=row, index__in=[g.index for g in gated])
+    previous = {
+        index: (unguided, was_guided)
+        for index, unguided, was_guided in existing.values_list("index", "unguided_status", "guided")
+    }
+    existing.delete()
     for g in gated:
+        unguided, was_guided = previous.get(g.index, (None, False))
+        keep = (guided or was_guided) and unguided is not None  # once guided, the AI's own verdict is frozen
         point = ControlPointResult.objects.create(
-            step_result=row, index=g.index, ai_status=g.ai_status, status=g.status, rationale=g.rationale
+            step_result=row,
+            index=g.index,
+            ai_status=g.ai_status,
+            status=g.status,
+            rationale=g.rationale,
+            gate_reason=g.gate_reason,
+            unguided_status=unguided if keep else g.status,
+            guided=guided or was_guided,
         )
         Citation.objects.bulk_create(
             Citation(

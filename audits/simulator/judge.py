@@ -18,8 +18,11 @@ turn's speaker.
   par téléphone", passage "je vous demande une signature par téléphone"). A contradiction ``fail``s the point,
   quoting the passage;
 - ``fail`` otherwise, quoting the closest passage when it is at least half-way to the threshold;
-- ``not_applicable`` when the question is conditional (``Si <condition>, …``) and no turn holds the
-  condition's words.
+- ``not_applicable`` when the point is marked conditional, its question reads ``Si <condition>, …`` and no
+  turn holds the condition's words.
+
+Only the turns of the point's speaker (``Preuve : paroles de l'agent`` / ``du client``; either for ``any``)
+are searched for evidence, as an honest model would.
 
 **Tools mode** (the request has ``tools`` and no ``## Transcription``): first one ``searchTranscript`` call per
 point (query: the hint, plus the condition of a conditional point; ``max_results`` 2), then
@@ -309,7 +312,7 @@ def judge_point(point: ControlPointSpec, turns: Sequence[Turn], names: frozenset
     """The answer for one control point over ``turns``: ``{index, status, quotes, rationale}``. ``names``
     (the agent's, from the fiche) count as the word "nom" when the point asks for it."""
     query = _query(point, names)
-    if query.condition and not _condition_arises(query.condition, turns):
+    if point.conditional and query.condition and not _condition_arises(query.condition, turns):
         return {
             "index": point.index,
             "status": "not_applicable",
@@ -323,7 +326,8 @@ def judge_point(point: ControlPointSpec, turns: Sequence[Turn], names: frozenset
             "quotes": [],
             "rationale": "Le point de contrôle ne contient aucun mot à rechercher dans l'appel.",
         }
-    passages = _best_passages(query, turns)
+    own = [turn for turn in turns if point.speaker == "any" or turn.speaker == point.speaker]
+    passages = _best_passages(query, own)  # only the words of whoever must say it prove the point
     top = passages[0] if passages else None
     if top is not None and _clears(query, top):
         words = ", ".join(top.matched)
@@ -686,6 +690,36 @@ def flip_negation(text: str) -> str | None:
         replacement = f"{match['subject']} {particle}{clitics}{verb} pas"
         return f"{text[: match.start()]}{replacement}{text[match.end() :]}"
     return None
+
+
+def dodge(point: ControlPointSpec) -> dict[str, Any]:
+    """The ``dodge`` lie: ``not_applicable`` without evidence, whatever the point."""
+    return {
+        "index": point.index,
+        "status": "not_applicable",
+        "quotes": [],
+        "rationale": "Ce point ne s'applique pas à cet appel.",
+    }
+
+
+def wrong_speaker(point: ControlPointSpec, transcript_text: str) -> dict[str, Any] | None:
+    """The ``wrong_speaker`` lie: ``pass`` on the words of the other party (the client's words for an agent
+    point), claimed as said by the point's speaker. None for an ``any`` point or a call without such words."""
+    if point.speaker == "any":
+        return None
+    others = [turn for turn in parse_turns(transcript_text) if turn.speaker != point.speaker]
+    passages = _best_passages(_query(point), others)
+    text = passages[0].text if passages else ""
+    if len(text.split()) < MIN_QUOTE_WORDS:
+        text = next((turn.text for turn in others if len(turn.text.split()) >= MIN_QUOTE_WORDS), "")
+    if not text:
+        return None
+    return {
+        "index": point.index,
+        "status": "pass",
+        "quotes": [{"text": text, "speaker": point.speaker}],
+        "rationale": "Le point est respecté, comme le montre la citation.",
+    }
 
 
 def point_terms(point: ControlPointSpec) -> list[str]:

@@ -18,7 +18,9 @@ it in the log; a stream is logged when it starts (``end`` None) and completed wh
 Knobs (``SimulatorConfig``; environment ``LLM_SIM_<KNOB>``; runtime ``POST /__sim__/config``): ``seed``,
 ``latency_ms``, ``stream_token_delay_ms``, ``fail_rate`` (500), ``burst_429`` and ``bad_json_next`` (counters:
 the next N requests / structured answers), ``fabricate_rate``, ``alter_numbers_rate``, ``negate_rate`` (per
-quote), ``bad_json_rate``, ``length_rate``, ``refusal_rate``, ``content_filter_rate``; quirks ``no_json_schema``
+quote), ``dodge_rate`` (per point: ``not_applicable`` without evidence, whatever the point), ``wrong_speaker_rate``
+(per point: ``pass`` quoting the other party's words — the client's for an agent point — claimed as the point's
+speaker), ``bad_json_rate``, ``length_rate``, ``refusal_rate``, ``content_filter_rate``; quirks ``no_json_schema``
 (400 on a json_schema response format), ``args_as_object``, ``no_tool_ids``, ``fenced_json``, ``no_usage``;
 ``api_key`` (a different bearer → 401) and ``model``. The answer's dice are seeded by the seed and the request's
 content, so the same request gets the same answer whatever the order of requests; ``fail_rate`` draws from one
@@ -54,6 +56,8 @@ _RATES = (
     "fabricate_rate",
     "alter_numbers_rate",
     "negate_rate",
+    "dodge_rate",
+    "wrong_speaker_rate",
     "bad_json_rate",
     "length_rate",
     "refusal_rate",
@@ -86,6 +90,8 @@ class SimulatorConfig:
     fabricate_rate: float = 0.0
     alter_numbers_rate: float = 0.0
     negate_rate: float = 0.0
+    dodge_rate: float = 0.0
+    wrong_speaker_rate: float = 0.0
     bad_json_rate: float = 0.0
     length_rate: float = 0.0
     refusal_rate: float = 0.0
@@ -519,11 +525,21 @@ class _Handler(BaseHTTPRequestHandler):
         return {"role": "assistant", "content": content}, "stop", "answer" if structured else "chat"
 
     def _misbehave(self, config: SimulatorConfig, reply: judge.JudgeReply, digest: str) -> dict[str, Any]:
-        """The judge's answer with the fabricate / alter-numbers / negate knobs applied to its quotes."""
+        """The judge's answer with the dodge / wrong-speaker knobs applied to its points and the fabricate /
+        alter-numbers / negate knobs to its quotes."""
         answer = json.loads(json.dumps(reply.answer))
         points = {point.index: point for point in reply.points}
-        for item in answer.get("control_points", []):
+        items = answer.get("control_points", [])
+        for position, item in enumerate(items):
             point = points.get(item.get("index"))
+            if point is not None and _rolls(config, config.dodge_rate, digest, "dodge", point.index):
+                items[position] = judge.dodge(point)
+                continue
+            if point is not None and _rolls(config, config.wrong_speaker_rate, digest, "wrong_speaker", point.index):
+                lie = judge.wrong_speaker(point, reply.transcript_text)
+                if lie is not None:
+                    items[position] = lie
+                    continue
             for number, quote in enumerate(item.get("quotes", [])):
                 where = (item.get("index"), number)
                 if point is not None and _rolls(config, config.fabricate_rate, digest, "fabricate", *where):

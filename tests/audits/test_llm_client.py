@@ -83,6 +83,8 @@ STEP = StepSpec(
             "Si le client est déjà assuré, l'agent indique-t-il que l'ancien contrat peut être résilié ?",
             "résiliation de l'ancien contrat",
             False,
+            "agent",
+            True,  # conditional: the only kind that may be not_applicable
         ),
     ],
 )

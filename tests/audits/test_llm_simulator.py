@@ -101,6 +101,8 @@ STEP = StepSpec(
             "Si le client est déjà assuré, l'agent indique-t-il que l'ancien contrat peut être résilié ?",
             "résiliation de l'ancien contrat",
             False,
+            "agent",
+            True,  # conditional
         ),
     ],
 )
@@ -335,6 +337,49 @@ def test_negate_rate_flips_the_negation_of_quotes(sim: LlmSimulator):
     assert judge.has_negation(honest[4]["text"]) and not judge.has_negation(flipped[4]["text"])
     for index in (3, 4):
         assert flipped[index]["text"] not in COMPLIANT
+
+
+def test_dodge_rate_answers_not_applicable_everywhere_without_evidence(sim: LlmSimulator):
+    sim.config.dodge_rate = 1.0
+    dodged = judged(sim, COMPLIANT)
+    assert set(dodged) == {1, 2, 3, 4, 5}
+    assert all(a["status"] == "not_applicable" and a["quotes"] == [] and a["rationale"] for a in dodged.values())
+
+
+def test_wrong_speaker_rate_passes_agent_points_on_the_clients_words(sim: LlmSimulator):
+    client_turns = {text for text, speaker in turn_texts(INSURED).items() if speaker == "client"}
+    sim.config.wrong_speaker_rate = 1.0
+    lied = judged(sim, INSURED)
+    assert set(lied) == {1, 2, 3, 4, 5}
+    for answer in lied.values():
+        assert answer["status"] == "pass"
+        (quote,) = answer["quotes"]
+        assert quote["speaker"] == "agent"  # claimed…
+        assert any(quote["text"] in turn for turn in client_turns)  # …but the client said it
+
+
+def test_the_honest_judge_looks_for_evidence_in_the_points_speakers_turns(sim: LlmSimulator):
+    """A client who repeats the recording notice does not make the agent's point pass."""
+    recording_point = StepSpec(
+        position=1,
+        name="Enregistrement",
+        instructions="",
+        weight=10,
+        is_critical=True,
+        control_points=[(1, "L'agent informe-t-il que l'appel est enregistré ?", "appel enregistré", True)],
+    )
+    text = "\n".join(
+        [
+            HEADER,
+            "[00:01] Agent: Bonjour madame, Julie Martin de la société Assurdirect.",
+            "[00:09] Client: Je sais que cet appel est enregistré, on me le dit à chaque fois.",
+            "[00:15] Agent: Très bien, alors parlons de votre mutuelle.",
+        ]
+    )
+    response = post(sim, {"messages": step_messages(text, step=recording_point), "response_format": SCHEMA_FORMAT})
+    (answer,) = json.loads(response.json()["choices"][0]["message"]["content"])["control_points"]
+    assert answer["status"] == "fail"
+    assert all(q["speaker"] == "agent" for q in answer["quotes"])
 
 
 def test_bad_json_rate_and_bad_json_next_break_the_answer(sim: LlmSimulator):

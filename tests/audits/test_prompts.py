@@ -36,13 +36,16 @@ STEP = StepSpec(
     is_critical=True,
     control_points=[
         (1, "L'agent annonce-t-il le délai de rétractation de 14 jours ?", "délai de rétractation, 14 jours", True),
-        (2, "L'agent précise-t-il  le point\nde départ du délai ?", "", False),
+        (2, "L'agent précise-t-il  le point\nde départ du délai ?", "", False, "any"),
         (
             3,
             "Si le client est déjà assuré, l'agent parle-t-il de la résiliation ?",
             "résiliation — ancien contrat",
             False,
+            "agent",
+            True,
         ),
+        (4, "Le client accepte-t-il de poursuivre l'appel ?", "j'accepte", False, "client"),
     ],
 )
 TURN_LINE = re.compile(r"^\[\d+:\d{2}\] (Agent|Client): ", re.MULTILINE)
@@ -82,25 +85,29 @@ def test_control_point_lines_are_exact_and_round_trip():
     assert block.strip().splitlines() == [
         (
             "[1] L'agent annonce-t-il le délai de rétractation de 14 jours ? "
-            "— Indice : délai de rétractation, 14 jours (critique)"
+            "— Indice : délai de rétractation, 14 jours — Preuve : paroles de l'agent (critique)"
         ),
-        "[2] L'agent précise-t-il le point de départ du délai ?",
+        "[2] L'agent précise-t-il le point de départ du délai ? — Preuve : paroles de l'agent ou du client",
         (
             "[3] Si le client est déjà assuré, l'agent parle-t-il de la résiliation ? — Indice : résiliation — ancien "
-            "contrat"
+            "contrat — Preuve : paroles de l'agent (conditionnel)"
         ),
+        "[4] Le client accepte-t-il de poursuivre l'appel ? — Indice : j'accepte — Preuve : paroles du client",
     ]
     assert parse_control_points(content) == [
         ControlPointSpec(
             1, "L'agent annonce-t-il le délai de rétractation de 14 jours ?", "délai de rétractation, 14 jours", True
         ),
-        ControlPointSpec(2, "L'agent précise-t-il le point de départ du délai ?", "", False),
+        ControlPointSpec(2, "L'agent précise-t-il le point de départ du délai ?", "", False, "any"),
         ControlPointSpec(
             3,
             "Si le client est déjà assuré, l'agent parle-t-il de la résiliation ?",
             "résiliation — ancien contrat",
             False,
+            "agent",
+            True,
         ),
+        ControlPointSpec(4, "Le client accepte-t-il de poursuivre l'appel ?", "j'accepte", False, "client"),
     ]
 
 
@@ -109,7 +116,7 @@ def test_simulator_reads_the_prompt_points_and_timeline():
     reply = judge.respond(body)
     assert reply.kind == "answer" and reply.answer is not None
     answers = {item["index"]: item for item in reply.answer["control_points"]}
-    assert set(answers) == {1, 2, 3}
+    assert set(answers) == {1, 2, 3, 4}
     assert answers[1]["status"] == "pass"
     assert answers[1]["quotes"][0]["text"] in TIMELINE
     assert answers[3]["status"] == "not_applicable"
@@ -124,7 +131,7 @@ def test_tools_mode_has_no_timeline_and_asks_for_the_tools():
         assert not TURN_LINE.search(message["content"])
         assert "délai de rétractation de quatorze jours" not in message["content"]
     assert prompts.TOOLS_MARKER in user["content"]
-    assert len(parse_control_points(user["content"])) == 3
+    assert len(parse_control_points(user["content"])) == 4
     assert build_step_messages(step=STEP, fiche_context="", timeline_text=None, use_tools=True)
 
 

@@ -227,6 +227,52 @@ def test_fabricated_altered_and_negated_quotes_never_pass_the_gate(audit_stack, 
                 assert c.quote == true_quotes[key]
 
 
+def test_dodge_and_wrong_speaker_lies_never_make_a_point_pass_or_disappear(audit_stack, auditor):
+    """``dodge`` (not_applicable everywhere) and ``wrong_speaker`` (the client's words for agent points), in
+    prompt and tools mode: every point is still there, none passes, the audit is REJET and goes to review."""
+    crm, stt, llm, pusher, start = audit_stack
+    start("aud-lies")
+    baseline = audit_ended(run_audit(auditor, COMPLIANT))
+    assert baseline.status == "completed" and baseline.is_compliant
+    expected_points = set(verdicts(detail(auditor, str(baseline.pk))))
+    critical = {
+        (s["position"], p["index"])
+        for s in detail(auditor, str(baseline.pk))["steps"]
+        for p in s["control_points"]
+        if p["is_critical"]
+    }
+    for knob, use_rlm in (
+        ("dodge_rate", False),
+        ("dodge_rate", True),
+        ("wrong_speaker_rate", False),
+        ("wrong_speaker_rate", True),
+    ):
+        llm.config.update({"dodge_rate": 0.0, "wrong_speaker_rate": 0.0, knob: 1.0})
+        audit = audit_ended(run_audit(auditor, COMPLIANT, use_rlm=use_rlm))
+        assert audit.status == "completed", (knob, audit.error)
+        data = detail(auditor, str(audit.pk))
+        points = {(s["position"], p["index"]): p for s in data["steps"] for p in s["control_points"]}
+        assert set(points) == expected_points, knob  # nothing disappears
+        assert not [k for k, p in points.items() if p["status"] == "pass"], knob  # nothing passes
+        assert (data["niveau"], data["is_compliant"], data["needs_review"]) == ("REJET", False, True), knob
+        assert {(i["step_position"], i["control_point_index"]) for i in data["critical_issues"]} == critical, knob
+        for key, point in points.items():
+            if knob == "dodge_rate":
+                assert point["model_status"] == "not_applicable", (key, point)
+                expected = "not_applicable" if point["conditional"] else "uncertain"
+                assert point["status"] == expected, (key, point)
+            else:
+                assert point["model_status"] == "pass" and point["status"] == "uncertain", (key, point)
+                assert point["gate_reason"] == "no_verified_quote" and not point["citations"], (key, point)
+                assert point["rejected_citations"], (key, point)
+                assert {c["reason"] for c in point["rejected_citations"]} <= {"speaker_mismatch", "not_found"}
+        if knob == "wrong_speaker_rate":
+            reasons = Counter(
+                Citation.objects.filter(control_point__step_result__audit=audit).values_list("reason", flat=True)
+            )
+            assert reasons["speaker_mismatch"] >= len(expected_points) // 2, reasons  # found, but the client's
+
+
 def test_each_server_quirk_is_absorbed_and_prompt_and_tools_modes_agree(audit_stack, auditor):
     crm, stt, llm, pusher, start = audit_stack
     start("aud4")

@@ -23,6 +23,8 @@ KNOB_HELP = {
     "fabricate_rate": "probability (0-1) that a quote is replaced by a sentence not in the transcript",
     "alter_numbers_rate": "probability (0-1) that a number in a quote is changed",
     "negate_rate": "probability (0-1) that a negation is added to or removed from a quote",
+    "dodge_rate": "probability (0-1) that a control point is answered not_applicable without evidence",
+    "wrong_speaker_rate": "probability (0-1) that a point passes on the other party's words (client for agent)",
     "bad_json_rate": "probability (0-1) that a structured answer is invalid JSON",
     "length_rate": "probability (0-1) that an answer is cut (finish_reason length)",
     "refusal_rate": "probability (0-1) that the model refuses",
