@@ -302,6 +302,14 @@ ELEVENLABS_MAX_CONCURRENCY = env.int("ELEVENLABS_MAX_CONCURRENCY", default=10)
 TRANSCRIPTION_LANGUAGE = env.str("TRANSCRIPTION_LANGUAGE", default="fr")
 # Download the recording ourselves and upload it as `file` instead of passing `source_url`.
 TRANSCRIPTION_UPLOAD_AUDIO = env.bool("TRANSCRIPTION_UPLOAD_AUDIO", default=False)
+# That download goes through the webhooks' SSRF guard: comma-separated scheme://host[:port] origins
+# trusted even on private addresses (an internal recording server, local simulators); any other host
+# must resolve only to public addresses. Redirects: at most 3, each checked the same way.
+RECORDING_ALLOWED_ORIGINS = env.list("RECORDING_ALLOWED_ORIGINS", default=[])
+# Largest recording downloaded (bytes; larger fails permanently) and the download's total deadline
+# (connect and every read: a server dripping bytes is cut there, and the download retried).
+TRANSCRIPTION_MAX_AUDIO_BYTES = env.int("TRANSCRIPTION_MAX_AUDIO_BYTES", default=200 * 1024 * 1024)
+TRANSCRIPTION_DOWNLOAD_TIMEOUT_SECONDS = env.float("TRANSCRIPTION_DOWNLOAD_TIMEOUT_SECONDS", default=120.0)
 TRANSCRIPTION_BATCH_MAX = env.int("TRANSCRIPTION_BATCH_MAX", default=100)
 # Transient vendor errors a recording retries (with backoff from this base, in seconds) before it fails.
 TRANSCRIPTION_MAX_ERRORS = env.int("TRANSCRIPTION_MAX_ERRORS", default=3)

@@ -1,6 +1,8 @@
-"""SSRF guard for outgoing webhook URLs, used at request time and again at send time.
+"""SSRF guard for outgoing URLs an outside party supplied: webhook URLs (at request time and again
+at send time) and, through ``validate_outgoing_url`` with its own allowlist, the CRM's recording URLs
+that the speech-to-text client downloads (``transcriptions.clients.elevenlabs``).
 
-Rules:
+Rules (webhooks):
 - ``http``/``https`` only, a host, no credentials in the URL;
 - ``WEBHOOK_ALLOWED_ORIGINS`` set (comma-separated ``scheme://host[:port]``): only those origins
   are accepted, and they may be private (trusted internal receivers);
@@ -9,12 +11,17 @@ Rules:
   link-local, and IPv4-mapped/compatible IPv6 forms of those are rejected. Hosts spelled as
   decimal, octal or hex integers (``2130706433``, ``0x7f.1``, ``0177.0.0.1``) are normalized
   the way resolvers read them before the check.
+
+``validate_outgoing_url`` applies the same checks with another allowlist, either exclusive (as
+webhooks: only those origins) or as exemptions (those origins are trusted, even when private; any
+other host must resolve only to public addresses).
 """
 
 from __future__ import annotations
 
 import ipaddress
 import socket
+from collections.abc import Iterable
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
@@ -56,9 +63,10 @@ def _origin(scheme: str, host: str, port: int) -> str:
     return f"{scheme}://{host}:{port}"
 
 
-def allowed_origins() -> frozenset[str]:
+def allowed_origins(raw_origins: Iterable[str] | None = None) -> frozenset[str]:
+    """``raw_origins`` (default: ``WEBHOOK_ALLOWED_ORIGINS``) as ``scheme://host:port`` (unusable entries dropped)."""
     origins = set()
-    for raw in settings.WEBHOOK_ALLOWED_ORIGINS:
+    for raw in settings.WEBHOOK_ALLOWED_ORIGINS if raw_origins is None else raw_origins:
         parts = urlsplit(raw.strip())
         if parts.scheme in DEFAULT_PORTS and parts.hostname:
             origins.add(_origin(parts.scheme, parts.hostname.lower(), parts.port or DEFAULT_PORTS[parts.scheme]))
@@ -134,6 +142,18 @@ def _resolve(host: str, port: int) -> tuple[str, ...]:
 
 def validate_webhook_url(url: str) -> SafeUrl:
     """Return the checked URL and addresses, or raise ``UnsafeWebhookUrl`` naming the reason."""
+    return validate_outgoing_url(
+        url, allowed=allowed_origins(), allowlist_setting="WEBHOOK_ALLOWED_ORIGINS", allowlist_only=True
+    )
+
+
+def validate_outgoing_url(
+    url: str, *, allowed: frozenset[str], allowlist_setting: str, allowlist_only: bool
+) -> SafeUrl:
+    """Return the checked URL and addresses, or raise ``UnsafeWebhookUrl`` naming the reason (in
+    ``details["reason"]``, which never holds the URL's query string). ``allowed``: normalized origins
+    (``allowed_origins(...)``) trusted even on private addresses; ``allowlist_only``: when ``allowed``
+    is not empty, refuse every other origin (named after ``allowlist_setting``)."""
     if not isinstance(url, str) or not url.strip():
         raise _reject("empty URL", str(url))
     url = url.strip()
@@ -154,11 +174,10 @@ def validate_webhook_url(url: str) -> SafeUrl:
         raise _reject("the URL has no host", url)
     port = port or DEFAULT_PORTS[scheme]
 
-    origins = allowed_origins()
-    if origins:
-        if _origin(scheme, host, port) not in origins:
-            raise _reject(f"origin {scheme}://{host}:{port} is not in WEBHOOK_ALLOWED_ORIGINS", url)
+    if _origin(scheme, host, port) in allowed:
         return SafeUrl(url, scheme, host, port, _resolve(host, port), allowlisted=True)
+    if allowed and allowlist_only:
+        raise _reject(f"origin {scheme}://{host}:{port} is not in {allowlist_setting}", url)
 
     if host in METADATA_HOSTS or host.endswith(".internal") or host == "localhost" or host.endswith(".localhost"):
         raise _reject(f"host {host!r} is internal", url)

@@ -37,16 +37,15 @@ from django.conf import settings
 from django.db import transaction
 from django.db.models import Q
 from django.utils import timezone
-from requests_hardened import Config as HardenedConfig
-from requests_hardened import Manager as HardenedManager
 from requests_hardened.ip_filter import InvalidIPAddress
 from standardwebhooks.webhooks import Webhook
 
 from config.exceptions import ConflictError, InvalidInput
 from config.task_retry import backoff_seconds
-from realtime.http_deadline import deadline, track_connections
+from realtime.http_deadline import deadline
 from realtime.models import AttemptTrigger, DeliveryStatus, WebhookDelivery, WebhookDeliveryAttempt
 from realtime.registry import AttemptReport, webhook_source
+from realtime.safe_http import hardened_session
 from realtime.url_safety import WebhookHostUnresolvable, validate_webhook_url
 
 logger = logging.getLogger("realtime.webhooks")
@@ -145,14 +144,11 @@ def _session(allowlisted: bool) -> requests.Session:
     """Trusted allowlisted origins may be private; anything else goes through requests-hardened,
     which connects to the address it resolved and checked (no second lookup to rebind) and
     rejects private ones. Redirects are never followed."""
-    config = HardenedConfig(
-        ip_filter_enable=not allowlisted,
-        ip_filter_allow_loopback_ips=False,
-        never_redirect=True,
-        default_timeout=(CONNECT_TIMEOUT_SECONDS, settings.WEBHOOK_TIMEOUT_SECONDS),
-        user_agent_override=USER_AGENT,
+    return hardened_session(
+        allowlisted=allowlisted,
+        timeout=(CONNECT_TIMEOUT_SECONDS, settings.WEBHOOK_TIMEOUT_SECONDS),
+        user_agent=USER_AGENT,
     )
-    return track_connections(HardenedManager(config).get_session())
 
 
 @dataclass(frozen=True)

@@ -118,7 +118,8 @@ def _call_vendor(task: Any, run_id: str, call_id: str) -> runs.RecordingOutcome:
     holder = f"{run_id}:{call_id}"
     try:
         fields = elevenlabs.prepare_request(recording_url=ctx["recording_url"], call_id=call_id)
-        with runs.vendor_semaphore().slot(holder, wait=SLOT_WAIT_SECONDS):  # the vendor call only
+        # Leaving the block closes the request (deleting a downloaded recording) whatever happens.
+        with fields, runs.vendor_semaphore().slot(holder, wait=SLOT_WAIT_SECONDS):  # the vendor call only
             response = elevenlabs.send_request(fields, call_id=call_id)
         result = elevenlabs.read_response(response, call_id=call_id)
     except LimitBusy:

@@ -157,6 +157,7 @@ def test_fields_follow_the_settings(stt, settings):
 
 def test_upload_mode_downloads_the_recording_and_sends_it_as_a_file(stt, settings):
     settings.TRANSCRIPTION_UPLOAD_AUDIO = True
+    settings.RECORDING_ALLOWED_ORIGINS = [stt.url]  # a loopback simulator: trusted explicitly
     result = client.transcribe(recording_url=stt.recording_url(OTHER_CALL["call_id"]), call_id=OTHER_CALL["call_id"])
 
     assert result.audio_duration_secs == float(OTHER_CALL["duration_seconds"])
@@ -180,11 +181,13 @@ def test_upload_mode_downloads_the_recording_and_sends_it_as_a_file(stt, setting
 
 def test_upload_mode_download_failures_are_typed(stt, settings):
     settings.TRANSCRIPTION_UPLOAD_AUDIO = True
+    closed_port = free_port()
+    settings.RECORDING_ALLOWED_ORIGINS = [stt.url, f"http://127.0.0.1:{closed_port}"]
     with pytest.raises(ElevenLabsPermanentError) as excinfo:
         client.transcribe(recording_url=f"{stt.url}/recordings/nope.wav?token=secret-token", call_id="nope")
     assert excinfo.value.status == 404 and "secret-token" not in str(excinfo.value)
     with pytest.raises(ElevenLabsTransientError) as excinfo:
-        client.transcribe(recording_url=f"http://127.0.0.1:{free_port()}/a.mp3", call_id="a")
+        client.transcribe(recording_url=f"http://127.0.0.1:{closed_port}/a.mp3", call_id="a")
     assert excinfo.value.status is None
     assert [r["path"] for r in stt.requests()] == ["/recordings/nope.wav"]  # nothing was posted
 

@@ -7,16 +7,32 @@ Plain ``requests`` (not the vendor SDK); never touches the ORM.
 ``source_url`` (or, with ``TRANSCRIPTION_UPLOAD_AUDIO``, the recording downloaded here and sent as
 ``file`` named ``{call_id}.mp3``), ``language_code``, ``diarize=true``, ``num_speakers=2``,
 ``timestamps_granularity=word`` and ``tag_audio_events=false``, and returns an ``SttResult`` whose
-words are validated and normalized (``audio_event`` items dropped).
+words are validated and normalized (``audio_event`` items dropped). Callers that hold a provider slot
+around the POST only use its three steps: ``prepare_request`` (an ``SttRequest``, a context manager:
+close it whatever happens), ``send_request``, ``read_response``.
+
+Upload mode: the recording URL comes from the CRM, so its download is treated like an outgoing webhook
+(``realtime.url_safety`` and ``realtime.safe_http``): http/https only; the host resolved and every
+address checked (loopback, private, link-local, metadata...) unless its origin is in
+``RECORDING_ALLOWED_ORIGINS`` (trusted, may be private); the connection pinned to the checked address;
+at most ``MAX_DOWNLOAD_REDIRECTS`` redirects followed, each ``Location`` checked by the same guard (a
+redirect to a private address fails like a URL to one). The body is streamed to a temporary file
+(never held in memory), at most ``TRANSCRIPTION_MAX_AUDIO_BYTES`` (a larger ``Content-Length`` fails
+before reading; a body growing past it is cut), within a total deadline of
+``TRANSCRIPTION_DOWNLOAD_TIMEOUT_SECONDS`` (connect and every read: a server dripping bytes is cut).
+The multipart POST then streams that file; the file is deleted when the ``SttRequest`` is closed.
 
 Errors are typed so callers know whether to retry:
 
 - ``ElevenLabsTransientError``: timeouts, connection errors, 5xx (and a failed recording download
-  that may succeed later). ``retry_after`` carries the ``Retry-After`` header when present.
+  that may succeed later: timeout or deadline, connection error, 5xx or 429, a host that does not
+  resolve now). ``retry_after`` carries the ``Retry-After`` header when present.
 - ``ElevenLabsRateLimited`` (a transient error): 429. The vendor limits *concurrent* requests;
   ``reason`` is its ``detail.status`` (``too_many_concurrent_requests`` or ``system_busy``).
 - ``ElevenLabsPermanentError``: 401, 422, any other 4xx or 3xx, a body that breaks the contract
   (the message names the field). ``ElevenLabsNotConfigured`` (permanent) when the key is missing.
+  A recording download: an unsafe URL or redirect (the message names the reason), too many
+  redirects, a recording over the size cap, an empty body, a 4xx.
 
 Secrets: no message, log line, exception ``str``/``repr`` or chained exception carries the key or
 the request headers: errors are raised outside ``except`` blocks (no chained exception holds the prepared
@@ -26,21 +42,38 @@ signed token, is never shown.
 
 from __future__ import annotations
 
+import io
 import logging
 import math
 import os
+import tempfile
 import threading
 import time
-from dataclasses import dataclass
+from collections.abc import Iterator
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
-from typing import Any
+from types import TracebackType
+from typing import IO, Any, Self
 from urllib.parse import urlsplit, urlunsplit
 
 import orjson
 import requests
+import urllib3
 from django.conf import settings
 from requests.adapters import HTTPAdapter
+from requests_hardened.ip_filter import InvalidIPAddress
+from urllib3.fields import RequestField
+
+from realtime.http_deadline import deadline
+from realtime.safe_http import RedirectRefused, checked_get
+from realtime.url_safety import (
+    SafeUrl,
+    UnsafeWebhookUrl,
+    WebhookHostUnresolvable,
+    allowed_origins,
+    validate_outgoing_url,
+)
 
 logger = logging.getLogger("transcriptions.elevenlabs")
 
@@ -50,6 +83,9 @@ API_KEY_SETTING = "ELEVENLABS_API_KEY"
 KEPT_WORD_TYPES = frozenset({"word", "spacing"})
 _KNOWN_WORD_TYPES = KEPT_WORD_TYPES | {"audio_event"}
 _MAX_DETAIL_CHARS = 200
+MAX_DOWNLOAD_REDIRECTS = 3
+DOWNLOAD_CHUNK_BYTES = 64 * 1024
+DOWNLOAD_USER_AGENT = "callcentre-stt/1.0"
 
 
 # --- Errors -------------------------------------------------------------------------------------
@@ -161,6 +197,8 @@ def _safe_url(url: str) -> str:
     try:
         parts = urlsplit(url)
         host = parts.hostname or ""
+        if ":" in host:  # IPv6
+            host = f"[{host}]"
         if parts.port is not None:
             host = f"{host}:{parts.port}"
         return urlunsplit((parts.scheme, host, parts.path, "", ""))[:300]
@@ -168,40 +206,207 @@ def _safe_url(url: str) -> str:
         return "<invalid url>"
 
 
-def _download(recording_url: str) -> bytes:
-    """The recording's bytes (upload mode). Unreachable / 5xx: transient; other statuses: permanent."""
+def _validate_recording_url(url: str) -> SafeUrl:
+    """The webhooks' SSRF guard with the recordings' allowlist (exemptions, not an exclusive list)."""
+    return validate_outgoing_url(
+        url,
+        allowed=allowed_origins(settings.RECORDING_ALLOWED_ORIGINS),
+        allowlist_setting="RECORDING_ALLOWED_ORIGINS",
+        allowlist_only=False,
+    )
+
+
+def _download(recording_url: str) -> tuple[IO[bytes], int]:
+    """The recording (upload mode) in a temporary file positioned at its start, and its size. On any
+    failure the file is closed (deleted) and a typed error raised outside any ``except`` block."""
     shown = _safe_url(recording_url)
-    failure: ElevenLabsError | None = None
+    audio = tempfile.TemporaryFile(prefix="recording-")  # noqa: SIM115 (handed to the caller, closed by it)
     try:
-        response = _session().get(recording_url, timeout=_timeout(), allow_redirects=True)
-    except requests.Timeout as exc:
-        failure = ElevenLabsTransientError(f"recording download timed out ({shown}): {type(exc).__name__}")
-    except requests.ConnectionError as exc:
-        failure = ElevenLabsTransientError(f"recording unreachable ({shown}): {type(exc).__name__}")
-    except requests.RequestException as exc:  # invalid URL, too many redirects...
-        failure = ElevenLabsPermanentError(f"recording download failed ({shown}): {type(exc).__name__}")
+        failure, size = _download_into(audio, recording_url, shown)
+    except BaseException:  # a bug, the worker's soft time limit...: the file goes, the error propagates
+        audio.close()
+        raise
+    if failure is None and size == 0:
+        failure = ElevenLabsPermanentError(f"recording download returned no bytes ({shown})", status=200)
     if failure is not None:
-        raise failure  # outside the except block: no __context__ holding the request
+        audio.close()
+        raise failure
+    audio.flush()
+    audio.seek(0)
+    return audio, size
+
+
+def _download_into(audio: IO[bytes], url: str, shown: str) -> tuple[ElevenLabsError | None, int]:
+    """Stream ``url`` into ``audio``: ``(the failure or None, bytes written)``. The transport's exceptions
+    are never passed on (their text may hold the signed URL): only their type is named."""
+    cap = int(settings.TRANSCRIPTION_MAX_AUDIO_BYTES)
+    limit = float(settings.TRANSCRIPTION_DOWNLOAD_TIMEOUT_SECONDS)
+    size = 0
+    failure: ElevenLabsError | None = None
+    with deadline(limit) as expired:
+        try:
+            with checked_get(
+                url,
+                validate=_validate_recording_url,
+                max_redirects=MAX_DOWNLOAD_REDIRECTS,
+                timeout=(min(CONNECT_TIMEOUT_SECONDS, limit), limit),
+                headers={"Accept-Encoding": "identity"},  # the cap counts the bytes we store
+                user_agent=DOWNLOAD_USER_AGENT,
+            ) as response:
+                failure = _download_answer_failure(response, shown, cap)
+                if failure is None:
+                    for chunk in response.iter_content(DOWNLOAD_CHUNK_BYTES):
+                        size += len(chunk)
+                        if size > cap:
+                            failure = ElevenLabsPermanentError(
+                                f"recording larger than TRANSCRIPTION_MAX_AUDIO_BYTES ({cap} bytes): download "
+                                f"stopped ({shown})",
+                                status=response.status_code,
+                            )
+                            break
+                        audio.write(chunk)
+        except WebhookHostUnresolvable:  # DNS can fail for a moment
+            failure = ElevenLabsTransientError(f"recording host does not resolve ({shown})")
+        except UnsafeWebhookUrl as exc:  # the first URL or a redirect's Location
+            reason = str(exc.details.get("reason") or "unsafe URL")[:_MAX_DETAIL_CHARS]
+            failure = ElevenLabsPermanentError(f"recording URL refused: {reason} ({shown})")
+        except InvalidIPAddress:  # the IP filter's own check at connect time (the name now resolves elsewhere)
+            failure = ElevenLabsPermanentError(
+                f"recording URL refused: its host resolves to a non-public address ({shown})"
+            )
+        except RedirectRefused as exc:
+            failure = ElevenLabsPermanentError(f"recording download refused: {exc} ({shown})")
+        except requests.Timeout as exc:
+            failure = ElevenLabsTransientError(f"recording download timed out ({shown}): {type(exc).__name__}")
+        except (
+            requests.ConnectionError,
+            requests.exceptions.ChunkedEncodingError,
+            requests.exceptions.ContentDecodingError,
+            urllib3.exceptions.HTTPError,
+            OSError,
+        ) as exc:
+            failure = ElevenLabsTransientError(f"recording download failed ({shown}): {type(exc).__name__}")
+        except (requests.RequestException, ValueError) as exc:  # an invalid URL...
+            failure = ElevenLabsPermanentError(f"recording download failed ({shown}): {type(exc).__name__}")
+    if expired.is_set() and not isinstance(failure, ElevenLabsPermanentError):
+        # The deadline shut the socket: whatever the read saw then (an error, or an end of body that looks
+        # normal), the download did not finish in time.
+        failure = ElevenLabsTransientError(f"recording download cut at the {limit:g} s deadline ({shown})")
+    return failure, size
+
+
+def _download_answer_failure(response: requests.Response, shown: str, cap: int) -> ElevenLabsError | None:
+    """The failure a download's status or declared size already means, before reading its body."""
     status = response.status_code
     if status >= 500 or status == 429:
-        raise ElevenLabsTransientError(
+        return ElevenLabsTransientError(
             f"recording download answered {status} ({shown})", status=status, retry_after=_retry_after(response)
         )
     if status != 200:
-        raise ElevenLabsPermanentError(f"recording download answered {status} ({shown})", status=status)
-    if not response.content:
-        raise ElevenLabsPermanentError(f"recording download returned no bytes ({shown})", status=status)
-    return response.content
+        return ElevenLabsPermanentError(f"recording download answered {status} ({shown})", status=status)
+    try:
+        declared = int(response.headers.get("Content-Length") or -1)
+    except ValueError:
+        declared = -1
+    if declared > cap:
+        return ElevenLabsPermanentError(
+            f"recording is {declared} bytes, over TRANSCRIPTION_MAX_AUDIO_BYTES ({cap} bytes) ({shown})",
+            status=status,
+        )
+    return None
 
 
-def _post(fields: list[tuple[str, Any]]) -> requests.Response:
+# --- Request --------------------------------------------------------------------------------------
+
+
+@dataclass
+class SttRequest:
+    """One prepared transcription request: its text fields and, in upload mode, the downloaded recording in
+    a temporary file. A context manager: whoever prepared it closes it (the file is deleted then), sent or
+    not; ``send_request`` may be called on it again (the file is read from its start each time)."""
+
+    call_id: str
+    fields: list[tuple[str, str]]
+    audio: IO[bytes] | None = None
+    audio_size: int = 0
+
+    def close(self) -> None:
+        if self.audio is not None:
+            self.audio.close()
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.close()
+
+
+@dataclass
+class _MultipartBody:
+    """The request as a ``multipart/form-data`` body read in blocks (requests' ``files=`` would read the
+    whole recording into memory): the text parts and the file part's headers, the file, the closing
+    boundary. Its length is known, so it goes with a ``Content-Length`` (not chunked)."""
+
+    request: SttRequest
+    boundary: str = field(default_factory=lambda: os.urandom(16).hex())
+    _pieces: list[IO[bytes]] = field(init=False)
+    _length: int = field(init=False)
+
+    def __post_init__(self) -> None:
+        head = io.BytesIO()
+        for name, value in self.request.fields:
+            head.write(self._part_headers(RequestField(name=name, data=value)))
+            head.write(value.encode() + b"\r\n")
+        tail = f"--{self.boundary}--\r\n".encode()
+        self._pieces = [head]
+        self._length = head.tell() + len(tail)
+        if self.request.audio is not None:
+            upload = RequestField(name="file", data=b"", filename=f"{self.request.call_id}.mp3")
+            head.write(self._part_headers(upload, content_type="audio/mpeg"))
+            self.request.audio.seek(0)
+            self._pieces += [self.request.audio, io.BytesIO(b"\r\n" + tail)]
+            self._length = head.tell() + self.request.audio_size + 2 + len(tail)
+        else:
+            self._pieces.append(io.BytesIO(tail))
+        head.seek(0)
+
+    def _part_headers(self, part: RequestField, content_type: str | None = None) -> bytes:
+        part.make_multipart(content_type=content_type)
+        return f"--{self.boundary}\r\n".encode() + part.render_headers().encode()
+
+    @property
+    def content_type(self) -> str:
+        return f"multipart/form-data; boundary={self.boundary}"
+
+    def __len__(self) -> int:
+        return self._length
+
+    def read(self, size: int = -1) -> bytes:
+        out = bytearray()
+        while self._pieces and (size < 0 or len(out) < size):
+            chunk = self._pieces[0].read(-1 if size < 0 else size - len(out))
+            if chunk:
+                out += chunk
+            else:
+                self._pieces.pop(0)
+        return bytes(out)
+
+    def __iter__(self) -> Iterator[bytes]:  # requests sends an object with ``__iter__`` as a stream
+        while chunk := self.read(DOWNLOAD_CHUNK_BYTES):
+            yield chunk
+
+
+def _post(request: SttRequest) -> requests.Response:
     """The vendor's answer to the multipart POST. Failures are raised outside any ``except`` block, so no
     exception chained to ours (``__cause__`` or ``__context__``) holds the prepared request and its headers."""
     url = f"{settings.ELEVENLABS_BASE_URL.rstrip('/')}{STT_PATH}"
-    headers = {"xi-api-key": _api_key(), "Accept": "application/json"}
+    body = _MultipartBody(request)
+    headers = {"xi-api-key": _api_key(), "Accept": "application/json", "Content-Type": body.content_type}
     failure: ElevenLabsError | None = None
     try:
-        return _session().post(url, files=fields, headers=headers, timeout=_timeout(), allow_redirects=False)
+        return _session().post(url, data=body, headers=headers, timeout=_timeout(), allow_redirects=False)
     except requests.Timeout as exc:
         failure = ElevenLabsTransientError(f"ElevenLabs timeout on POST {STT_PATH}: {type(exc).__name__}")
     except requests.ConnectionError as exc:
@@ -402,36 +607,39 @@ def _log_failure(exc: ElevenLabsError, call_id: str, started: float) -> None:
     )
 
 
-def prepare_request(*, recording_url: str, call_id: str) -> list[tuple[str, Any]]:
-    """The multipart fields of one transcription request (in upload mode the recording is
-    downloaded here: do it before taking a provider slot)."""
+def prepare_request(*, recording_url: str, call_id: str) -> SttRequest:
+    """The transcription request (in upload mode the recording is downloaded here: do it before taking a
+    provider slot). Close it (``with``) once sent or abandoned: that deletes the downloaded file."""
     _api_key()  # fail fast (before any download) when the key is not configured
-    fields: list[tuple[str, Any]] = [
-        ("model_id", (None, settings.ELEVENLABS_MODEL_ID)),
-        ("language_code", (None, settings.TRANSCRIPTION_LANGUAGE)),
-        ("diarize", (None, "true")),
-        ("num_speakers", (None, "2")),
-        ("timestamps_granularity", (None, "word")),
-        ("tag_audio_events", (None, "false")),
+    fields: list[tuple[str, str]] = [
+        ("model_id", settings.ELEVENLABS_MODEL_ID),
+        ("language_code", settings.TRANSCRIPTION_LANGUAGE),
+        ("diarize", "true"),
+        ("num_speakers", "2"),
+        ("timestamps_granularity", "word"),
+        ("tag_audio_events", "false"),
     ]
+    if not settings.TRANSCRIPTION_UPLOAD_AUDIO:
+        return SttRequest(call_id=call_id, fields=[*fields, ("source_url", recording_url)])
     started = time.monotonic()
     try:
-        if settings.TRANSCRIPTION_UPLOAD_AUDIO:
-            fields.append(("file", (f"{call_id}.mp3", _download(recording_url), "audio/mpeg")))
-        else:
-            fields.append(("source_url", (None, recording_url)))
+        audio, size = _download(recording_url)
     except ElevenLabsError as exc:
         _log_failure(exc, call_id, started)
         raise
-    return fields
+    logger.info(
+        "elevenlabs_recording_downloaded",
+        extra={"call_id": call_id, "bytes": size, "elapsed_ms": round((time.monotonic() - started) * 1000)},
+    )
+    return SttRequest(call_id=call_id, fields=fields, audio=audio, audio_size=size)
 
 
-def send_request(fields: list[tuple[str, Any]], *, call_id: str) -> requests.Response:
+def send_request(request: SttRequest, *, call_id: str) -> requests.Response:
     """POST the request and check its status (the part that counts in the vendor's concurrency:
     hold a provider slot around this only). Raises the typed errors."""
     started = time.monotonic()
     try:
-        response = _post(fields)
+        response = _post(request)
         _raise_for_status(response)
     except ElevenLabsError as exc:
         _log_failure(exc, call_id, started)
@@ -463,5 +671,6 @@ def read_response(response: requests.Response, *, call_id: str) -> SttResult:
 
 def transcribe(*, recording_url: str, call_id: str) -> SttResult:
     """The transcript of one recording (diarized, word timestamps), or a typed ``ElevenLabsError``."""
-    fields = prepare_request(recording_url=recording_url, call_id=call_id)
-    return read_response(send_request(fields, call_id=call_id), call_id=call_id)
+    with prepare_request(recording_url=recording_url, call_id=call_id) as request:
+        response = send_request(request, call_id=call_id)
+    return read_response(response, call_id=call_id)
