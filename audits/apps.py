@@ -22,7 +22,7 @@ class AuditsConfig(AppConfig):
                 raise PermissionDeniedError("missing audits.read")
             selectors.audit_for_user(user, audit_id)
 
-        register_channel_authorizer("private-audit-", authorize_audit_channel)
+        register_channel_authorizer("private-audit-", authorize_audit_channel, reads=("audits",))
         on_run_finished(runs.resume_waiting_audits)
         batches.register_operation("audit", runs.start_batch_item)
         batches.register_item_state("audit", runs.batch_item_state)

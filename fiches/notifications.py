@@ -114,6 +114,6 @@ def on_job_webhook_attempt(job_id: str, report: AttemptReport) -> None:
 
 
 def register() -> None:
-    register_channel_authorizer("private-job-", authorize_job_channel)
-    register_channel_authorizer("private-fiche-", authorize_fiche_channel)
+    register_channel_authorizer("private-job-", authorize_job_channel, reads=("fiches",))
+    register_channel_authorizer("private-fiche-", authorize_fiche_channel, reads=("fiches",))
     register_webhook_source(JOB_WEBHOOK_SOURCE, authorize=authorize_job_webhooks, on_attempt=on_job_webhook_attempt)

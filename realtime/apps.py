@@ -6,3 +6,10 @@ class RealtimeConfig(AppConfig):
 
     default_auto_field = "django.db.models.BigAutoField"
     name = "realtime"
+
+    def ready(self) -> None:
+        from realtime.auth import authorize_user_channel
+        from realtime.events import USER_CHANNEL_PREFIX
+        from realtime.registry import ALL_KEYS, register_channel_authorizer
+
+        register_channel_authorizer(USER_CHANNEL_PREFIX, authorize_user_channel, reads=(ALL_KEYS,))

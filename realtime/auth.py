@@ -18,6 +18,12 @@ class RealtimeDisabled(ApplicationError):
     default_message = "Realtime notifications are not configured on this server."
 
 
+def authorize_user_channel(user, user_id: str) -> None:
+    """``private-user-{id}``: that user only (what concerns them alone: their batches...)."""
+    if str(getattr(user, "pk", "")) != user_id:
+        raise PermissionDeniedError("not your channel")
+
+
 def authorize_channel(user, channel: str) -> None:
     """Raise 403 unless ``user`` may subscribe to ``channel``: the global channel is open to every
     authenticated user; any other private channel is decided by the authorizer its app registered

@@ -1,5 +1,13 @@
 """The realtime contract (../shared/seeds/003): every event with its required payload fields, the
-channel routing rules, channel-name validation and payload truncation."""
+channel routing rules, channel-name validation and payload truncation.
+
+**Nothing through a side door.** A channel is authorized by one app's rule (``realtime.registry``): the
+fiche channel by ``fiches.read``, the audit channel by ``audits.read``, the global channel for any
+authenticated user. Each event names the permission key its full payload needs (``EventSpec.reader``);
+a channel whose authorization does not imply that key gets a **notify-only copy**
+(``notify_only``: identifiers and status, ``"redacted": true``; Pusher is notify → refetch, and the
+refetch goes through the API's own grants), the full payload stays on the entity's own channel. No
+payload ever carries a URL or a secret (``scrub``: signed recording URLs never go out through Pusher)."""
 
 from __future__ import annotations
 
@@ -14,7 +22,8 @@ MAX_CHANNEL_LENGTH = 164
 MAX_PAYLOAD_BYTES = 10 * 1024  # Pusher's documented limit (the Python library checks 30 KB)
 _CHANNEL_RE = re.compile(r"\A[-a-zA-Z0-9_=@,.;]+\Z")
 
-AUDIT, FICHE, JOB, GLOBAL = "audit", "fiche", "job", "global"
+AUDIT, FICHE, JOB, GLOBAL, TRANSCRIPTION = "audit", "fiche", "job", "global", "transcription"
+USER_CHANNEL_PREFIX = "private-user-"  # one user's own channel: full copies of what concerns them
 
 
 @dataclass(frozen=True)
@@ -22,9 +31,12 @@ class EventSpec:
     required: tuple[str, ...]
     channels: tuple[str, ...]  # channel kinds; the contract's per-event list wins over the generic rules
     rerun_channels: tuple[str, ...] | None = None  # step reruns (payload has rerun_id) go elsewhere
+    reader: str | None = "audits"  # the permission key the full payload needs (None: any subscriber)
 
 
 _AF = (AUDIT, FICHE)
+_FT = (FICHE, TRANSCRIPTION)  # transcription events: the fiche (seed) and the fiche's transcription channel
+_TR = "transcriptions"
 _JOB_FIELDS = (
     "jobId",
     "status",
@@ -44,11 +56,13 @@ EVENTS: dict[str, EventSpec] = {
     "audit.started": EventSpec(
         ("audit_id", "fiche_id", "audit_config_id", "audit_config_name", "total_steps", "started_at", "status"), _AF
     ),
-    "audit.fiche_fetch_started": EventSpec(("fiche_id", "from_cache", "status"), (FICHE,)),
+    "audit.fiche_fetch_started": EventSpec(("fiche_id", "from_cache", "status"), (FICHE,), reader="fiches"),
     "audit.fiche_fetch_completed": EventSpec(
-        ("fiche_id", "recordings_count", "prospect_name", "from_cache", "status"), (FICHE,)
+        ("fiche_id", "recordings_count", "prospect_name", "from_cache", "status"), (FICHE,), reader="fiches"
     ),
-    "audit.config_loaded": EventSpec(("config_id", "config_name", "steps_count", "status"), (GLOBAL,)),
+    "audit.config_loaded": EventSpec(
+        ("config_id", "config_name", "steps_count", "status"), (GLOBAL,), reader="audit-configs"
+    ),
     "audit.transcription_check": EventSpec(
         ("fiche_id", "total_recordings", "transcribed", "needs_transcription", "status"), (FICHE,)
     ),
@@ -102,41 +116,51 @@ EVENTS: dict[str, EventSpec] = {
     ),
     "audit.failed": EventSpec(("audit_id", "fiche_id", "error", "failed_at", "status"), _AF),
     # transcriptions
-    "transcription.started": EventSpec(("fiche_id", "total_recordings", "priority", "started_at", "status"), (FICHE,)),
+    "transcription.started": EventSpec(
+        ("fiche_id", "total_recordings", "priority", "started_at", "status"), _FT, reader=_TR
+    ),
     "transcription.status_check": EventSpec(
         ("fiche_id", "total_recordings", "already_transcribed", "needs_transcription", "is_complete", "status"),
-        (FICHE,),
+        _FT,
+        reader=_TR,
     ),
     "transcription.recording_started": EventSpec(
-        ("fiche_id", "call_id", "recording_index", "total_to_transcribe", "status"), (FICHE,)
+        ("fiche_id", "call_id", "recording_index", "total_to_transcribe", "status"), _FT, reader=_TR
     ),
     "transcription.recording_completed": EventSpec(
-        ("fiche_id", "call_id", "transcription_id", "recording_index", "total_to_transcribe", "status"), (FICHE,)
+        ("fiche_id", "call_id", "transcription_id", "recording_index", "total_to_transcribe", "status"), _FT, reader=_TR
     ),
     "transcription.recording_failed": EventSpec(
-        ("fiche_id", "call_id", "error", "recording_index", "total_to_transcribe", "status"), (FICHE,)
+        ("fiche_id", "call_id", "error", "recording_index", "total_to_transcribe", "status"), _FT, reader=_TR
     ),
     "transcription.progress": EventSpec(
-        ("fiche_id", "total_recordings", "transcribed", "pending", "failed", "progress_percentage", "status"), (FICHE,)
+        ("fiche_id", "total_recordings", "transcribed", "pending", "failed", "progress_percentage", "status"),
+        _FT,
+        reader=_TR,
     ),
     "transcription.completed": EventSpec(
         ("fiche_id", "total_recordings", "transcribed", "failed", "duration_seconds", "completed_at", "status"),
-        (FICHE,),
+        _FT,
+        reader=_TR,
     ),
-    "transcription.failed": EventSpec(("fiche_id", "error", "failed_at", "status"), (FICHE,)),
+    "transcription.failed": EventSpec(("fiche_id", "error", "failed_at", "status"), _FT, reader=_TR),
     # batches and notifications
+    # A batch is its requester's: the global copy is notify-only, the full one goes to their user channel.
     "batch.progress": EventSpec(
-        ("batch_id", "operation_type", "total", "completed", "failed", "progress_percentage"), (GLOBAL,)
+        ("batch_id", "operation_type", "total", "completed", "failed", "progress_percentage"),
+        (GLOBAL,),
+        reader="batches",
     ),
     "batch.completed": EventSpec(
-        ("batch_id", "operation_type", "total", "completed", "failed", "duration_ms"), (GLOBAL,)
+        ("batch_id", "operation_type", "total", "completed", "failed", "duration_ms"), (GLOBAL,), reader="batches"
     ),
-    "notification": EventSpec(("type", "message", "duration"), (GLOBAL,)),
+    # A toast for everyone: its text must be generic (what concerns one user goes to their user channel).
+    "notification": EventSpec(("type", "message", "duration"), (GLOBAL,), reader=None),
     # progressive fetch jobs
-    "fiches.progressive_fetch.created": EventSpec(_JOB_FIELDS, (JOB,)),
-    "fiches.progressive_fetch.progress": EventSpec((*_JOB_FIELDS, "latestDate"), (JOB,)),
-    "fiches.progressive_fetch.complete": EventSpec(_JOB_FIELDS, (JOB,)),
-    "fiches.progressive_fetch.failed": EventSpec(_JOB_FIELDS, (JOB,)),
+    "fiches.progressive_fetch.created": EventSpec(_JOB_FIELDS, (JOB,), reader="fiches"),
+    "fiches.progressive_fetch.progress": EventSpec((*_JOB_FIELDS, "latestDate"), (JOB,), reader="fiches"),
+    "fiches.progressive_fetch.complete": EventSpec(_JOB_FIELDS, (JOB,), reader="fiches"),
+    "fiches.progressive_fetch.failed": EventSpec(_JOB_FIELDS, (JOB,), reader="fiches"),
 }
 
 # Automation runs (phase 2) publish `automation.run.*` events, each carrying `runId`, on their own
@@ -170,9 +194,18 @@ def validate_event(event: str, payload: dict) -> None:
         raise InvalidEvent(f"{event}: payload is missing {', '.join(missing)}")
 
 
-def channels_for(event: str, payload: dict) -> list[str]:
+def reader_of(event: str) -> str | None:
+    """The permission key a subscriber needs to receive the event's full payload."""
+    if event.startswith(AUTOMATION_RUN_PREFIX):
+        return "automation"
+    spec = EVENTS.get(event)
+    return spec.reader if spec is not None else None
+
+
+def channels_for(event: str, payload: dict, *, user_id: object = None) -> list[str]:
     """The channels of an event, per the contract: the event's own channel list, else the generic
-    rules (audit_id → audit, fiche_id → fiche, jobId → job, otherwise global)."""
+    rules (audit_id → audit, fiche_id → fiche, jobId → job, otherwise global); plus the user channel
+    of ``user_id`` (the one user the event concerns) when given."""
     if event.startswith(AUTOMATION_RUN_PREFIX):
         return [validate_channel(f"private-job-automation-run-{payload['runId']}")]
     spec = EVENTS.get(event)
@@ -190,12 +223,39 @@ def channels_for(event: str, payload: dict) -> list[str]:
             channels.append(f"private-fiche-{payload['fiche_id']}")
         elif kind == JOB and "jobId" in payload:
             channels.append(f"private-job-{payload['jobId']}")
+        elif kind == TRANSCRIPTION and "fiche_id" in payload:
+            channels.append(f"private-transcription-{payload['fiche_id']}")
         elif kind == GLOBAL:
             channels.append(GLOBAL_CHANNEL)
     channels = channels or [GLOBAL_CHANNEL]
+    if user_id is not None:
+        channels.append(f"{USER_CHANNEL_PREFIX}{user_id}")
     if len(channels) > MAX_CHANNELS_PER_TRIGGER:
         raise InvalidEvent(f"{event}: more than {MAX_CHANNELS_PER_TRIGGER} channels")
     return [validate_channel(c) for c in dict.fromkeys(channels)]
+
+
+# --- What a channel may carry ----------------------------------------------------------------
+
+_UNSAFE_KEY = re.compile(r"(?i)(url|uri|secret|token|password|signature)$")
+_NOTIFY_KEYS = ("_id", "Id")
+
+
+def scrub(payload: dict) -> dict:
+    """The payload without any URL or secret field (a signed recording URL is a bearer credential)."""
+    return {k: v for k, v in payload.items() if not _UNSAFE_KEY.search(k)}
+
+
+def notify_only(payload: dict) -> dict:
+    """What any subscriber of a channel may see of an event meant for narrower readers: its identifiers
+    and status (``"redacted": true`` says the rest is to be fetched through the API)."""
+    kept = {
+        k: v
+        for k, v in payload.items()
+        if (k == "status" or k.endswith(_NOTIFY_KEYS)) and (v is None or isinstance(v, (str, int, float, bool)))
+    }
+    kept["redacted"] = True
+    return kept
 
 
 # --- Truncation -----------------------------------------------------------------------------

@@ -1,7 +1,10 @@
 """``publish(event, payload)``: the one entry point every app uses to notify clients via Pusher.
 
 - The payload is the domain object itself (no wrapper), routed per the contract
-  (``realtime.events.channels_for``), truncated under Pusher's 10 KB limit when needed.
+  (``realtime.events.channels_for``), truncated under Pusher's 10 KB limit when needed. Each channel
+  gets only what all its subscribers may read: the full payload where the channel's authorization
+  implies the event's reader key, else a notify-only copy (ids and status); URLs and secrets never go
+  out. ``user_id`` adds the one user the event concerns (their ``private-user-{id}`` channel).
 - Events are sent after the current transaction commits; ``publish_many`` sends several events
   together as Pusher batch triggers (at most 10 events per HTTP call).
 - Best-effort: a Pusher error or timeout is logged and never breaks the caller. An API request
@@ -21,7 +24,16 @@ from celery import current_task
 from django.conf import settings
 from django.db import transaction
 
-from realtime.events import InvalidEvent, channels_for, encode_payload, validate_event
+from realtime.events import (
+    InvalidEvent,
+    channels_for,
+    encode_payload,
+    notify_only,
+    reader_of,
+    scrub,
+    validate_event,
+)
+from realtime.registry import channel_reads
 
 logger = logging.getLogger("realtime.publisher")
 BATCH_SIZE = 10  # Pusher's maximum events per batch trigger
@@ -48,19 +60,32 @@ def pusher_client() -> pusher.Pusher:
     return pusher.Pusher(**options)
 
 
-def build_messages(event: str, payload: dict) -> list[dict]:
-    """The batch entries of one event: one per channel, data already encoded and truncated."""
+def build_messages(event: str, payload: dict, *, user_id: object = None) -> list[dict]:
+    """The batch entries of one event: one per channel, data already encoded and truncated, each the
+    full payload or its notify-only copy depending on who may subscribe to the channel."""
     validate_event(event, payload)
-    data = encode_payload(payload)
-    return [{"channel": channel, "name": event, "data": data} for channel in channels_for(event, payload)]
+    reader = reader_of(event)
+    payload = scrub(payload)
+    full = encode_payload(payload)
+    redacted: str | None = None
+    messages = []
+    for channel in channels_for(event, payload, user_id=user_id):
+        if channel_reads(channel, reader):
+            data = full
+        else:
+            redacted = redacted or encode_payload(notify_only(payload))
+            data = redacted
+        messages.append({"channel": channel, "name": event, "data": data})
+    return messages
 
 
-def publish(event: str, payload: dict) -> None:
-    """Publish ``event`` with ``payload`` once the current transaction commits."""
-    publish_many([(event, payload)])
+def publish(event: str, payload: dict, *, user_id: object = None) -> None:
+    """Publish ``event`` with ``payload`` once the current transaction commits (``user_id``: also to
+    that user's own channel, in full)."""
+    publish_many([(event, payload)], user_id=user_id)
 
 
-def publish_many(events: list[tuple[str, dict]]) -> None:
+def publish_many(events: list[tuple[str, dict]], *, user_id: object = None) -> None:
     """Publish several events together (Pusher batch triggers of at most 10) after commit.
 
     Each call registers its own ``on_commit`` callback, so events published inside a savepoint
@@ -69,7 +94,7 @@ def publish_many(events: list[tuple[str, dict]]) -> None:
     messages = []
     for event, payload in events:
         try:
-            built = build_messages(event, payload)
+            built = build_messages(event, payload, user_id=user_id)
         except InvalidEvent:
             if settings.REALTIME_STRICT_EVENTS:
                 raise

@@ -2,8 +2,12 @@
 
 - **Channel authorizers.** Each app registers the private-channel prefixes it owns
   (``private-fiche-``, ``private-job-``, ``private-audit-``, ...) with a function that raises an
-  ``ApplicationError`` when the user may not subscribe to the channel of that object id. The longest
-  matching prefix wins (``private-job-automation-run-`` before ``private-job-``).
+  ``ApplicationError`` when the user may not subscribe to the channel of that object id, and the
+  permission keys every authorized subscriber holds in scope for that object (``reads``: the fiche
+  channel ``fiches``, the audit channel ``audits``...). An event whose full payload needs another key
+  goes to that channel as a notify-only copy (``realtime.events``). The longest matching prefix wins
+  (``private-job-automation-run-`` before ``private-job-``). ``private-user-{id}`` (the user's own
+  channel, every key) belongs to ``realtime`` itself.
 - **Webhook sources.** An app that sends webhooks registers a source name with two optional hooks:
   ``authorize(user, source_id)`` (may this user manage, e.g. redeliver, the source's deliveries? raise
   an ``ApplicationError`` if not) and ``on_attempt(source_id, attempt)`` (told of every attempt, e.g.
@@ -46,23 +50,45 @@ class WebhookSource:
     on_attempt: Callable[[str, AttemptReport], None] | None = None
 
 
+ALL_KEYS = "*"  # ``reads`` of a channel whose subscriber may read everything published on it
+
 _channel_authorizers: dict[str, ChannelAuthorizer] = {}
+_channel_reads: dict[str, frozenset[str]] = {}
 _webhook_sources: dict[str, WebhookSource] = {}
 
 
-def register_channel_authorizer(prefix: str, authorizer: ChannelAuthorizer) -> None:
-    """``authorizer(user, object_id)`` raises an ``ApplicationError`` to deny ``prefix + object_id``."""
+def register_channel_authorizer(prefix: str, authorizer: ChannelAuthorizer, *, reads: tuple[str, ...] = ()) -> None:
+    """``authorizer(user, object_id)`` raises an ``ApplicationError`` to deny ``prefix + object_id``;
+    ``reads``: the permission keys it guarantees (read grant, object in scope)."""
     if not prefix.startswith("private-") or not prefix.endswith("-"):
         raise ValueError(f"channel prefix must look like 'private-<name>-', got {prefix!r}")
     _channel_authorizers[prefix] = authorizer
+    _channel_reads[prefix] = frozenset(reads)
+
+
+def _prefix_of(channel: str) -> str | None:
+    for prefix in sorted(_channel_authorizers, key=len, reverse=True):
+        if channel.startswith(prefix) and len(channel) > len(prefix):
+            return prefix
+    return None
 
 
 def channel_authorizer_for(channel: str) -> tuple[str, ChannelAuthorizer] | None:
     """The authorizer of the longest registered prefix of ``channel`` and the object id after it."""
-    for prefix in sorted(_channel_authorizers, key=len, reverse=True):
-        if channel.startswith(prefix) and len(channel) > len(prefix):
-            return channel[len(prefix) :], _channel_authorizers[prefix]
-    return None
+    prefix = _prefix_of(channel)
+    if prefix is None:
+        return None
+    return channel[len(prefix) :], _channel_authorizers[prefix]
+
+
+def channel_reads(channel: str, reader: str | None) -> bool:
+    """Whether every subscriber authorized on ``channel`` may read an event whose full payload needs
+    ``reader`` (None: anyone). Unknown channels and the global channel guarantee nothing."""
+    if reader is None:
+        return True
+    prefix = _prefix_of(channel)
+    reads = _channel_reads.get(prefix, frozenset()) if prefix else frozenset()
+    return ALL_KEYS in reads or reader in reads
 
 
 def registered_channel_prefixes() -> list[str]:

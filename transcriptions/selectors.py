@@ -154,3 +154,17 @@ def timeline_for(fiche: FicheCache) -> Timeline:
     except RedisError:
         logger.warning("timeline_cache_unavailable", extra={"fiche_id": fiche.fiche_id})
     return timeline
+
+
+def authorize_transcription_channel(user: Any, fiche_id: str) -> None:
+    """``private-transcription-{fiche_id}``: transcriptions.read and the fiche cached and in the user's
+    transcriptions scope (the rule of ``GET /api/transcriptions/{fiche_id}``)."""
+    from accounts.grants import has_grant
+    from accounts.permissions import can_access
+    from config.exceptions import PermissionDeniedError
+
+    if not has_grant(user, "transcriptions", "read"):
+        raise PermissionDeniedError("missing transcriptions.read")
+    row = FicheCache.objects.filter(fiche_id=fiche_id).first()
+    if row is None or not can_access(user, "transcriptions", row):
+        raise PermissionDeniedError("fiche unknown or outside your scope")

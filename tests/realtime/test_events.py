@@ -19,7 +19,7 @@ from realtime.events import (
 )
 from realtime.publisher import build_messages
 
-A, F, J, G = "audit", "fiche", "job", "global"
+A, F, J, G, T = "audit", "fiche", "job", "global", "transcription"
 _JOB = (
     "jobId",
     "status",
@@ -98,32 +98,32 @@ CONTRACT: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
         ),
     ),
     "audit.failed": ((A, F), ("audit_id", "fiche_id", "error", "failed_at", "status")),
-    "transcription.started": ((F,), ("fiche_id", "total_recordings", "priority", "started_at", "status")),
+    "transcription.started": ((F, T), ("fiche_id", "total_recordings", "priority", "started_at", "status")),
     "transcription.status_check": (
-        (F,),
+        (F, T),
         ("fiche_id", "total_recordings", "already_transcribed", "needs_transcription", "is_complete", "status"),
     ),
     "transcription.recording_started": (
-        (F,),
+        (F, T),
         ("fiche_id", "call_id", "recording_index", "total_to_transcribe", "status"),
     ),
     "transcription.recording_completed": (
-        (F,),
+        (F, T),
         ("fiche_id", "call_id", "transcription_id", "recording_index", "total_to_transcribe", "status"),
     ),
     "transcription.recording_failed": (
-        (F,),
+        (F, T),
         ("fiche_id", "call_id", "error", "recording_index", "total_to_transcribe", "status"),
     ),
     "transcription.progress": (
-        (F,),
+        (F, T),
         ("fiche_id", "total_recordings", "transcribed", "pending", "failed", "progress_percentage", "status"),
     ),
     "transcription.completed": (
-        (F,),
+        (F, T),
         ("fiche_id", "total_recordings", "transcribed", "failed", "duration_seconds", "completed_at", "status"),
     ),
-    "transcription.failed": ((F,), ("fiche_id", "error", "failed_at", "status")),
+    "transcription.failed": ((F, T), ("fiche_id", "error", "failed_at", "status")),
     "batch.progress": ((G,), ("batch_id", "operation_type", "total", "completed", "failed", "progress_percentage")),
     "batch.completed": ((G,), ("batch_id", "operation_type", "total", "completed", "failed", "duration_ms")),
     "notification": ((G,), ("type", "message", "duration")),
@@ -139,6 +139,7 @@ CHANNEL_OF = {
     F: "private-fiche-1234567",
     J: f"private-job-{IDS['jobId']}",
     G: "private-global",
+    T: "private-transcription-1234567",
 }
 
 
@@ -157,7 +158,7 @@ def test_the_catalog_has_exactly_the_contract_events():
 @pytest.mark.parametrize("event", sorted(CONTRACT))
 def test_each_event_goes_to_its_contract_channels_even_when_the_payload_has_every_id(event):
     """The per-event lists win over the generic id rules (e.g. audit.config_loaded stays global,
-    transcription.* stay on the fiche, job events on the job)."""
+    transcription.* stay on the fiche (and its transcription channel), job events on the job)."""
     kinds = CONTRACT[event][0]
     assert channels_for(event, full_payload(event)) == [CHANNEL_OF[k] for k in kinds]
 
@@ -211,7 +212,7 @@ def test_step_reruns_go_to_the_audit_channel_only_and_normal_steps_to_audit_and_
     validate_event(event, {"rerun_id": "r1", "audit_id": "a1", "step_position": 2, "status": "rerunning"})
 
 
-def test_transcription_events_are_fiche_only():
+def test_transcription_events_are_on_the_fiche_and_the_fiches_transcription_channel():
     payload = {
         "fiche_id": "f1",
         "audit_id": "a1",
@@ -221,7 +222,7 @@ def test_transcription_events_are_fiche_only():
         "started_at": "2026-01-01T00:00:00Z",
         "status": "started",
     }
-    assert channels_for("transcription.started", payload) == ["private-fiche-f1"]
+    assert channels_for("transcription.started", payload) == ["private-fiche-f1", "private-transcription-f1"]
 
 
 def test_automation_runs_have_their_own_job_channel():
@@ -405,3 +406,67 @@ def test_a_custom_limit_is_honoured():
     out = encode_payload(payload, limit=200)
     assert _size(out) <= 200
     assert json.loads(out)["fiche_id"] == "F1"
+
+
+# --- Nothing through a side door: what each channel carries -----------------------------------------------------
+
+
+def _payloads(event: str, payload: dict, **kwargs) -> dict[str, dict]:
+    return {m["channel"]: json.loads(m["data"]) for m in build_messages(event, payload, **kwargs)}
+
+
+@pytest.mark.parametrize("event", sorted(e for e in CONTRACT if e.startswith(("audit.", "transcription."))))
+def test_a_fiches_only_subscriber_gets_identifiers_and_status_of_audit_and_transcription_events(event):
+    """The fiche channel is authorized by fiches.read alone: the audit's score, niveau, verdicts, errors,
+    transcription counts never reach it; the entity's own channel keeps the full payload."""
+    payload = full_payload(event, niveau="REJET", score_percentage=42.5, error="boom")
+    sent = _payloads(event, payload)
+    reader = EVENTS[event].reader
+    for channel, data in sent.items():
+        if channel in (CHANNEL_OF[F], CHANNEL_OF[G]) and reader != "fiches":
+            assert data == {
+                **{k: v for k, v in payload.items() if k == "status" or k.endswith(("_id", "Id"))},
+                "redacted": True,
+            }, channel
+            assert not {"niveau", "score_percentage", "error"} & set(data)
+        else:
+            assert data == payload, channel
+
+
+def test_each_channel_kind_reads_what_its_authorization_implies():
+    from realtime.registry import channel_reads
+
+    assert channel_reads("private-audit-a1", "audits") and not channel_reads("private-audit-a1", "transcriptions")
+    assert channel_reads("private-fiche-f1", "fiches") and not channel_reads("private-fiche-f1", "audits")
+    assert channel_reads("private-transcription-f1", "transcriptions")
+    assert not channel_reads("private-global", "batches") and channel_reads("private-global", None)
+    assert channel_reads("private-user-7", "batches") and channel_reads("private-user-7", "audits")
+    assert not channel_reads("private-unknown-1", "fiches")
+
+
+def test_batch_events_are_notify_only_on_the_global_channel_and_whole_on_their_requesters_channel():
+    payload = full_payload("batch.progress")
+    sent = _payloads("batch.progress", payload, user_id=7)
+    assert list(sent) == ["private-global", "private-user-7"]
+    assert sent["private-global"] == {
+        "batch_id": payload["batch_id"],
+        "audit_id": "aud-1",
+        "fiche_id": "1234567",
+        "jobId": IDS["jobId"],
+        "redacted": True,
+    }
+    assert sent["private-user-7"] == payload
+    config = _payloads("audit.config_loaded", full_payload("audit.config_loaded"))
+    assert config["private-global"]["redacted"] is True and "config_name" not in config["private-global"]
+
+
+def test_urls_and_secrets_never_go_out_through_pusher():
+    payload = full_payload(
+        "transcription.recording_started",
+        recording_url="https://rec.example/c1.mp3?X-Amz-Signature=abc",
+        webhookSecret="whsec_x",
+        api_token="t",
+    )
+    for data in _payloads("transcription.recording_started", payload).values():
+        assert not {"recording_url", "webhookSecret", "api_token"} & set(data)
+        assert "X-Amz-Signature" not in json.dumps(data)

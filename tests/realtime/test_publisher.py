@@ -95,14 +95,19 @@ def test_an_event_arrives_as_a_signed_batch_trigger_with_the_bare_payload(pusher
     assert call.params["auth_key"] == "key" and call.params["auth_version"] == "1.0"
     assert len(call.params["auth_signature"]) == 64
     assert [{k: e[k] for k in ("channel", "name")} for e in call.batch] == [
-        {"channel": "private-fiche-F1", "name": "transcription.started"}
+        {"channel": "private-fiche-F1", "name": "transcription.started"},
+        {"channel": "private-transcription-F1", "name": "transcription.started"},
     ]
     assert isinstance(call.batch[0]["data"], str)  # JSON text, as Pusher expects
-    assert json.loads(call.batch[0]["data"]) == payload  # the payload itself, no wrapper
+    # The fiche channel (fiches.read) gets a notify-only copy; the transcription channel the payload itself.
+    assert json.loads(call.batch[0]["data"]) == {"fiche_id": "F1", "status": "started", "redacted": True}
+    assert json.loads(call.batch[1]["data"]) == payload  # the payload itself, no wrapper
 
 
 @pytest.mark.django_db
-def test_an_event_on_two_channels_is_two_batch_entries_with_the_same_data(pusher_stub, committed):
+def test_an_event_on_two_channels_is_two_batch_entries_each_safe_for_its_subscribers(pusher_stub, committed):
+    """The audit channel (audits.read) gets the audit's payload; the fiche channel (fiches.read) only its
+    identifiers and status: a fiches-only subscriber never sees a score."""
     payload = audit_started()
     committed(lambda: publish("audit.started", payload))
 
@@ -111,7 +116,14 @@ def test_an_event_on_two_channels_is_two_batch_entries_with_the_same_data(pusher
         ("private-audit-A1", "audit.started"),
         ("private-fiche-F1", "audit.started"),
     ]
-    assert all(json.loads(m["data"]) == payload for m in messages)
+    assert json.loads(messages[0]["data"]) == payload
+    assert json.loads(messages[1]["data"]) == {
+        "audit_id": "A1",
+        "fiche_id": "F1",
+        "audit_config_id": payload["audit_config_id"],
+        "status": "started",
+        "redacted": True,
+    }
     assert len(pusher_stub.calls) == 1
 
 
@@ -348,10 +360,10 @@ def test_a_web_request_hands_the_batch_to_a_task_which_sends_it(pusher_stub):
     assert pusher_stub.calls == []
     (task,) = queued_tasks("default")
     assert task.name == "realtime.tasks.send_pusher_messages"
-    assert [m["channel"] for m in task.args[0]] == ["private-global", "private-fiche-F9"]
+    assert [m["channel"] for m in task.args[0]] == ["private-global", "private-fiche-F9", "private-transcription-F9"]
 
-    assert send_pusher_messages.apply(args=task.args).get() == 2
-    assert [m["name"] for m in pusher_stub.messages()] == ["notification", "transcription.started"]
+    assert send_pusher_messages.apply(args=task.args).get() == 3
+    assert [m["name"] for m in pusher_stub.messages()] == ["notification", *["transcription.started"] * 2]
 
 
 # --- Jobs survive a Pusher outage -------------------------------------------------------------------------

@@ -214,6 +214,25 @@ def test_automation_run_channel_needs_automation_read(make_role, make_user, all_
     assert_denied(post_form(auth_client(all_reader), channel))  # fiches ALL is not automation.read
 
 
+@pytest.mark.usefixtures("fiches_cached")
+def test_transcription_channel_follows_the_transcriptions_scope(make_role, make_user, all_reader, auth_client):
+    lyon_tx = make_user(
+        make_role("lyon-tx", transcriptions=("r", "GROUP")), email="lyon-tx@example.com", groupes=["Lyon-2"]
+    )
+    assert_allowed(post_form(auth_client(lyon_tx), "private-transcription-F-LYON"), "private-transcription-F-LYON")
+    assert_denied(post_form(auth_client(lyon_tx), "private-transcription-F-PARIS"))
+    assert_denied(post_form(auth_client(lyon_tx), "private-transcription-F-UNKNOWN"))
+    assert_denied(post_form(auth_client(all_reader), "private-transcription-F-LYON"))  # fiches ALL is not enough
+
+
+def test_a_user_channel_is_its_users_only(plain, all_reader, admin_user, auth_client):
+    own = f"private-user-{plain.pk}"
+    assert_allowed(post_form(auth_client(plain), own), own)
+    assert_denied(post_form(auth_client(all_reader), own))
+    assert_denied(post_form(auth_client(admin_user), own))  # not even an admin: it is one person's
+    assert_denied(post_form(auth_client(plain), f"private-user-{plain.pk}0"))
+
+
 @pytest.mark.parametrize(
     "channel", ["private-foo", "private-foo-1", "private-globals", "private-encrypted-x", "private-fiches-1"]
 )

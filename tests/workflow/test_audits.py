@@ -120,7 +120,34 @@ def assert_citations_are_the_calls_own_words(data: dict, fiche_id: str) -> None:
 # --- The workflows ----------------------------------------------------------------------------------
 
 
-def test_a_compliant_sale_is_audited_end_to_end_with_every_event_of_the_contract(audit_stack, auditor):
+def assert_fiche_channel_is_safe_for_a_fiches_only_reader(events: list[tuple[str, dict]]) -> None:
+    """The fiche channel is authorized by fiches.read alone: of audit and transcription events it carries
+    identifiers and status only (notify → refetch through the API's grants); of the fiche's own fetch, the
+    fiche's data."""
+    assert events
+    for name, payload in events:
+        if name.startswith("audit.fiche_fetch_"):
+            assert set(EVENTS[name].required) <= set(payload), (name, payload)
+            continue
+        assert payload.get("redacted") is True, (name, payload)
+        assert set(payload) <= {
+            "audit_id",
+            "fiche_id",
+            "call_id",
+            "transcription_id",
+            "audit_config_id",
+            "status",
+            "redacted",
+        }, (name, payload)
+
+
+@pytest.fixture
+def fiches_reader(make_role, make_user):
+    """Reads every fiche, no audits, transcriptions or recordings grant."""
+    return make_user(make_role("fiches-only", fiches=("r", "ALL")), email="fiches-only@example.com")
+
+
+def test_a_compliant_sale_is_audited_end_to_end_with_every_event_of_the_contract(audit_stack, auditor, fiches_reader):
     crm, stt, llm, pusher, start = audit_stack
     worker = start("aud1")
     audit_id = run_audit(auditor, COMPLIANT)  # nothing transcribed yet: the audit waits, then resumes
@@ -153,9 +180,23 @@ def test_a_compliant_sale_is_audited_end_to_end_with_every_event_of_the_contract
     for name in ("audit.fiche_fetch_started", "audit.fiche_fetch_completed", "audit.transcription_check"):
         assert name in fiche_names
     assert "audit.timeline_generated" in fiche_names and fiche_names.count("audit.completed") == 1
-    for name, payload in audit_channel + fiche_channel:
-        if name.startswith("audit."):
-            assert set(EVENTS[name].required) <= set(payload), (name, payload)
+    for name, payload in audit_channel:
+        assert set(EVENTS[name].required) <= set(payload), (name, payload)
+    assert_fiche_channel_is_safe_for_a_fiches_only_reader(fiche_channel)
+    # A fiches-only subscriber: allowed on the fiche channel, refused on the audit's and the transcription's.
+    fiches_only = client_for(fiches_reader)
+    for channel, allowed in (
+        (f"private-fiche-{COMPLIANT}", 200),
+        (f"private-audit-{audit_id}", 403),
+        (f"private-transcription-{COMPLIANT}", 403),
+    ):
+        auth = fiches_only.post(
+            "/api/realtime/pusher/auth", {"socket_id": "123.456", "channel_name": channel}, format="json"
+        )
+        assert auth.status_code == allowed, (channel, auth.content)
+    transcription_channel = pusher_events(pusher, f"private-transcription-{COMPLIANT}")
+    assert [n for n, _ in transcription_channel][-1] == "transcription.completed"
+    assert all(set(EVENTS[n].required) <= set(p) and "recording_url" not in p for n, p in transcription_channel)
     completed = dict(audit_channel)["audit.completed"]
     assert completed["niveau"] == data["niveau"] and isinstance(completed["overall_score"], str)
     assert completed["successful_steps"] == 9 and completed["failed_steps"] == 0

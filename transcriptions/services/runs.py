@@ -358,7 +358,6 @@ def recording_claim(*, run_id: str, call_id: str) -> str | None:
             "call_id": call_id,
             "recording_index": ctx["index"],
             "total_to_transcribe": ctx["total"],
-            "recording_url": ctx["recording_url"],
             "status": "processing",
         },
     )
