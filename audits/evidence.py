@@ -18,12 +18,35 @@ reason, in this order, is reported:
    ``sans``, ``rien``, ``ni``, ``non``, ``guère``, and ``plus`` / ``personne`` after ``ne``;
    ``ne`` itself is ignored because speech drops it). A quote may not stop just before the negation
    of its last verb: a marker closing a ``ne`` of the span, or a ``pas``/``jamais``/``rien``... right
-   after the span's end, counts as part of the span. Negation words are left out of the character
-   alignment of rule 2 so that a flipped negation is reported as such, not as ``not_found``.
-5. ``not_found`` -- every content word of the quote (not a stop word, number or negation) must be
+   after the span's end, counts as part of the span; so does a ``non`` right before the span that
+   prefixes its first word (``non-remboursable``, ``frais non remboursables``; not an answer such as
+   ``non non ça me dérange pas``). Negation words (and ``oui``, ``avec``, their opposites) are left
+   out of the character alignment of rule 2 so that a flipped negation is reported as such, not as
+   ``not_found``. ``non remboursable`` / ``remboursable`` is thus a negation mismatch.
+5. ``antonym_mismatch`` -- a word of the quote was turned into its opposite in the span (one token of
+   slack on each side, as for rule 6):
+
+   - a lexical antonym of ``_ANTONYM_TABLE`` (``obligatoire``/``facultatif``, ``inclus``/``exclu``,
+     ``gratuit``/``payant``, ``avant``/``après``, ``acceptez``/``refusez``, ``remboursé`` or ``pris en
+     charge``/``à votre charge``, ``plus``/``moins``...; one line a pair, word families folded): the
+     quote holds one side of a pair and the span the other side instead (multisets, as for negations:
+     the quote has more of its side than the span, the span more of the other side than the quote).
+     ``oui``/``non`` and ``avec``/``sans`` are there too, for a ``non``/``sans`` just outside the span;
+   - a negative prefix (``im-``, ``in-``, ``ir-``, ``il-``, ``dé-``/``dés-``, ``mé-``/``més-``,
+     ``non-``): a content word of the quote missing from the span while the span holds the same word
+     with (or without) such a prefix, the remainder (>= 4 letters) being the other word up to a final
+     ``s``/``e``: ``possible``/``impossible``, ``légal``/``illégal``, ``intéressé``/``désintéressé``,
+     ``content``/``mécontent``, ``connues``/``inconnu``. Words that merely start with those letters
+     (``important``, ``demande``, ``dérange``) still match themselves and their spelling slips
+     (``enregistré``/``enregistrée``); only a word the quote does not have can be called flipped.
+
+   Antonyms never count as spelling slips (rule 6) nor widen the span, and both sides of a pair
+   (and a word with or without its negative prefixes) align identically in rule 2: a flipped antonym
+   is reported as such, a quote that is not in the call stays ``not_found``.
+6. ``not_found`` -- every content word of the quote (not a stop word, number or negation) must be
    in the span, allowing speech-to-text spelling slips: Levenshtein <= 1 for words of >= 5
    letters, <= 2 for >= 9 letters, exact otherwise. One swapped word rejects the quote.
-6. ``speaker_mismatch`` -- when the caller names a speaker, the quote must be verified in one of
+7. ``speaker_mismatch`` -- when the caller names a speaker, the quote must be verified in one of
    that speaker's turns; it is reported when it is only verified in the other speaker's turns.
 
 Normalization (both sides): lower case, accents folded, apostrophes and punctuation dropped,
@@ -56,7 +79,14 @@ from text_to_num import alpha2digit
 
 __all__ = ["REASONS", "EvidenceIndex", "QuoteCheck", "normalize", "verify_quotes"]
 
-REASONS = ("not_found", "number_mismatch", "negation_mismatch", "too_short", "speaker_mismatch")
+REASONS = (
+    "not_found",
+    "number_mismatch",
+    "negation_mismatch",
+    "antonym_mismatch",
+    "too_short",
+    "speaker_mismatch",
+)
 
 MIN_WORDS = 4
 CANDIDATE_TURNS = 5  # turns aligned per quote (plus a few of the named speaker's)
@@ -151,6 +181,113 @@ _STOPWORDS = _CLITICS | frozenset(
 )
 _ORDINAL_ONE = frozenset({"er", "ere"})
 
+# Opposites, one line a pair: (side A, side B), each a comma-separated list of folded words (lower case,
+# no accents: what ``normalize`` yields) or phrases of several words. A word may sit in several pairs
+# (``interdit``). ``non`` and ``sans`` are negations (rule 4) whose terms here (``oui``/``non``,
+# ``avec``/``sans``) only matter just outside the span: inside, the negation rule has judged them.
+_ANTONYM_TABLE: tuple[tuple[str, str], ...] = (
+    (
+        "obligatoire, obligatoires, obligatoirement",
+        "facultatif, facultatifs, facultative, facultatives, facultativement, "
+        "optionnel, optionnelle, optionnels, optionnelles",
+    ),
+    ("inclus, incluse, incluses, inclut, compris, comprise, comprises", "exclu, exclus, exclue, exclues, exclut"),
+    ("gratuit, gratuite, gratuits, gratuites, gratuitement", "payant, payante, payants, payantes"),
+    ("avant", "apres"),
+    (
+        "accepte, acceptee, acceptes, acceptees, accepter, acceptez, acceptons, acceptent, acceptera, "
+        "accepterez, accepteriez, acceptation",
+        "refuse, refusee, refuses, refusees, refuser, refusez, refusons, refusent, refusera, refuserez, "
+        "refuseriez, refus",
+    ),
+    (
+        "rembourse, remboursee, rembourses, remboursees, rembourser, remboursez, remboursera, rembourseront, "
+        "remboursement, remboursements, remboursable, remboursables, "
+        "pris en charge, prise en charge, prises en charge, a notre charge, a nos frais",
+        "a votre charge, a vos frais, a votre frais, a sa charge, a ses frais, a leur charge, a leurs frais, "
+        "a ta charge, a tes frais",
+    ),
+    (
+        "autorise, autorisee, autorises, autorisees, autoriser, autorisez, autorisation",
+        "interdit, interdite, interdits, interdites, interdire, interdiction",
+    ),
+    ("possible, possibles", "interdit, interdite, interdits, interdites"),
+    (
+        "active, activee, actives, activees, activer, activez, activation",
+        "desactive, desactivee, desactives, desactivees, desactiver, desactivez, desactivation",
+    ),
+    ("plus", "moins"),  # "plus" after "ne" is a negation, not this
+    ("maximum, maximal, maximale, maximaux, maximales", "minimum, minimal, minimale, minimaux, minimales"),
+    (
+        "augmente, augmentee, augmentes, augmentees, augmenter, augmentent, augmentera, augmentation, "
+        "augmentations, hausse, hausses, majoration, majore, majoree",
+        "baisse, baissee, baisses, baissees, baisser, baissent, baissera, diminue, diminuee, diminuer, "
+        "diminuent, diminution, reduction, reductions, reduit, reduite",
+    ),
+    (
+        "ouvert, ouverte, ouverts, ouvertes, ouvrir, ouverture",
+        "ferme, fermee, fermes, fermees, fermer, fermeture",
+    ),
+    ("debut, debute, debuter", "fin"),
+    ("valable, valables, valide, valides", "expire, expiree, expires, expirees, perime, perimee"),
+    ("fixe, fixes", "variable, variables"),
+    ("oui", "non"),
+    ("avec", "sans"),
+)
+_NEGATIONS_WITH_ANTONYMS = frozenset({"non", "sans"})
+# Negative prefixes, folded (dé-/dés- = de/des, mé-/més- = me/mes), and the shortest remainder they leave.
+_NEGATIVE_PREFIXES_3 = frozenset({"non", "des", "mes"})
+_NEGATIVE_PREFIXES_2 = frozenset({"im", "in", "ir", "il", "de", "me"})
+_MIN_STEM = 4
+# Left out of the aligned skeleton with the negations: their opposites are negations ("non", "sans").
+_SKELETON_DROPPED = frozenset({"oui", "avec"})
+# A "non" just before the span prefixes its first word ("frais non remboursables") unless it answers
+# (turn start, "mais non", "oui non"...) or the next word is not an adjective or participle.
+_NON_ANSWER_CONTEXT = frozenset({"non", "oui", "si", "mais", "et", "ou", "bon", "alors", "donc", "que", "dit", "dis"})
+_NOT_ADJECTIVES = frozenset({"vous", "nous", "tous", "plus", "sous", "merci", "voila", "desole", "desolee"})
+_ADJECTIVE_ENDINGS = (
+    "é", "ée", "és", "ées", "able", "ables", "ible", "ibles", "if", "ifs", "ive", "ives", "u", "ue", "us", "ues",
+    "is", "ise", "ises", "it", "ite", "its", "ites", "al", "ale", "ales", "aux", "el", "elle", "els", "elles",
+)  # fmt: skip
+
+
+def _antonym_tables() -> tuple[
+    dict[str, tuple[tuple[int, int], ...]],
+    dict[str, tuple[tuple[tuple[str, ...], tuple[int, int]], ...]],
+    tuple[str, ...],
+]:
+    """Words -> (pair, side) terms; phrase last words -> (preceding words, term); the skeleton word of each
+    pair (one per group of pairs sharing a word, so that every opposite aligns with every other)."""
+    words: dict[str, list[tuple[int, int]]] = {}
+    phrases: dict[str, list[tuple[tuple[str, ...], tuple[int, int]]]] = {}
+    group = list(range(len(_ANTONYM_TABLE)))
+
+    def root(pair: int) -> int:
+        while group[pair] != pair:
+            pair = group[pair]
+        return pair
+
+    for pair, sides in enumerate(_ANTONYM_TABLE):
+        for side, terms in enumerate(sides):
+            for term in terms.split(","):
+                parts = tuple(term.split())
+                assert parts and all(p.isascii() and p.islower() for p in parts), term
+                if len(parts) > 1:
+                    phrases.setdefault(parts[-1], []).append((parts[:-1], (pair, side)))
+                    continue
+                for other, _ in words.get(parts[0], ()):
+                    group[root(other)] = root(pair)
+                words.setdefault(parts[0], []).append((pair, side))
+    skeleton = tuple(_ANTONYM_TABLE[root(pair)][0].split(",")[0].strip() for pair in range(len(_ANTONYM_TABLE)))
+    return (
+        {w: tuple(terms) for w, terms in words.items()},
+        {w: tuple(entries) for w, entries in phrases.items()},
+        skeleton,
+    )
+
+
+_ANTONYM_WORDS, _ANTONYM_PHRASES, _PAIR_SKELETON = _antonym_tables()
+
 
 # --------------------------------------------------------------------------- results
 
@@ -185,9 +322,12 @@ class _Tok:
 class Normalized:
     """A text's normalized tokens and their offsets in the original text.
 
-    ``string`` joins the tokens; ``skeleton`` joins them without negation words (``ne``, ``pas``...), which
-    is what is aligned: a flipped negation then leaves the score intact and is reported as such.
-    ``skeleton_offsets[k]`` is where skeleton token ``k`` (token ``skeleton_tokens[k]``) starts.
+    ``string`` joins the tokens; ``skeleton`` joins them without negation words (``ne``, ``pas``...), with
+    each side of an antonym pair written alike and negative prefixes stripped (``impossible`` ->
+    ``possible``), which is what is aligned: a flipped negation or antonym then leaves the score intact
+    and is reported as such. ``skeleton_offsets[k]`` is where skeleton token ``k`` (token
+    ``skeleton_tokens[k]``) starts. ``antonyms`` maps a token index to its ``(pair, side)`` terms of
+    ``_ANTONYM_TABLE`` (a phrase's terms on each of its words).
     """
 
     texts: list[str]
@@ -195,6 +335,7 @@ class Normalized:
     starts: list[int]
     ends: list[int]
     negations: list[bool]
+    antonyms: dict[int, tuple[tuple[int, int], ...]]
     string: str
     skeleton: str
     skeleton_offsets: list[int]
@@ -382,21 +523,48 @@ def normalize(text: str) -> Normalized:
         toks.append(_Tok(word, m.start(), m.end()))
     toks = _combine_numbers(_read_number_words(toks))
     texts = [t.text for t in toks]
+    nums = [t.num for t in toks]
     negations = _negation_flags(texts)
-    kept = [i for i, word in enumerate(texts) if not negations[i] and word not in _NE]
+    antonyms: dict[int, tuple[tuple[int, int], ...]] = {}
+    in_phrase: set[int] = set()  # a phrase's words before its last: one skeleton word for the phrase
+    for i, word in enumerate(texts):
+        if nums[i] or (negations[i] and word not in _NEGATIONS_WITH_ANTONYMS):
+            continue
+        terms = _ANTONYM_WORDS.get(word)
+        if terms is not None:
+            antonyms[i] = terms
+            continue
+        for before, term in _ANTONYM_PHRASES.get(word, ()):
+            n = len(before)
+            if i >= n and tuple(texts[i - n : i]) == before:
+                for j in range(i - n, i + 1):  # each word: the span may end inside the phrase
+                    antonyms[j] = (term,)
+                in_phrase.update(range(i - n, i))
+                break
+    kept: list[int] = []
+    skeleton: list[str] = []
     offsets: list[int] = []
     pos = 0
-    for i in kept:
+    for i, word in enumerate(texts):
+        if negations[i] or word in _NE or word in _SKELETON_DROPPED or i in in_phrase:
+            continue
+        if i in antonyms:
+            word = _PAIR_SKELETON[antonyms[i][0][0]]
+        elif not nums[i]:
+            word = _unprefixed(word)[0]
+        kept.append(i)
+        skeleton.append(word)
         offsets.append(pos)
-        pos += len(texts[i]) + 1
+        pos += len(word) + 1
     return Normalized(
         texts=texts,
-        nums=[t.num for t in toks],
+        nums=nums,
         starts=[t.start for t in toks],
         ends=[t.end for t in toks],
         negations=negations,
+        antonyms=antonyms,
         string=" ".join(texts),
-        skeleton=" ".join(texts[i] for i in kept),
+        skeleton=" ".join(skeleton),
         skeleton_offsets=offsets,
         skeleton_tokens=kept,
     )
@@ -413,7 +581,51 @@ def _word_matches(word: str, other: str) -> bool:
     if word == other:
         return True
     k = _allowed_edits(word)
-    return k > 0 and abs(len(word) - len(other)) <= k and Levenshtein.distance(word, other, score_cutoff=k) <= k
+    return (
+        k > 0
+        and abs(len(word) - len(other)) <= k
+        and Levenshtein.distance(word, other, score_cutoff=k) <= k
+        and not _opposed(word, other)
+    )
+
+
+@lru_cache(maxsize=65_536)
+def _unprefixed(word: str) -> tuple[str, int]:
+    """``word`` without its negative prefixes (each leaving >= 4 letters), and how many were removed:
+    ``desinteresse`` -> (``teresse``, 2), ``interesse`` -> (``teresse``, 1), ``possible`` -> (``possible``, 0)."""
+    count = 0
+    while True:
+        if len(word) >= 3 + _MIN_STEM and word[:3] in _NEGATIVE_PREFIXES_3:
+            word = word[3:]
+        elif len(word) >= 2 + _MIN_STEM and word[:2] in _NEGATIVE_PREFIXES_2:
+            word = word[2:]
+        else:
+            return word, count
+        count += 1
+
+
+def _prefix_flipped(word: str, other: str) -> bool:
+    """One word is the other behind a negative prefix (``possible``/``impossible``, ``legal``/``illegal``,
+    ``interesse``/``desinteresse``), the remainder of >= 4 letters being the other word up to a final
+    ``s``/``e`` (``impossibles``/``possible``). ``enregistre``/``enregistree`` or ``important``/``importante``
+    never are: no negative prefix turns one into the other."""
+    if len(word) < len(other):
+        word, other = other, word
+    bare = other.rstrip("s").rstrip("e")
+    return any(
+        word[:n] in prefixes and len(word) - n >= _MIN_STEM and word[n:].rstrip("s").rstrip("e") == bare
+        for n, prefixes in ((3, _NEGATIVE_PREFIXES_3), (2, _NEGATIVE_PREFIXES_2))
+    )
+
+
+def _opposed(word: str, other: str) -> bool:
+    """Antonyms: opposite sides of a pair of ``_ANTONYM_TABLE``, or a negative prefix apart."""
+    terms = _ANTONYM_WORDS.get(word)
+    if terms is not None:
+        others = _ANTONYM_WORDS.get(other, ())
+        if any((pair, 1 - side) in others for pair, side in terms):
+            return True
+    return _prefix_flipped(word, other)
 
 
 @dataclass(slots=True)
@@ -595,7 +807,9 @@ def _refine_span(quote: list[str], turn: list[str], first: int, last: int) -> tu
 def _loosely_equal(word: str, other: str) -> bool:
     if word[0].isdigit() or other[0].isdigit():  # a different number stays in the span: the number rule judges it
         return word[0].isdigit() and other[0].isdigit()
-    return _word_matches(word, other) or (len(word) >= 4 and fuzz.ratio(word, other) >= 75)
+    return _word_matches(word, other) or (
+        len(word) >= 4 and fuzz.ratio(word, other) >= 75 and not _opposed(word, other)
+    )
 
 
 def _span_reason(q: Normalized, t: Normalized, text: str, a: int, b: int) -> str | None:
@@ -615,16 +829,43 @@ def _span_reason(q: Normalized, t: Normalized, text: str, a: int, b: int) -> str
         and not (tuple(t.texts[b + 1 : b + 3]) in _NOT_TRAILING or _CLAUSE_END.search(text, t.ends[b - 1], t.starts[b]))
     ):
         counted.add(b)  # "ça m'intéresse | pas" but not "d'accord | pas de souci" nor "d'accord. | Pas..."
+    if a > 0 and t.negations[a - 1] and t.texts[a - 1] == "non" and _prefixes_next(t, text, a - 1):
+        counted.add(a - 1)  # "frais non | remboursables", "non-| inclus"
     span_negations = Counter(t.texts[i] for i in counted)
     if Counter(w for w, neg in zip(q.texts, q.negations, strict=True) if neg) != span_negations:
         return "negation_mismatch"
-    words = set(t.texts[max(0, a - 1) : b + 1])
+    lo, hi = max(0, a - 1), min(len(t.texts), b + 1)
+    if q.antonyms:  # the quote says one side of a pair more often than the span, which says the other more
+        quote_terms = Counter(term for terms in q.antonyms.values() for term in terms)
+        span_terms = Counter(term for i in range(lo, hi) for term in t.antonyms.get(i, ()))
+        for (pair, side), n in quote_terms.items():
+            if n > span_terms[pair, side] and span_terms[pair, 1 - side] > quote_terms[pair, 1 - side]:
+                return "antonym_mismatch"
+    words = set(t.texts[lo:hi])
+    missing: list[str] = []
     for word, num, neg in zip(q.texts, q.nums, q.negations, strict=True):
         if num or neg or word in _STOPWORDS or word in _NE or word in words:
             continue
         if not any(_word_matches(word, other) for other in words):
-            return "not_found"
-    return None
+            missing.append(word)
+    if any(_prefix_flipped(word, other) for word in missing for other in words):
+        return "antonym_mismatch"
+    return "not_found" if missing else None
+
+
+def _prefixes_next(t: Normalized, text: str, i: int) -> bool:
+    """Whether the ``non`` at token ``i`` is the prefix of the next word (``non-inclus``, ``frais non
+    remboursables``) rather than an answer (``non, merci``, ``non non ça me dérange pas``)."""
+    j = i + 1
+    gap = text[t.ends[i] : t.starts[j]]
+    if gap.strip() == "-":
+        return True
+    if gap.strip() or i == 0 or t.texts[i - 1] in _NON_ANSWER_CONTEXT or t.nums[j] or t.negations[j]:
+        return False
+    word = t.texts[j]
+    if len(word) < _MIN_STEM or word in _STOPWORDS or word in _NOT_ADJECTIVES:
+        return False
+    return word in _ANTONYM_WORDS or text[t.starts[j] : t.ends[j]].lower().endswith(_ADJECTIVE_ENDINGS)
 
 
 def verify_quotes(

@@ -41,6 +41,7 @@ FALSE_KINDS = (
     "too_short",
     "word_swapped",
     "stitched",
+    "antonym",
 )
 FILLERS = ("euh", "heu", "bah", "ben", "hum", "hein", "euh euh", "bah euh")
 FILLER_WORDS = frozenset(word for filler in FILLERS for word in filler.split())

@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 from django.core.management import CommandError, call_command
 
-from audits.evidence import REASONS, EvidenceIndex, QuoteCheck, normalize, verify_quotes
+from audits.evidence import _ANTONYM_TABLE, REASONS, EvidenceIndex, QuoteCheck, normalize, verify_quotes
 
 DATA = Path(__file__).parent / "data"
 
@@ -102,7 +102,14 @@ def check(index: EvidenceIndex, quote: str, speaker: str | None = None) -> Quote
 
 
 def test_reasons_and_frozen_result(index: EvidenceIndex) -> None:
-    assert REASONS == ("not_found", "number_mismatch", "negation_mismatch", "too_short", "speaker_mismatch")
+    assert REASONS == (
+        "not_found",
+        "number_mismatch",
+        "negation_mismatch",
+        "antonym_mismatch",
+        "too_short",
+        "speaker_mismatch",
+    )
     result = check(index, "je vous informe que l'appel est enregistré")
     assert result.verified and result.reason is None
     with pytest.raises(dataclasses.FrozenInstanceError):
@@ -114,6 +121,7 @@ def test_every_failure_reason_is_declared(index: EvidenceIndex) -> None:
         "vous pouvez signer par téléphone avec un code maintenant",
         "il est conservé trois ans après la signature",
         "je vous envoie les documents par e-mail vous signez par téléphone",
+        "la garantie assistance est facultative dans cette formule",
         "oui bonjour",
         ("je vous informe que l'appel est enregistré", "client"),
     ]
@@ -270,9 +278,183 @@ def test_negations_spoken_or_written_are_the_same(index: EvidenceIndex) -> None:
 
 
 def test_one_swapped_word_rejects_the_quote(index: EvidenceIndex) -> None:
-    result = check(index, "la garantie assistance est facultative dans cette formule")
+    result = check(index, "la garantie assistance est offerte dans cette formule")
     assert (result.verified, result.reason) == (False, "not_found")
     assert check(index, "la garantie assistance est obligatoire dans cette formule").verified
+
+
+def _one_turn(text: str) -> EvidenceIndex:
+    return EvidenceIndex([{"call_id": "c", "speaker": "agent", "start": 0.0, "end": 5.0, "text": text}])
+
+
+# (sentence with "{}", word, its opposite, reason): each way round, in the middle of the quote and as its last word
+OPPOSITES = [
+    # negative prefixes
+    ("la résiliation de votre ancien contrat est {} à tout moment", "possible", "impossible", "antonym_mismatch"),
+    ("le démarchage téléphonique est {} dans votre cas", "légal", "illégal", "antonym_mismatch"),
+    ("c'est un contrat {} au sens de la loi", "responsable", "irresponsable", "antonym_mismatch"),
+    ("le tarif proposé est {} pour votre famille", "favorable", "défavorable", "antonym_mismatch"),
+    ("je suis vraiment {} de mon conseiller actuel", "content", "mécontent", "antonym_mismatch"),
+    ("ce courtier m'est {} depuis longtemps", "connu", "inconnu", "antonym_mismatch"),
+    ("je suis tout à fait {} par votre offre de mutuelle", "intéressé", "désintéressé", "antonym_mismatch"),
+    ("le prélèvement automatique est {} sur votre compte", "activé", "désactivé", "antonym_mismatch"),
+    # "non" before an adjective is a negation
+    ("les frais de dossier sont {} au bout de trente jours", "remboursables", "non remboursables", "negation_mismatch"),
+    ("le forfait optique est {} dans la formule", "inclus", "non inclus", "negation_mismatch"),
+    ("le capital versé est {} par contrat", "garanti", "non garanti", "negation_mismatch"),
+    # the lexical table
+    ("la garantie assistance est {} dans cette formule", "obligatoire", "facultative", "antonym_mismatch"),
+    ("l'option dépannage est {} du contrat", "incluse", "exclue", "antonym_mismatch"),
+    ("la résiliation de votre ancien contrat est {} pour vous", "gratuite", "payante", "antonym_mismatch"),
+    ("je vous rappelle {} la signature du contrat", "avant", "après", "antonym_mismatch"),
+    ("et si vous {} l'enregistrement on arrête l'appel", "refusez", "acceptez", "antonym_mismatch"),
+    ("votre demande de devis a été {} par le service", "acceptée", "refusée", "antonym_mismatch"),
+    ("les frais de dossier sont {} dès la signature", "remboursés", "à votre charge", "antonym_mismatch"),
+    ("les lunettes de votre fils sont {} chaque année", "prises en charge", "à votre charge", "antonym_mismatch"),
+    ("la signature électronique est {} par téléphone", "autorisée", "interdite", "antonym_mismatch"),
+    ("la résiliation en ligne est {} dans votre cas", "possible", "interdite", "antonym_mismatch"),
+    ("ce serait vraiment {} cher que votre contrat actuel", "plus", "moins", "antonym_mismatch"),
+    ("le remboursement est plafonné à un {} de trois cents euros", "maximum", "minimum", "antonym_mismatch"),
+    ("la cotisation va {} l'année prochaine", "augmenter", "baisser", "antonym_mismatch"),
+    ("il y aura une {} de la cotisation en janvier", "augmentation", "baisse", "antonym_mismatch"),
+    ("votre espace client est {} depuis ce matin", "ouvert", "fermé", "antonym_mismatch"),
+    ("la garantie prend effet au {} du contrat", "début", "fin", "antonym_mismatch"),
+    ("votre carte de tiers payant est {} jusqu'en décembre", "valable", "expirée", "antonym_mismatch"),
+    ("le tarif est {} pendant toute la durée du contrat", "fixe", "variable", "antonym_mismatch"),
+]
+
+
+@pytest.mark.parametrize(("sentence", "word", "opposite", "reason"), OPPOSITES)
+def test_a_word_turned_into_its_opposite_is_rejected_both_ways(
+    sentence: str, word: str, opposite: str, reason: str
+) -> None:
+    for said, quoted in ((word, opposite), (opposite, word)):
+        index = _one_turn(sentence.format(said))
+        assert check(index, sentence.format(said)).verified
+        result = check(index, sentence.format(quoted))
+        assert (result.verified, result.reason) == (False, reason), (said, quoted)
+        assert result.score >= 90  # located for the reviewer, not "not_found"
+        ending = sentence.split("{}")[0] + quoted  # the flipped word closes the quote
+        result = check(index, ending)
+        assert (result.verified, result.reason) == (False, reason), (said, ending)
+
+
+def test_a_negative_prefix_flips_a_word_whatever_its_plural_or_feminine_ending() -> None:
+    index = _one_turn("ces garanties sont possibles à tout moment de l'année")
+    assert check(index, "ces garanties sont impossible à tout moment").reason == "antonym_mismatch"
+    index = _one_turn("cette garantie est inconnue de nos services")
+    assert check(index, "cette garantie est connu de nos services").reason == "antonym_mismatch"
+    assert check(index, "cette garantie est inconnu de nos services").verified  # a slip, not a flip
+
+
+def test_oui_non_and_avec_sans_are_negations_inside_the_span_and_antonyms_just_outside() -> None:
+    index = _one_turn("la garantie décès est sans franchise dans votre formule")
+    assert check(index, "la garantie décès est avec franchise dans votre formule").reason == "negation_mismatch"
+    assert check(index, "la garantie décès est avec").reason == "antonym_mismatch"  # "sans" just after the span
+    index = _one_turn("la garantie décès est avec franchise dans votre formule")
+    assert check(index, "la garantie décès est sans franchise dans votre formule").reason == "negation_mismatch"
+    index = _one_turn("non je suis d'accord pour recevoir le devis par courrier")
+    assert check(index, "oui je suis d'accord pour recevoir le devis").reason == "antonym_mismatch"
+    assert check(index, "je suis d'accord pour recevoir le devis").verified
+    index = _one_turn("oui je suis d'accord pour recevoir le devis par courrier")
+    assert check(index, "non je suis d'accord pour recevoir le devis").reason == "negation_mismatch"
+
+
+@pytest.mark.parametrize(("side_a", "side_b"), _ANTONYM_TABLE)
+def test_every_line_of_the_antonym_table_is_enforced(side_a: str, side_b: str) -> None:
+    a, b = side_a.split(",")[0].strip(), side_b.split(",")[-1].strip()
+    sentence = "je vous confirme que c'est {} pour vous dans ce contrat"
+    for said, quoted in ((a, b), (b, a)):
+        index = _one_turn(sentence.format(said))
+        assert check(index, sentence.format(said)).verified
+        assert check(index, sentence.format(quoted)).reason in ("antonym_mismatch", "negation_mismatch")
+
+
+CONTROL_TURNS = [
+    "c'est important de vous indiquer que je vous dérange pour une demande d'information",
+    "je vais vous illustrer ça immédiatement vous êtes déjà inscrit chez nous",
+    "oui je suis intéressé par une offre moins chère",
+    "l'appel est enregistré et la renonciation se fait par lettre recommandée avant toute signature",
+    "la garantie assistance c'est obligatoire et le tiers payant est gratuit sans frais de dossier",
+    "vous pouvez signer avant ou après la visite du conseiller comme vous préférez",
+    "c'est un contrat responsable et les dépassements d'honoraires sont à votre charge au-delà du plafond",
+    "le devis est valable un mois et vous pouvez le refuser sans rien payer",
+    "non désolé je ne suis pas disponible maintenant",
+    "les frais sont non remboursables après trente jours",
+    "la résiliation est impossible avant la fin de la première année",
+]
+
+
+@pytest.fixture(scope="module")
+def controls() -> EvidenceIndex:
+    return EvidenceIndex(
+        [
+            {"call_id": "c", "speaker": "agent", "start": 10.0 * i, "end": 10.0 * i + 9, "text": text}
+            for i, text in enumerate(CONTROL_TURNS)
+        ]
+    )
+
+
+@pytest.mark.parametrize(
+    "quote",
+    [
+        # words that merely start like a negative prefix, as said or with a speech-to-text slip
+        "c'est important de vous indiquer que je vous dérange",
+        "c'est importante de vous indiquer que je vous dérange",
+        "je vous dérange pour une demande d'informations",
+        "je vais vous illustrer ça immédiatement",
+        "vous êtes déjà inscrit chez nous",
+        "oui je suis intéressé par une offre moins chère",
+        "je suis intéressée par une offre moins chère",
+        "l'appel est enregistrée et les renonciations se fait par lettre recommandée",
+        # one side of a pair, said as it was
+        "la renonciation se fait par lettre recommandée avant toute signature",
+        "la garantie assistance c'est obligatoire",
+        "le tiers payant est gratuit sans frais de dossier",  # both sides of gratuit/payant, as said
+        "vous pouvez signer avant ou après la visite du conseiller",
+        "après la visite du conseiller comme vous préférez",  # "avant" is next to the span, "après" in it
+        "c'est un contrat responsable et les dépassements d'honoraires sont à votre charge",
+        "le devis est valable un mois et vous pouvez le refuser sans rien payer",
+        "désolé je ne suis pas disponible maintenant",  # "non" there answers, it prefixes nothing
+        "la résiliation est impossible avant la fin de la première année",
+    ],
+)
+def test_true_quotes_with_prefix_like_words_or_one_side_of_a_pair_are_verified(
+    controls: EvidenceIndex, quote: str
+) -> None:
+    result = check(controls, quote)
+    assert result.verified, result
+
+
+@pytest.mark.parametrize(
+    ("quote", "reason"),
+    [
+        ("les frais sont remboursables après trente jours", "negation_mismatch"),
+        ("remboursables après trente jours", "negation_mismatch"),  # may not start just after "non"
+        ("c'est un contrat irresponsable et les dépassements d'honoraires sont à votre charge", "antonym_mismatch"),
+        ("les dépassements d'honoraires sont remboursés au-delà du plafond", "antonym_mismatch"),
+        ("le tiers payant est payant sans frais de dossier", "antonym_mismatch"),  # a multiset, as for negations
+        ("la résiliation est possible avant la fin de la première année", "antonym_mismatch"),
+        ("la résiliation est impossible après la fin de la première année", "antonym_mismatch"),
+        ("je suis désintéressé par une offre moins chère", "antonym_mismatch"),
+        ("le devis est valable un mois et vous pouvez l'accepter sans rien payer", "antonym_mismatch"),
+        ("vous pouvez signer avant ou après la visite du médecin", "not_found"),  # not a flip: another word
+    ],
+)
+def test_flipped_words_next_to_true_ones_are_rejected(controls: EvidenceIndex, quote: str, reason: str) -> None:
+    result = check(controls, quote)
+    assert (result.verified, result.reason) == (False, reason), result
+
+
+def test_a_quote_not_in_the_call_stays_not_found_whatever_its_antonyms(index: EvidenceIndex) -> None:
+    for quote in (
+        "la résiliation est gratuite et possible à tout moment sans frais",
+        "vous pouvez refuser le contrat avant la fin du mois",
+    ):
+        result = check(index, quote)
+        assert (result.verified, result.reason) == (False, "not_found"), result
+    stitched = check(index, "la garantie assistance est facultative dans cette formule je vous envoie les documents")
+    assert (stitched.verified, stitched.reason) == (False, "not_found")
 
 
 def test_speech_to_text_spelling_slips_are_tolerated_on_long_words_only() -> None:
@@ -393,9 +575,9 @@ def _labelled() -> list[dict[str, Any]]:
 def test_labelled_set_is_large_and_varied() -> None:
     items = _labelled()
     kinds = Counter(item["kind"] for item in items)
-    assert len(items) >= 120
-    assert sum(item["label"] for item in items) >= 50
-    assert sum(not item["label"] for item in items) >= 70
+    assert len(items) >= 200
+    assert sum(item["label"] for item in items) >= 95
+    assert sum(not item["label"] for item in items) >= 105
     false_kinds = {
         "fabricated",
         "paraphrased",
@@ -405,8 +587,10 @@ def test_labelled_set_is_large_and_varied() -> None:
         "too_short",
         "word_swapped",
         "stitched",
+        "antonym",
     }
     assert false_kinds <= set(kinds) and all(kinds[k] >= 5 for k in false_kinds)
+    assert kinds["antonym"] >= 25
     for item in items:
         assert item["label"] == (item["kind"] in {"exact", "case_accent_punct", "filler", "number_words"})
         assert item["speaker"] in ("agent", "client", None)
@@ -472,6 +656,37 @@ def test_command_prints_one_json_line_per_quote(tmp_path: Path) -> None:
     assert (second["verified"], second["reason"], second["speaker"]) == (False, "speaker_mismatch", "client")
     assert 4.0 < second["start"] < second["end"]
     assert third["verified"] is False and third["reason"] == "negation_mismatch"
+
+
+def test_command_reports_a_flipped_antonym(tmp_path: Path) -> None:
+    transcript = _write(
+        tmp_path,
+        "t.json",
+        [
+            {"speaker": "agent", "start": 0, "text": "la garantie assistance est obligatoire dans cette formule"},
+            {"speaker": "agent", "start": 7, "text": "la résiliation de votre contrat est possible à tout moment"},
+        ],
+    )
+    quotes = _write(
+        tmp_path,
+        "q.json",
+        [
+            "la garantie assistance est facultative dans cette formule",
+            {"quote": "la résiliation de votre contrat est impossible à tout moment", "speaker": "agent"},
+            "la résiliation de votre contrat est possible à tout moment",
+        ],
+    )
+    lexical, prefixed, true = _run("--transcript", transcript, "--quotes", quotes)
+    assert (lexical["verified"], lexical["reason"]) == (False, "antonym_mismatch")
+    assert lexical["matched_text"].startswith("la garantie assistance est")  # located for the reviewer
+    assert (prefixed["verified"], prefixed["reason"], prefixed["speaker"]) == (False, "antonym_mismatch", "agent")
+    assert (true["verified"], true["reason"]) == (True, None)
+
+
+def test_every_reason_is_a_choice_of_the_api() -> None:
+    from audits.api.serializers import RejectedCitationOutput
+
+    assert set(REASONS) == set(RejectedCitationOutput().fields["reason"].choices)
 
 
 def test_command_threshold_option(tmp_path: Path) -> None:
