@@ -15,4 +15,14 @@ class ChatLlmNotConfigured(DependencyUnavailable):
 
 class ChatBusy(ThrottledError):
     code = "llm_busy"
-    default_message = "Every LLM slot is busy; try again shortly."
+    default_message = "Every LLM slot chats may use is busy; try again shortly."
+
+
+class ChatStreamsLimit(ThrottledError):
+    code = "chat_streams_limit"
+    default_message = "You already have as many answers streaming as allowed; wait for one to end."
+
+
+class ChatSlotsUnavailable(DependencyUnavailable):
+    code = "llm_slots_unavailable"
+    default_message = "Cannot reserve an LLM slot right now (Redis is unavailable); try again shortly."

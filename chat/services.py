@@ -5,6 +5,13 @@ streamed as Server-Sent Events with its quotes gated against the fiche's timelin
 slot) and stores the user message; it returns a ``ChatStream``, the SSE body, which holds the LLM slot
 until it ends or is closed. Closing it (the client went away) closes the LLM stream at once, releases
 the slot and stores the partial answer with status ``interrupted``.
+
+Nothing through a side door: the context holds only the parts the asker may read, each under its own
+grant (``chat.selectors.ChatParts``: fiche sections, the transcript, the audit's results); a part left
+out is named in the system message so the answer can say so, and quotes are checked only against a
+transcript the asker may read. Slots: a user holds at most ``CHAT_MAX_STREAMS_PER_USER`` streams, and
+chats together at most ``LLM_MAX_CONCURRENCY - LLM_AUDIT_RESERVED_SLOTS`` LLM calls, so audits always
+keep their reserved share; Redis (which holds the slots) down answers 503.
 """
 
 from __future__ import annotations
@@ -18,6 +25,7 @@ from contextlib import ExitStack
 from typing import TYPE_CHECKING, Any
 
 import orjson
+import redis
 from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
@@ -27,10 +35,10 @@ from audits.evidence import EvidenceIndex
 from audits.selectors import audit_dict
 from audits.services.runs import llm_semaphore
 from audits.transcript_tools import MAX_SEARCH_RESULTS, TranscriptTools
-from chat.exceptions import ChatBusy, ChatLlmNotConfigured
+from chat.exceptions import ChatBusy, ChatLlmNotConfigured, ChatSlotsUnavailable, ChatStreamsLimit
 from chat.models import ChatConversation, ChatMessage, MessageRole, MessageStatus
 from chat.selectors import ChatEntity, chat_entity_for_user, history_for_llm
-from config.limits import LimitBusy
+from config.limits import LimitBusy, Semaphore
 from fiches.selectors import fiche_payload
 from transcriptions.selectors import Timeline, timeline_for
 from transcriptions.timeline import format_offset
@@ -173,14 +181,27 @@ def build_messages(
 ) -> list[dict[str, str]]:
     """The request's messages: one system message (rules, fiche, audit results, calls), the history in
     chronological order, then the question."""
+    allowed = entity.parts
+    named = [("la fiche du client", allowed.fiche)]
     if entity.audit is not None:
-        subject, parts = "un audit qualité d'une vente", "la fiche du client, les résultats de l'audit et les appels"
-    else:
-        subject, parts = "une vente (fiche client)", "la fiche du client et les appels"
-    sections = [SYSTEM_PROMPT.format(subject=subject, parts=parts), fiche_context(entity.fiche)]
-    if entity.audit is not None:
+        named.append(("les résultats de l'audit", allowed.audit))
+    named.append(("les appels", allowed.transcript))
+    parts = ", ".join(name for name, ok in named if ok) or "aucun élément"
+    subject = "un audit qualité d'une vente" if entity.audit is not None else "une vente (fiche client)"
+    sections = [SYSTEM_PROMPT.format(subject=subject, parts=parts)]
+    withheld = allowed.withheld(has_audit=entity.audit is not None)
+    if withheld:
+        sections.append(
+            "Éléments non communiqués (l'utilisateur n'y a pas accès) : "
+            + ", ".join(withheld)
+            + ". Si la question porte sur ces éléments, répondez que vous n'y avez pas accès."
+        )
+    if allowed.fiche:
+        sections.append(fiche_context(entity.fiche))
+    if entity.audit is not None and allowed.audit:
         sections.append(audit_context(entity.audit))
-    sections.append(timeline_context(timeline, question))
+    if allowed.transcript:
+        sections.append(timeline_context(timeline, question))
     return [
         {"role": "system", "content": "\n\n".join(sections)},
         *({"role": item["role"], "content": item["content"]} for item in history),
@@ -323,22 +344,69 @@ def _require_llm() -> None:
         raise ChatLlmNotConfigured(details={"missing": "LLM_API_KEY" if not key else "LLM_BASE_URL"})
 
 
+def chat_llm_semaphore() -> Semaphore:
+    """The LLM calls chats may hold together: ``LLM_MAX_CONCURRENCY`` less the audits' reserved share."""
+    limit = settings.LLM_MAX_CONCURRENCY - settings.LLM_AUDIT_RESERVED_SLOTS
+    return Semaphore("llm-chat", limit=max(1, limit), lease_seconds=settings.AUDIT_STEP_CLAIM_LEASE_SECONDS)
+
+
+def chat_user_semaphore(user: User) -> Semaphore:
+    return Semaphore(
+        f"chat-streams:{user.pk}",
+        limit=settings.CHAT_MAX_STREAMS_PER_USER,
+        lease_seconds=settings.AUDIT_STEP_CLAIM_LEASE_SECONDS,
+    )
+
+
+def _take_slots(user: User) -> ExitStack:
+    """The user's stream slot, a chat slot and an LLM slot (held until the stream ends). 429 when the
+    user already has ``CHAT_MAX_STREAMS_PER_USER`` streams or no slot frees up in time; 503 when Redis,
+    which holds them, cannot be reached."""
+    holder = f"chat:{user.pk}:{uuid.uuid4().hex}"
+    slots = ExitStack()
+    try:
+        try:
+            slots.enter_context(chat_user_semaphore(user).slot(holder, wait=0))
+        except LimitBusy:
+            raise ChatStreamsLimit(
+                retry_after=5,
+                details={"limit": "chat_streams_per_user", "max": settings.CHAT_MAX_STREAMS_PER_USER},
+            ) from None
+        slots.enter_context(chat_llm_semaphore().slot(holder, wait=SLOT_WAIT_SECONDS))
+        slots.enter_context(llm_semaphore().slot(holder, wait=SLOT_WAIT_SECONDS))
+    except LimitBusy as exc:
+        slots.close()
+        raise ChatBusy(retry_after=math.ceil(exc.retry_after), details={"limit": "llm"}) from None
+    except redis.RedisError:
+        slots.close()
+        logger.warning("chat_slots_unavailable", extra={"user_id": user.pk})
+        raise ChatSlotsUnavailable() from None
+    except BaseException:
+        slots.close()
+        raise
+    return slots
+
+
 def chat_start(*, user: User, entity_type: str, entity_id: str, message: str) -> ChatStream:
-    """Check the scope (before reading anything else), the LLM configuration and a free LLM slot
-    (waiting up to ``SLOT_WAIT_SECONDS``), build the context, store the user message, and return the
-    answer's stream. Raises 404/403 (entity), 503 (LLM not configured), 429 (no slot)."""
+    """Check the scope and what of the entity the user may read (before reading anything else), the LLM
+    configuration and free slots (waiting up to ``SLOT_WAIT_SECONDS``), build the context from the
+    readable parts only, store the user message, and return the answer's stream. Raises 404/403
+    (entity), 503 (LLM not configured, Redis down), 429 (per-user stream cap, no slot)."""
     entity = chat_entity_for_user(user, entity_type, entity_id)
     _require_llm()
-    conversation, _ = ChatConversation.objects.get_or_create(
-        user=user, entity_type=entity.entity_type, entity_id=entity.entity_id
-    )
-    timeline = timeline_for(entity.fiche)
-    messages = build_messages(entity=entity, timeline=timeline, history=history_for_llm(conversation), question=message)
-    slot = ExitStack()
+    slot = _take_slots(user)
     try:
-        slot.enter_context(llm_semaphore().slot(f"chat:{uuid.uuid4().hex}", wait=SLOT_WAIT_SECONDS))
-    except LimitBusy as exc:
-        raise ChatBusy(retry_after=math.ceil(exc.retry_after), details={"limit": "llm"}) from None
+        conversation, _ = ChatConversation.objects.get_or_create(
+            user=user, entity_type=entity.entity_type, entity_id=entity.entity_id
+        )
+        no_calls = Timeline(entity.fiche.fiche_id, [], [], "", 0)
+        timeline = timeline_for(entity.fiche) if entity.parts.transcript else no_calls
+        messages = build_messages(
+            entity=entity, timeline=timeline, history=history_for_llm(conversation), question=message
+        )
+    except BaseException:
+        slot.close()
+        raise
     try:
         chat_message_store(conversation_id=conversation.pk, role=MessageRole.USER, content=message)
     except BaseException:

@@ -325,6 +325,9 @@ TRANSCRIPTION_DEADLINE_SECONDS = env.int("TRANSCRIPTION_DEADLINE_SECONDS", defau
 TRANSCRIPTION_COMPANY_NAMES = env.list("TRANSCRIPTION_COMPANY_NAMES", default=[])
 # A batch without progress for this long ends, its pending items failed ("timed out").
 BATCH_DEADLINE_SECONDS = env.int("BATCH_DEADLINE_SECONDS", default=7200)
+# A batch item being started (its fiche fetched, its run or audit requested) is claimed for this long:
+# another pass (the reconciler's) leaves it alone meanwhile, and takes it over after (a killed worker).
+BATCH_ITEM_CLAIM_LEASE_SECONDS = env.int("BATCH_ITEM_CLAIM_LEASE_SECONDS", default=300)
 
 # --- LLM (any OpenAI-compatible Chat Completions server) ------------------------------------------
 LLM_BASE_URL = env.str("LLM_BASE_URL", default="https://api.openai.com/v1").rstrip("/")
@@ -334,6 +337,18 @@ LLM_TIMEOUT_SECONDS = env.float("LLM_TIMEOUT_SECONDS", default=120.0)
 LLM_MAX_RETRIES = env.int("LLM_MAX_RETRIES", default=2)
 # LLM calls in flight at once across every worker.
 LLM_MAX_CONCURRENCY = env.int("LLM_MAX_CONCURRENCY", default=8)
+# LLM calls kept for audit steps: chats together hold at most LLM_MAX_CONCURRENCY minus these, so chats
+# never starve audits (default a quarter, at least 1, and fewer than LLM_MAX_CONCURRENCY).
+LLM_AUDIT_RESERVED_SLOTS = env.int(
+    "LLM_AUDIT_RESERVED_SLOTS", default=min(max(1, LLM_MAX_CONCURRENCY // 4), LLM_MAX_CONCURRENCY - 1)
+)
+if not 0 <= LLM_AUDIT_RESERVED_SLOTS < LLM_MAX_CONCURRENCY:
+    raise ImproperlyConfigured(
+        f"LLM_AUDIT_RESERVED_SLOTS ({LLM_AUDIT_RESERVED_SLOTS}) must be at least 0 and below "
+        f"LLM_MAX_CONCURRENCY ({LLM_MAX_CONCURRENCY})."
+    )
+# Answers one user may have streaming at once (each holds an LLM slot).
+CHAT_MAX_STREAMS_PER_USER = env.int("CHAT_MAX_STREAMS_PER_USER", default=2)
 LLM_SEED = env.int("LLM_SEED", default=42)
 # Tool calls a step may make in tools mode (use_rlm) before it must answer.
 AUDIT_TOOLS_MAX_CALLS = env.int("AUDIT_TOOLS_MAX_CALLS", default=8)
@@ -355,6 +370,29 @@ AUDIT_DEADLINE_SECONDS = env.int("AUDIT_DEADLINE_SECONDS", default=3600)
 AUDIT_TRANSCRIPTION_WAIT_SECONDS = env.int("AUDIT_TRANSCRIPTION_WAIT_SECONDS", default=3600)
 # Most fiches in one POST /api/audits/batch.
 AUDIT_BATCH_MAX = env.int("AUDIT_BATCH_MAX", default=100)
+
+# --- Spending limits per user (LLM and speech-to-text money; config/limits.py `spending`) ----------
+# Each kind: a rate ("30/m", "5/s", "off") and a burst (requests at once); over it, 429
+# `{kind}_requests_throttled` with Retry-After; Redis down: 503 (fails closed). Checked after input
+# validation and grants, before any side effect; a request refused after all (400, 403, 404, 409,
+# 503 from the service) is refunded; an accepted one counts even when it reuses running work.
+# POST /api/audits/run.
+AUDIT_USER_RATE = env.str("AUDIT_USER_RATE", default="30/m")
+AUDIT_USER_BURST = env.int("AUDIT_USER_BURST", default=10)
+# Step and control-point reruns (one LLM call each).
+RERUN_USER_RATE = env.str("RERUN_USER_RATE", default="30/m")
+RERUN_USER_BURST = env.int("RERUN_USER_BURST", default=10)
+# POST /api/transcriptions/{fiche_id}, forced or not (either can start vendor work).
+TRANSCRIPTION_USER_RATE = env.str("TRANSCRIPTION_USER_RATE", default="30/m")
+TRANSCRIPTION_USER_BURST = env.int("TRANSCRIPTION_USER_BURST", default=10)
+# POST /api/audits/batch and /api/transcriptions/batch share one budget counted in fiches (a batch
+# of 40 counts 40): by default one full batch at once, then 10 fiches a minute. A batch larger than
+# the burst is refused (400 `batch_request_too_large`): keep it >= AUDIT_BATCH_MAX, TRANSCRIPTION_BATCH_MAX.
+BATCH_USER_RATE = env.str("BATCH_USER_RATE", default="10/m")
+BATCH_USER_BURST = env.int("BATCH_USER_BURST", default=max(AUDIT_BATCH_MAX, TRANSCRIPTION_BATCH_MAX))
+# Chat messages (used by the chat app).
+CHAT_USER_RATE = env.str("CHAT_USER_RATE", default="20/m")
+CHAT_USER_BURST = env.int("CHAT_USER_BURST", default=5)
 
 # --- Automation ----------------------------------------------------------------------------------
 # A run skips revalidating its range's sales list when a fiche of that range was revalidated this recently.

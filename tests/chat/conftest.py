@@ -174,7 +174,9 @@ def audit(fiche) -> Audit:
 
 @pytest.fixture
 def chatter(make_role, make_user) -> User:
-    role = make_role("chatter", chat=("rw", "ALL"), fiches=("r", "ALL"), audits=("r", "ALL"))
+    role = make_role(
+        "chatter", chat=("rw", "ALL"), fiches=("r", "ALL"), audits=("r", "ALL"), transcriptions=("r", "ALL")
+    )
     return make_user(role, email="chatter@example.com")
 
 
