@@ -13,7 +13,6 @@ from audits.selectors import audit_for_user
 from chat.exceptions import ChatFicheNotFound
 from chat.models import ChatConversation, ChatMessage, EntityType, MessageStatus
 from fiches import selectors as fiche_selectors
-from fiches.exceptions import ScopeDenied
 from fiches.models import FicheCache
 
 if TYPE_CHECKING:
@@ -66,11 +65,9 @@ def chat_entity_for_user(user: User, entity_type: str, entity_id: str) -> ChatEn
         audit = audit_for_user(user, entity_id)
         return ChatEntity(EntityType.AUDIT, str(audit.pk), audit.fiche, audit, chat_parts(user, audit.fiche, audit))
     fiche_id = str(entity_id).strip()
-    fiche = fiche_selectors.fiche_row(fiche_id)
+    fiche = fiche_selectors.fiche_in_scope(user, "fiches", fiche_id)  # foreign and unknown: one answer
     if fiche is None:
         raise ChatFicheNotFound(details={"fiche_id": fiche_id})
-    if not can_access(user, "fiches", fiche):
-        raise ScopeDenied(details={"fiche_id": fiche_id})
     return ChatEntity(EntityType.FICHE, fiche.fiche_id, fiche, None, chat_parts(user, fiche, None))
 
 

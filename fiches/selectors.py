@@ -238,6 +238,28 @@ def fiche_row(fiche_id: str) -> FicheCache | None:
     return FicheCache.objects.filter(fiche_id=fiche_id).first()
 
 
+def fiche_in_scope(user: Any, key: str, fiche_id: str, *, action: str = "read") -> FicheCache | None:
+    """The cached fiche ``user`` may ``action`` under ``key`` — checked before any CRM call or cache write.
+
+    Scope is decided on what we hold: a user without ALL scope gets the same ``scope_denied`` for a fiche
+    outside their scope and for one that is not cached (unknown, or not fetched yet: we cannot prove it is
+    theirs without calling the CRM), so no refusal tells a foreign id from an unknown one. With ALL scope
+    every fiche is theirs: ``None`` means not cached, and the caller may fetch it."""
+    from accounts.permissions import can_access
+    from fiches.exceptions import fiche_refused
+
+    fiche_id = str(fiche_id).strip()
+    checked = "read" if action == "read" else "write"
+    row = fiche_row(fiche_id)
+    if row is None:
+        if scope_for(user, key, checked) != Scope.ALL:
+            raise fiche_refused(fiche_id, key)
+        return None
+    if not can_access(user, key, row, action=checked):
+        raise fiche_refused(fiche_id, key)
+    return row
+
+
 def _iso_z(value: datetime | None) -> str | None:
     return None if value is None else value.astimezone(UTC).isoformat().replace("+00:00", "Z")
 

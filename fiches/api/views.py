@@ -7,13 +7,13 @@ from drf_spectacular.utils import OpenApiParameter, extend_schema
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from accounts.permissions import HasGrant, can_access
+from accounts.permissions import HasGrant
 from config.openapi import errors
 from config.pagination import LimitOffset
 from config.responses import orjson_response
 from fiches import selectors
 from fiches.api import serializers as s
-from fiches.exceptions import FicheNotFound, ScopeDenied
+from fiches.exceptions import FicheNotFound
 from fiches.notifications import JOB_WEBHOOK_SOURCE
 from fiches.services import jobs
 from fiches.services.details import fiche_get_for_user
@@ -57,11 +57,9 @@ class RecordingsView(APIView):
         responses={200: s.RecordingsOutput, **errors(401, 403, 404)},
     )
     def get(self, request, fiche_id: str):
-        row = selectors.fiche_row(fiche_id.strip())
+        row = selectors.fiche_in_scope(request.user, "recordings", fiche_id)
         if row is None:
             raise FicheNotFound(f"Fiche {fiche_id} is not cached.", details={"fiche_id": fiche_id})
-        if not can_access(request.user, "recordings", row):
-            raise ScopeDenied(details={"fiche_id": fiche_id})
         recordings = selectors.recordings_for(row)
         return Response({"fiche_id": row.fiche_id, "count": len(recordings), "recordings": recordings})
 

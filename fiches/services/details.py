@@ -17,7 +17,7 @@ from config.limits import LimitBusy, throttle_crm_requests
 from config.locks import LockNotAcquired, redis_lock
 from fiches import selectors
 from fiches.clients import crm
-from fiches.exceptions import CrmBusy, CrmUnavailable, FicheBusy, FicheNotFound, ScopeDenied
+from fiches.exceptions import CrmBusy, CrmUnavailable, FicheBusy, FicheNotFound, fiche_refused
 from fiches.models import FicheCache
 from fiches.services.cache import fiche_details_persist
 from fiches.services.revalidation import crm_rate_limiter
@@ -73,20 +73,20 @@ def fiche_ensure_details(
 
 
 def _check_scope(user: User, row: FicheCache) -> None:
+    """Again after a fetch: the CRM may have moved the fiche to another group or agent."""
     if not can_access(user, "fiches", row):
-        raise ScopeDenied(details={"fiche_id": row.fiche_id})
+        raise fiche_refused(row.fiche_id, "fiches")
 
 
 def fiche_get_for_user(*, user: User, fiche_id: str, refresh: bool = False, include_mail_devis: bool = False) -> dict:
     """The API's view of one fiche: ``{success, message, cle, fiche, meta}``.
 
-    Scope is checked on cached metadata before any CRM call, and for an uncached fiche after
-    fetching it. CRM down: the cached copy with ``meta.stale`` or, with nothing cached, 503.
+    Scope is checked on what we hold before any CRM call or cache write (``selectors.fiche_in_scope``: an
+    uncached fiche is fetched only for a user with ALL scope; for anyone else it is refused as a foreign
+    one would be). CRM down: the cached copy with ``meta.stale`` or, with nothing cached, 503.
     """
     fiche_id = str(fiche_id).strip()
-    row = selectors.fiche_row(fiche_id)
-    if row is not None:
-        _check_scope(user, row)
+    row = selectors.fiche_in_scope(user, "fiches", fiche_id)
     stale_reason = None
     fetched = refresh_skipped = False
     if row is None or row.details_fetched_at is None or refresh:

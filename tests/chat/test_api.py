@@ -159,8 +159,11 @@ def test_checks_answer_json_errors_before_any_stream_or_llm_call(web, sim, audit
         response = client.post(f"/api/audits/{uuid.uuid4()}/chat", json=body, headers=bearer(elsewhere))
         assert (response.status_code, response.json()["error"]["code"]) == (404, "audit_not_found")
         assert client.post("/api/audits/not-a-uuid/chat", json=body, headers=bearer(elsewhere)).status_code == 404
+        # a fiche we do not hold, for a GROUP user: answered as a foreign one (no telling them apart)
         response = client.post("/api/fiches/999999/chat", json=body, headers=bearer(elsewhere))
-        assert (response.status_code, response.json()["error"]["code"]) == (404, "fiche_not_found")
+        assert (response.status_code, response.json()["error"]["code"]) == (403, "scope_denied")
+        foreign = client.post(fiche_path, json=body, headers=bearer(elsewhere)).json()["error"]["message"]
+        assert response.json()["error"]["message"].replace("999999", FICHE_ID) == foreign
         # an empty message
         for bad in ({"message": ""}, {"message": "   "}, {}):
             response = client.post(fiche_path, json=bad, headers=bearer(elsewhere))

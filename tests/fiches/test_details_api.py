@@ -244,9 +244,11 @@ def test_crm_down_and_sales_list_only_serves_the_stale_summary(dead_crm, as_read
 
 
 def test_group_user_sees_their_group(crm, auth_client, group_user):
+    cache_sales_list_of(LYON2)  # the range read that lists it: its groupe is known before any details fetch
     response = auth_client(group_user).get(fiche_url(LYON2["fiche_id"]))
     assert response.status_code == 200
     assert response.json()["fiche"]["information"]["groupe"] == "Lyon-2"
+    assert len(crm_calls(crm, by_id=LYON2["fiche_id"])) == 1  # details fetched once the scope was checked
 
 
 def test_group_user_denied_a_cached_fiche_of_another_group_without_a_crm_call(crm, auth_client, group_user):
@@ -258,22 +260,29 @@ def test_group_user_denied_a_cached_fiche_of_another_group_without_a_crm_call(cr
     assert "fiche" not in response.json()
 
 
-def test_group_user_denied_an_uncached_fiche_of_another_group_after_fetching(crm, auth_client, group_user):
+def test_an_uncached_fiche_is_refused_to_a_group_user_as_an_unknown_one_without_a_crm_call(
+    crm, auth_client, group_user
+):
+    """Scope before any CRM fetch or cache write: a non-ALL user cannot make us fetch a fiche we cannot prove
+    is theirs, and the refusal of a foreign id is the refusal of an id that does not exist."""
     fiche_id = PARIS["fiche_id"]
     response = auth_client(group_user).get(fiche_url(fiche_id))
     assert response.status_code == 403
     assert error_code(response) == "scope_denied"
     assert "fiche" not in response.json() and PARIS["prospect"]["nom"] not in response.content.decode()
-    assert len(crm_calls(crm, by_id=fiche_id)) == 1
-    assert FicheCache.objects.filter(fiche_id=fiche_id, groupe="Paris-Est").exists()
-    # asking again is denied from the cache, without calling the CRM
-    crm.clear_requests()
-    assert auth_client(group_user).get(fiche_url(fiche_id)).status_code == 403
+    assert crm_calls(crm) == [] and not FicheCache.objects.filter(fiche_id=fiche_id).exists()
+    unknown = auth_client(group_user).get(fiche_url("9999999"))
+    assert unknown.status_code == 403
+    assert unknown.json()["error"]["message"].replace("9999999", fiche_id) == response.json()["error"]["message"]
+    cache_sales_list_of(PARIS)  # once cached, a foreign fiche gets that same answer
+    foreign = auth_client(group_user).get(fiche_url(fiche_id))
+    assert foreign.status_code == 403 and foreign.json() == response.json()
     assert crm_calls(crm) == []
 
 
 def test_self_user_sees_only_their_fiches(crm, auth_client, self_user):
     client = auth_client(self_user)
+    cache_sales_list_of(OWN)
     own = client.get(fiche_url(OWN["fiche_id"]))
     assert own.status_code == 200
     assert own.json()["fiche"]["information"]["crm_user_id"] == "u-417"

@@ -140,9 +140,12 @@ def test_bad_input_unknown_fiches_and_a_missing_vendor_key(fiches, group_writer,
     client = auth_client(group_writer)
     bad = client.post(url("L1"), {"priority": "urgent"}, format="json")
     assert bad.status_code == 400 and "priority" in bad.json()["error"]["details"]
-    unknown = client.post(url("2225998"), {}, format="json")  # the CRM answers 404
-    assert unknown.status_code == 404 and unknown.json()["error"]["code"] == "fiche_not_found"
-    assert any(r["path"] == "/api/fiches/by-id/2225998" for r in crm_sim.requests())
+    # Not cached: a GROUP writer cannot make us call the CRM, and is answered as for a foreign fiche.
+    unknown = client.post(url("2225998"), {}, format="json")
+    foreign = client.post(url("P1"), {}, format="json")
+    assert unknown.status_code == foreign.status_code == 403
+    assert unknown.json()["error"]["message"].replace("2225998", "P1") == foreign.json()["error"]["message"]
+    assert not any(r["path"] == "/api/fiches/by-id/2225998" for r in crm_sim.requests())
     missing = client.get(url("L1", "/recordings/c-nope"))
     assert missing.status_code == 404 and missing.json()["error"]["code"] == "recording_not_found"
     settings.ELEVENLABS_API_KEY = "  "
@@ -152,15 +155,23 @@ def test_bad_input_unknown_fiches_and_a_missing_vendor_key(fiches, group_writer,
     assert error["code"] == "dependency_unavailable" and "ELEVENLABS_API_KEY" in error["message"]
 
 
-def test_an_uncached_fiche_is_fetched_from_the_crm_first(group_writer, auth_client, crm_sim):
-    """A fiche of the simulator's Lyon-2 group, never cached: its details come from the CRM, then
-    the scope is checked and its recordings queued."""
+def test_an_uncached_fiche_is_fetched_from_the_crm_first_for_an_all_scope_writer(
+    group_writer, make_role, make_user, auth_client, crm_sim
+):
+    """A fiche of the simulator's Lyon-2 group, never cached: a GROUP writer is refused before any CRM
+    call (its group is not known yet); for an ALL writer its details come from the CRM and its recordings
+    are queued; an unknown one is then a 404 from the CRM."""
     fiche_id = "2225000"  # Lyon-2, 3 recordings in the simulator
-    response = auth_client(group_writer).post(url(fiche_id), {}, format="json")
+    refused = auth_client(group_writer).post(url(fiche_id), {}, format="json")
+    assert refused.status_code == 403 and crm_sim.requests() == []
+    writer = make_user(make_role("tx-all", transcriptions=("rw", "ALL")), email="tx-all@example.com")
+    response = auth_client(writer).post(url(fiche_id), {}, format="json")
     assert response.status_code == 202, response.content
     assert response.json()["to_transcribe"] == 3
     assert FicheCache.objects.get(fiche_id=fiche_id).details_fetched_at is not None
     assert Recording.objects.filter(fiche__fiche_id=fiche_id).count() == 3
+    unknown = auth_client(writer).post(url("2225998"), {}, format="json")  # the CRM answers 404
+    assert unknown.status_code == 404 and unknown.json()["error"]["code"] == "fiche_not_found"
 
 
 def test_batches_validate_their_size_and_scope(
@@ -172,6 +183,9 @@ def test_batches_validate_their_size_and_scope(
     assert too_many.status_code == 400 and "TRANSCRIPTION_BATCH_MAX" in str(too_many.json()["error"])
     denied = client.post("/api/transcriptions/batch", {"fiche_ids": ["L1", "P1"]}, format="json")
     assert denied.status_code == 403 and denied.json()["error"]["details"]["fiche_ids"] == ["P1"]
+    # A foreign cached fiche and one nobody knows are refused alike (listed as given, nothing else said).
+    both = client.post("/api/transcriptions/batch", {"fiche_ids": ["P1", "2225998"]}, format="json")
+    assert both.status_code == 403 and both.json()["error"]["details"] == {"fiche_ids": ["P1", "2225998"]}
     with django_capture_on_commit_callbacks(execute=True):
         ok = client.post("/api/transcriptions/batch", {"fiche_ids": ["L1", "E1", "L1"]}, format="json")
     assert ok.status_code == 202

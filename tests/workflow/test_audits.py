@@ -390,6 +390,16 @@ def test_scope_denies_an_audit_of_another_group_on_every_route_and_its_channel(a
     group_role = make_role("aud-group", audits=("rw", "GROUP"), fiches=("r", "GROUP"))
     marseille = make_user(group_role, groupes=["Marseille"])
     lyon = make_user(group_role, groupes=["Lyon-2"])
+    # A GROUP user cannot make us fetch a fiche we do not hold (its group is unknown until fetched):
+    # refused as a foreign fiche, before any CRM call; once cached (as after a range read), it is theirs.
+    asked = len(crm.requests())
+    refused = client_for(lyon).post(
+        "/api/audits/run", {"fiche_id": COMPLIANT, "audit_config_id": config_id()}, format="json"
+    )
+    assert refused.status_code == 403 and len(crm.requests()) == asked
+    from fiches.services.details import fiche_ensure_details
+
+    fiche_ensure_details(fiche_id=COMPLIANT)
     audit = audit_ended(run_audit(lyon, COMPLIANT))
     assert audit.status == "completed"
 

@@ -22,14 +22,16 @@ from django.conf import settings
 from django.db import connection, transaction
 from django.utils import timezone
 
+from accounts.grants import Scope, scope_for
 from accounts.permissions import can_access
 from config.exceptions import ConflictError, DependencyUnavailable, InvalidInput, PermissionDeniedError
 from config.formats import iso
 from config.limits import LimitBusy, Semaphore, throttle_crm_requests
 from config.locks import LockNotAcquired
 from fiches.clients import crm
-from fiches.exceptions import CrmUnavailable, FicheNotFound
+from fiches.exceptions import CrmUnavailable, FicheNotFound, fiche_refused
 from fiches.models import FicheCache, Recording
+from fiches.selectors import fiche_in_scope
 from fiches.services.details import fiche_ensure_details
 from realtime.publisher import publish, publish_many
 from transcriptions.clients import elevenlabs
@@ -95,12 +97,14 @@ def fiche_for_transcription(
     *, user: User | None, fiche_id: str, action: str = "write", app: str = "transcriptions"
 ) -> FicheCache:
     """The fiche with its full details (fetched from the CRM when not cached, under the user's CRM
-    throttle), in ``user``'s ``app`` scope: 404 ``fiche_not_found`` after a CRM miss, 403 outside the
-    scope (checked on cached data before any CRM call, and again after fetching)."""
+    throttle), in ``user``'s ``app`` scope, checked on what we hold before any CRM call or cache write
+    (``fiches.selectors.fiche_in_scope``: only a user with ALL scope may make us fetch an uncached fiche;
+    for anyone else it is refused exactly as a foreign one). 404 ``fiche_not_found`` after a CRM miss."""
     fiche_id = str(fiche_id).strip()
-    row = FicheCache.objects.filter(fiche_id=fiche_id).first()
-    if row is not None and user is not None:
-        _check_scope(user, row, action, app)
+    if user is not None:
+        row = fiche_in_scope(user, app, fiche_id, action="read" if action == "read" else "write")
+    else:
+        row = FicheCache.objects.filter(fiche_id=fiche_id).first()
     if row is None or row.details_fetched_at is None:
         if user is not None:
             throttle_crm_requests(user)
@@ -120,10 +124,9 @@ def fiche_for_transcription(
 
 
 def _check_scope(user: User, row: FicheCache, action: str, app: str) -> None:
+    """Again after a fetch: the CRM may have moved the fiche to another group or agent."""
     if not can_access(user, app, row, action="read" if action == "read" else "write"):
-        raise PermissionDeniedError(
-            f"This fiche is outside your {app} scope.", code="scope_denied", details={"fiche_id": row.fiche_id}
-        )
+        raise fiche_refused(row.fiche_id, app)
 
 
 def transcription_request(
@@ -685,11 +688,18 @@ def report_run_to_batch(run: TranscriptionRun) -> None:
 
 
 def check_batch_scope(*, user: User, fiche_ids: list[str], app: str = "transcriptions") -> None:
-    """Fail fast on a batch request: a fiche already cached and outside the user's ``app`` scope is
-    a 403 (uncached ones are checked when their turn comes, with the scope the user has now)."""
-    rows = FicheCache.objects.filter(fiche_id__in=[str(f).strip() for f in fiche_ids])
-    denied = sorted(row.fiche_id for row in rows if not can_access(user, app, row, action="write"))
-    if denied:
+    """Before anything is fetched or queued: every fiche must be in the user's ``app`` write scope on what
+    we hold. With ALL scope every fiche is (uncached ones are fetched when their turn comes); for anyone
+    else an uncached fiche cannot be proven theirs, so it is refused together with the foreign ones — one
+    403 listing every refused id as given, which never tells a foreign id from an unknown one."""
+    wanted = list(dict.fromkeys(str(f).strip() for f in fiche_ids))
+    if scope_for(user, app, "write") == Scope.ALL:
+        return
+    rows = {row.fiche_id: row for row in FicheCache.objects.filter(fiche_id__in=wanted)}
+    refused = [f for f in wanted if f not in rows or not can_access(user, app, rows[f], action="write")]
+    if refused:
         raise PermissionDeniedError(
-            f"Some fiches are outside your {app} scope.", code="scope_denied", details={"fiche_ids": denied}
+            f"Some fiches are not in your {app} scope (a fiche must be cached to be in it).",
+            code="scope_denied",
+            details={"fiche_ids": refused},
         )
