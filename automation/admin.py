@@ -1,6 +1,9 @@
 """The ops console for automation: schedules (edited with the API's checks and services, so
-``next_run_at`` follows; enable, disable and run now as actions; the webhook secret write-only) and
-runs (read-only, filtered by status, trigger and schedule, with their per-fiche results)."""
+``next_run_at`` follows, and the same scope rule: the staff user who creates a schedule owns it, and
+the fiche ids and groups it names must be in the scope of its owner and of the staff user; enable,
+disable and run now as actions; the webhook secret write-only) and runs (read-only, filtered by
+status, trigger and schedule, with their per-fiche results and notification state). The admin is
+staff-only: it shows every fiche row and notification target."""
 
 from __future__ import annotations
 
@@ -44,6 +47,8 @@ class ScheduleForm(forms.ModelForm):
     class Meta:
         model = AutomationSchedule
         fields = [field for api, field in SCHEDULE_FIELDS.items() if api != "webhookSecret"]
+
+    user: User | None = None  # the staff user editing (set by the admin's get_form)
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -90,7 +95,9 @@ class ScheduleForm(forms.ModelForm):
             self._add_errors(dict(data.errors))
             return cleaned
         try:
-            schedules.schedule_clean(data=data.validated_data, current=self.instance if self.instance.pk else None)
+            schedules.schedule_clean(
+                data=data.validated_data, current=self.instance if self.instance.pk else None, user=self.user
+            )
         except ApplicationError as exc:
             if not self._add_errors(exc.details):
                 self.add_error(None, exc.message)
@@ -102,10 +109,19 @@ class ScheduleForm(forms.ModelForm):
 @admin.register(AutomationSchedule)
 class AutomationScheduleAdmin(admin.ModelAdmin):
     form = ScheduleForm
-    list_display = ("name", "schedule_type", "is_active", "next_run_at", "last_run_at", "updated_at")
+    list_display = ("name", "schedule_type", "is_active", "owner", "next_run_at", "last_run_at", "updated_at")
     list_filter = ("schedule_type", "is_active")
+    list_select_related = ("owner",)
     search_fields = ("name",)
-    readonly_fields = ("has_webhook_secret", "next_run_at", "last_run_at", "created_by", "created_at", "updated_at")
+    readonly_fields = (
+        "has_webhook_secret",
+        "next_run_at",
+        "last_run_at",
+        "owner",
+        "created_by",
+        "created_at",
+        "updated_at",
+    )
     fieldsets = (
         (None, {"fields": ("name", "is_active", "next_run_at", "last_run_at")}),
         ("When", {"fields": ("schedule_type", "time_of_day", "day_of_week", "day_of_month", "timezone")}),
@@ -125,9 +141,13 @@ class AutomationScheduleAdmin(admin.ModelAdmin):
                 )
             },
         ),
-        ("History", {"fields": ("created_by", "created_at", "updated_at")}),
+        ("History", {"fields": ("owner", "created_by", "created_at", "updated_at")}),
     )
     actions = ["enable", "disable", "run_now"]
+
+    def get_form(self, request: HttpRequest, obj: Any = None, change: bool = False, **kwargs: Any) -> Any:
+        form = super().get_form(request, obj, change=change, **kwargs)
+        return type(form.__name__, (form,), {"user": cast(User, request.user)})
 
     @admin.display(description="webhook secret set", boolean=True)
     def has_webhook_secret(self, obj: AutomationSchedule) -> bool:

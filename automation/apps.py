@@ -21,7 +21,7 @@ class AutomationConfig(AppConfig):
             if not has_grant(user, "automation", "read"):
                 raise PermissionDeniedError("missing automation.read")
 
-        register_channel_authorizer("private-job-automation-run-", authorize_run_channel)
+        register_channel_authorizer("private-job-automation-run-", authorize_run_channel, reads=("automation",))
         notifications.register()
         on_run_finished(runs.on_transcription_finished)
         on_audit_finished(runs.on_audit_finished)

@@ -44,6 +44,15 @@ class AutomationSchedule(models.Model):
     created_by = models.ForeignKey(
         settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
     )
+    owner = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="+",
+        help_text="Whose grants bound what a run touches (fiches read, transcriptions and audits write). "
+        "None: a run has no fiche in scope and fails.",
+    )
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
 
@@ -93,14 +102,31 @@ class AutomationRun(models.Model):
     requested_by = models.ForeignKey(
         settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
     )
+    owner = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="+",
+        help_text="The schedule's owner when the run was created: every step checks their grants as they are then.",
+    )
     created_at = models.DateTimeField(auto_now_add=True, db_index=True)
     started_at = models.DateTimeField(null=True, blank=True)
     dispatched_at = models.DateTimeField(null=True, blank=True, help_text="When its fiches were fanned out.")
     last_progress_at = models.DateTimeField(null=True, blank=True)
     redriven_at = models.DateTimeField(null=True, blank=True)
     completed_at = models.DateTimeField(null=True, blank=True)
+    notify_due_at = models.DateTimeField(
+        null=True,
+        blank=True,
+        help_text="Set with the run's end: its notifications are due (from then, or the next try after a failure).",
+    )
+    notify_attempts = models.PositiveSmallIntegerField(default=0)
+    signalled_at = models.DateTimeField(null=True, blank=True, help_text="When the domain signals were sent.")
+    emailed_at = models.DateTimeField(null=True, blank=True, help_text="When the SMTP server accepted the email.")
+    notify_error = models.TextField(null=True, blank=True, help_text="The last notification failure.")
     notified_at = models.DateTimeField(
-        null=True, blank=True, help_text="When its end was notified (webhook, email, Pusher)."
+        null=True, blank=True, help_text="When its end was notified (webhook recorded, email sent, Pusher)."
     )
 
     class Meta:
@@ -110,6 +136,14 @@ class AutomationRun(models.Model):
             # Two beats never start the same slot twice: this row decides.
             models.UniqueConstraint(
                 fields=["schedule", "slot"], condition=models.Q(slot__isnull=False), name="automation_run_one_per_slot"
+            )
+        ]
+        indexes = [
+            # The reconciler's "notifications due but not sent" scan.
+            models.Index(
+                fields=["notify_due_at"],
+                condition=models.Q(notified_at__isnull=True, notify_due_at__isnull=False),
+                name="automation_run_notify_due",
             )
         ]
 

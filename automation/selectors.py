@@ -1,6 +1,18 @@
 """Reads of automation for the API and the admin: schedules in the API's camelCase shape (the webhook
 secret never leaves: only ``hasWebhookSecret``), runs newest first, and a run's detail with its
-per-fiche rows and the legacy ``resultSummary`` rebuilt from them."""
+per-fiche rows and the legacy ``resultSummary`` rebuilt from them.
+
+What a reader receives (``automation.read`` is the gate to every schedule and every run; the
+``automation`` grant's scope is not used):
+
+- fiche ids (a schedule's ``ficheSelection.ficheIds``, a run's config snapshot, its per-fiche rows
+  and ``resultSummary`` lists) only for the fiches the reader may read (``fiches`` read scope; an id
+  not in the cache only with scope ALL); a row's ``auditIds`` only when the reader may also read
+  that fiche's audits (``audits`` read scope). A run's counts (``totalFiches``, ``successful``...)
+  stay the run's own: numbers, not data. ``resultSummary`` is rebuilt from the rows shown;
+- ``webhookUrl`` and ``notifyEmails`` (of a schedule and of a run's snapshot) only with
+  ``automation.write``; ``null`` for a reader without it.
+"""
 
 from __future__ import annotations
 
@@ -10,10 +22,56 @@ from typing import Any
 from django.db.models import QuerySet
 from django.db.models.fields.json import KT
 
+from accounts.grants import Scope, has_grant, scope_for
+from accounts.models import User
+from accounts.permissions import scope_queryset
 from automation.fields import schedule_settings
 from automation.models import AutomationRun, AutomationRunFicheResult, AutomationSchedule, FicheStatus
 from config.exceptions import NotFoundError
 from config.formats import iso
+from fiches.models import FicheCache
+
+# --- What a reader may see ------------------------------------------------------------------------------
+
+
+def readable_fiche_ids(user: User | None, fiche_ids: Iterable[str], key: str = "fiches") -> set[str]:
+    """The ids of ``fiche_ids`` whose fiche ``user`` may read under ``key`` (``fiches``: the fiche;
+    ``audits``: its audits). An id not in the cache: only with scope ALL (nothing places it in a
+    narrower scope)."""
+    ids = {str(f) for f in fiche_ids}
+    scope = scope_for(user, key, "read")
+    if scope is None or not ids or user is None:
+        return set()
+    if scope == Scope.ALL:
+        return ids
+    rows = scope_queryset(FicheCache.objects.filter(fiche_id__in=ids), user, key)
+    return set(rows.values_list("fiche_id", flat=True))
+
+
+def _visible_settings(settings: dict[str, Any], user: User | None, readable: set[str]) -> dict[str, Any]:
+    """A schedule's settings (or a run's snapshot) as ``user`` may see them: the secret never, the
+    notification targets only with automation.write, the fiche ids only those in ``readable``."""
+    settings = dict(settings)
+    settings.pop("webhookSecret", None)  # schedule_settings leaves it out; never let it through
+    if not has_grant(user, "automation", "write"):
+        for key in ("webhookUrl", "notifyEmails"):
+            if key in settings:
+                settings[key] = None
+    selection = settings.get("ficheSelection")
+    if isinstance(selection, dict) and selection.get("ficheIds"):
+        settings["ficheSelection"] = {
+            **selection,
+            "ficheIds": [f for f in selection["ficheIds"] if str(f) in readable],
+        }
+    return settings
+
+
+def _selection_ids(settings: Mapping[str, Any]) -> list[str]:
+    selection = settings.get("ficheSelection")
+    if not isinstance(selection, dict):
+        return []
+    return [str(f) for f in selection.get("ficheIds") or []]
+
 
 # --- Schedules ----------------------------------------------------------------------------------------------
 
@@ -38,14 +96,28 @@ def schedule_get(schedule_id: int) -> AutomationSchedule:
     return schedule
 
 
-def schedule_dict(schedule: AutomationSchedule) -> dict[str, Any]:
-    """The schedule as the API returns it: its settings in the front end's names plus ``id``,
-    ``hasWebhookSecret`` and its timestamps. The secret itself is never included."""
-    settings = schedule_settings(schedule)
-    settings.pop("webhookSecret", None)  # schedule_settings leaves it out; never let it through
+def schedule_dicts(schedules: Iterable[AutomationSchedule], user: User | None) -> list[dict[str, Any]]:
+    """The schedules as ``user`` may see them (one query for the fiche ids of them all)."""
+    schedules = list(schedules)
+    settings = [schedule_settings(schedule) for schedule in schedules]
+    readable = readable_fiche_ids(user, [f for one in settings for f in _selection_ids(one)])
+    return [_schedule_dict(s, one, user, readable) for s, one in zip(schedules, settings, strict=True)]
+
+
+def schedule_dict(schedule: AutomationSchedule, user: User | None) -> dict[str, Any]:
+    """The schedule as the API returns it to ``user``: its settings in the front end's names plus
+    ``id``, ``ownerId``, ``hasWebhookSecret`` and its timestamps. The secret itself is never included;
+    the notification targets and fiche ids as ``_visible_settings`` says."""
+    return schedule_dicts([schedule], user)[0]
+
+
+def _schedule_dict(
+    schedule: AutomationSchedule, settings: dict[str, Any], user: User | None, readable: set[str]
+) -> dict[str, Any]:
     return {
         "id": schedule.pk,
-        **settings,
+        **_visible_settings(settings, user, readable),
+        "ownerId": schedule.owner_id,
         "hasWebhookSecret": bool(schedule.webhook_secret),
         "nextRunAt": iso(schedule.next_run_at),
         "lastRunAt": iso(schedule.last_run_at),
@@ -141,8 +213,24 @@ FICHE_COLUMNS = (
 )
 
 
-def run_fiche_rows(run: AutomationRun) -> list[dict[str, Any]]:
-    return list(AutomationRunFicheResult.objects.filter(run=run).order_by("id").values(*FICHE_COLUMNS))
+def run_fiche_rows(run: AutomationRun, user: User | None) -> list[dict[str, Any]]:
+    """The run's per-fiche rows ``user`` may read (``fiches`` read scope), oldest first; ``audit_ids``
+    emptied where they may not read the fiche's audits."""
+    rows = AutomationRunFicheResult.objects.filter(run=run).order_by("id")
+    scope = scope_for(user, "fiches", "read")
+    if scope is None or user is None:
+        return []
+    if scope != Scope.ALL:
+        readable = scope_queryset(FicheCache.objects.all(), user, "fiches").values("fiche_id")
+        rows = rows.filter(fiche_id__in=readable)
+    found = list(rows.values(*FICHE_COLUMNS))
+    audited = {r["fiche_id"] for r in found if r["audit_ids"]}
+    if audited:
+        audits_readable = readable_fiche_ids(user, audited, key="audits")
+        for row in found:
+            if row["audit_ids"] and row["fiche_id"] not in audits_readable:
+                row["audit_ids"] = []
+    return found
 
 
 def fiche_dict(row: Mapping[str, Any]) -> dict[str, Any]:
@@ -186,17 +274,17 @@ def result_summary(rows: Iterable[Mapping[str, Any]]) -> dict[str, Any]:
     return summary
 
 
-def run_detail(run_id: object) -> dict[str, Any]:
-    """A run with its settings snapshot, its per-fiche rows and ``resultSummary``
-    (404 ``run_not_found`` for an unknown or malformed id)."""
+def run_detail(run_id: object, user: User | None) -> dict[str, Any]:
+    """A run as ``user`` may see it: its settings snapshot, the per-fiche rows they may read and
+    ``resultSummary`` rebuilt from those (404 ``run_not_found`` for an unknown or malformed id)."""
     from automation.services.runs import run_for_id
 
     run = run_for_id(run_id)
-    config = dict(run.config or {})
-    config.pop("webhookSecret", None)  # the snapshot leaves it out; never let it through
+    snapshot = dict(run.config or {})
+    config = _visible_settings(snapshot, user, readable_fiche_ids(user, _selection_ids(snapshot)))
     row = {column: getattr(run, column) for column in RUN_COLUMNS}
     row["schedule_name"] = config.get("name")
-    fiches = run_fiche_rows(run)
+    fiches = run_fiche_rows(run, user)
     return {
         **run_dict(row),
         "config": config,

@@ -1,6 +1,8 @@
 """Celery tasks of automation: thin wrappers that re-load by id and call one service.
 
 ``automation_fiche_advance`` may call the CRM (a fiche's details): it runs on the ``crm`` queue.
+``automation_notify_run`` talks to an SMTP server (seconds): it runs on the ``webhooks`` queue (the
+I/O pool of outgoing notifications).
 """
 
 from __future__ import annotations
@@ -62,6 +64,18 @@ def automation_fiche_advance(self: Any, run_id: str, fiche_id: str, error_attemp
         return "failed"
 
 
+@shared_task(
+    name="automation.tasks.webhooks.automation_notify_run",  # routed to the webhooks queue (settings)
+    ignore_result=True,
+    **INFRA_RETRY,
+)
+def automation_notify_run(run_id: str) -> str:
+    """A run's end told the world (signals, webhook, email, toast), at least once; a no-op once done."""
+    from automation.notifications import run_notify
+
+    return run_notify(run_id=run_id)
+
+
 @shared_task(name="automation.tasks.automation_tick", ignore_result=True)
 def automation_tick() -> list[str]:
     """Beat (every minute): start the runs of the schedules whose slot has come."""
@@ -72,11 +86,13 @@ def automation_tick() -> list[str]:
 
 @shared_task(name="automation.tasks.reconcile_automation_runs", ignore_result=True)
 def reconcile_automation_runs() -> dict[str, list[str]]:
-    """Beat (every minute): every run ends."""
+    """Beat (every minute): every run ends, and every ended run is notified."""
     actions = runs.run_reconcile()
     for run_id in actions["restart"]:
         automation_run_start.delay(run_id)
     for key in actions["advance"]:
         run_id, fiche_id = key.split(":", 1)
         automation_fiche_advance.delay(run_id, fiche_id)
+    for run_id in actions["notify"]:
+        automation_notify_run.delay(run_id)
     return actions

@@ -19,6 +19,7 @@ from typing import Any
 from django.conf import settings
 from django.db import connection
 
+from accounts.models import Role, RolePermission, User
 from audits.defaults import DEFAULT_CONFIG
 from audits.services.configs import config_create
 from automation.models import AutomationRun, AutomationRunFicheResult, AutomationSchedule
@@ -66,6 +67,20 @@ def _wait(run_id: str, timeout: float = 1800) -> tuple[AutomationRun, float]:
         time.sleep(0.05)
 
 
+def _owner() -> User:
+    """A run acts for its schedule's owner: one who may read fiches, transcribe and audit them all."""
+    role, _ = Role.objects.get_or_create(key="bench-automation", defaults={"name": "Bench automation"})
+    for key in ("fiches", "transcriptions", "audits"):
+        RolePermission.objects.update_or_create(
+            role=role, permission_key=key, defaults={"can_read": True, "can_write": True, "scope": "ALL"}
+        )
+    user = User.objects.filter(email="bench-automation@example.com").first() or User.objects.create_user(
+        email="bench-automation@example.com", password="bench-password-2026"
+    )
+    user.roles.add(role)
+    return user
+
+
 def run(args: Any) -> None:
     _truncate()
     start, end, sales, recordings = _range_with(TARGET_FICHES)
@@ -81,6 +96,7 @@ def run(args: Any) -> None:
             stack.knobs(latency_ms=int(LLM_LATENCY_S * 1000))
             schedule = AutomationSchedule.objects.create(
                 name="bench P8",
+                owner=_owner(),
                 fiche_selection={"mode": "dateRange", "startDate": start.isoformat(), "endDate": end.isoformat()},
                 audit_config_ids=[config.pk],
                 notify_on_error=False,

@@ -23,7 +23,9 @@ from __future__ import annotations
 
 import base64
 import binascii
+import hashlib
 import logging
+import re
 import time
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -68,19 +70,52 @@ def build_message(*, event: str, data: dict, timestamp: datetime | None = None) 
     return orjson.dumps({"type": event, "timestamp": _iso_z(timestamp or timezone.now()), "data": data})
 
 
+_SAFE_ID = re.compile(r"[A-Za-z0-9_.:-]+")
+
+
+def idempotent_webhook_id(source: str, key: str) -> str:
+    """The ``webhook-id`` of the one message ``source`` sends for ``key`` (e.g. an automation run's id):
+    ``msg_<source>_<key>`` when that is short and plain, else ``msg_`` + a hash of both."""
+    raw = f"msg_{source}_{key}"
+    if len(raw) <= 64 and _SAFE_ID.fullmatch(raw):
+        return raw
+    return "msg_" + hashlib.sha256(f"{source}\0{key}".encode()).hexdigest()[:40]
+
+
 def webhook_send(
-    *, source: str, source_id: str, event: str, url: str, secret: str | None, data: dict
+    *,
+    source: str,
+    source_id: str,
+    event: str,
+    url: str,
+    secret: str | None,
+    data: dict,
+    idempotency_key: str | None = None,
 ) -> WebhookDelivery:
-    """Store a delivery of ``data`` as ``event`` to ``url`` and send it after commit."""
-    delivery = WebhookDelivery.objects.create(
-        source=source,
-        source_id=str(source_id),
-        event=event,
-        url=url,
-        secret=secret or None,
-        payload=build_message(event=event, data=data).decode(),
-        max_attempts=settings.WEBHOOK_MAX_ATTEMPTS,
-    )
+    """Store a delivery of ``data`` as ``event`` to ``url`` and send it after commit.
+
+    ``idempotency_key``: at most one delivery per ``(source, key)``, whose ``webhook-id`` derives from the
+    key (``idempotent_webhook_id``): a second call, even concurrent, returns the existing delivery and
+    sends nothing more (at-least-once senders call it again after a crash; the receiver dedupes on
+    ``webhook-id``)."""
+    fields = {
+        "source": source,
+        "source_id": str(source_id),
+        "event": event,
+        "url": url,
+        "secret": secret or None,
+        "payload": build_message(event=event, data=data).decode(),
+        "max_attempts": settings.WEBHOOK_MAX_ATTEMPTS,
+    }
+    if idempotency_key is None:
+        delivery, created = WebhookDelivery.objects.create(**fields), True
+    else:
+        delivery, created = WebhookDelivery.objects.get_or_create(
+            webhook_id=idempotent_webhook_id(source, idempotency_key), defaults=fields
+        )
+    if not created:
+        logger.info("webhook_delivery_exists", extra={"delivery_id": delivery.pk, "source": source})
+        return delivery
     logger.info(
         "webhook_delivery_created",
         extra={"delivery_id": delivery.pk, "source": source, "source_id": str(source_id), "event": event},

@@ -73,7 +73,12 @@ class FicheSelectionInput(serializers.Serializer):
     onlyUnaudited = serializers.BooleanField(required=False)
     onlyWithRecordings = serializers.BooleanField(required=False)
     maxRecordingsPerFiche = serializers.IntegerField(min_value=1, required=False, allow_null=True)
-    maxFiches = serializers.IntegerField(min_value=1, required=False, allow_null=True)
+    maxFiches = serializers.IntegerField(
+        min_value=1,
+        required=False,
+        allow_null=True,
+        help_text="At most AUTOMATION_MAX_FICHES (lowers it, never raises it; a greater value is a 400).",
+    )
     useRlm = serializers.BooleanField(required=False, help_text="Audits in transcript tools mode.")
 
     def to_internal_value(self, data: Any) -> Any:
@@ -172,7 +177,7 @@ class FicheSelectionOutput(serializers.Serializer):
     startDate = serializers.DateField(allow_null=True)
     endDate = serializers.DateField(allow_null=True)
     relativeDays = serializers.IntegerField()
-    ficheIds = serializers.ListField(child=serializers.CharField())
+    ficheIds = serializers.ListField(child=serializers.CharField(), help_text="Only the fiches you may read.")
     groupes = serializers.ListField(child=serializers.CharField())
     onlyUnaudited = serializers.BooleanField()
     onlyWithRecordings = serializers.BooleanField()
@@ -200,9 +205,14 @@ class ScheduleOutput(serializers.Serializer):
     maxRetries = serializers.IntegerField()
     notifyOnComplete = serializers.BooleanField()
     notifyOnError = serializers.BooleanField()
-    webhookUrl = serializers.CharField(allow_null=True)
+    webhookUrl = serializers.CharField(allow_null=True, help_text="Null unless you hold automation.write.")
     hasWebhookSecret = serializers.BooleanField(help_text="The secret itself is never returned.")
-    notifyEmails = serializers.ListField(child=serializers.EmailField())
+    notifyEmails = serializers.ListField(
+        child=serializers.EmailField(), allow_null=True, help_text="Null unless you hold automation.write."
+    )
+    ownerId = serializers.IntegerField(
+        allow_null=True, help_text="Whose grants bound what its runs touch (the creator; null: runs fail)."
+    )
     nextRunAt = serializers.DateTimeField(allow_null=True, help_text="The next scheduled slot (null: MANUAL/inactive).")
     lastRunAt = serializers.DateTimeField(allow_null=True)
     createdAt = serializers.DateTimeField()
@@ -282,6 +292,9 @@ class ResultSummaryOutput(serializers.Serializer):
 
 
 class RunDetailOutput(RunOutput):
-    config = serializers.DictField(help_text="The schedule's settings when the run started (no secret).")
-    fiches = RunFicheOutput(many=True)
-    resultSummary = ResultSummaryOutput()
+    config = serializers.DictField(
+        help_text="The schedule's settings when the run started (no secret; webhookUrl and notifyEmails null "
+        "without automation.write; ficheSelection.ficheIds only the fiches you may read)."
+    )
+    fiches = RunFicheOutput(many=True, help_text="Only the fiches you may read.")
+    resultSummary = ResultSummaryOutput(help_text="Rebuilt from the fiches you may read.")

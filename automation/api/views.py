@@ -1,5 +1,7 @@
 """Automation API: schedules (CRUD and the manual trigger) and their runs. Views validate input, call
-one service or selector, and return. GET needs automation.read, everything else automation.write."""
+one service or selector, and return. GET needs automation.read, everything else automation.write;
+what a response shows of fiches and notification targets follows the reader's own grants
+(``automation.selectors``)."""
 
 from __future__ import annotations
 
@@ -24,7 +26,17 @@ VALIDATION = (
     "`timeOfDay`, WEEKLY also `dayOfWeek`, MONTHLY `dayOfMonth`; a `relative` selection covers at most "
     "REFRESH_MAX_RANGE_DAYS days, a `dateRange` needs ordered dates within that cap, `manual` needs `ficheIds`. "
     'Errors name the field with dotted keys (`details: {"ficheSelection.relativeDays": [...]}`). '
-    "`webhookUrl` goes through the SSRF guard (400 `unsafe_webhook_url`); `webhookSecret` is never returned."
+    "`webhookUrl` goes through the SSRF guard (400 `unsafe_webhook_url`); `webhookSecret` is never returned. "
+    "`ficheSelection.maxFiches` may lower AUTOMATION_MAX_FICHES, never raise it (400 naming the field). "
+    "The creator owns the schedule: its runs act within the owner's grants as they are at run time. "
+    "`ficheIds` and `groupes` must be within the scope of the owner and of the user making the change for every "
+    "key the run uses (`fiches` read, `transcriptions` write when it transcribes, `audits` write when it audits): "
+    "else 403 `scope_denied` naming the field, never a fiche (an unknown id gets the same answer; an id not "
+    "cached is accepted only when every needed grant has scope ALL)."
+)
+VISIBILITY = (
+    "`webhookUrl` and `notifyEmails` are null unless you hold automation.write; `ficheSelection.ficheIds` lists "
+    "only the fiches you may read (a PATCH that sends `ficheIds` replaces the whole list)."
 )
 
 
@@ -39,6 +51,7 @@ class ScheduleListView(AutomationView):
     @extend_schema(
         tags=["automation"],
         summary="Automation schedules by name",
+        description=VISIBILITY,
         parameters=[s.ScheduleListQuery, *PAGE],
         responses={200: s.ScheduleOutput(many=True), **errors(400, 401, 403)},
     )
@@ -47,7 +60,7 @@ class ScheduleListView(AutomationView):
         query.is_valid(raise_exception=True)
         paginator = LimitOffset()
         page = paginator.page(selectors.schedules_queryset(is_active=query.validated_data["isActive"]), request, self)
-        return paginator.get_paginated_response([selectors.schedule_dict(schedule) for schedule in page])
+        return paginator.get_paginated_response(selectors.schedule_dicts(page, request_user(request)))
 
     @extend_schema(
         tags=["automation"],
@@ -60,18 +73,19 @@ class ScheduleListView(AutomationView):
         data = s.ScheduleInput(data=request.data)
         data.is_valid(raise_exception=True)
         schedule = schedules.schedule_create(data=data.validated_data, user=request_user(request))
-        return Response(selectors.schedule_dict(schedule), status=201)
+        return Response(selectors.schedule_dict(schedule, request_user(request)), status=201)
 
 
 class ScheduleDetailView(AutomationView):
     @extend_schema(
         tags=["automation"],
         summary="A schedule",
+        description=VISIBILITY,
         parameters=[SCHEDULE_ID],
         responses={200: s.ScheduleOutput, **errors(401, 403, 404)},
     )
     def get(self, request: Request, schedule_id: int) -> Response:
-        return Response(selectors.schedule_dict(selectors.schedule_get(schedule_id)))
+        return Response(selectors.schedule_dict(selectors.schedule_get(schedule_id), request_user(request)))
 
     @extend_schema(
         tags=["automation"],
@@ -87,7 +101,7 @@ class ScheduleDetailView(AutomationView):
         schedule = schedules.schedule_update(
             schedule_id=schedule_id, patch=data.validated_data, user=request_user(request)
         )
-        return Response(selectors.schedule_dict(schedule))
+        return Response(selectors.schedule_dict(schedule, request_user(request)))
 
     @extend_schema(
         tags=["automation"],
@@ -152,8 +166,11 @@ class RunDetailView(AutomationView):
     @extend_schema(
         tags=["automation"],
         summary="A run with its settings snapshot, its per-fiche results and `resultSummary`",
+        description="The counts are the run's; `fiches` and `resultSummary` list only the fiches you may read "
+        "(`fiches` read scope; `auditIds` only where you may read the fiche's audits). In `config`, "
+        "`webhookUrl` and `notifyEmails` are null unless you hold automation.write.",
         parameters=[RUN_ID],
         responses={200: s.RunDetailOutput, **errors(401, 403, 404)},
     )
     def get(self, request: Request, run_id: str) -> Response:
-        return Response(selectors.run_detail(run_id))
+        return Response(selectors.run_detail(run_id, request_user(request)))

@@ -5,14 +5,29 @@ after commit. ``run_start`` (the orchestrator) revalidates the range's sales lis
 revalidation makes it pointless (``AUTOMATION_REVALIDATION_COOLDOWN_MS``), selects fiches from the
 cache, writes one result row per fiche and hands them to ``fiche_advance``.
 
+A run acts for the schedule's **owner** (``automation.access``), with their grants as they are at
+each step: no owner, or a deactivated one, fails the run (nothing fetched); an owner without one of
+the grants the run needs at all fails it too, before the range's revalidation (a CRM call). The
+selection keeps the fiches in the owner's scope for every key the run uses (a range: filtered in
+SQL; manual ids outside it, or not cached for an owner who is not ALL: recorded ``skipped`` with a
+reason naming no data). Each fiche is checked again before its details fetch, its transcription
+request and its audit requests (a fiche that fell out of scope meanwhile: ``skipped``); the
+transcriptions and audits a run asks for are recorded as requested by the owner. ``maxFiches`` may
+lower ``AUTOMATION_MAX_FICHES``, never raise it.
+
 ``fiche_advance`` is each fiche's state machine, idempotent and serialized per fiche (a Redis lock
 plus conditional updates): details fetched and the guardrails applied, then the transcription (the
 transcription run's end calls us back: no polling; ``retryFailed`` asks again up to ``maxRetries``),
 then one audit per config (each audit's end calls us back). A fiche's terminal outcome goes to the
 run's updater (``fiche_done``: the run's Redis lock and row lock), which keeps the counts, publishes
-progress, and ends the run exactly once (a conditional update decides), then notifies. The
-reconciler (beat) re-drives what a lost message or a dead worker left behind and ends runs that
-stopped progressing.
+progress, and ends the run exactly once (a conditional update decides); the same update records its
+notifications as due (``notify_due_at``), sent by ``automation_notify_run`` after commit. The
+reconciler (beat) re-drives what a lost message or a dead worker left behind, ends runs that stopped
+progressing, and re-sends notifications due but not sent for ``NOTIFY_GRACE_SECONDS``.
+
+Nothing published on a run's channel (``automation.read``) names a fiche: progress events carry
+counts only, and a run's ``error`` names no fiche (a reader sees the fiche rows in their own scope
+with ``GET /api/automation/runs/{id}``).
 """
 
 from __future__ import annotations
@@ -31,6 +46,7 @@ from django.db.models import Count, Max
 from django.utils import timezone
 
 from audits.models import TERMINAL_AUDIT_STATUSES, Audit, AuditStatus
+from automation import access
 from automation.fields import schedule_settings
 from automation.models import (
     AutomationRun,
@@ -58,6 +74,9 @@ logger = logging.getLogger("automation.runs")
 
 FICHE_LOCK_SECONDS = 60
 RUN_LOCK_SECONDS = 60
+# The reconciler re-sends a run's notifications due this long ago and still not sent (the message
+# that should have sent them was lost, or its worker died).
+NOTIFY_GRACE_SECONDS = 60
 
 
 # --- Creating a run -------------------------------------------------------------------------------------
@@ -75,7 +94,12 @@ def run_create(
     try:
         with transaction.atomic():
             run = AutomationRun.objects.create(
-                schedule=schedule, slot=slot, trigger=trigger, config=schedule_settings(schedule), requested_by=user
+                schedule=schedule,
+                slot=slot,
+                trigger=trigger,
+                config=schedule_settings(schedule),
+                requested_by=user,
+                owner_id=schedule.owner_id,
             )
             AutomationSchedule.objects.filter(pk=schedule.pk).update(last_run_at=timezone.now())
     except IntegrityError:
@@ -144,12 +168,27 @@ def _revalidate(run: AutomationRun, start: date, end: date) -> str:
     return "done" if not failed else f"done ({len(failed)} chunk(s) failed)"
 
 
-def _select(run: AutomationRun, selection: dict[str, Any], start: date | None, end: date | None) -> list[str]:
+def max_fiches(selection: dict[str, Any]) -> int:
+    """``maxFiches`` may lower ``AUTOMATION_MAX_FICHES``, never raise it."""
+    cap = int(settings.AUTOMATION_MAX_FICHES)
+    asked = selection.get("maxFiches")
+    return min(int(asked), cap) if asked else cap
+
+
+def _select(
+    run: AutomationRun, selection: dict[str, Any], start: date | None, end: date | None, owner: User
+) -> tuple[list[str], list[str]]:
+    """The fiche ids the run takes, in the owner's scope, and (manual selection) the ids named but
+    outside it (or not cached, for an owner who is not ALL), at most ``max_fiches`` in all."""
+    wanted = access.needs(run.config)
+    limit = max_fiches(selection)
     if selection.get("mode") == "manual":
         ids = [str(f).strip() for f in selection.get("ficheIds") or [] if str(f).strip()]
-        ids = list(dict.fromkeys(ids))
+        ids = list(dict.fromkeys(ids))[:limit]
+        allowed = access.ids_in_scope(owner, ids, wanted)
+        return [f for f in ids if f in allowed], [f for f in ids if f not in allowed]
     else:
-        rows = FicheCache.objects.filter(sales_date__range=(start, end))
+        rows = access.filter_in_scope(FicheCache.objects.filter(sales_date__range=(start, end)), owner, wanted)
         if selection.get("groupes"):
             rows = rows.filter(groupe__in=selection["groupes"])
         if selection.get("onlyUnaudited"):
@@ -166,9 +205,26 @@ def _select(run: AutomationRun, selection: dict[str, Any], start: date | None, e
                 rows = rows.exclude(pk__in=audited)
             else:  # no config named: any completed audit counts
                 rows = rows.exclude(pk__in=done.values("fiche_id"))
-        ids = list(rows.order_by("sales_date", "fiche_id").values_list("fiche_id", flat=True))
-    limit = selection.get("maxFiches") or settings.AUTOMATION_MAX_FICHES
-    return ids[: int(limit)]
+        return list(rows.order_by("sales_date", "fiche_id").values_list("fiche_id", flat=True)[:limit]), []
+
+
+def _owner(run: AutomationRun) -> User | None:
+    """The run's owner as they are now (a fresh row: their grants and ``is_active`` of this moment)."""
+    from accounts.models import User
+
+    return User.objects.filter(pk=run.owner_id).first() if run.owner_id is not None else None
+
+
+def _owner_problem(owner: User | None, config: dict[str, Any]) -> str | None:
+    """Why the run cannot act at all for its owner (None: it can)."""
+    if owner is None:
+        return access.NO_OWNER
+    if not owner.is_active:
+        return access.OWNER_INACTIVE
+    missing = access.missing_grants(owner, access.needs(config))
+    if missing:
+        return f"the schedule's owner lacks {', '.join(missing)}: no fiche is in its scope"
+    return None
 
 
 @dataclass(frozen=True)
@@ -203,33 +259,65 @@ def run_start(*, run_id: str) -> Started:
             },
         )
     config = run.config
+    owner = _owner(run)
+    problem = _owner_problem(owner, config)
+    if problem is not None or owner is None:  # before any CRM call
+        with transaction.atomic():
+            _end(run, RunStatus.FAILED, error=problem or access.NO_OWNER)
+        return Started([], True)
     selection = config.get("ficheSelection") or {}
     try:
         span = selection_range(selection, config.get("timezone") or "Europe/Paris", now=run.slot or run.created_at)
     except (KeyError, ValueError, TypeError) as exc:
-        _end(run, RunStatus.FAILED, error=f"invalid fiche selection: {exc}")
+        with transaction.atomic():
+            _end(run, RunStatus.FAILED, error=f"invalid fiche selection: {exc}")
         return Started([], True)
     start, end = span if span else (None, None)
     revalidation = "not applicable (manual selection)"
     if start is not None and end is not None:
         revalidation = _revalidate(run, start, end)
-    fiche_ids = _select(run, selection, start, end)
+    fiche_ids, refused = _select(run, selection, start, end, owner)
     with transaction.atomic():
         locked = AutomationRun.objects.select_for_update().get(pk=run.pk)
         if locked.is_terminal or locked.dispatched_at is not None:
             return Started(_pending_ids(locked), locked.is_terminal)
         AutomationRunFicheResult.objects.bulk_create(
-            [AutomationRunFicheResult(run=locked, fiche_id=f) for f in fiche_ids], ignore_conflicts=True
+            [AutomationRunFicheResult(run=locked, fiche_id=f) for f in fiche_ids]
+            + [
+                AutomationRunFicheResult(
+                    run=locked,
+                    fiche_id=f,
+                    status=FicheStatus.SKIPPED,
+                    step=FicheStep.DONE,
+                    reason=access.OUT_OF_SCOPE,
+                )
+                for f in refused
+            ],
+            ignore_conflicts=True,
         )
         now = timezone.now()
         locked.date_from, locked.date_to, locked.revalidation = start, end, revalidation
-        locked.total_fiches, locked.dispatched_at, locked.last_progress_at = len(fiche_ids), now, now
+        locked.total_fiches, locked.skipped = len(fiche_ids) + len(refused), len(refused)
+        locked.dispatched_at, locked.last_progress_at = now, now
         locked.save(
-            update_fields=["date_from", "date_to", "revalidation", "total_fiches", "dispatched_at", "last_progress_at"]
+            update_fields=[
+                "date_from",
+                "date_to",
+                "revalidation",
+                "total_fiches",
+                "skipped",
+                "dispatched_at",
+                "last_progress_at",
+            ]
         )
     logger.info(
         "automation_run_selected",
-        extra={"run_id": str(run.pk), "fiches": len(fiche_ids), "revalidation": revalidation},
+        extra={
+            "run_id": str(run.pk),
+            "fiches": len(fiche_ids),
+            "out_of_scope": len(refused),
+            "revalidation": revalidation,
+        },
     )
     if not fiche_ids:
         _finish_if_done(str(run.pk))
@@ -277,6 +365,11 @@ def _advance(run_id: str, fiche_id: str) -> str:
     run = result.run
     if run.is_terminal:
         return "run ended"
+    owner = _owner(run)
+    if owner is None or not owner.is_active:
+        error = access.NO_OWNER if owner is None else "the schedule's owner was deactivated during the run"
+        run_fail_now(run_id=run_id, error=error)
+        return "failed"
     if run.dispatch_stopped and result.step in (FicheStep.SELECTED, FicheStep.FETCH):
         fiche_done(run_id=run_id, fiche_id=fiche_id, status=FicheStatus.SKIPPED, reason="stopped after a failure")
         return "skipped"
@@ -289,12 +382,28 @@ def _advance(run_id: str, fiche_id: str) -> str:
     return "nothing to do"
 
 
+def _out_of_scope(result: AutomationRunFicheResult, fiche: FicheCache | None, owner: User | None) -> bool:
+    """The fiche (None: not cached) is outside the owner's scope (``owner`` as just loaded: their
+    grants of this moment, for every key the run uses): it is recorded ``skipped`` with a reason that
+    names no data, and True."""
+    if access.fiche_in_scope(owner, fiche, access.needs(result.run.config)):
+        return False
+    logger.info("automation_fiche_out_of_scope", extra={"run_id": str(result.run_id), "fiche_id": result.fiche_id})
+    fiche_done(
+        run_id=str(result.run_id), fiche_id=result.fiche_id, status=FicheStatus.SKIPPED, reason=access.OUT_OF_SCOPE
+    )
+    return True
+
+
 def _fetch_and_filter(result: AutomationRunFicheResult) -> str:
     from fiches.exceptions import FicheNotFound
     from transcriptions.services.runs import fiche_for_transcription
 
     run_id, fiche_id, config = str(result.run_id), result.fiche_id, result.run.config
     AutomationRunFicheResult.objects.filter(pk=result.pk, step=FicheStep.SELECTED).update(step=FicheStep.FETCH)
+    owner = _owner(result.run)
+    if _out_of_scope(result, FicheCache.objects.filter(fiche_id=fiche_id).first(), owner):  # before the CRM
+        return "skipped"
     try:
         fiche = fiche_for_transcription(user=None, fiche_id=fiche_id)
     except FicheNotFound:
@@ -305,6 +414,8 @@ def _fetch_and_filter(result: AutomationRunFicheResult) -> str:
     except ApplicationError as exc:
         fiche_done(run_id=run_id, fiche_id=fiche_id, status=FicheStatus.FAILED, error=exc.message)
         return "failed"
+    if _out_of_scope(result, fiche, owner):  # its details may have moved it (another group or seller)
+        return "skipped"
     selection = config.get("ficheSelection") or {}
     recordings = Recording.objects.filter(fiche=fiche).count()
     AutomationRunFicheResult.objects.filter(pk=result.pk).update(recordings_count=recordings)
@@ -333,7 +444,10 @@ def _transcribe(result: AutomationRunFicheResult, fiche: FicheCache) -> str:
     config = result.run.config
     if config.get("skipIfTranscribed", True) and _all_transcribed(fiche):
         return _start_audits(result, fiche, note="already transcribed")
-    asked = transcription_request(fiche=fiche, priority=Priority.LOW)
+    owner = _owner(result.run)
+    if _out_of_scope(result, fiche, owner):
+        return "skipped"
+    asked = transcription_request(fiche=fiche, priority=Priority.LOW, user=owner)
     if asked.run_id is None:  # nothing left to transcribe
         return _start_audits(result, fiche)
     moved = AutomationRunFicheResult.objects.filter(
@@ -383,6 +497,9 @@ def _start_audits(result: AutomationRunFicheResult, fiche: FicheCache, note: str
         fiche_done(run_id=run_id, fiche_id=fiche_id, status=FicheStatus.SUCCESSFUL, reason=note)
         return "successful"
     config_ids = list(config.get("auditConfigIds") or [])
+    owner = _owner(result.run)
+    if _out_of_scope(result, fiche, owner):
+        return "skipped"
     try:
         if not config_ids:
             config_ids = [config_for_fiche(fiche, None)]
@@ -393,7 +510,7 @@ def _start_audits(result: AutomationRunFicheResult, fiche: FicheCache, note: str
             if not moved:
                 return "ended"
             use_rlm = bool((config.get("ficheSelection") or {}).get("useRlm"))
-            audits = [audit_request(fiche=fiche, config_id=c, use_rlm=use_rlm) for c in config_ids]
+            audits = [audit_request(fiche=fiche, config_id=c, use_rlm=use_rlm, user=owner) for c in config_ids]
             AutomationRunFicheResult.objects.filter(pk=result.pk).update(audit_ids=[str(a.pk) for a in audits])
     except ApplicationError as exc:
         fiche_done(run_id=run_id, fiche_id=fiche_id, status=FicheStatus.FAILED, error=f"audit: {exc.message}")
@@ -485,10 +602,10 @@ def _fiche_done(run_id: str, fiche_id: str, status: str, reason: str | None, err
         setattr(run, counter, getattr(run, counter) + 1)
         run.last_progress_at = timezone.now()
         run.save(update_fields=[counter, "last_progress_at"])
-        publish("automation.run.progress", _progress_payload(run, fiche_id=fiche_id, fiche_status=status))
+        publish("automation.run.progress", _progress_payload(run))
         logger.info("automation_fiche_done", extra={"run_id": run_id, "fiche_id": fiche_id, "status": status})
         if status == FicheStatus.FAILED and not run.config.get("continueOnError", True):
-            _stop_after_failure(run, fiche_id, error)
+            _stop_after_failure(run)
             return True
         if run.dispatched_at is not None and run.done >= run.total_fiches:
             _end(run, _final_status(run))
@@ -501,16 +618,19 @@ def _final_status(run: AutomationRun) -> str:
     return RunStatus.PARTIAL if run.successful else RunStatus.FAILED
 
 
-def _stop_after_failure(run: AutomationRun, fiche_id: str, error: str | None) -> None:
+def _stop_after_failure(run: AutomationRun) -> None:
     left = AutomationRunFicheResult.objects.filter(run=run, status=FicheStatus.PENDING)
     skipped = left.update(status=FicheStatus.SKIPPED, step=FicheStep.DONE, reason="stopped after a failure")
     run.skipped += skipped
     run.dispatch_stopped = True
     run.save(update_fields=["skipped", "dispatch_stopped"])
-    _end(run, RunStatus.FAILED, error=f"stopped after fiche {fiche_id} failed: {error or 'failed'}")
+    # The run's error names no fiche (every automation.read holder reads it): the fiche's row has it.
+    _end(run, RunStatus.FAILED, error="stopped after a fiche failed (continueOnError=false)")
 
 
-def _progress_payload(run: AutomationRun, **extra: Any) -> dict[str, Any]:
+def _progress_payload(run: AutomationRun) -> dict[str, Any]:
+    """Counts only: the run's channel is open to every automation.read holder, whatever their fiches
+    scope, so no fiche id goes there."""
     total = run.total_fiches
     payload = {
         "runId": str(run.pk),
@@ -523,8 +643,6 @@ def _progress_payload(run: AutomationRun, **extra: Any) -> dict[str, Any]:
         "skipped": run.skipped,
         "progress": math.floor(run.done / total * 100) if total else 100,
     }
-    if extra.get("fiche_id"):
-        payload["ficheId"], payload["ficheStatus"] = extra["fiche_id"], extra["fiche_status"]
     return payload
 
 
@@ -541,13 +659,14 @@ def _finish_if_done(run_id: str) -> bool:
 
 
 def _end(run: AutomationRun, status: str, *, error: str | None = None) -> bool:
-    """End the run, once (the conditional update decides); its events, domain signals and
-    notifications go after commit."""
+    """End the run, once (the conditional update decides). The same update records its notifications
+    (domain signals, webhook, email, toast) as due; ``automation_notify_run`` sends them after commit,
+    and the reconciler again if that message is lost. Call it inside the transaction that ends the run."""
     now = timezone.now()
     updated = (
         AutomationRun.objects.filter(pk=run.pk)
         .exclude(status__in=[RunStatus.COMPLETED, RunStatus.PARTIAL, RunStatus.FAILED])
-        .update(status=status, error=error, completed_at=now, last_progress_at=now)
+        .update(status=status, error=error, completed_at=now, last_progress_at=now, notify_due_at=now)
     )
     if updated != 1:
         return False
@@ -565,10 +684,10 @@ def _end(run: AutomationRun, status: str, *, error: str | None = None) -> bool:
     else:
         publish("automation.run.completed", payload)
     logger.info("automation_run_ended", extra={"run_id": str(run.pk), "status": status, "error": error})
-    from automation.notifications import run_ended
+    from automation.tasks import automation_notify_run
 
     run_id = str(run.pk)
-    transaction.on_commit(lambda: run_ended(run_id))
+    transaction.on_commit(lambda: _send(automation_notify_run, run_id))
     return True
 
 
@@ -590,11 +709,13 @@ def run_fail_now(*, run_id: str, error: str) -> bool:
 def run_reconcile(*, now: datetime | None = None) -> dict[str, list[str]]:
     """Every run ends (beat): a run never started or without progress for ``AUTOMATION_STALL_SECONDS``
     is re-driven (its orchestrator again, or each pending fiche's next step); one without progress
-    for ``AUTOMATION_DEADLINE_SECONDS`` ends ``failed`` with its pending fiches failed ("timed out")."""
+    for ``AUTOMATION_DEADLINE_SECONDS`` ends ``failed`` with its pending fiches failed ("timed out").
+    Every ended run is notified: ``notify`` lists the runs whose notifications were due more than
+    ``NOTIFY_GRACE_SECONDS`` ago and are still not sent (at least once: see ``automation.notifications``)."""
     now = now or timezone.now()
     stall = timedelta(seconds=settings.AUTOMATION_STALL_SECONDS)
     deadline = timedelta(seconds=settings.AUTOMATION_DEADLINE_SECONDS)
-    actions: dict[str, list[str]] = {"restart": [], "advance": [], "ended": [], "timed_out": []}
+    actions: dict[str, list[str]] = {"restart": [], "advance": [], "ended": [], "timed_out": [], "notify": []}
     active = AutomationRun.objects.filter(status__in=[RunStatus.PENDING, RunStatus.RUNNING])
     for run in active:
         run_id = str(run.pk)
@@ -614,6 +735,16 @@ def run_reconcile(*, now: datetime | None = None) -> dict[str, list[str]]:
         else:
             actions["advance"].extend(f"{run_id}:{f}" for f in _pending_ids(run))
         logger.warning("automation_run_redrive", extra={"run_id": run_id})
+    unsent = (
+        AutomationRun.objects.filter(
+            notified_at__isnull=True, notify_due_at__lt=now - timedelta(seconds=NOTIFY_GRACE_SECONDS)
+        )
+        .order_by("notify_due_at")
+        .values_list("pk", flat=True)[:500]
+    )
+    actions["notify"] = [str(pk) for pk in unsent]
+    if actions["notify"]:
+        logger.warning("automation_notifications_resent", extra={"runs": len(actions["notify"])})
     return actions
 
 

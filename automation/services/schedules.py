@@ -7,6 +7,21 @@ and secret. Every error is a 400 naming the field (``details: {"ficheSelection.r
 ``next_run_at`` follows the schedule's timing: set on create, and on update when a timing field
 (active, type, time, day, timezone) changed or it is missing. It is deliberately not recomputed when
 only other fields change: a slot that is due but not yet started by the beat would be skipped.
+
+**Owner and scope.** The user who creates a schedule (API or admin) is its ``owner``; a run acts for
+the owner with their grants as they are then (``automation.access``). On create, and on an update
+that changes ``ficheSelection``, ``runTranscription`` or ``runAudits``, the effective ``ficheIds`` and
+``groupes`` must be in the scope of the owner **and** of the user making the change (an editor cannot
+use a wider owner's scope to name fiches they could not touch themselves) for every key the run uses
+(``fiches`` read, ``transcriptions`` write when it transcribes, ``audits`` write when it audits).
+Otherwise: 403 ``scope_denied`` naming the field, never a fiche: an id that does not exist and one
+outside the scope get the same answer. An id not in the fiche cache cannot be placed in a SELF or
+GROUP scope without a CRM call, so it is refused the same way unless every needed grant is ALL (an
+ALL user may name any id; a run reports an unknown one ``failed``, "fiche not found in the CRM").
+
+``ficheSelection.maxFiches`` may lower ``AUTOMATION_MAX_FICHES``, never raise it: a greater value is a
+400 naming the field when given (a schedule saved before the setting was lowered is capped at run
+time).
 """
 
 from __future__ import annotations
@@ -20,12 +35,14 @@ from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
 
+from accounts.grants import Scope, scope_for
 from audits.models import AuditConfig
+from automation import access
 from automation.fields import SCHEDULE_FIELDS, SELECTION_DEFAULTS
 from automation.models import AutomationRun, AutomationSchedule, ScheduleType, Trigger
 from automation.selectors import schedule_not_found
 from automation.services.runs import run_create
-from config.exceptions import ConflictError, InvalidInput
+from config.exceptions import ConflictError, InvalidInput, PermissionDeniedError
 from realtime.url_safety import UnsafeWebhookUrl, validate_webhook_url
 from realtime.webhooks import validate_secret
 
@@ -130,18 +147,64 @@ def _audit_config_errors(config_ids: Sequence[int]) -> dict[str, list[str]]:
     return {}
 
 
-def schedule_clean(*, data: Mapping[str, Any], current: AutomationSchedule | None = None) -> dict[str, Any]:
+def _max_fiches_errors(patch: Mapping[str, Any]) -> dict[str, list[str]]:
+    """``maxFiches`` (when given) may lower ``AUTOMATION_MAX_FICHES``, never raise it."""
+    value, cap = patch.get("maxFiches"), settings.AUTOMATION_MAX_FICHES
+    if isinstance(value, int) and value > cap:
+        return {"ficheSelection.maxFiches": [f"At most {cap} (AUTOMATION_MAX_FICHES); got {value}."]}
+    return {}
+
+
+SCOPE_MESSAGE = {
+    "ficheSelection.ficheIds": "One or more fiche ids are unknown, or outside the scope of the schedule's owner "
+    "or your own.",
+    "ficheSelection.groupes": "One or more groups are outside the scope of the schedule's owner or your own.",
+}
+
+
+def _check_scope(effective: Mapping[str, Any], *, owner: User | None, user: User | None, touched: bool) -> None:
+    """403 ``scope_denied`` (naming the field, never a fiche) when the effective selection names
+    fiche ids or groups outside the scope of the owner or of the user making the change."""
+    if not touched:
+        return
+    selection = {**SELECTION_DEFAULTS, **(effective["fiche_selection"] or {})}
+    fiche_ids = [str(f) for f in selection.get("ficheIds") or []]
+    groupes = [str(g) for g in selection.get("groupes") or []]
+    wanted = access.needs({"runTranscription": effective["run_transcription"], "runAudits": effective["run_audits"]})
+    principals = [p for p in dict.fromkeys([owner, user]) if p is not None]
+    for principal in principals:
+        field = None
+        if fiche_ids and access.ids_in_scope(principal, fiche_ids, wanted) != set(fiche_ids):
+            field = "ficheSelection.ficheIds"
+        elif not access.groupes_in_scope(principal, groupes, wanted):
+            field = "ficheSelection.groupes"
+        if field is not None:
+            logger.info(
+                "automation_schedule_scope_denied",
+                extra={"field": field, "user_id": _user_id(user), "owner_id": _user_id(owner)},
+            )
+            raise PermissionDeniedError(
+                f"{field}: {SCOPE_MESSAGE[field]}", code="scope_denied", details={field: [SCOPE_MESSAGE[field]]}
+            )
+
+
+def schedule_clean(
+    *, data: Mapping[str, Any], current: AutomationSchedule | None = None, user: User | None = None
+) -> dict[str, Any]:
     """The model field values to write for ``data`` (checked field by field, API names), checked on
     the effective config. The audit config ids, the webhook URL and the secret are checked when
     given (a config deleted since, or a host that no longer resolves, does not block an unrelated
     edit; the URL is checked again when a webhook is sent). Raises ``InvalidInput`` naming the
-    fields, or ``UnsafeWebhookUrl`` (``unsafe_webhook_url``, the code the fiches API uses)."""
+    fields, ``UnsafeWebhookUrl`` (``unsafe_webhook_url``, the code the fiches API uses), or
+    ``PermissionDeniedError`` (``scope_denied``) when the selection names fiches or groups outside
+    the scope of the owner (``current.owner``, or ``user`` for a new schedule) or of ``user``."""
     values = _to_fields(data, current)
     base = current if current is not None else AutomationSchedule()
     effective = {field: values.get(field, getattr(base, field)) for field in SCHEDULE_FIELDS.values()}
 
     errors = _timing_errors(effective)
     errors.update(_selection_errors({**SELECTION_DEFAULTS, **(effective["fiche_selection"] or {})}))
+    errors.update(_max_fiches_errors(dict(data.get("ficheSelection") or {})))
     if values.get("audit_config_ids"):
         errors.update(_audit_config_errors(values["audit_config_ids"]))
     if values.get("webhook_secret") is not None:
@@ -152,6 +215,10 @@ def schedule_clean(*, data: Mapping[str, Any], current: AutomationSchedule | Non
     if errors:
         field, messages = next(iter(errors.items()))
         raise InvalidInput(f"{field}: {messages[0]}", details=errors)
+
+    owner = current.owner if current is not None else user
+    touched = current is None or any(f in values for f in ("fiche_selection", "run_transcription", "run_audits"))
+    _check_scope(effective, owner=owner, user=user, touched=touched)
 
     if values.get("webhook_url"):
         try:
@@ -170,8 +237,9 @@ def _set_next_run(schedule: AutomationSchedule) -> None:
 
 @transaction.atomic
 def schedule_create(*, data: Mapping[str, Any], user: User | None = None) -> AutomationSchedule:
-    """A schedule from ``data`` (API names; omitted fields take the model's defaults)."""
-    schedule = AutomationSchedule(**schedule_clean(data=data), created_by=user)
+    """A schedule from ``data`` (API names; omitted fields take the model's defaults), owned by
+    ``user`` (None, e.g. from a script: no owner, so its runs have no fiche in scope)."""
+    schedule = AutomationSchedule(**schedule_clean(data=data, user=user), created_by=user, owner=user)
     _set_next_run(schedule)
     schedule.save()
     logger.info(
@@ -181,13 +249,29 @@ def schedule_create(*, data: Mapping[str, Any], user: User | None = None) -> Aut
     return schedule
 
 
+def require_manager(schedule: AutomationSchedule, user: User | None) -> None:
+    """Changing, deleting or running a schedule spends its owner's reach (a run acts in the owner's scope):
+    only the owner, a user with ``automation.write`` scope ALL, or a superuser may (403 otherwise). Calls
+    without a user (scripts, beat) are trusted."""
+    if user is None or user.is_superuser or (schedule.owner_id is not None and schedule.owner_id == user.pk):
+        return
+    if scope_for(user, "automation", "write") == Scope.ALL:
+        return
+    raise PermissionDeniedError(
+        "Only the schedule's owner or an automation manager (automation.write, scope ALL) may change or run it.",
+        code="not_schedule_owner",
+        details={"schedule_id": schedule.pk},
+    )
+
+
 @transaction.atomic
 def schedule_update(*, schedule_id: int, patch: Mapping[str, Any], user: User | None = None) -> AutomationSchedule:
     """Apply a PATCH (any subset of the fields, API names), validated on the effective config."""
     schedule = AutomationSchedule.objects.select_for_update().filter(pk=schedule_id).first()
     if schedule is None:
         raise schedule_not_found(schedule_id)
-    values = schedule_clean(data=patch, current=schedule)
+    require_manager(schedule, user)
+    values = schedule_clean(data=patch, current=schedule, user=user)
     changed = [field for field, value in values.items() if getattr(schedule, field) != value]
     for field in changed:
         setattr(schedule, field, values[field])
@@ -225,9 +309,11 @@ def schedule_set_active(*, schedule_ids: Sequence[int], is_active: bool, user: U
 @transaction.atomic
 def schedule_delete(*, schedule_id: int, user: User | None = None) -> None:
     """Delete a schedule; its runs keep their history (their ``schedule`` becomes null)."""
-    deleted, _ = AutomationSchedule.objects.filter(pk=schedule_id).delete()
-    if not deleted:
+    schedule = AutomationSchedule.objects.select_for_update().filter(pk=schedule_id).first()
+    if schedule is None:
         raise schedule_not_found(schedule_id)
+    require_manager(schedule, user)
+    schedule.delete()
     logger.info("automation_schedule_deleted", extra={"schedule_id": schedule_id, "user_id": _user_id(user)})
 
 
@@ -236,6 +322,7 @@ def schedule_run_now(*, schedule_id: int, user: User | None = None) -> Automatio
     schedule = AutomationSchedule.objects.filter(pk=schedule_id).first()
     if schedule is None:
         raise schedule_not_found(schedule_id)
+    require_manager(schedule, user)
     run = run_create(schedule=schedule, trigger=Trigger.MANUAL, user=user)
     if run is None:  # only a slotted run can collide; a manual one has no slot
         raise ConflictError("The run could not be created.", code="run_exists", details={"schedule_id": schedule_id})

@@ -1,11 +1,12 @@
-"""The automation admin: schedules listed with their type, state, next and last run; edited with the
-API's checks (effective config, SSRF) through the services, so ``next_run_at`` follows; the webhook
-secret write-only; the Enable, Disable and Run now actions; runs read-only with filters and their
-per-fiche results inline."""
+"""The automation admin: schedules listed with their type, state, owner, next and last run; edited with
+the API's checks (effective config, SSRF, the scope of the fiche ids and groups named) through the
+services, so ``next_run_at`` follows; the staff user who adds a schedule owns it; the webhook secret
+write-only; the Enable, Disable and Run now actions; runs read-only with filters and their per-fiche
+results inline."""
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
 
@@ -16,6 +17,7 @@ from django.utils import timezone
 from accounts.models import User
 from automation.models import AutomationRun, AutomationRunFicheResult, AutomationSchedule
 from automation.services.schedules import schedule_create
+from fiches.models import FicheCache
 
 pytestmark = pytest.mark.django_db
 
@@ -104,10 +106,32 @@ def test_adding_a_schedule_runs_the_apis_checks_and_sets_the_next_run(ops, staff
     assert (schedule.name, schedule.schedule_type, schedule.time_of_day) == ("From the admin", "DAILY", "09:30")
     assert schedule.fiche_selection == {"mode": "relative", "relativeDays": 2}
     assert schedule.notify_emails == ["ops@example.com"] and schedule.webhook_secret == SECRET
-    assert schedule.created_by == staff
+    assert schedule.created_by == staff and schedule.owner == staff
     assert schedule.next_run_at is not None and schedule.next_run_at > timezone.now()
     local = schedule.next_run_at.astimezone(ZoneInfo("Europe/Paris"))
     assert (local.hour, local.minute) == (9, 30)
+
+
+def test_the_admin_checks_the_fiches_named_against_the_owner_and_the_staff_user(ops, staff, make_owner):
+    FicheCache.objects.create(fiche_id="L1", sales_date=date(2026, 2, 4), groupe="Lyon-1")
+    manual = '{"mode": "manual", "ficheIds": ["L1"]}'
+    # A superuser holds no grant by being one: their schedules touch nothing they may not read.
+    response = ops.post(f"{SCHEDULES}add/", form(fiche_selection=manual))
+    assert response.status_code == 200
+    assert "ficheIds: One or more fiche ids are unknown" in response.content.decode()
+    assert "L1" not in str(response.context["errors"])
+    assert not AutomationSchedule.objects.exists()
+
+    staff.roles.set([make_owner("ALL").roles.get()])
+    response = ops.post(f"{SCHEDULES}add/", form(fiche_selection=manual))
+    assert response.status_code == 302, response.context["errors"]
+    assert AutomationSchedule.objects.get().owner == staff
+    # A schedule owned by a Lyon-1 user: the staff user (ALL) cannot widen it beyond its owner's scope.
+    lyon = make_owner("GROUP", groupes=["Lyon-2"])
+    owned = schedule_create(data={"name": "Lyon's"}, user=lyon)
+    response = ops.post(f"{SCHEDULES}{owned.pk}/change/", form(name="Lyon's", fiche_selection=manual))
+    assert response.status_code == 200 and "outside the scope" in response.content.decode()
+    assert ops.get(SCHEDULES).content.decode().count(lyon.email) == 1  # the owner column
 
 
 def test_the_change_page_never_shows_the_secret_and_keeps_or_clears_it(ops, nightly):

@@ -1,8 +1,11 @@
 """The automation API without a worker: schedules CRUD in the front end's camelCase shape, validation
-on the effective config naming the field, the webhook URL's SSRF guard, the secret never returned,
-grants (automation.read for GET, automation.write for the rest), the manual trigger (202, the
-orchestrator asked once after commit), deletion keeping the runs, and runs read back (list, filters,
-pagination, detail with its per-fiche rows and the legacy ``resultSummary``)."""
+on the effective config naming the field, maxFiches within AUTOMATION_MAX_FICHES, the webhook URL's
+SSRF guard, the secret never returned, grants (automation.read for GET, automation.write for the
+rest), the owner (the creator) and the scope of the fiche ids and groups a schedule names (403 naming
+no fiche, an unknown id answered as a foreign one), the manual trigger (202, the orchestrator asked
+once after commit), deletion keeping the runs, and runs read back (list, filters, pagination, detail
+with its per-fiche rows and the legacy ``resultSummary``); a reader sees only the fiches in their own
+scope and, without automation.write, no webhook URL or email address."""
 
 from __future__ import annotations
 
@@ -18,6 +21,7 @@ from audits.models import AuditConfig
 from audits.services.configs import config_create
 from automation.fields import SELECTION_DEFAULTS
 from automation.models import AutomationRun, AutomationRunFicheResult, AutomationSchedule
+from fiches.models import FicheCache
 
 pytestmark = pytest.mark.django_db
 
@@ -48,6 +52,7 @@ SCHEDULE_KEYS = {
     "webhookUrl",
     "hasWebhookSecret",
     "notifyEmails",
+    "ownerId",
     "nextRunAt",
     "lastRunAt",
     "createdAt",
@@ -104,7 +109,15 @@ def parse(value: str) -> datetime:
 
 @pytest.fixture
 def writer(make_role, make_user):
-    return make_user(make_role("automation-writer", automation=("rw", "ALL")), email="writer@example.com")
+    """automation.write, and every grant a run uses with scope ALL (a schedule's owner needs them)."""
+    role = make_role(
+        "automation-writer",
+        automation=("rw", "ALL"),
+        fiches=("r", "ALL"),
+        transcriptions=("rw", "ALL"),
+        audits=("rw", "ALL"),
+    )
+    return make_user(role, email="writer@example.com")
 
 
 @pytest.fixture
@@ -222,6 +235,7 @@ def test_create_returns_the_schedule_in_the_front_end_shape(api, config_ids, set
     stored = AutomationSchedule.objects.get(pk=body["id"])
     assert stored.webhook_secret == SECRET
     assert stored.created_by is not None and stored.created_by.email == "writer@example.com"
+    assert stored.owner == stored.created_by and body["ownerId"] == stored.owner.pk
     assert stored.next_run_at == next_run
 
     detail = api.get(schedule_url(body["id"]))
@@ -707,3 +721,201 @@ def test_unknown_runs_are_404_run_not_found(api):
 def test_no_trailing_slashes(api):
     assert api.get(f"{SCHEDULES}/").status_code == 404
     assert api.get(f"{RUNS}/").status_code == 404
+
+
+# --- maxFiches --------------------------------------------------------------------------------------------------
+
+
+def test_max_fiches_may_lower_the_setting_never_raise_it(api, settings):
+    settings.AUTOMATION_MAX_FICHES = 50
+    error = error_of(api.post(SCHEDULES, {"name": "Greedy", "ficheSelection": {"maxFiches": 51}}, format="json"), 400)
+    assert set(error["details"]) == {"ficheSelection.maxFiches"} and "50" in error["message"]
+    assert not AutomationSchedule.objects.exists()
+    schedule = create(api, name="Modest", ficheSelection={"maxFiches": 50})
+    assert schedule["ficheSelection"]["maxFiches"] == 50
+    url = schedule_url(schedule["id"])
+    error = error_of(api.patch(url, {"ficheSelection": {"maxFiches": 500}}, format="json"), 400)
+    assert set(error["details"]) == {"ficheSelection.maxFiches"}
+    # Lowered since: an unrelated edit is not blocked (a run takes at most the setting anyway).
+    settings.AUTOMATION_MAX_FICHES = 10
+    assert api.patch(url, {"name": "Renamed"}, format="json").status_code == 200
+
+
+# --- The owner and the scope of what a schedule names ------------------------------------------------------------
+
+DAY = date(2026, 2, 4)
+
+
+@pytest.fixture
+def cached(db) -> None:
+    for fiche_id, groupe in (("L1", "Lyon-1"), ("L2", "Lyon-1"), ("M1", "Marseille")):
+        FicheCache.objects.create(fiche_id=fiche_id, sales_date=DAY, groupe=groupe)
+
+
+@pytest.fixture
+def lyon(make_owner):
+    """automation.write; fiches, transcriptions and audits in the Lyon-1 group."""
+    return make_owner("GROUP", groupes=["Lyon-1"], email="lyon@example.com")
+
+
+def manual(*fiche_ids: str, **extra: Any) -> dict[str, Any]:
+    return {"name": "Manual", "ficheSelection": {"mode": "manual", "ficheIds": list(fiche_ids)}, **extra}
+
+
+def json_client(auth_client, user):
+    client = auth_client(user)
+    client.default_format = "json"
+    return client
+
+
+def test_a_schedule_names_only_fiches_in_its_owners_scope_and_unknown_ids_are_answered_alike(auth_client, lyon, cached):
+    client = json_client(auth_client, lyon)
+    created = client.post(SCHEDULES, manual("L1", "L2"), format="json")
+    assert created.status_code == 201, created.content
+    assert created.json()["ownerId"] == lyon.pk
+    assert AutomationSchedule.objects.get().owner == lyon
+
+    answers = [
+        client.post(SCHEDULES, manual("L1", fiche_id), format="json")
+        for fiche_id in ("M1", "NOT-A-FICHE-404", "2227000")  # foreign; unknown; real in the CRM, not cached
+    ]
+    bodies = [error_of(response, 403) for response in answers]
+    assert bodies[0] == bodies[1] == bodies[2]
+    assert bodies[0]["code"] == "scope_denied" and set(bodies[0]["details"]) == {"ficheSelection.ficheIds"}
+    for body in bodies:
+        for fiche_id in ("L1", "M1", "NOT-A-FICHE-404", "2227000"):
+            assert fiche_id not in str(body)
+    error = error_of(client.post(SCHEDULES, {"name": "G", "ficheSelection": {"groupes": ["Marseille"]}}), 403)
+    assert error["code"] == "scope_denied" and set(error["details"]) == {"ficheSelection.groupes"}
+    assert "Marseille" not in str(error)
+    assert client.post(SCHEDULES, {"name": "G", "ficheSelection": {"groupes": ["Lyon-1"]}}).status_code == 201
+    assert AutomationSchedule.objects.count() == 2
+
+
+def test_the_scope_checked_is_that_of_the_keys_the_run_uses(make_owner, auth_client, cached):
+    # Reads every fiche, transcribes Lyon-1's; no audits grant at all.
+    owner = make_owner("ALL", scopes={"transcriptions": "GROUP", "audits": None}, groupes=["Lyon-1"])
+    client = json_client(auth_client, owner)
+    assert error_of(client.post(SCHEDULES, manual("L1"), format="json"), 403)["code"] == "scope_denied"
+    ok = client.post(SCHEDULES, manual("L1", runAudits=False), format="json")
+    assert ok.status_code == 201, ok.content
+    url = schedule_url(ok.json()["id"])
+    error = error_of(client.patch(url, {"ficheSelection": {"ficheIds": ["L1", "M1"]}}, format="json"), 403)
+    assert set(error["details"]) == {"ficheSelection.ficheIds"}
+    assert error_of(client.patch(url, {"runAudits": True}, format="json"), 403)["code"] == "scope_denied"
+    # Without transcription, Marseille's fiches are in scope (fiches read: ALL).
+    assert client.patch(url, {"runTranscription": False, "ficheSelection": {"ficheIds": ["M1"]}}).status_code == 200
+    # An ALL owner may name an id the cache does not know.
+    boss = make_owner("ALL")
+    assert json_client(auth_client, boss).post(SCHEDULES, manual("NOT-CACHED-1")).status_code == 201
+
+
+def test_an_edit_is_checked_against_the_owner_and_the_editor(make_owner, auth_client, lyon, cached):
+    boss = json_client(auth_client, make_owner("ALL"))
+    lyons_client = json_client(auth_client, lyon)
+    lyons = lyons_client.post(SCHEDULES, manual("L1")).json()
+    bosss = boss.post(SCHEDULES, manual("M1")).json()
+
+    # The boss may name M1, the Lyon owner may not: the schedule acts for its owner.
+    error = error_of(boss.patch(schedule_url(lyons["id"]), {"ficheSelection": {"ficheIds": ["M1"]}}), 403)
+    assert error["code"] == "scope_denied"
+    # The Lyon user may not use the boss's wider scope to name a fiche outside their own.
+    error = error_of(lyons_client.patch(schedule_url(bosss["id"]), {"ficheSelection": {"ficheIds": ["M1"]}}), 403)
+    assert error["code"] == "scope_denied"
+    edited = lyons_client.patch(schedule_url(bosss["id"]), {"ficheSelection": {"ficheIds": ["L2"]}})
+    assert edited.status_code == 200, edited.content
+    assert edited.json()["ownerId"] == bosss["ownerId"]  # an edit does not change the owner
+    assert AutomationSchedule.objects.get(pk=lyons["id"]).fiche_selection["ficheIds"] == ["L1"]
+
+
+# --- What a reader sees -------------------------------------------------------------------------------------------
+
+
+def test_webhook_urls_and_emails_are_shown_only_to_automation_writers(api, reader, auth_client, settings, dispatched):
+    settings.WEBHOOK_ALLOWED_ORIGINS = [ALLOWED]
+    schedule = create(api, name="Notifying", webhookUrl=f"{ALLOWED}/hook", notifyEmails=["ops@example.com"])
+    run_id = api.post(schedule_url(schedule["id"], "/run")).json()["runId"]
+    as_writer = api.get(f"{RUNS}/{run_id}").json()["config"]
+    assert (as_writer["webhookUrl"], as_writer["notifyEmails"]) == (f"{ALLOWED}/hook", ["ops@example.com"])
+    assert schedule["webhookUrl"] == f"{ALLOWED}/hook" and schedule["notifyEmails"] == ["ops@example.com"]
+
+    client = auth_client(reader)
+    seen = [client.get(schedule_url(schedule["id"])).json(), client.get(SCHEDULES).json()["results"][0]]
+    seen.append(client.get(f"{RUNS}/{run_id}").json()["config"])
+    for body in seen:
+        assert body["webhookUrl"] is None and body["notifyEmails"] is None
+    for response in (client.get(schedule_url(schedule["id"])), client.get(SCHEDULES), client.get(f"{RUNS}/{run_id}")):
+        assert "127.0.0.1:9999" not in response.content.decode() and "ops@example.com" not in response.content.decode()
+
+
+@pytest.fixture
+def lyon_reader(make_role, make_user):
+    """automation.read; fiches of Lyon-1; audits of their own sales (u-7)."""
+    role = make_role("lyon-reader", automation=("r", "ALL"), fiches=("r", "GROUP"), audits=("r", "SELF"))
+    return make_user(role, email="lyon-reader@example.com", groupes=["Lyon-1"], crm_user_id="u-7")
+
+
+def test_a_run_shows_a_reader_only_the_fiches_they_may_read(api, auth_client, lyon_reader, history):
+    for fiche_id, groupe, seller in (("1001", "Lyon-1", "u-7"), ("1003", "Lyon-1", "u-8"), ("1004", "Paris-1", "u-7")):
+        FicheCache.objects.create(fiche_id=fiche_id, sales_date=DAY, groupe=groupe, crm_user_id=seller)
+    done = history["done"]
+    done.config = {**done.config, "ficheSelection": {"mode": "manual", "ficheIds": ["1001", "1002", "1004"]}}
+    done.save()
+    body = auth_client(lyon_reader).get(f"{RUNS}/{done.pk}").json()
+    # 1002, 1005 and 1006 are not cached (only an ALL reader sees them); 1004 is another group's.
+    assert [f["ficheId"] for f in body["fiches"]] == ["1001", "1003"]
+    assert body["fiches"][0]["auditIds"] == ["a-1", "a-2"]  # their own sale: its audits are theirs to read
+    assert body["config"]["ficheSelection"]["ficheIds"] == ["1001"]
+    assert body["resultSummary"] == {
+        "total": 2,
+        "successful": ["1001"],
+        "failed": [{"ficheId": "1003", "error": "transcription: provider error"}],
+        "ignored": [],
+        "skipped": [],
+        "transcriptions": 2,
+        "audits": 2,
+    }
+    # The run's counts are its own, whoever reads them.
+    assert (body["totalFiches"], body["successful"], body["failed"], body["ignored"]) == (5, 2, 1, 1)
+    shown = str({key: body[key] for key in ("fiches", "resultSummary", "config", "error")})
+    for foreign in ("1002", "1004", "1005", "1006", "no recordings", "a-3", "a-4"):
+        assert foreign not in shown, foreign
+    # Runs are listed for every automation.read holder (counts only).
+    assert auth_client(lyon_reader).get(RUNS).json()["count"] == 3
+    # A reader with ALL sees every row.
+    assert len(api.get(f"{RUNS}/{done.pk}").json()["fiches"]) == 6
+
+
+def test_a_schedule_shows_a_reader_only_the_fiche_ids_they_may_read(api, auth_client, lyon_reader, cached):
+    schedule = create(api, name="Mixed", ficheSelection={"mode": "manual", "ficheIds": ["L1", "M1", "UNCACHED"]})
+    assert schedule["ficheSelection"]["ficheIds"] == ["L1", "M1", "UNCACHED"]  # the writer reads everything
+    client = auth_client(lyon_reader)
+    assert client.get(schedule_url(schedule["id"])).json()["ficheSelection"]["ficheIds"] == ["L1"]
+    assert client.get(SCHEDULES).json()["results"][0]["ficheSelection"]["ficheIds"] == ["L1"]
+
+
+def test_only_the_owner_or_an_automation_manager_may_change_delete_or_run_a_schedule(
+    auth_client, make_role, make_user, dispatched, cached
+):
+    """A run acts in its owner's scope: another writer (automation.write, scope GROUP) cannot spend that
+    reach by editing, deleting or running the schedule; the owner and an ALL automation writer can."""
+    grants = {"fiches": ("rw", "GROUP"), "transcriptions": ("rw", "GROUP"), "audits": ("rw", "GROUP")}
+    narrow_role = make_role("auto-group", automation=("rw", "GROUP"), **grants)
+    owner = make_user(narrow_role, email="owner@example.com", groupes=["Lyon-1"])
+    colleague = make_user(narrow_role, email="colleague@example.com", groupes=["Lyon-1"])
+    manager = make_user(make_role("auto-manager", automation=("rw", "ALL")), email="manager@example.com")
+    created = json_client(auth_client, owner).post(SCHEDULES, manual("L1"), format="json")
+    assert created.status_code == 201, created.content
+    url = schedule_url(created.json()["id"])
+
+    other = json_client(auth_client, colleague)
+    for response in (
+        other.patch(url, {"ficheSelection": {"ficheIds": ["L2"]}}, format="json"),
+        other.post(f"{url}/run", format="json"),
+        other.delete(url),
+    ):
+        assert error_of(response, 403)["code"] == "not_schedule_owner"
+    assert not AutomationRun.objects.exists() and dispatched == []
+    assert json_client(auth_client, owner).patch(url, {"name": "Mine"}, format="json").status_code == 200
+    assert json_client(auth_client, manager).post(f"{url}/run", format="json").status_code == 202
+    assert json_client(auth_client, manager).delete(url).status_code == 204

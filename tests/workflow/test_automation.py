@@ -1,7 +1,8 @@
 """Automation runs with real worker processes, the CRM, speech-to-text and LLM simulators, a Pusher
 stub, a webhook receiver and a real SMTP sink (aiosmtpd): a run selects, fetches, transcribes and
-audits, with guardrails giving per-fiche results; it ends with one terminal event, one signed
-webhook (verified with the standardwebhooks library), one email and one notification; a second run
+audits for the schedule's owner (who is recorded as requesting them), with guardrails giving
+per-fiche results; it ends with one terminal event, one signed webhook (verified with the
+standardwebhooks library), one email and one notification naming nothing of the run's; a second run
 within the cooldown does not revalidate; a failing transcription is retried up to maxRetries;
 continueOnError both ways; a worker killed mid-run still ends the run."""
 
@@ -18,6 +19,8 @@ import pytest
 from aiosmtpd.controller import Controller
 from standardwebhooks.webhooks import Webhook
 
+from accounts.grants import Scope
+from accounts.models import Role, RolePermission, User
 from audits.defaults import DEFAULT_CONFIG_NAME
 from audits.models import Audit, AuditConfig
 from automation.models import AutomationRun, AutomationRunFicheResult, AutomationSchedule
@@ -84,6 +87,21 @@ def config_id() -> int:
     return AuditConfig.objects.get(name=DEFAULT_CONFIG_NAME).pk
 
 
+def owner() -> User:
+    """A schedule owner with every grant a run uses, scope ALL."""
+    user = User.objects.filter(email="automation-owner@example.com").first()
+    if user is not None:
+        return user
+    role = Role.objects.create(key="automation-owner", name="Automation owner")
+    RolePermission.objects.bulk_create(
+        RolePermission(role=role, permission_key=key, can_read=True, can_write=True, scope=Scope.ALL)
+        for key in ("automation", "fiches", "transcriptions", "audits")
+    )
+    user = User.objects.create_user(email="automation-owner@example.com", password="owner-pass-2026")
+    user.roles.set([role])
+    return user
+
+
 def schedule(**fields) -> AutomationSchedule:
     selection = {"mode": "dateRange", "startDate": DAY.isoformat(), "endDate": DAY.isoformat()}
     selection.update(fields.pop("selection", {}))
@@ -94,6 +112,7 @@ def schedule(**fields) -> AutomationSchedule:
         "audit_config_ids": [config_id()],
         "notify_on_complete": False,
         "notify_on_error": False,
+        "owner": owner(),
     }
     return AutomationSchedule.objects.create(**{**defaults, **fields})
 
@@ -146,7 +165,8 @@ def test_a_run_fetches_transcribes_and_audits_then_notifies_once_by_pusher_webho
     for fiche_id, row in rows.items():
         if row.status == "successful":
             assert row.transcription_attempts == 1 and len(row.audit_ids) == 1, fiche_id
-            assert Audit.objects.get(pk=row.audit_ids[0]).status == "completed"
+            audit = Audit.objects.get(pk=row.audit_ids[0])
+            assert audit.status == "completed" and audit.requested_by == plan.owner
     assert run.revalidation == "done" and sales_list_calls(crm) == 1
 
     events = run_events(pusher, run)
@@ -154,8 +174,16 @@ def test_a_run_fetches_transcribes_and_audits_then_notifies_once_by_pusher_webho
     assert names[0] == "automation.run.started" and names[-1] == "automation.run.completed"
     assert names.count("automation.run.completed") == 1 and "automation.run.failed" not in names
     assert names.count("automation.run.progress") == 6 and events[-1][1]["progress"] == 100
-    notifications = pusher.channel_events("private-global", "notification")
-    assert len(notifications) == 1 and notifications[0][1]["type"] == "success"
+    notifications = wait_for(lambda: pusher.channel_events("private-global", "notification"), message="the toast")
+    assert len(notifications) == 1
+    assert notifications[0][1] == {
+        "type": "info",
+        "message": "Une automatisation est terminée",
+        "description": "Ouvrez l'exécution pour voir son résultat.",
+        "duration": 8000,
+        "runId": str(run.pk),
+    }
+    assert "ficheId" not in str([data for _, data in events])  # the run's channel: counts only
 
     hooks = wait_for(lambda: [r for r in receiver.records if r["path"] == "/hook"], message="the webhook")
     mail = wait_for(lambda: mailbox.messages, message="the email")
@@ -165,6 +193,8 @@ def test_a_run_fetches_transcribes_and_audits_then_notifies_once_by_pusher_webho
     assert len(hooks) == 1 and len(mailbox.messages) == 1
     body = Webhook(SECRET).verify(hooks[0]["body"], {k.lower(): v for k, v in hooks[0]["headers"].items()})
     assert body["type"] == "automation.run.completed" and body["data"]["runId"] == str(run.pk)
+    run.refresh_from_db()
+    assert run.notified_at is not None and run.emailed_at is not None  # by the task on the webhooks queue
     assert (body["data"]["successful"], body["data"]["ignored"]) == (5, 1)
     assert mail[0].rcpt_tos == ["qa@example.com"]
     text = mail[0].content.decode()
@@ -212,7 +242,7 @@ def test_a_failing_transcription_is_retried_up_to_max_retries_and_continue_on_er
     )
     run = run_ended(run_create(schedule=stop).pk)
     rows = results(run)
-    assert run.status == "failed" and run.dispatch_stopped and "2227002" in run.error
+    assert run.status == "failed" and run.dispatch_stopped and "2227002" not in run.error  # the row says which
     assert rows["2227002"].status == "failed" and run.failed == 1
     assert run.successful + run.failed + run.skipped + run.ignored == 4 and run.skipped >= 1
     assert all(r.reason == "stopped after a failure" for r in rows.values() if r.status == "skipped")
