@@ -18,7 +18,7 @@ from django.db import connection, transaction
 from django.db.models import Q, QuerySet
 from redis.exceptions import RedisError
 
-from accounts.grants import Scope, scope_for
+from accounts.grants import Action, Scope, scope_for
 from accounts.permissions import filter_by_scope, scope_queryset
 from config.exceptions import NotFoundError, PermissionDeniedError
 from config.redis import get_redis
@@ -249,7 +249,7 @@ def fiche_in_scope(user: Any, key: str, fiche_id: str, *, action: str = "read") 
     from fiches.exceptions import fiche_refused
 
     fiche_id = str(fiche_id).strip()
-    checked = "read" if action == "read" else "write"
+    checked: Action = "read" if action == "read" else "write"
     row = fiche_row(fiche_id)
     if row is None:
         if scope_for(user, key, checked) != Scope.ALL:

@@ -8,6 +8,8 @@ from typing import Any
 
 from rest_framework import serializers
 
+from audits.evidence import REASONS
+
 # Bounds of an audit config (each one a 400 naming the field): a config is read into every step's
 # prompt, so its size is the LLM's cost; weights are summed into scores.
 MAX_STEPS = 50
@@ -15,6 +17,17 @@ MAX_CONTROL_POINTS_PER_STEP = 30
 MAX_WEIGHT = 1000
 MAX_TEXT = 2000  # a question, a hint
 MAX_LONG_TEXT = 4000  # a description, a step's instructions
+
+
+class DateTimeInput(serializers.DateTimeField):
+    """DRF's, with a naive datetime at the edge of the calendar (``0001-01-01``) a 400 "out of range":
+    made aware in our time zone it falls before year 1, an ``OverflowError`` DRF lets through (a 500)."""
+
+    def enforce_timezone(self, value):
+        try:
+            return super().enforce_timezone(value)
+        except OverflowError:
+            self.fail("overflow")
 
 
 class ControlPointInput(serializers.Serializer):
@@ -42,7 +55,9 @@ class StepInput(serializers.Serializer):
     weight = serializers.IntegerField(min_value=1, max_value=MAX_WEIGHT, help_text=f"1 to {MAX_WEIGHT}")
     is_critical = serializers.BooleanField(required=False, default=False)
     pass_ratio = serializers.FloatField(min_value=0.0, max_value=1.0, required=False, default=1.0)
-    control_points = ControlPointInput(many=True, allow_empty=False, max_length=MAX_CONTROL_POINTS_PER_STEP)
+    control_points = ControlPointInput(  # type: ignore[call-arg]  # many=True takes ListSerializer's max_length
+        many=True, allow_empty=False, max_length=MAX_CONTROL_POINTS_PER_STEP
+    )
 
 
 class ThresholdsInput(serializers.Serializer):
@@ -61,7 +76,7 @@ class AuditConfigInput(serializers.Serializer):
     description = serializers.CharField(allow_blank=True, required=False, default="", max_length=MAX_LONG_TEXT)
     is_active = serializers.BooleanField(required=False, default=True)
     thresholds = ThresholdsInput(required=False, default={"excellent": 90, "bon": 75, "acceptable": 60})
-    steps = StepInput(many=True, allow_empty=False, max_length=MAX_STEPS)
+    steps = StepInput(many=True, allow_empty=False, max_length=MAX_STEPS)  # type: ignore[call-arg]
 
 
 class AuditConfigPatchInput(serializers.Serializer):
@@ -73,7 +88,7 @@ class AuditConfigPatchInput(serializers.Serializer):
     description = serializers.CharField(allow_blank=True, required=False, max_length=MAX_LONG_TEXT)
     is_active = serializers.BooleanField(required=False)
     thresholds = ThresholdsInput(required=False)
-    steps = StepInput(many=True, allow_empty=False, required=False, max_length=MAX_STEPS)
+    steps = StepInput(many=True, allow_empty=False, required=False, max_length=MAX_STEPS)  # type: ignore[call-arg]
 
 
 class ControlPointOutput(ControlPointInput):
@@ -114,6 +129,9 @@ class AuditRunInput(serializers.Serializer):
 class AuditRunOutput(serializers.Serializer):
     audit_id = serializers.CharField()
     status = serializers.CharField()
+    reused = serializers.BooleanField(
+        help_text="An identical audit (same fiche, config version and use_rlm) was already going: this is it."
+    )
 
 
 class AuditListQuery(serializers.Serializer):
@@ -125,8 +143,8 @@ class AuditListQuery(serializers.Serializer):
     niveau = serializers.ChoiceField(choices=["EXCELLENT", "BON", "ACCEPTABLE", "INSUFFISANT", "REJET"], required=False)
     is_compliant = serializers.BooleanField(required=False, allow_null=True, default=None)
     needs_review = serializers.BooleanField(required=False, allow_null=True, default=None)
-    created_from = serializers.DateTimeField(required=False)
-    created_to = serializers.DateTimeField(required=False)
+    created_from = DateTimeInput(required=False)
+    created_to = DateTimeInput(required=False)
 
 
 class CitationOutput(serializers.Serializer):
@@ -139,9 +157,7 @@ class CitationOutput(serializers.Serializer):
 
 class RejectedCitationOutput(serializers.Serializer):
     text = serializers.CharField()
-    reason = serializers.ChoiceField(
-        choices=["not_found", "number_mismatch", "negation_mismatch", "too_short", "speaker_mismatch"]
-    )
+    reason = serializers.ChoiceField(choices=list(REASONS), help_text="Why the evidence gate rejected the quote.")
 
 
 class PointResultOutput(serializers.Serializer):
@@ -278,8 +294,8 @@ class HistoryOutput(serializers.Serializer):
 
 class CalibrationQuery(serializers.Serializer):
     audit_config_id = serializers.IntegerField(min_value=1)
-    date_from = serializers.DateTimeField(required=False, allow_null=True, default=None)
-    date_to = serializers.DateTimeField(required=False, allow_null=True, default=None)
+    date_from = DateTimeInput(required=False, allow_null=True, default=None)
+    date_to = DateTimeInput(required=False, allow_null=True, default=None)
 
     def to_internal_value(self, data: Any) -> Any:
         data = data.dict() if hasattr(data, "dict") else dict(data)

@@ -12,11 +12,11 @@ from accounts.permissions import HasGrant, request_user
 from audits import selectors
 from audits.api import serializers as s
 from audits.services import configs, reviews, runs
+from config.limits import spending
 from config.openapi import errors
 from config.pagination import LimitOffset
 from config.redis import require_redis
 from transcriptions.services import batches
-from transcriptions.services.runs import check_batch_scope
 
 CONFIG_ID = OpenApiParameter("config_id", int, OpenApiParameter.PATH)
 AUDIT_ID = OpenApiParameter("audit_id", str, OpenApiParameter.PATH)
@@ -97,7 +97,11 @@ class AuditRunView(APIView):
         tags=["audits"],
         summary="Audit a fiche's calls with a config (needs audits.write and the fiche in scope)",
         description=(
-            "Missing transcripts are made first. Follow it on private-audit-{audit_id} or GET /api/audits/{id}."
+            "Missing transcripts are made first. Follow it on private-audit-{audit_id} or GET /api/audits/{id}. "
+            "An identical audit (same fiche, config version and use_rlm) still pending, waiting for transcripts "
+            "or running is returned instead of a second one, with `reused: true`. Counts against the user's "
+            "AUDIT_USER_RATE (429 `audit_requests_throttled` with Retry-After beyond it; refused requests do not "
+            "count)."
         ),
         request=s.AuditRunInput,
         responses={202: s.AuditRunOutput, **errors(400, 401, 403, 404, 409, 429, 503)},
@@ -107,14 +111,16 @@ class AuditRunView(APIView):
         data.is_valid(raise_exception=True)
         runs.require_llm_configured()
         user = request_user(request)
-        fiche = runs.fiche_for_audit(user=user, fiche_id=data.validated_data["fiche_id"])
-        audit = runs.audit_request(
-            fiche=fiche,
-            config_id=data.validated_data["audit_config_id"],
-            use_rlm=data.validated_data["use_rlm"],
-            user=user,
-        )
-        return Response({"audit_id": str(audit.pk), "status": audit.status}, status=202)
+        with spending(user, "audit"):
+            fiche = runs.fiche_for_audit(user=user, fiche_id=data.validated_data["fiche_id"])
+            requested = runs.audit_request_or_reuse(
+                fiche=fiche,
+                config_id=data.validated_data["audit_config_id"],
+                use_rlm=data.validated_data["use_rlm"],
+                user=user,
+            )
+        audit = requested.audit
+        return Response({"audit_id": str(audit.pk), "status": audit.status, "reused": requested.reused}, status=202)
 
 
 class AuditListView(APIView):
@@ -177,21 +183,22 @@ class StepRerunView(APIView):
         ),
         parameters=[AUDIT_ID, POSITION],
         request=s.RerunInput,
-        responses={202: s.RerunOutput, **errors(400, 401, 403, 404, 409, 503)},
+        responses={202: s.RerunOutput, **errors(400, 401, 403, 404, 409, 429, 503)},
     )
     def post(self, request: Request, audit_id: str, position: int, index: int | None = None) -> Response:
         data = s.RerunInput(data=request.data)
         data.is_valid(raise_exception=True)
         user = request_user(request)
         audit = selectors.audit_for_user(user, audit_id, action="write")
-        event = reviews.rerun_request(
-            audit=audit,
-            position=position,
-            control_point_index=index,
-            instructions=data.validated_data["instructions"],
-            use_rlm=data.validated_data["use_rlm"],
-            user=user,
-        )
+        with spending(user, "rerun"):  # RERUN_USER_RATE; a refused rerun (404, 409, 503) does not count
+            event = reviews.rerun_request(
+                audit=audit,
+                position=position,
+                control_point_index=index,
+                instructions=data.validated_data["instructions"],
+                use_rlm=data.validated_data["use_rlm"],
+                user=user,
+            )
         return Response({"rerun_id": str(event.pk), "status": event.status}, status=202)
 
 
@@ -201,7 +208,7 @@ class ControlPointRerunView(StepRerunView):
         summary="Rerun one control point of a step (the other points stay; the step is rescored)",
         parameters=[AUDIT_ID, POSITION, INDEX],
         request=s.RerunInput,
-        responses={202: s.RerunOutput, **errors(400, 401, 403, 404, 409, 503)},
+        responses={202: s.RerunOutput, **errors(400, 401, 403, 404, 409, 429, 503)},
     )
     def post(self, request: Request, audit_id: str, position: int, index: int | None = None) -> Response:
         return super().post(request, audit_id, position, index)
@@ -284,10 +291,12 @@ class AuditBatchView(APIView):
         description=(
             "Each fiche must be in your audits scope (checked now for cached fiches, and when its turn comes for "
             "the others). Without audit_config_id, each fiche's product picks its config. Needs Redis (503 at once "
-            "otherwise). Follow it with GET /api/batches/{batch_id} or batch.* events on private-global."
+            "otherwise). Follow it with GET /api/batches/{batch_id} or batch.* events on your private-user-{id} "
+            "channel. Counts its fiches against the user's BATCH_USER_RATE (shared with transcription batches; 429 "
+            "`batch_requests_throttled`). A fiche whose identical audit is already going follows that audit."
         ),
         request=s.AuditBatchInput,
-        responses={202: s.AuditBatchCreated, **errors(400, 401, 403, 503)},
+        responses={202: s.AuditBatchCreated, **errors(400, 401, 403, 429, 503)},
     )
     def post(self, request: Request) -> Response:
         data = s.AuditBatchInput(data=request.data)
@@ -298,7 +307,6 @@ class AuditBatchView(APIView):
         f = data.validated_data
         if f["audit_config_id"] is not None:
             configs.config_get(f["audit_config_id"])  # 404 now rather than one failed item per fiche
-        check_batch_scope(user=user, fiche_ids=f["fiche_ids"], app="audits")
         batch = batches.batch_create(
             user=user,
             operation_type="audit",
@@ -306,5 +314,6 @@ class AuditBatchView(APIView):
             options={"audit_config_id": f["audit_config_id"], "use_rlm": f["use_rlm"]},
             max_items=settings.AUDIT_BATCH_MAX,
             permission="audits",
+            spend_kind="batch",
         )
         return Response({"batch_id": str(batch.pk)}, status=202)

@@ -18,7 +18,7 @@ from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 from django.conf import settings
-from django.db import transaction
+from django.db import connection, transaction
 from django.utils import timezone
 
 from audits import compliance
@@ -106,16 +106,17 @@ def fiche_for_audit(*, user: User | None, fiche_id: str, action: str = "write") 
     return fiche_for_transcription(user=user, fiche_id=fiche_id, action=action, app="audits")
 
 
-def audit_request(
-    *,
-    fiche: FicheCache,
-    config_id: int,
-    use_rlm: bool = False,
-    user: User | None = None,
-    batch_id: str | None = None,
-) -> Audit:
-    """A pending audit of ``fiche`` with the config's current version; its orchestrator runs after
-    commit."""
+ACTIVE_AUDIT_STATUSES = (AuditStatus.PENDING, AuditStatus.WAITING_TRANSCRIPTION, AuditStatus.RUNNING)
+
+
+@dataclass(frozen=True)
+class AuditRequested:
+    audit: Audit
+    reused: bool  # an identical audit was already pending / waiting / running: this is it
+
+
+def _config_for_request(config_id: int) -> AuditConfig:
+    """The config to run: 400 ``audit_config_not_found`` (or without a version), 409 inactive."""
     config = AuditConfig.objects.select_related("current_version").filter(pk=config_id).first()
     if config is None or config.current_version is None:
         raise InvalidInput(
@@ -127,11 +128,64 @@ def audit_request(
             code="audit_config_inactive",
             details={"audit_config_id": config_id},
         )
+    return config
+
+
+def audit_request(
+    *,
+    fiche: FicheCache,
+    config_id: int,
+    use_rlm: bool = False,
+    user: User | None = None,
+    batch_id: str | None = None,
+) -> Audit:
+    """The audit of ``fiche`` with the config's current version: a new pending one (its orchestrator
+    runs after commit), or the identical one still going (see ``audit_request_or_reuse``)."""
+    return audit_request_or_reuse(fiche=fiche, config_id=config_id, use_rlm=use_rlm, user=user, batch_id=batch_id).audit
+
+
+def audit_request_or_reuse(
+    *,
+    fiche: FicheCache,
+    config_id: int,
+    use_rlm: bool = False,
+    user: User | None = None,
+    batch_id: str | None = None,
+) -> AuditRequested:
+    """A pending audit of ``fiche`` with the config's current version; its orchestrator runs after
+    commit. An identical audit (same fiche, config version and mode) still pending, waiting for its
+    transcripts or running is returned instead (``reused``), whoever asked for it: one request per
+    (fiche, version, mode) at a time decides (a transaction-scoped advisory lock), so concurrent
+    identical requests make one audit. A reused audit keeps its own ``batch_id``: a batch item that
+    follows it ends with it (``batch_ref_done``)."""
+    config = _config_for_request(config_id)
+    version = config.current_version
+    assert version is not None  # _config_for_request checked it
     with transaction.atomic():
+        with connection.cursor() as cursor:
+            cursor.execute(
+                "SELECT pg_advisory_xact_lock(hashtextextended(%s, 0))", [f"audit:{fiche.pk}:{version.pk}:{use_rlm:d}"]
+            )
+        active = (
+            Audit.objects.filter(fiche=fiche, config_version=version, use_rlm=use_rlm, status__in=ACTIVE_AUDIT_STATUSES)
+            .order_by("created_at")
+            .first()
+        )
+        if active is not None:
+            logger.info(
+                "audit_reused",
+                extra={
+                    "audit_id": str(active.pk),
+                    "fiche_id": fiche.fiche_id,
+                    "use_rlm": use_rlm,
+                    "batch_id": batch_id,
+                },
+            )
+            return AuditRequested(active, reused=True)
         audit = Audit.objects.create(
             fiche=fiche,
             config=config,
-            config_version=config.current_version,
+            config_version=version,
             use_rlm=use_rlm,
             model=str(settings.LLM_MODEL),
             requested_by=user,
@@ -141,7 +195,7 @@ def audit_request(
 
         transaction.on_commit(lambda: _dispatch(audit_run, str(audit.pk)))
     logger.info("audit_created", extra={"audit_id": str(audit.pk), "fiche_id": fiche.fiche_id, "use_rlm": use_rlm})
-    return audit
+    return AuditRequested(audit, reused=False)
 
 
 def _dispatch(task: Any, audit_id: str) -> None:
@@ -767,12 +821,19 @@ def _fail(audit: Audit, error: str, *, phase: str, partial: dict[str, int] | Non
 
 
 def _tell_batch(audit: Audit, *, ok: bool, error: str | None = None) -> None:
-    if audit.batch_id is None:
-        return
-    from transcriptions.services.batches import batch_item_done
+    """After the commit that ended the audit: its batch's item ends, and so does every item of another
+    batch that followed this audit (it found it running instead of starting a second one)."""
+    from transcriptions.services.batches import batch_item_done, batch_ref_done
 
-    batch_id, fiche_id = str(audit.batch_id), audit.fiche.fiche_id
-    transaction.on_commit(lambda: batch_item_done(batch_id=batch_id, fiche_id=fiche_id, ok=ok, error=error))
+    audit_id, fiche_id = str(audit.pk), audit.fiche.fiche_id
+    batch_id = str(audit.batch_id) if audit.batch_id is not None else None
+
+    def tell() -> None:
+        if batch_id is not None:
+            batch_item_done(batch_id=batch_id, fiche_id=fiche_id, ok=ok, error=error)
+        batch_ref_done(operation_type="audit", fiche_id=fiche_id, ref_id=audit_id, ok=ok, error=error)
+
+    transaction.on_commit(tell)
 
 
 def audit_fail_now(*, audit_id: str, reason: str, phase: str) -> bool:
@@ -841,7 +902,9 @@ def config_for_fiche(fiche: FicheCache, config_id: int | None) -> int:
 
 
 def start_batch_item(batch: Any, item: Any) -> str | None:
-    """Audit one fiche of a batch (the requester's scope as it was when the batch was made)."""
+    """Audit one fiche of a batch (the requester's scope as it was when the batch was made). An
+    identical audit already going (a user's, automation's, another batch's) is followed: the item's
+    ref is that audit, and it ends when that audit ends (``_tell_batch``, or the reconciler)."""
     from transcriptions.services.runs import in_snapshot_scope
 
     fiche = fiche_for_transcription(user=None, fiche_id=item.fiche_id)

@@ -15,14 +15,17 @@ from accounts.permissions import HasGrant, request_user
 from chat import selectors, services
 from chat.api import serializers as s
 from chat.models import EntityType
+from config.limits import spending
 from config.openapi import errors
 
 STREAM_DESCRIPTION = (
     "Answers `text/event-stream`: `event: token` `{delta}` as the LLM streams, then `event: citations` "
     "`{citations: [{text, speaker, call_id, start, end}], rejected: [{text, reason}]}` (the answer's quotes "
     "checked against the fiche's calls), then `event: done` `{message_id, tokens}`; `event: error` `{message}` "
-    "when the LLM fails mid-answer. Errors before the stream starts are JSON: 400, 401, 403, 404, 429 (every LLM "
-    "slot busy, `Retry-After`), 503 (LLM not configured)."
+    "when the LLM fails mid-answer. Errors before the stream starts are JSON: 400, 401, 403, 404, 429 "
+    "(`chat_requests_throttled`: over your CHAT_USER_RATE; `chat_streams_limit`: CHAT_MAX_STREAMS_PER_USER answers "
+    "already streaming; `llm_busy`: every LLM slot chats may use is busy; all with `Retry-After`), 503 (LLM not "
+    "configured, or Redis down)."
 )
 
 
@@ -58,12 +61,14 @@ class _ChatView(APIView):
     def _post(self, request: Request, entity_id: str) -> StreamingHttpResponse:
         data = s.ChatInput(data=request.data)
         data.is_valid(raise_exception=True)
-        stream = services.chat_start(
-            user=request_user(request),
-            entity_type=self.entity_type,
-            entity_id=entity_id,
-            message=data.validated_data["message"],
-        )
+        user = request_user(request)
+        with spending(user, "chat"):  # CHAT_USER_RATE; a message refused (403, 404, 429, 503) does not count
+            stream = services.chat_start(
+                user=user,
+                entity_type=self.entity_type,
+                entity_id=entity_id,
+                message=data.validated_data["message"],
+            )
         return event_stream(stream)
 
 

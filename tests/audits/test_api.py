@@ -557,7 +557,7 @@ def test_a_run_creates_a_pending_audit_and_dispatches_its_orchestrator_once_afte
         response = auth_client(auditor).post(RUN, {"fiche_id": "F-PARIS", "audit_config_id": config.pk}, format="json")
     assert response.status_code == 202, response.content
     body = response.json()
-    assert set(body) == {"audit_id", "status"} and body["status"] == "pending"
+    assert set(body) == {"audit_id", "status", "reused"} and (body["status"], body["reused"]) == ("pending", False)
     assert dispatched == []  # nothing before the commit
     for callback in callbacks:
         callback()

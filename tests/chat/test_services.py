@@ -8,7 +8,7 @@ import pytest
 
 from audits.services.runs import llm_semaphore
 from chat import services
-from chat.exceptions import ChatBusy, ChatStreamsLimit
+from chat.exceptions import ChatBusy, ChatSlotsUnavailable, ChatStreamsLimit
 from chat.models import ChatMessage
 from tests.chat.conftest import CALL, FICHE_ID, RETRACTATION, T0
 from tests.support import simulated_call
@@ -180,6 +180,23 @@ def test_a_chat_whose_slot_store_is_down_is_a_503(fiche, chatter, settings, api_
     api_client.force_authenticate(chatter)
     settings.REDIS_URL = "redis://127.0.0.1:9/0"  # nothing listens
     response = api_client.post(f"/api/fiches/{FICHE_ID}/chat", {"message": "Bonjour ?"}, format="json")
-    assert response.status_code == 503, response.content
-    assert response.json()["error"]["code"] == "llm_slots_unavailable"
+    assert response.status_code == 503, response.content  # the rate limiter, in Redis too, answers first
+    assert response.json()["error"]["code"] == "rate_limiter_unavailable"
+    with pytest.raises(ChatSlotsUnavailable):  # and the slots, past it
+        services.chat_start(user=chatter, entity_type="fiche", entity_id=FICHE_ID, message="Bonjour ?")
     assert not ChatMessage.objects.exists()
+
+
+@pytest.mark.django_db
+def test_chat_messages_count_against_the_users_chat_rate(fiche, chatter, settings, api_client):
+    settings.LLM_BASE_URL, settings.LLM_API_KEY = "http://127.0.0.1:9/v1", "sk-unused"
+    settings.CHAT_USER_RATE, settings.CHAT_USER_BURST = "1/m", 1
+    api_client.force_authenticate(chatter)
+    refused = api_client.post("/api/fiches/9999999/chat", {"message": "?"}, format="json")
+    assert refused.status_code == 404  # refused requests do not spend the budget
+    first = api_client.post(f"/api/fiches/{FICHE_ID}/chat", {"message": "Bonjour ?"}, format="json")
+    assert first.status_code == 200  # its stream is never read (its slots expire with the test's Redis)
+    second = api_client.post(f"/api/fiches/{FICHE_ID}/chat", {"message": "Encore ?"}, format="json")
+    assert second.status_code == 429 and int(second["Retry-After"]) > 0
+    assert second.json()["error"]["code"] == "chat_requests_throttled"
+    assert ChatMessage.objects.filter(role="user").count() == 1

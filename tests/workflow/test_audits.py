@@ -599,7 +599,8 @@ def test_a_batch_of_20_audits_ends_with_counts_that_add_up_and_one_batch_complet
     assert batch.failed == expected_unconfigured + 2
     audits = Audit.objects.filter(batch_id=batch_id)
     assert audits.filter(status="completed").count() == batch.completed
-    completed = pusher_events(pusher, "private-global", "batch.completed")
+    # Whole on the requester's own channel; every other user (the global channel) gets ids only.
+    completed = pusher_events(pusher, f"private-user-{auditor.pk}", "batch.completed")
     assert len(completed) == 1
     assert {k: completed[0][1][k] for k in ("operation_type", "total", "completed", "failed")} == {
         "operation_type": "audit",
@@ -607,7 +608,10 @@ def test_a_batch_of_20_audits_ends_with_counts_that_add_up_and_one_batch_complet
         "completed": batch.completed,
         "failed": batch.failed,
     }
-    progress = pusher_events(pusher, "private-global", "batch.progress")
+    progress = pusher_events(pusher, f"private-user-{auditor.pk}", "batch.progress")
     assert len(progress) == 20 and progress[-1][1]["progress_percentage"] == 100
+    assert [p for _, p in pusher_events(pusher, "private-global", "batch.completed")] == [
+        {"batch_id": batch_id, "redacted": True}
+    ]
     status = client_for(auditor).get(f"/api/batches/{batch_id}").json()
     assert (status["status"], status["completed"], status["failed"]) == ("completed", batch.completed, batch.failed)

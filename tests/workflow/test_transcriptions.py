@@ -120,7 +120,11 @@ def run_ended(run_id: str, timeout: float = 60) -> TranscriptionRun:
     )
 
 
-def events(pusher: Recorder, fiche_id: str, name: str | None = None) -> list[tuple[str, dict]]:
+def events(
+    pusher: Recorder, fiche_id: str, name: str | None = None, kind: str = "transcription"
+) -> list[tuple[str, dict]]:
+    """The events of a fiche's transcription channel (whole), or with ``kind="fiche"`` of the fiche channel
+    (authorized by fiches.read alone: identifiers and status only)."""
     with pusher.lock:
         batches = [
             json.loads(r["body"])["batch"] for r in pusher.records if r["path"].split("?")[0].endswith("/batch_events")
@@ -129,7 +133,7 @@ def events(pusher: Recorder, fiche_id: str, name: str | None = None) -> list[tup
         (e["name"], json.loads(e["data"]))
         for b in batches
         for e in b
-        if e["channel"] == f"private-fiche-{fiche_id}" and (name is None or e["name"] == name)
+        if e["channel"] == f"private-{kind}-{fiche_id}" and (name is None or e["name"] == name)
     ]
 
 
@@ -182,6 +186,17 @@ def test_a_fiche_is_transcribed_with_every_event_of_the_contract(stack, user):
     assert names[-1] == "transcription.completed"
     started = dict(seen)["transcription.started"]
     assert (started["priority"], started["status"], started["total_recordings"]) == ("high", "started", 3)
+    assert all("recording_url" not in payload for _, payload in seen)  # signed URLs never go out
+    on_fiche = events(pusher, FICHE_3, kind="fiche")
+    assert [name for name, _ in on_fiche] == names  # the same notifications on the fiche channel…
+    for _, payload in on_fiche:  # …with identifiers and status only
+        assert payload["redacted"] is True and set(payload) <= {
+            "fiche_id",
+            "call_id",
+            "transcription_id",
+            "status",
+            "redacted",
+        }
     completed = dict(seen)["transcription.completed"]
     assert (completed["transcribed"], completed["failed"], completed["status"]) == (3, 0, "completed")
     assert all(p["status"] == "in_progress" for n, p in seen if n == "transcription.progress")
@@ -355,13 +370,16 @@ def test_a_batch_ends_with_counts_that_add_up_and_one_completed_event(stack, use
             for r in pusher.records
             if r["path"].split("?")[0].endswith("/batch_events")
             for e in json.loads(r["body"])["batch"]
-            if e["channel"] == "private-global"
+            if e["channel"] in ("private-global", f"private-user-{user.pk}")
         ]
-    completed = [json.loads(e["data"]) for e in global_events if e["name"] == "batch.completed"]
+    own = [json.loads(e["data"]) | {"channel": e["channel"]} for e in global_events]
+    completed = [e for e in own if e["channel"] != "private-global" and "operation_type" in e]
     assert (
-        len(completed) == 1
-        and completed[0]["batch_id"] == batch_id
-        and completed[0]["operation_type"] == "transcription"
+        len([e for e in completed if "duration_ms" in e]) == 1
+        and completed[-1]["batch_id"] == batch_id
+        and completed[-1]["operation_type"] == "transcription"
     )
-    progress = [json.loads(e["data"]) for e in global_events if e["name"] == "batch.progress"]
+    progress = [e for e in completed if "progress_percentage" in e]
     assert len(progress) == 4 and progress[-1]["progress_percentage"] == 100
+    # Every other user is on the global channel: the batch's id there, nothing else.
+    assert {tuple(sorted(e)) for e in own if e["channel"] == "private-global"} == {("batch_id", "channel", "redacted")}

@@ -9,6 +9,7 @@ from rest_framework.views import APIView
 
 from accounts.permissions import HasGrant, request_user
 from config.exceptions import NotFoundError
+from config.limits import spending
 from config.openapi import errors
 from transcriptions import selectors
 from transcriptions.api import serializers as s
@@ -27,7 +28,10 @@ class FicheTranscriptionView(APIView):
         description=(
             "Fetches the fiche's details first when they are not cached. Recordings already transcribed are "
             "skipped unless `force`. 202 with the run queued (or already running); 200 with `completed` when "
-            "nothing is left to do, or `no_recordings`. Follow it on `private-fiche-{fiche_id}` or by polling GET."
+            "nothing is left to do, or `no_recordings`. Follow it on `private-fiche-{fiche_id}` or by polling GET. "
+            "Every request, forced or not (one can start vendor work when nothing is transcribed yet), counts "
+            "against the user's TRANSCRIPTION_USER_RATE: 429 `transcription_requests_throttled` with Retry-After "
+            "beyond it; refused requests (403, 404, 409, 503) do not count."
         ),
         parameters=[FICHE_ID],
         request=s.TranscribeInput,
@@ -37,8 +41,10 @@ class FicheTranscriptionView(APIView):
         data = s.TranscribeInput(data=request.data)
         data.is_valid(raise_exception=True)
         runs.require_vendor_configured()
-        fiche = runs.fiche_for_transcription(user=request_user(request), fiche_id=fiche_id)
-        result = runs.transcription_request(fiche=fiche, user=request_user(request), **data.validated_data)
+        user = request_user(request)
+        with spending(user, "transcription"):
+            fiche = runs.fiche_for_transcription(user=user, fiche_id=fiche_id)
+            result = runs.transcription_request(fiche=fiche, user=user, **data.validated_data)
         return Response(result.as_dict(), status=202 if result.run_id else 200)
 
     @extend_schema(
@@ -98,16 +104,18 @@ class TranscriptionBatchView(APIView):
         summary="Transcribe many fiches in the background (at most TRANSCRIPTION_BATCH_MAX)",
         description=(
             "Each fiche must be in your transcriptions scope (checked now for cached fiches, and when its turn "
-            "comes for the others). Follow it with GET /api/batches/{batch_id} or batch.* events on private-global."
+            "comes for the others). Follow it with GET /api/batches/{batch_id} or batch.* events on your "
+            "private-user-{id} channel. "
+            "Counts its fiches against the user's BATCH_USER_RATE (shared with audit batches; 429 "
+            "`batch_requests_throttled` with Retry-After)."
         ),
         request=s.BatchInput,
-        responses={202: s.BatchCreated, **errors(400, 401, 403, 503)},
+        responses={202: s.BatchCreated, **errors(400, 401, 403, 429, 503)},
     )
     def post(self, request: Request) -> Response:
         data = s.BatchInput(data=request.data)
         data.is_valid(raise_exception=True)
         runs.require_vendor_configured()
-        runs.check_batch_scope(user=request_user(request), fiche_ids=data.validated_data["fiche_ids"])
         batch = batches.batch_create(
             user=request_user(request),
             operation_type="transcription",
@@ -115,6 +123,7 @@ class TranscriptionBatchView(APIView):
             options={"priority": data.validated_data["priority"]},
             max_items=settings.TRANSCRIPTION_BATCH_MAX,
             permission="transcriptions",
+            spend_kind="batch",
         )
         return Response({"batch_id": str(batch.pk)}, status=202)
 

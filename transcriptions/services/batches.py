@@ -1,10 +1,18 @@
 """Batches of fiches (transcriptions; audits reuse them): created with one item per fiche, started
 in the background, and ended exactly once when every item is done. Counts move only through the
 serialized updater (the batch's Redis lock filters, its row lock fences); ``batch.progress`` and
-``batch.completed`` go to the global channel. A reconciler ends batches whose items all ended.
+``batch.completed`` go to the global channel (ids only: every user is on it) and, whole, to the
+requester's own channel ``private-user-{id}``. A reconciler ends batches whose items all ended.
 
 The operation of an item is registered per ``operation_type`` (``register_operation``): it starts the
-item's work and later reports the item's end with ``batch_item_done``.
+item's work and later reports the item's end with ``batch_item_done`` (``batch_ref_done`` also ends
+the items of other batches that followed the same work, e.g. an audit already running for the fiche).
+
+Each item is started exactly once: a pass (the first one, or the reconciler's re-drive, possibly at
+the same time) claims the item with one conditional update of its ``ref_id`` (``NULL`` → a claim
+token) before starting it, and swaps the token for the started run/audit id after. A pass that
+loses the claim skips the item; a claim older than ``BATCH_ITEM_CLAIM_LEASE_SECONDS`` (a killed
+worker) is taken over.
 """
 
 from __future__ import annotations
@@ -17,10 +25,14 @@ from typing import TYPE_CHECKING, Any
 
 from django.conf import settings
 from django.db import transaction
+from django.db.models import Q
 from django.utils import timezone
 
-from accounts.grants import scope_for
+from accounts.grants import Scope, scope_for
+from accounts.permissions import can_access
 from config.exceptions import ApplicationError, InvalidInput, NotFoundError, PermissionDeniedError
+from config.limits import throttle_spend
+from fiches.models import FicheCache
 from realtime.publisher import publish
 from transcriptions.models import Batch, BatchItem, BatchItemStatus, BatchStatus
 
@@ -39,9 +51,18 @@ def register_operation(operation_type: str, start: StartItem) -> None:
 
 
 def batch_create(
-    *, user: User, operation_type: str, fiche_ids: list[str], options: dict[str, Any], max_items: int, permission: str
+    *,
+    user: User,
+    operation_type: str,
+    fiche_ids: list[str],
+    options: dict[str, Any],
+    max_items: int,
+    permission: str,
+    spend_kind: str | None = None,
 ) -> Batch:
-    """A batch of ``fiche_ids`` (deduplicated, order kept); its items start in the background."""
+    """A batch of ``fiche_ids`` (deduplicated, order kept); its items start in the background.
+    ``spend_kind``: the user's spending budget the batch counts against, one unit per fiche
+    (checked after the size and the grant, before anything is created)."""
     ids = list(dict.fromkeys(str(f).strip() for f in fiche_ids if str(f).strip()))
     if not ids:
         raise InvalidInput("fiche_ids must hold at least one fiche id.", details={"fiche_ids": fiche_ids})
@@ -56,6 +77,9 @@ def batch_create(
         raise PermissionDeniedError(
             f"Missing permission {permission}.write.", details={"required": f"{permission}.write"}
         )
+    check_batch_scope(user=user, fiche_ids=ids, app=permission)
+    if spend_kind is not None:
+        throttle_spend(user, spend_kind, cost=len(ids))
     with transaction.atomic():
         batch = Batch.objects.create(
             operation_type=operation_type,
@@ -72,24 +96,104 @@ def batch_create(
     return batch
 
 
+def check_batch_scope(*, user: User, fiche_ids: list[str], app: str) -> None:
+    """Before anything is fetched or queued: every fiche must be in the user's ``app`` write scope on what
+    we hold. With ALL scope every fiche is (uncached ones are fetched when their turn comes); for anyone
+    else an uncached fiche cannot be proven theirs, so it is refused together with the foreign ones — one
+    403 listing every refused id as given, which never tells a foreign id from an unknown one."""
+    wanted = list(dict.fromkeys(str(f).strip() for f in fiche_ids))
+    if scope_for(user, app, "write") == Scope.ALL:
+        return
+    rows = {row.fiche_id: row for row in FicheCache.objects.filter(fiche_id__in=wanted)}
+    refused = [f for f in wanted if f not in rows or not can_access(user, app, rows[f], action="write")]
+    if refused:
+        raise PermissionDeniedError(
+            f"Some fiches are not in your {app} scope (a fiche must be cached to be in it).",
+            code="scope_denied",
+            details={"fiche_ids": refused},
+        )
+
+
+CLAIM_PREFIX = "claim:"
+
+
+def is_claim(ref_id: str | None) -> bool:
+    """Whether an item's ``ref_id`` is a pass's claim (being started) rather than a run/audit id."""
+    return ref_id is not None and ref_id.startswith(CLAIM_PREFIX)
+
+
+def _claim_lease() -> timedelta:
+    return timedelta(seconds=settings.BATCH_ITEM_CLAIM_LEASE_SECONDS)
+
+
+def _startable(batch: Batch, now: datetime) -> Q:
+    """Pending items nobody started: no ref yet, or a claim whose lease ran out."""
+    return Q(batch=batch, status=BatchItemStatus.PENDING) & (
+        Q(ref_id__isnull=True) | Q(ref_id__startswith=CLAIM_PREFIX, updated_at__lt=now - _claim_lease())
+    )
+
+
+def _claim(item: BatchItem) -> str | None:
+    """Take the item's start with one conditional update on what we read of it (no ref, or the same
+    stale claim); ``None`` when another pass took it, started it, or ended it meanwhile."""
+    now = timezone.now()
+    token = f"{CLAIM_PREFIX}{uuid.uuid4().hex}"
+    rows = BatchItem.objects.filter(_startable(item.batch, now), pk=item.pk)
+    rows = rows.filter(ref_id__isnull=True) if item.ref_id is None else rows.filter(ref_id=item.ref_id)
+    return token if rows.update(ref_id=token, updated_at=now) == 1 else None
+
+
+def _settle(item: BatchItem, token: str, ref: str | None) -> bool:
+    """Swap our claim for what the start gave (the run/audit id; ``None``: nothing to follow)."""
+    return BatchItem.objects.filter(pk=item.pk, ref_id=token).update(ref_id=ref, updated_at=timezone.now()) == 1
+
+
 def batch_start_items(*, batch_id: str) -> int:
-    """Start every pending item without a ref (idempotent: a re-run starts only the rest). An item
-    whose start fails (unknown fiche, outside the requester's scope, CRM down) ends failed."""
+    """Start every pending item nobody started (idempotent: a re-run, or a reconciler pass running
+    beside this one, starts only the rest; each item is claimed first, so it starts exactly once).
+    An item whose start fails (unknown fiche, outside the requester's scope, CRM down) ends failed;
+    one whose work has already ended (it followed running work that ended meanwhile) ends with it."""
     batch = Batch.objects.filter(pk=batch_id).first()
     if batch is None or batch.status != BatchStatus.RUNNING:
         return 0
     start = _operations[batch.operation_type]
     started = 0
-    for item in BatchItem.objects.filter(batch=batch, status=BatchItemStatus.PENDING, ref_id__isnull=True):
+    for item in BatchItem.objects.filter(_startable(batch, timezone.now())).order_by("id"):
+        item.batch = batch
+        token = _claim(item)
+        if token is None:
+            continue
         try:
             ref = start(batch, item)
         except ApplicationError as exc:
             batch_item_done(batch_id=str(batch.pk), fiche_id=item.fiche_id, ok=False, error=exc.message)
+            _settle(item, token, None)
             continue
-        if ref is not None:
-            BatchItem.objects.filter(pk=item.pk, ref_id__isnull=True).update(ref_id=ref)
+        except BaseException:  # infrastructure: the task retries, or the reconciler re-drives the item
+            try:
+                _settle(item, token, None)
+            except Exception:
+                logger.warning("batch_item_release_failed", extra={"batch_id": batch_id, "fiche_id": item.fiche_id})
+            raise
+        if not _settle(item, token, ref):
+            logger.warning(
+                "batch_item_claim_lost", extra={"batch_id": batch_id, "fiche_id": item.fiche_id, "ref_id": ref}
+            )
+            continue
         started += 1
+        if ref is not None:
+            item.ref_id = ref
+            _report_if_ended(batch, item)
     return started
+
+
+def _report_if_ended(batch: Batch, item: BatchItem) -> None:
+    """An item that followed work already going (another request's audit or run) may have missed its
+    end between the start and the ref being stored: report it now rather than at the reconciler's pass."""
+    state = _item_states.get(batch.operation_type)
+    ended = state(item) if state else None
+    if ended is not None:
+        batch_item_done(batch_id=str(batch.pk), fiche_id=item.fiche_id, ok=ended[0], error=ended[1])
 
 
 def batch_item_done(*, batch_id: str, fiche_id: str, ok: bool, error: str | None = None) -> bool:
@@ -126,6 +230,7 @@ def batch_item_done(*, batch_id: str, fiche_id: str, ok: bool, error: str | None
                 "failed": batch.failed,
                 "progress_percentage": round(done / batch.total * 100) if batch.total else 100,
             },
+            user_id=batch.requested_by_id,  # whole to its requester; ids only on the global channel
         )
         if batch.status == BatchStatus.COMPLETED:
             publish(
@@ -138,9 +243,27 @@ def batch_item_done(*, batch_id: str, fiche_id: str, ok: bool, error: str | None
                     "failed": batch.failed,
                     "duration_ms": int((timezone.now() - batch.started_at).total_seconds() * 1000),
                 },
+                user_id=batch.requested_by_id,
             )
             logger.info("batch_completed", extra={"batch_id": str(batch.pk), "failed": batch.failed})
         return True
+
+
+def batch_ref_done(*, operation_type: str, fiche_id: str, ref_id: str, ok: bool, error: str | None = None) -> int:
+    """The work ``ref_id`` (an audit, a run) ended: end every pending item of a running batch that
+    follows it, whichever batch started it (a batch item that found the same work already running
+    follows it instead of starting a second one). Returns how many items ended now."""
+    running = list(
+        Batch.objects.filter(status=BatchStatus.RUNNING, operation_type=operation_type).values_list("pk", flat=True)
+    )
+    if not running:
+        return 0
+    followers = BatchItem.objects.filter(
+        batch_id__in=running, fiche_id=fiche_id, ref_id=ref_id, status=BatchItemStatus.PENDING
+    ).values_list("batch_id", flat=True)
+    return sum(
+        batch_item_done(batch_id=str(batch_id), fiche_id=fiche_id, ok=ok, error=error) for batch_id in list(followers)
+    )
 
 
 ItemState = Callable[[BatchItem], tuple[bool, str | None] | None]
@@ -154,9 +277,10 @@ def register_item_state(operation_type: str, state: ItemState) -> None:
 
 
 def batch_reconcile(*, now: datetime | None = None) -> dict[str, list[str]]:
-    """Every batch ends (beat): items whose work ended are reported; items never started are
-    started again; a batch without progress for ``BATCH_DEADLINE_SECONDS`` ends with its pending
-    items failed ("timed out")."""
+    """Every batch ends (beat): items whose work ended are reported; items never started, or whose
+    start's claim outlived ``BATCH_ITEM_CLAIM_LEASE_SECONDS``, are started again (their batch is listed
+    under ``restarted``; an item a pass is starting right now is left to it); a batch without progress
+    for ``BATCH_DEADLINE_SECONDS`` ends with its pending items failed ("timed out")."""
     now = now or timezone.now()
     deadline = timedelta(seconds=settings.BATCH_DEADLINE_SECONDS)
     actions: dict[str, list[str]] = {"reported": [], "restarted": [], "timed_out": []}
@@ -164,14 +288,15 @@ def batch_reconcile(*, now: datetime | None = None) -> dict[str, list[str]]:
         state = _item_states.get(batch.operation_type)
         pending = list(BatchItem.objects.filter(batch=batch, status=BatchItemStatus.PENDING))
         for item in pending:
-            if item.ref_id is None:
+            if item.ref_id is None or is_claim(item.ref_id):
                 continue
             ended = state(item) if state else None
             if ended is not None and batch_item_done(
                 batch_id=str(batch.pk), fiche_id=item.fiche_id, ok=ended[0], error=ended[1]
             ):
                 actions["reported"].append(f"{batch.pk}:{item.fiche_id}")
-        if any(item.ref_id is None for item in pending):
+        stale_claim = now - _claim_lease()
+        if any(item.ref_id is None or (is_claim(item.ref_id) and item.updated_at < stale_claim) for item in pending):
             actions["restarted"].append(str(batch.pk))
         progressed = batch.last_progress_at or batch.started_at
         if now - progressed > deadline:

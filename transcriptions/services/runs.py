@@ -22,7 +22,6 @@ from django.conf import settings
 from django.db import connection, transaction
 from django.utils import timezone
 
-from accounts.grants import Scope, scope_for
 from accounts.permissions import can_access
 from config.exceptions import ConflictError, DependencyUnavailable, InvalidInput, PermissionDeniedError
 from config.formats import iso
@@ -679,27 +678,12 @@ def batch_item_state(item: Any) -> tuple[bool, str | None] | None:
 
 
 def report_run_to_batch(run: TranscriptionRun) -> None:
-    """Run-finished hook: the run's batch item ends with it."""
-    from transcriptions.services.batches import batch_item_done
+    """Run-finished hook: the run's batch item ends with it, and so does every item of another batch that
+    followed this run (it found it going instead of starting a second one)."""
+    from transcriptions.services.batches import batch_item_done, batch_ref_done
 
+    ok, error = _run_outcome(run)
+    fiche_id = run.fiche.fiche_id
     if run.batch_id is not None:
-        ok, error = _run_outcome(run)
-        batch_item_done(batch_id=str(run.batch_id), fiche_id=run.fiche.fiche_id, ok=ok, error=error)
-
-
-def check_batch_scope(*, user: User, fiche_ids: list[str], app: str = "transcriptions") -> None:
-    """Before anything is fetched or queued: every fiche must be in the user's ``app`` write scope on what
-    we hold. With ALL scope every fiche is (uncached ones are fetched when their turn comes); for anyone
-    else an uncached fiche cannot be proven theirs, so it is refused together with the foreign ones — one
-    403 listing every refused id as given, which never tells a foreign id from an unknown one."""
-    wanted = list(dict.fromkeys(str(f).strip() for f in fiche_ids))
-    if scope_for(user, app, "write") == Scope.ALL:
-        return
-    rows = {row.fiche_id: row for row in FicheCache.objects.filter(fiche_id__in=wanted)}
-    refused = [f for f in wanted if f not in rows or not can_access(user, app, rows[f], action="write")]
-    if refused:
-        raise PermissionDeniedError(
-            f"Some fiches are not in your {app} scope (a fiche must be cached to be in it).",
-            code="scope_denied",
-            details={"fiche_ids": refused},
-        )
+        batch_item_done(batch_id=str(run.batch_id), fiche_id=fiche_id, ok=ok, error=error)
+    batch_ref_done(operation_type="transcription", fiche_id=fiche_id, ref_id=str(run.pk), ok=ok, error=error)
