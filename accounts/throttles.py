@@ -1,5 +1,7 @@
 """Login brute-force throttles: per client IP and per submitted email (Redis-backed cache)."""
 
+import hashlib
+
 from rest_framework.throttling import SimpleRateThrottle
 
 
@@ -17,4 +19,7 @@ class LoginEmailThrottle(SimpleRateThrottle):
         email = request.data.get("email") if hasattr(request.data, "get") else None
         if not isinstance(email, str) or not email.strip():
             return None  # no email: only the IP throttle applies
-        return self.cache_format % {"scope": self.scope, "ident": email.strip().lower()}
+        # Read before the body is validated: the key holds a digest, never the raw value (any length,
+        # any character: a lone surrogate could not be encoded for Redis, a 500).
+        ident = hashlib.sha256(email.strip().lower().encode("utf-8", "surrogatepass")).hexdigest()
+        return self.cache_format % {"scope": self.scope, "ident": ident}

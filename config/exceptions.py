@@ -5,6 +5,12 @@ Domain code raises subclasses of ``ApplicationError``; DRF's own exceptions (val
 authentication, permission, throttling, 404, 405, parse errors) are mapped into the same shape
 by ``api_exception_handler``, the single DRF exception handler.
 
+Django's request-level refusals raised while DRF reads a body are mapped too: a body over
+``DATA_UPLOAD_MAX_MEMORY_SIZE`` is ``413 payload_too_large`` (``details.max_bytes``; the
+``config.request_guards`` middleware normally answers it before any read), too many form fields or
+files ``400 too_many_fields``, any other ``SuspiciousOperation`` ``400 bad_request`` (Django's own
+answer outside DRF).
+
 Expected client errors are logged below ERROR (INFO, or WARNING for throttling/conflicts);
 unexpected exceptions are logged at ERROR with their traceback and answered with a 500 envelope.
 """
@@ -14,7 +20,9 @@ from __future__ import annotations
 import logging
 from typing import Any
 
+from django.conf import settings
 from django.core.exceptions import PermissionDenied as DjangoPermissionDenied
+from django.core.exceptions import RequestDataTooBig, SuspiciousOperation, TooManyFieldsSent, TooManyFilesSent
 from django.http import Http404, JsonResponse
 from django.views import defaults
 from rest_framework import exceptions as drf_exceptions
@@ -64,6 +72,14 @@ class NotFoundError(ApplicationError):
     default_message = "Not found."
 
 
+class PayloadTooLarge(ApplicationError):
+    status_code = 413
+    code = "payload_too_large"
+
+    def __init__(self, *, limit: int):
+        super().__init__(f"The request body is larger than {limit} bytes.", details={"max_bytes": limit})
+
+
 class ConflictError(ApplicationError):
     status_code = 409
     code = "conflict"
@@ -97,7 +113,24 @@ def error_body(code: str, message: str, details: dict | None = None) -> dict[str
     return {"error": {"code": code, "message": message, "details": details or {}}}
 
 
-def _log(status_code: int, code: str, message: str, exc: BaseException | None = None) -> None:
+def _encodable(value: Any) -> Any:
+    """``value`` with every string UTF-8 encodable. Error messages may quote the input, and a JSON body
+    can carry a lone surrogate (``"\\ud800"``) that only ``CharField`` refuses: a ``ChoiceField``'s
+    "is not a valid choice" quoted it, and rendering the error failed (a 500). It is shown escaped."""
+    if isinstance(value, str):
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            return value.encode("utf-8", "backslashreplace").decode("utf-8")
+        return value
+    if isinstance(value, dict):
+        return {_encodable(key): _encodable(item) for key, item in value.items()}
+    if isinstance(value, list | tuple):
+        return [_encodable(item) for item in value]
+    return value
+
+
+def log_error(status_code: int, code: str, message: str, exc: BaseException | None = None) -> None:
     if status_code >= 500:
         logger.error("api_error", exc_info=exc, extra={"status": status_code, "code": code, "error": message})
     elif status_code in (409, 429):
@@ -147,12 +180,31 @@ def _first_message(details: Any) -> str | None:
     return None
 
 
+def _from_django_request_error(exc: SuspiciousOperation) -> ApplicationError:
+    """Django refuses a request body it reads for DRF (``request.body``, ``request.POST``)."""
+    if isinstance(exc, RequestDataTooBig):
+        return PayloadTooLarge(limit=settings.DATA_UPLOAD_MAX_MEMORY_SIZE)
+    if isinstance(exc, TooManyFieldsSent | TooManyFilesSent):
+        return InvalidInput(
+            str(exc),
+            code="too_many_fields",
+            details={
+                "max_fields": settings.DATA_UPLOAD_MAX_NUMBER_FIELDS,
+                "max_files": settings.DATA_UPLOAD_MAX_NUMBER_FILES,
+            },
+        )
+    return InvalidInput("The request was refused as malformed.", code="bad_request")
+
+
 def api_exception_handler(exc: Exception, context: dict) -> Response:
     """The DRF ``EXCEPTION_HANDLER``: renders every error in the envelope."""
+    if isinstance(exc, SuspiciousOperation):
+        exc = _from_django_request_error(exc)
     if isinstance(exc, ApplicationError):
         headers = {"Retry-After": str(exc.retry_after)} if isinstance(exc, ThrottledError) else None
-        _log(exc.status_code, exc.code, exc.message)
-        return Response(error_body(exc.code, exc.message, exc.details), status=exc.status_code, headers=headers)
+        body = _encodable(error_body(exc.code, exc.message, exc.details))
+        log_error(exc.status_code, exc.code, body["error"]["message"])
+        return Response(body, status=exc.status_code, headers=headers)
 
     if isinstance(exc, Http404):
         exc = drf_exceptions.NotFound()
@@ -161,14 +213,14 @@ def api_exception_handler(exc: Exception, context: dict) -> Response:
 
     response = drf_default_handler(exc, context)  # sets WWW-Authenticate / Retry-After headers
     if response is None:
-        _log(500, "internal_error", f"{type(exc).__name__}: {exc}", exc)
+        log_error(500, "internal_error", f"{type(exc).__name__}: {exc}", exc)
         return Response(
             error_body("internal_error", "An unexpected error occurred."),
             status=status.HTTP_500_INTERNAL_SERVER_ERROR,
         )
     assert isinstance(exc, drf_exceptions.APIException)  # DRF's handler answers for nothing else
-    code, message, details = _from_drf(exc)
-    _log(response.status_code, code, message)
+    code, message, details = _encodable(_from_drf(exc))
+    log_error(response.status_code, code, message)
     response.data = error_body(code, message, details)
     return response
 

@@ -1,6 +1,7 @@
-"""OpenAPI helpers: the error envelope component, per-status error responses, and the JWT
-security scheme of our cached JWT authentication."""
+"""OpenAPI helpers: the error envelope component, per-status error responses, the JWT security
+scheme of our cached JWT authentication, and the hook documenting the body-size 413."""
 
+from django.conf import settings
 from drf_spectacular.contrib.rest_framework_simplejwt import SimpleJWTScheme
 from drf_spectacular.utils import OpenApiResponse, inline_serializer
 from rest_framework import serializers
@@ -40,3 +41,18 @@ _DESCRIPTIONS = {
 
 def errors(*statuses: int) -> dict[int, OpenApiResponse]:
     return {s: OpenApiResponse(ErrorEnvelope, description=_DESCRIPTIONS[s]) for s in statuses}
+
+
+def document_body_limit(result: dict, generator, request, public) -> dict:
+    """Postprocessing hook: every operation that takes a body documents the 413 of a body over
+    ``API_MAX_BODY_BYTES`` (``config.request_guards``)."""
+    limit = settings.DATA_UPLOAD_MAX_MEMORY_SIZE
+    response = {
+        "description": f"Request body larger than {limit} bytes (`payload_too_large`, `details.max_bytes`).",
+        "content": {"application/json": {"schema": {"$ref": "#/components/schemas/ErrorEnvelope"}}},
+    }
+    for operations in result.get("paths", {}).values():
+        for operation in operations.values():
+            if isinstance(operation, dict) and "requestBody" in operation:
+                operation.setdefault("responses", {}).setdefault("413", response)
+    return result

@@ -85,6 +85,8 @@ def _role_fields(validated: dict) -> dict:
 
 
 class RoleListView(APIView):
+    pagination_class = LimitOffset  # so the schema documents the {count, next, previous, results} page
+
     def get_permissions(self):
         return [HasGrant("users", "read" if self.request.method == "GET" else "write")()]
 
@@ -152,6 +154,8 @@ class RoleDetailView(APIView):
 
 
 class UserListView(APIView):
+    pagination_class = LimitOffset  # so the schema documents the {count, next, previous, results} page
+
     def get_permissions(self):
         return [HasGrant("users", "read" if self.request.method == "GET" else "write")()]
 

@@ -186,6 +186,7 @@ class JobDetailView(APIView):
 
 
 class JobListView(APIView):
+    pagination_class = LimitOffset  # so the schema documents the {count, next, previous, results} page
     permission_classes = [HasGrant("fiches", "read")]
 
     @extend_schema(
