@@ -25,6 +25,8 @@ INDEX = OpenApiParameter("index", int, OpenApiParameter.PATH)
 
 
 class AuditConfigListView(APIView):
+    pagination_class = LimitOffset  # so the schema documents the {count, next, previous, results} page
+
     def get_permissions(self):
         return [HasGrant("audit-configs", "read" if self.request.method == "GET" else "write")()]
 
@@ -124,6 +126,7 @@ class AuditRunView(APIView):
 
 
 class AuditListView(APIView):
+    pagination_class = LimitOffset  # so the schema documents the {count, next, previous, results} page
     permission_classes = [HasGrant("audits", "read")]
 
     @extend_schema(
@@ -296,7 +299,7 @@ class AuditBatchView(APIView):
             "`batch_requests_throttled`). A fiche whose identical audit is already going follows that audit."
         ),
         request=s.AuditBatchInput,
-        responses={202: s.AuditBatchCreated, **errors(400, 401, 403, 429, 503)},
+        responses={202: s.AuditBatchCreated, **errors(400, 401, 403, 409, 429, 503)},
     )
     def post(self, request: Request) -> Response:
         data = s.AuditBatchInput(data=request.data)
@@ -306,7 +309,7 @@ class AuditBatchView(APIView):
         user = request_user(request)
         f = data.validated_data
         if f["audit_config_id"] is not None:
-            configs.config_get(f["audit_config_id"])  # 404 now rather than one failed item per fiche
+            runs.runnable_config(f["audit_config_id"])  # 400/409 now (as /run) rather than one failed item a fiche
         batch = batches.batch_create(
             user=user,
             operation_type="audit",

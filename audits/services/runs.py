@@ -115,7 +115,7 @@ class AuditRequested:
     reused: bool  # an identical audit was already pending / waiting / running: this is it
 
 
-def _config_for_request(config_id: int) -> AuditConfig:
+def runnable_config(config_id: int) -> AuditConfig:
     """The config to run: 400 ``audit_config_not_found`` (or without a version), 409 inactive."""
     config = AuditConfig.objects.select_related("current_version").filter(pk=config_id).first()
     if config is None or config.current_version is None:
@@ -158,9 +158,9 @@ def audit_request_or_reuse(
     (fiche, version, mode) at a time decides (a transaction-scoped advisory lock), so concurrent
     identical requests make one audit. A reused audit keeps its own ``batch_id``: a batch item that
     follows it ends with it (``batch_ref_done``)."""
-    config = _config_for_request(config_id)
+    config = runnable_config(config_id)
     version = config.current_version
-    assert version is not None  # _config_for_request checked it
+    assert version is not None  # runnable_config checked it
     with transaction.atomic():
         with connection.cursor() as cursor:
             cursor.execute(

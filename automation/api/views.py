@@ -130,6 +130,8 @@ class ScheduleRunView(AutomationView):
 
 
 class ScheduleRunsView(AutomationView):
+    pagination_class = LimitOffset  # so the schema documents the {count, next, previous, results} page
+
     @extend_schema(
         tags=["automation"],
         summary="A schedule's runs, newest first",

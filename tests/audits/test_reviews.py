@@ -235,7 +235,7 @@ def test_a_batch_needs_redis_scope_a_known_config_and_a_bounded_size(
     denied = client.post("/api/audits/batch", {"fiche_ids": ["F-LYON", "F-PARIS"]}, format="json")
     assert denied.status_code == 403 and denied.json()["error"]["details"]["fiche_ids"] == ["F-PARIS"]
     unknown = client.post("/api/audits/batch", {"fiche_ids": ["F-LYON"], "audit_config_id": 999}, format="json")
-    assert unknown.status_code == 404
+    assert unknown.status_code == 400 and unknown.json()["error"]["code"] == "audit_config_not_found"  # as /run
     settings.AUDIT_BATCH_MAX = 2
     too_many = client.post("/api/audits/batch", {"fiche_ids": ["F-LYON", "A", "B"]}, format="json")
     assert too_many.status_code == 400 and too_many.json()["error"]["code"] == "batch_too_large"

@@ -174,10 +174,10 @@ def test_audit_batches_count_their_fiches_against_the_batch_budget(
     url = "/api/audits/batch"
     refused = [
         client.post(url, {"fiche_ids": ["F-LYON", "F-PARIS"]}, format="json"),  # 403: out of scope
-        client.post(url, {"fiche_ids": ["F-LYON"], "audit_config_id": 999}, format="json"),  # 404
+        client.post(url, {"fiche_ids": ["F-LYON"], "audit_config_id": 999}, format="json"),  # 400: unknown config
         client.post(url, {"fiche_ids": []}, format="json"),  # 400
     ]
-    assert [r.status_code for r in refused] == [403, 404, 400]
+    assert [r.status_code for r in refused] == [403, 400, 400]
     too_large = client.post(url, {"fiche_ids": ["F-LYON", "F-LYON-B", "F-LYON-C", "F-LYON-D"]}, format="json")
     assert too_large.status_code == 400 and too_large.json()["error"]["code"] == "batch_request_too_large", (
         too_large.content

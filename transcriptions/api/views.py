@@ -51,7 +51,7 @@ class FicheTranscriptionView(APIView):
         tags=["transcriptions"],
         summary="A fiche's transcription status and its recordings' transcripts",
         parameters=[FICHE_ID, s.StatusQuery],
-        responses={200: s.StatusOutput, **errors(400, 401, 403, 404)},
+        responses={200: s.StatusOutput, **errors(400, 401, 403, 404, 429, 503)},
     )
     def get(self, request: Request, fiche_id: str) -> Response:
         query = s.StatusQuery(data=request.query_params)
@@ -67,7 +67,7 @@ class TimelineView(APIView):
         tags=["transcriptions"],
         summary="The fiche's conversation as speaker turns (recordings in start order, then time)",
         parameters=[FICHE_ID],
-        responses={200: s.TimelineOutput, **errors(401, 403, 404)},
+        responses={200: s.TimelineOutput, **errors(401, 403, 404, 429, 503)},
     )
     def get(self, request: Request, fiche_id: str) -> Response:
         fiche = runs.fiche_for_transcription(user=request_user(request), fiche_id=fiche_id, action="read")
@@ -82,7 +82,7 @@ class RecordingTranscriptionView(APIView):
         tags=["transcriptions"],
         summary="One recording's transcription, with its word timings and speaker map",
         parameters=[FICHE_ID, OpenApiParameter("call_id", str, OpenApiParameter.PATH)],
-        responses={200: s.RecordingTranscriptOutput, **errors(401, 403, 404)},
+        responses={200: s.RecordingTranscriptOutput, **errors(401, 403, 404, 429, 503)},
     )
     def get(self, request: Request, fiche_id: str, call_id: str) -> Response:
         fiche = runs.fiche_for_transcription(user=request_user(request), fiche_id=fiche_id, action="read")
