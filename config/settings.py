@@ -53,6 +53,8 @@ INSTALLED_APPS = [
 
 MIDDLEWARE = [
     "config.logging.RequestIdMiddleware",
+    "config.request_guards.BodySizeLimitMiddleware",  # 413 before a body over API_MAX_BODY_BYTES is read
+    "config.request_guards.NulCharacterMiddleware",  # a NUL in the path is a 404 (Postgres refuses it: was a 500)
     "django.middleware.security.SecurityMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
@@ -62,6 +64,12 @@ MIDDLEWARE = [
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
 ]
+
+# Largest request body in bytes (default 1 MiB): over it, 413 payload_too_large in the error
+# envelope, before the body is read (config/request_guards.py). It is also Django's limit on a body read
+# in memory, and covers the file parts of a multipart body too (nothing here takes uploads).
+API_MAX_BODY_BYTES = env.int("API_MAX_BODY_BYTES", default=1024 * 1024)
+DATA_UPLOAD_MAX_MEMORY_SIZE = API_MAX_BODY_BYTES
 
 ROOT_URLCONF = "config.urls"
 WSGI_APPLICATION = "config.wsgi.application"
@@ -133,6 +141,7 @@ CELERY_TASK_ROUTES = {
     "transcriptions.tasks.transcribe_recording": {"queue": "stt"},
     "audits.tasks.llm.*": {"queue": "llm"},
     "automation.tasks.crm.*": {"queue": "crm"},
+    "automation.tasks.webhooks.*": {"queue": "webhooks"},  # run notifications (SMTP: seconds)
 }
 CELERY_BEAT_SCHEDULER = "django_celery_beat.schedulers:DatabaseScheduler"
 CELERY_WORKER_HIJACK_ROOT_LOGGER = False
@@ -180,7 +189,7 @@ REST_FRAMEWORK = {
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
     "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
     "DEFAULT_PARSER_CLASSES": [
-        "rest_framework.parsers.JSONParser",
+        "config.parsers.JSONParser",  # DRF's, with a too-deeply nested body a 400 (not a 500)
         "rest_framework.parsers.FormParser",
         "rest_framework.parsers.MultiPartParser",
     ],
@@ -212,6 +221,7 @@ SPECTACULAR_SETTINGS = {
     "REDOC_DIST": "SIDECAR",
     "COMPONENT_SPLIT_REQUEST": True,
     "SCHEMA_PATH_PREFIX": "/api",
+    "POSTPROCESSING_HOOKS": ["drf_spectacular.hooks.postprocess_schema_enums", "config.openapi.document_body_limit"],
     "ENUM_NAME_OVERRIDES": {
         "JobStatusEnum": ["pending", "processing", "complete", "failed"],
         "HealthStatusEnum": ["ok", "error"],
@@ -219,6 +229,8 @@ SPECTACULAR_SETTINGS = {
         "AuditStepStatusEnum": ["pending", "running", "completed", "failed"],
         "ControlPointStatusEnum": ["pass", "fail", "uncertain", "not_applicable"],
         "ReviewerVerdictEnum": ["pass", "fail", "not_applicable"],
+        "EvidenceSpeakerEnum": ["agent", "client", "any"],  # whose words prove a control point
+        "TurnSpeakerEnum": ["agent", "client"],  # who speaks in a transcript turn
     },
 }
 
