@@ -67,6 +67,17 @@ def sale(
     }
 
 
+def sale_recording(call_id: str) -> dict:
+    """A recording of a sales-list item (``sale(..., recordings=[...])``)."""
+    return {
+        "call_id": call_id,
+        "recording_url": f"https://recordings.example/{call_id}.mp3",
+        "started_at": "2026-02-02T09:00:00Z",
+        "duration_seconds": 120,
+        "direction": "outbound",
+    }
+
+
 def make_job(user, start, n: int, **fields):
     """A progressive fetch job row over ``n`` days from ``start``, every date remaining."""
     from fiches.models import ProgressiveFetchJob
@@ -132,3 +143,51 @@ def transcribed_call(fiche: Any, call_id: str, started_at: datetime) -> Any:
         speaker_map=speakers,
         transcribed_at=started_at,
     )
+
+
+def run_threads(targets, *, timeout: float = 60) -> list[BaseException]:
+    """Run each callable in its own thread (each closing its database connection), wait for all, and
+    return what they raised: the house pattern for racing services against each other in DB tests."""
+    import threading
+
+    from django.db import connection
+
+    errors: list[BaseException] = []
+
+    def wrap(target):
+        def run():
+            try:
+                target()
+            except BaseException as exc:
+                errors.append(exc)
+            finally:
+                connection.close()
+
+        return run
+
+    threads = [threading.Thread(target=wrap(t)) for t in targets]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=timeout)
+    assert not any(thread.is_alive() for thread in threads)
+    return errors
+
+
+class Mailbox:
+    """An SMTP server (aiosmtpd) on 127.0.0.1 keeping every message it receives; ``stop()`` it."""
+
+    def __init__(self) -> None:
+        from aiosmtpd.controller import Controller
+
+        self.messages: list = []
+        self.port = free_port()
+        self.controller = Controller(self, hostname="127.0.0.1", port=self.port)
+        self.controller.start()
+
+    async def handle_DATA(self, server, session, envelope):  # aiosmtpd calls it by this name
+        self.messages.append(envelope)
+        return "250 OK"
+
+    def stop(self) -> None:
+        self.controller.stop()

@@ -11,12 +11,11 @@ from datetime import UTC, date, datetime
 
 import pytest
 from django.core.management import call_command
-from django.db import connection
 
 from audits.models import Audit, AuditConfig
 from audits.services import configs, runs
 from fiches.models import FicheCache
-from tests.support import queued_tasks
+from tests.support import queued_tasks, run_threads
 from transcriptions.models import Batch, BatchItem
 from transcriptions.services import batches
 
@@ -107,29 +106,6 @@ def test_another_mode_another_version_or_an_ended_audit_makes_a_new_one(
 # --- Concurrent identical requests ----------------------------------------------------------------------
 
 
-def _run_threads(targets) -> list[BaseException]:
-    errors: list[BaseException] = []
-
-    def wrap(target):
-        def run():
-            try:
-                target()
-            except BaseException as exc:
-                errors.append(exc)
-            finally:
-                connection.close()
-
-        return run
-
-    threads = [threading.Thread(target=wrap(t)) for t in targets]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(timeout=60)
-    assert not any(thread.is_alive() for thread in threads)
-    return errors
-
-
 def _race(n: int, **request) -> list[Audit]:
     """``n`` threads send the same request at once (a barrier), each on its own database connection."""
     barrier = threading.Barrier(n)
@@ -142,7 +118,7 @@ def _race(n: int, **request) -> list[Audit]:
         with lock:
             results.append(audit)
 
-    assert not _run_threads([one] * n)
+    assert not run_threads([one] * n)
     return results
 
 

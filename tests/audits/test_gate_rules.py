@@ -7,7 +7,6 @@ from __future__ import annotations
 from datetime import UTC, date, datetime
 
 import pytest
-from django.core.management import call_command
 
 from audits import compliance
 from audits.clients import llm
@@ -62,12 +61,6 @@ TURNS = [
     },
     {"call_id": "c1", "speaker": "agent", "start": 27.5, "end": 30.0, "text": "Très bien, merci."},
 ]
-
-
-@pytest.fixture
-def config() -> AuditConfig:
-    call_command("seed_audit_configs", verbosity=0)
-    return AuditConfig.objects.get()
 
 
 @pytest.fixture

@@ -8,7 +8,6 @@ from __future__ import annotations
 from datetime import UTC, date, datetime, timedelta
 
 import pytest
-from django.core.management import call_command
 
 from audits.models import Audit, AuditConfig, AuditStepResult, ControlPointResult
 from audits.services.runs import audit_reconcile
@@ -30,12 +29,6 @@ def _timing(settings):
 @pytest.fixture
 def fiche() -> FicheCache:
     return FicheCache.objects.create(fiche_id="F1", sales_date=date(2026, 2, 2), groupe="Lyon-2")
-
-
-@pytest.fixture
-def config() -> AuditConfig:
-    call_command("seed_audit_configs", verbosity=0)
-    return AuditConfig.objects.get()
 
 
 def audit_at(fiche: FicheCache, config: AuditConfig, *, ago: float, **fields) -> Audit:

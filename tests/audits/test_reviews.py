@@ -5,14 +5,14 @@ guards (Redis needed, scope, size, config)."""
 
 from __future__ import annotations
 
-from datetime import UTC, date, datetime, timedelta
+from datetime import UTC, datetime, timedelta
 
 import pytest
-from django.core.management import call_command
 
 from audits.models import Audit, AuditConfig, AuditStepResult, ControlPointResult, RerunEvent
 from audits.services.reviews import cohen_kappa
 from fiches.models import FicheCache
+from tests.audits.conftest import cached_fiches
 
 pytestmark = pytest.mark.django_db
 
@@ -27,19 +27,8 @@ def _settings(settings):
 
 
 @pytest.fixture
-def config() -> AuditConfig:
-    call_command("seed_audit_configs", verbosity=0)
-    return AuditConfig.objects.get()
-
-
-@pytest.fixture
 def fiches() -> dict[str, FicheCache]:
-    return {
-        fiche_id: FicheCache.objects.create(
-            fiche_id=fiche_id, sales_date=date(2026, 2, 2), groupe=groupe, details_success=True, details_fetched_at=T0
-        )
-        for fiche_id, groupe in (("F-LYON", "Lyon-2"), ("F-PARIS", "Paris-Est"))
-    }
+    return cached_fiches(("F-LYON", "Lyon-2"), ("F-PARIS", "Paris-Est"))
 
 
 @pytest.fixture

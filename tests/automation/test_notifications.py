@@ -12,7 +12,6 @@ import base64
 from datetime import date, timedelta
 
 import pytest
-from aiosmtpd.controller import Controller
 from django.utils import timezone
 from standardwebhooks.webhooks import Webhook
 
@@ -27,29 +26,12 @@ from realtime.tasks import deliver_webhook
 from realtime.webhooks import delivery_redeliver
 from tests.automation.conftest import published, take_queued
 from tests.realtime.conftest import Receiver
-from tests.support import free_port, queued_tasks
+from tests.support import Mailbox, free_port, queued_tasks
 
 pytestmark = pytest.mark.django_db
 
 SECRET = "whsec_" + base64.b64encode(b"automation-notify-secret-0123456789").decode()
 NOTIFY_TASK = "automation.tasks.webhooks.automation_notify_run"
-
-
-class Mailbox:
-    """An SMTP server on 127.0.0.1 keeping every message it receives."""
-
-    def __init__(self) -> None:
-        self.messages: list = []
-        self.port = free_port()
-        self.controller = Controller(self, hostname="127.0.0.1", port=self.port)
-        self.controller.start()
-
-    async def handle_DATA(self, server, session, envelope):  # aiosmtpd calls it by this name
-        self.messages.append(envelope)
-        return "250 OK"
-
-    def stop(self) -> None:
-        self.controller.stop()
 
 
 @pytest.fixture

@@ -14,12 +14,11 @@ import threading
 from datetime import UTC, date, datetime, timedelta
 
 import pytest
-from django.db import connection
 
 from fiches.models import ProgressiveFetchJob
 from fiches.services import jobs
 from fiches.services.cache import cache_fiche_sales_summaries
-from tests.support import make_job, sale
+from tests.support import make_job, run_threads, sale
 
 REVALIDATED_AT = datetime(2026, 4, 20, 8, 0, tzinfo=UTC)
 START = date(2026, 4, 6)
@@ -432,29 +431,6 @@ def test_progress_webhooks_follow_the_frequency(
 # --- Concurrent updaters ------------------------------------------------------------------------------
 
 
-def _run_threads(targets) -> list[BaseException]:
-    errors: list[BaseException] = []
-
-    def wrap(target):
-        def run():
-            try:
-                target()
-            except BaseException as exc:
-                errors.append(exc)
-            finally:
-                connection.close()
-
-        return run
-
-    threads = [threading.Thread(target=wrap(t)) for t in targets]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(timeout=60)
-    assert not any(thread.is_alive() for thread in threads)
-    return errors
-
-
 @pytest.mark.django_db(transaction=True)
 @pytest.mark.parametrize("failing", [None, 3])
 def test_racing_updaters_finalize_once_and_leave_the_sequential_row(make_role, make_user, caplog, failing):
@@ -497,7 +473,7 @@ def test_racing_updaters_finalize_once_and_leave_the_sequential_row(make_role, m
             return run
 
         orders = [rng.sample(outcomes, len(outcomes)) for _ in range(4)]
-        errors = _run_threads([same_final_outcome] * 4 + [every_outcome(order) for order in orders])
+        errors = run_threads([same_final_outcome] * 4 + [every_outcome(order) for order in orders])
 
         assert not errors, errors
         assert len(results) == 4 + 4 * 6

@@ -11,13 +11,13 @@ from datetime import UTC, date, datetime, timedelta
 
 import pytest
 from django.core.management import call_command
-from django.db import connection
 from django.utils import timezone
 
 from audits.models import Audit, AuditConfig
 from fiches.models import FicheCache
 from fiches.simulator.data import sales_for_date
 from fiches.simulator.server import CrmSimulator, SimulatorConfig
+from tests.support import run_threads
 from transcriptions.models import Batch, BatchItem
 from transcriptions.services import batches
 
@@ -69,29 +69,6 @@ def make_batch(user, fiche_ids: list[str], config: AuditConfig) -> Batch:
     return batch
 
 
-def _run_threads(targets) -> list[BaseException]:
-    errors: list[BaseException] = []
-
-    def wrap(target):
-        def run():
-            try:
-                target()
-            except BaseException as exc:
-                errors.append(exc)
-            finally:
-                connection.close()
-
-        return run
-
-    threads = [threading.Thread(target=wrap(t)) for t in targets]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(timeout=120)
-    assert not any(thread.is_alive() for thread in threads)
-    return errors
-
-
 @pytest.mark.django_db(transaction=True)
 def test_a_reconciler_pass_beside_a_slow_first_pass_starts_each_fiche_once(config, auditor, slow_crm, caplog):
     caplog.set_level(logging.INFO, logger="audits.runs")
@@ -112,7 +89,7 @@ def test_a_reconciler_pass_beside_a_slow_first_pass_starts_each_fiche_once(confi
         for batch_id_ in actions["restarted"]:
             batches.batch_start_items(batch_id=batch_id_)
 
-    assert not _run_threads([first_pass, reconciler_pass])
+    assert not run_threads([first_pass, reconciler_pass], timeout=120)
 
     assert restarted == [[batch_id]]  # the reconciler did re-drive the batch while its first pass ran
     per_fiche = {f: list(Audit.objects.filter(fiche__fiche_id=f).values_list("pk", flat=True)) for f in fiche_ids}

@@ -12,8 +12,8 @@ import pytest
 
 from fiches.models import FicheCache
 from fiches.services.cache import cache_fiche_sales_summaries
-from fiches.simulator.server import CrmSimulator, SimulatorConfig
 from tests.support import sale
+from tests.support import sale_recording as recording
 from transcriptions.models import Batch, TranscriptionRun
 
 pytestmark = pytest.mark.django_db
@@ -22,28 +22,12 @@ DAY = date(2026, 2, 2)
 T0 = datetime(2026, 2, 3, 8, 0, tzinfo=UTC)
 
 
-@pytest.fixture(scope="module")
-def crm_sim():
-    with CrmSimulator(SimulatorConfig(seed=42, fiches_per_day=6)) as sim:
-        yield sim
-
-
 @pytest.fixture(autouse=True)
 def _settings(settings, crm_sim):
     settings.CRM_BASE_URL = crm_sim.url
     settings.ELEVENLABS_API_KEY = "api-test-key"
     settings.ELEVENLABS_BASE_URL = "http://127.0.0.1:9"
     settings.LLM_API_KEY = "sk-test"
-
-
-def recording(call_id: str) -> dict:
-    return {
-        "call_id": call_id,
-        "recording_url": f"https://recordings.example/{call_id}.mp3",
-        "started_at": "2026-02-02T09:00:00Z",
-        "duration_seconds": 120,
-        "direction": "outbound",
-    }
 
 
 @pytest.fixture

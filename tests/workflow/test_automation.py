@@ -16,7 +16,6 @@ from collections import Counter
 from datetime import date
 
 import pytest
-from aiosmtpd.controller import Controller
 from standardwebhooks.webhooks import Webhook
 
 from accounts.grants import Scope
@@ -25,7 +24,7 @@ from audits.defaults import DEFAULT_CONFIG_NAME
 from audits.models import Audit, AuditConfig
 from automation.models import AutomationRun, AutomationRunFicheResult, AutomationSchedule
 from automation.services.runs import run_create
-from tests.support import free_port
+from tests.support import Mailbox
 from tests.workflow.conftest import wait_for
 from tests.workflow.faults import Recorder
 
@@ -33,23 +32,6 @@ pytestmark = [pytest.mark.workflow, pytest.mark.django_db(transaction=True)]
 
 DAY = date(2026, 2, 4)  # the CRM simulator's sales of that day (seed 42, 6 a day): 2227000..2227005
 SECRET = "whsec_" + base64.b64encode(b"automation-test-secret-0123456789").decode()
-
-
-class Mailbox:
-    """An SMTP server on 127.0.0.1 keeping every message it receives."""
-
-    def __init__(self) -> None:
-        self.messages: list = []
-        self.port = free_port()
-        self.controller = Controller(self, hostname="127.0.0.1", port=self.port)
-        self.controller.start()
-
-    async def handle_DATA(self, server, session, envelope):  # aiosmtpd calls it by this name
-        self.messages.append(envelope)
-        return "250 OK"
-
-    def stop(self) -> None:
-        self.controller.stop()
 
 
 @pytest.fixture(scope="module")
