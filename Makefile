@@ -38,7 +38,7 @@ $(STAMP): pyproject.toml | $(PY)
 install: $(STAMP)
 
 services: install
-	$(PY) -m config.bootstrap
+	$(PY) -m core.bootstrap
 
 migrate: services
 	$(PY) manage.py migrate --noinput

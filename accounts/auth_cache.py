@@ -26,7 +26,7 @@ from rest_framework_simplejwt.exceptions import AuthenticationFailed, InvalidTok
 from rest_framework_simplejwt.settings import api_settings
 
 from accounts.grants import Grant, Scope, effective_grants, set_cached_grants
-from config.redis import get_redis
+from core.redis import get_redis
 
 logger = logging.getLogger("accounts.auth_cache")
 

@@ -15,7 +15,7 @@ from rest_framework.views import APIView
 
 from accounts.grants import ACTIONS, Action, Scope, scope_for, validate_permission_key
 from accounts.models import User
-from config.exceptions import NotAuthenticatedError, PermissionDeniedError
+from core.exceptions import NotAuthenticatedError, PermissionDeniedError
 
 DEFAULT_GROUP_FIELD = "groupe"
 DEFAULT_USER_FIELD = "crm_user_id"

@@ -16,7 +16,7 @@ from django.http import HttpRequest
 from accounts.grants import PERMISSION_KEYS, Scope, forget_grants
 from accounts.models import Role, RolePermission, User
 from accounts.tokens import TokenPair, issue_tokens
-from config.exceptions import ConflictError, InvalidInput, NotAuthenticatedError
+from core.exceptions import ConflictError, InvalidInput, NotAuthenticatedError
 
 
 @dataclass(frozen=True)

@@ -11,7 +11,7 @@ from rest_framework_simplejwt.exceptions import TokenError
 from rest_framework_simplejwt.tokens import AccessToken, RefreshToken
 
 from accounts.grants import effective_grants
-from config.exceptions import NotAuthenticatedError
+from core.exceptions import NotAuthenticatedError
 
 
 def access_claims(user) -> dict:

@@ -14,7 +14,7 @@ from accounts.models import User
 from audits import selectors
 from audits.models import Audit, AuditConfig, AuditConfigVersion, AuditStepDefinition, HumanReview, RerunEvent
 from audits.services.runs import audit_request
-from config.exceptions import ApplicationError
+from core.exceptions import ApplicationError
 
 
 class AuditConfigVersionInline(admin.TabularInline):

@@ -11,7 +11,7 @@ class AuditsConfig(AppConfig):
         from accounts.grants import has_grant
         from audits import selectors
         from audits.services import runs
-        from config.exceptions import PermissionDeniedError
+        from core.exceptions import PermissionDeniedError
         from realtime.registry import register_channel_authorizer
         from transcriptions.services import batches
         from transcriptions.services.runs import on_run_finished

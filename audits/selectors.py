@@ -11,8 +11,8 @@ from django.db.models import Prefetch, QuerySet
 
 from accounts.permissions import can_access, scope_queryset
 from audits.models import Audit, AuditStepResult, Citation, ControlPointResult
-from config.exceptions import NotFoundError, PermissionDeniedError
-from config.formats import iso
+from core.exceptions import NotFoundError, PermissionDeniedError
+from core.formats import iso
 
 if TYPE_CHECKING:
     from accounts.models import User

@@ -17,9 +17,9 @@ from audits.clients import llm
 from audits.evidence import EvidenceIndex
 from audits.models import Audit
 from audits.services import reviews, runs
-from config.limits import LimitBusy
-from config.locks import LockNotAcquired, redis_lock
-from config.task_retry import (
+from core.limits import LimitBusy
+from core.locks import LockNotAcquired, redis_lock
+from core.retry import (
     INFRA_MAX_ERRORS,
     TRANSIENT_INFRA_ERRORS,
     error_budget_left,

@@ -19,7 +19,7 @@ from automation.api.serializers import ScheduleInput
 from automation.fields import SCHEDULE_FIELDS, selection_of
 from automation.models import AutomationRun, AutomationRunFicheResult, AutomationSchedule
 from automation.services import schedules
-from config.exceptions import ApplicationError
+from core.exceptions import ApplicationError
 
 FORM_FIELD = {**SCHEDULE_FIELDS, "webhookSecret": "new_webhook_secret"}
 

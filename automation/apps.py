@@ -12,7 +12,7 @@ class AutomationConfig(AppConfig):
         from audits.services.runs import on_audit_finished
         from automation import notifications
         from automation.services import runs
-        from config.exceptions import PermissionDeniedError
+        from core.exceptions import PermissionDeniedError
         from realtime.registry import register_channel_authorizer
         from transcriptions.services.runs import on_run_finished
 

@@ -39,8 +39,8 @@ from django.utils import timezone
 
 from automation.models import AutomationRun, AutomationSchedule, RunStatus
 from automation.signals import automation_completed, automation_failed
-from config.locks import LockNotAcquired, redis_lock
-from config.task_retry import backoff_seconds
+from core.locks import LockNotAcquired, redis_lock
+from core.retry import backoff_seconds
 from realtime.publisher import publish
 from realtime.registry import AttemptReport, register_webhook_source
 from realtime.webhooks import webhook_send

@@ -27,8 +27,8 @@ from accounts.models import User
 from accounts.permissions import scope_queryset
 from automation.fields import schedule_settings
 from automation.models import AutomationRun, AutomationRunFicheResult, AutomationSchedule, FicheStatus
-from config.exceptions import NotFoundError
-from config.formats import iso
+from core.exceptions import NotFoundError
+from core.formats import iso
 from fiches.models import FicheCache
 
 # --- What a reader may see ------------------------------------------------------------------------------

@@ -14,7 +14,7 @@ from typing import Any
 from celery import shared_task
 
 from automation.services import runs
-from config.task_retry import (
+from core.retry import (
     INFRA_MAX_ERRORS,
     TRANSIENT_INFRA_ERRORS,
     error_budget_left,

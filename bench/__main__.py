@@ -28,7 +28,7 @@ def main() -> None:
     os.environ.setdefault("SECURE_SSL_REDIRECT", "false")  # the benchmarks talk plain HTTP on 127.0.0.1
     os.environ.setdefault("SECRET_KEY", "bench-secret-key-" + "x" * 40)
     os.environ.setdefault("ALLOWED_HOSTS", "127.0.0.1,localhost")
-    from config.bootstrap import ensure_database
+    from core.bootstrap import ensure_database
 
     ensure_database(os.environ["DATABASE_URL"])
     import django

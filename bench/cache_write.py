@@ -60,7 +60,7 @@ def make_sales(n: int, *, statut: str, seed: int = 7) -> list[dict]:
 def _truncate() -> None:
     with connection.cursor() as cursor:
         cursor.execute(
-            "TRUNCATE recordings, fiche_cache_details, fiche_cache_mail_devis, fiche_cache, fiche_sales_dates"
+            "TRUNCATE recordings, fiche_cache_details, fiche_cache_mail_devis, fiche_cache, fiche_sales_dates CASCADE"
         )
 
 

@@ -24,7 +24,7 @@ from accounts.models import Role, RolePermission, User
 from accounts.tokens import issue_tokens
 from bench import support
 from bench.cache_write import make_sales
-from config.redis import get_redis
+from core.redis import get_redis
 from fiches.models import ProgressiveFetchJob
 from fiches.selectors import RANGE_FIELDS
 from fiches.services.cache import cache_fiche_sales_summaries

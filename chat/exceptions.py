@@ -1,6 +1,6 @@
 """Domain errors of the chat app, rendered by the API error envelope before any stream starts."""
 
-from config.exceptions import DependencyUnavailable, NotFoundError, ThrottledError
+from core.exceptions import DependencyUnavailable, NotFoundError, ThrottledError
 
 
 class ChatFicheNotFound(NotFoundError):

@@ -38,7 +38,7 @@ from audits.transcript_tools import MAX_SEARCH_RESULTS, TranscriptTools
 from chat.exceptions import ChatBusy, ChatLlmNotConfigured, ChatSlotsUnavailable, ChatStreamsLimit
 from chat.models import ChatConversation, ChatMessage, MessageRole, MessageStatus
 from chat.selectors import ChatEntity, chat_entity_for_user, history_for_llm
-from config.limits import LimitBusy, Semaphore
+from core.limits import LimitBusy, Semaphore
 from fiches.selectors import fiche_payload
 from transcriptions.selectors import Timeline, timeline_for
 from transcriptions.timeline import format_offset

@@ -7,7 +7,7 @@ by ``api_exception_handler``, the single DRF exception handler.
 
 Django's request-level refusals raised while DRF reads a body are mapped too: a body over
 ``DATA_UPLOAD_MAX_MEMORY_SIZE`` is ``413 payload_too_large`` (``details.max_bytes``; the
-``config.request_guards`` middleware normally answers it before any read), too many form fields or
+``core.request_guards`` middleware normally answers it before any read), too many form fields or
 files ``400 too_many_fields``, any other ``SuspiciousOperation`` ``400 bad_request`` (Django's own
 answer outside DRF).
 
@@ -17,7 +17,6 @@ unexpected exceptions are logged at ERROR with their traceback and answered with
 
 from __future__ import annotations
 
-import logging
 from typing import Any
 
 from django.conf import settings
@@ -30,113 +29,15 @@ from rest_framework import status
 from rest_framework.response import Response
 from rest_framework.views import exception_handler as drf_default_handler
 
-logger = logging.getLogger("config.errors")
-
-
-class ApplicationError(Exception):
-    """Base of every domain error. Subclasses set ``status_code`` and ``code``."""
-
-    status_code: int = status.HTTP_400_BAD_REQUEST
-    code: str = "application_error"
-    default_message: str = "The request could not be processed."
-
-    def __init__(self, message: str | None = None, *, code: str | None = None, details: dict | None = None):
-        self.message = message or self.default_message
-        if code:
-            self.code = code
-        self.details = details or {}
-        super().__init__(self.message)
-
-
-class InvalidInput(ApplicationError):
-    status_code = 400
-    code = "invalid_input"
-    default_message = "Invalid input."
-
-
-class NotAuthenticatedError(ApplicationError):
-    status_code = 401
-    code = "not_authenticated"
-    default_message = "Authentication credentials were not provided or are invalid."
-
-
-class PermissionDeniedError(ApplicationError):
-    status_code = 403
-    code = "permission_denied"
-    default_message = "You do not have permission to perform this action."
-
-
-class NotFoundError(ApplicationError):
-    status_code = 404
-    code = "not_found"
-    default_message = "Not found."
-
-
-class PayloadTooLarge(ApplicationError):
-    status_code = 413
-    code = "payload_too_large"
-
-    def __init__(self, *, limit: int):
-        super().__init__(f"The request body is larger than {limit} bytes.", details={"max_bytes": limit})
-
-
-class ConflictError(ApplicationError):
-    status_code = 409
-    code = "conflict"
-    default_message = "The request conflicts with the current state."
-
-
-class DomainRuleError(ApplicationError):
-    status_code = 422
-    code = "domain_rule_violated"
-    default_message = "The request breaks a domain rule."
-
-
-class ThrottledError(ApplicationError):
-    status_code = 429
-    code = "throttled"
-    default_message = "Too many requests."
-
-    def __init__(self, message: str | None = None, *, retry_after: int, **kwargs):
-        self.retry_after = max(1, int(retry_after))
-        super().__init__(message, **kwargs)
-        self.details.setdefault("retry_after", self.retry_after)
-
-
-class DependencyUnavailable(ApplicationError):
-    status_code = 503
-    code = "dependency_unavailable"
-    default_message = "A service this request depends on is unavailable."
-
-
-def error_body(code: str, message: str, details: dict | None = None) -> dict[str, Any]:
-    return {"error": {"code": code, "message": message, "details": details or {}}}
-
-
-def _encodable(value: Any) -> Any:
-    """``value`` with every string UTF-8 encodable. Error messages may quote the input, and a JSON body
-    can carry a lone surrogate (``"\\ud800"``) that only ``CharField`` refuses: a ``ChoiceField``'s
-    "is not a valid choice" quoted it, and rendering the error failed (a 500). It is shown escaped."""
-    if isinstance(value, str):
-        try:
-            value.encode("utf-8")
-        except UnicodeEncodeError:
-            return value.encode("utf-8", "backslashreplace").decode("utf-8")
-        return value
-    if isinstance(value, dict):
-        return {_encodable(key): _encodable(item) for key, item in value.items()}
-    if isinstance(value, list | tuple):
-        return [_encodable(item) for item in value]
-    return value
-
-
-def log_error(status_code: int, code: str, message: str, exc: BaseException | None = None) -> None:
-    if status_code >= 500:
-        logger.error("api_error", exc_info=exc, extra={"status": status_code, "code": code, "error": message})
-    elif status_code in (409, 429):
-        logger.warning("api_client_error", extra={"status": status_code, "code": code, "error": message})
-    else:
-        logger.info("api_client_error", extra={"status": status_code, "code": code, "error": message})
+from core.exceptions import (
+    ApplicationError,
+    InvalidInput,
+    PayloadTooLarge,
+    ThrottledError,
+    encodable,
+    error_body,
+    log_error,
+)
 
 
 def _from_drf(exc: drf_exceptions.APIException) -> tuple[str, str, dict]:
@@ -202,7 +103,7 @@ def api_exception_handler(exc: Exception, context: dict) -> Response:
         exc = _from_django_request_error(exc)
     if isinstance(exc, ApplicationError):
         headers = {"Retry-After": str(exc.retry_after)} if isinstance(exc, ThrottledError) else None
-        body = _encodable(error_body(exc.code, exc.message, exc.details))
+        body = encodable(error_body(exc.code, exc.message, exc.details))
         log_error(exc.status_code, exc.code, body["error"]["message"])
         return Response(body, status=exc.status_code, headers=headers)
 
@@ -219,7 +120,7 @@ def api_exception_handler(exc: Exception, context: dict) -> Response:
             status=status.HTTP_500_INTERNAL_SERVER_ERROR,
         )
     assert isinstance(exc, drf_exceptions.APIException)  # DRF's handler answers for nothing else
-    code, message, details = _encodable(_from_drf(exc))
+    code, message, details = encodable(_from_drf(exc))
     log_error(response.status_code, code, message)
     response.data = error_body(code, message, details)
     return response

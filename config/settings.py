@@ -41,6 +41,7 @@ INSTALLED_APPS = [
     "drf_spectacular",
     "drf_spectacular_sidecar",
     "django_celery_beat",
+    "core.apps.CoreConfig",
     "accounts.apps.AccountsConfig",
     "fiches.apps.FichesConfig",
     "realtime.apps.RealtimeConfig",
@@ -52,9 +53,9 @@ INSTALLED_APPS = [
 ]
 
 MIDDLEWARE = [
-    "config.logging.RequestIdMiddleware",
-    "config.request_guards.BodySizeLimitMiddleware",  # 413 before a body over API_MAX_BODY_BYTES is read
-    "config.request_guards.NulCharacterMiddleware",  # a NUL in the path is a 404 (Postgres refuses it: was a 500)
+    "core.logging.RequestIdMiddleware",
+    "core.request_guards.BodySizeLimitMiddleware",  # 413 before a body over API_MAX_BODY_BYTES is read
+    "core.request_guards.NulCharacterMiddleware",  # a NUL in the path is a 404 (Postgres refuses it: was a 500)
     "django.middleware.security.SecurityMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
@@ -66,7 +67,7 @@ MIDDLEWARE = [
 ]
 
 # Largest request body in bytes (default 1 MiB): over it, 413 payload_too_large in the error
-# envelope, before the body is read (config/request_guards.py). It is also Django's limit on a body read
+# envelope, before the body is read (core/request_guards.py). It is also Django's limit on a body read
 # in memory, and covers the file parts of a multipart body too (nothing here takes uploads).
 API_MAX_BODY_BYTES = env.int("API_MAX_BODY_BYTES", default=1024 * 1024)
 DATA_UPLOAD_MAX_MEMORY_SIZE = API_MAX_BODY_BYTES
@@ -189,7 +190,7 @@ REST_FRAMEWORK = {
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
     "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
     "DEFAULT_PARSER_CLASSES": [
-        "config.parsers.JSONParser",  # DRF's, with a too-deeply nested body a 400 (not a 500)
+        "core.parsers.JSONParser",  # DRF's, with a too-deeply nested body a 400 (not a 500)
         "rest_framework.parsers.FormParser",
         "rest_framework.parsers.MultiPartParser",
     ],
@@ -221,7 +222,7 @@ SPECTACULAR_SETTINGS = {
     "REDOC_DIST": "SIDECAR",
     "COMPONENT_SPLIT_REQUEST": True,
     "SCHEMA_PATH_PREFIX": "/api",
-    "POSTPROCESSING_HOOKS": ["drf_spectacular.hooks.postprocess_schema_enums", "config.openapi.document_body_limit"],
+    "POSTPROCESSING_HOOKS": ["drf_spectacular.hooks.postprocess_schema_enums", "core.openapi.document_body_limit"],
     "ENUM_NAME_OVERRIDES": {
         "JobStatusEnum": ["pending", "processing", "complete", "failed"],
         "HealthStatusEnum": ["ok", "error"],
@@ -233,6 +234,18 @@ SPECTACULAR_SETTINGS = {
         "TurnSpeakerEnum": ["agent", "client"],  # who speaks in a transcript turn
     },
 }
+
+# --- Leases of claimed work (core.leases) ------------------------------------------------------
+# A claimed unit (an audit step, a recording, a rerun) and a provider slot (speech-to-text, LLM) are
+# held with this short lease, renewed by a heartbeat while the work runs: a worker that dies gives
+# them back within one lease, and the reconcilers re-drive its work at their next pass.
+CLAIM_LEASE_SECONDS = env.float("CLAIM_LEASE_SECONDS", default=30.0)
+CLAIM_HEARTBEAT_SECONDS = env.float("CLAIM_HEARTBEAT_SECONDS", default=CLAIM_LEASE_SECONDS / 3)
+if not 0 < CLAIM_HEARTBEAT_SECONDS <= CLAIM_LEASE_SECONDS / 2:
+    raise ImproperlyConfigured(
+        f"CLAIM_HEARTBEAT_SECONDS ({CLAIM_HEARTBEAT_SECONDS}) must be above 0 and at most half of "
+        f"CLAIM_LEASE_SECONDS ({CLAIM_LEASE_SECONDS}): a lease must survive a missed beat."
+    )
 
 # --- CRM gateway and fiche cache ------------------------------------------------------------
 CRM_BASE_URL = env.str("CRM_BASE_URL", default="http://127.0.0.1:8100")
@@ -383,7 +396,7 @@ AUDIT_TRANSCRIPTION_WAIT_SECONDS = env.int("AUDIT_TRANSCRIPTION_WAIT_SECONDS", d
 # Most fiches in one POST /api/audits/batch.
 AUDIT_BATCH_MAX = env.int("AUDIT_BATCH_MAX", default=100)
 
-# --- Spending limits per user (LLM and speech-to-text money; config/limits.py `spending`) ----------
+# --- Spending limits per user (LLM and speech-to-text money; core/limits.py `spending`) ----------
 # Each kind: a rate ("30/m", "5/s", "off") and a burst (requests at once); over it, 429
 # `{kind}_requests_throttled` with Retry-After; Redis down: 503 (fails closed). Checked after input
 # validation and grants, before any side effect; a request refused after all (400, 403, 404, 409,
@@ -473,9 +486,9 @@ if LOG_FORMAT not in {"text", "json"}:
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
-    "filters": {"request_id": {"()": "config.logging.RequestIdFilter"}},
+    "filters": {"request_id": {"()": "core.logging.RequestIdFilter"}},
     "formatters": {
-        "structured": {"()": "config.logging.StructuredFormatter", "fmt": LOG_FORMAT},
+        "structured": {"()": "core.logging.StructuredFormatter", "fmt": LOG_FORMAT},
     },
     "handlers": {
         "console": {

@@ -6,7 +6,7 @@ from accounts.api.urls import admin_urlpatterns, auth_urlpatterns
 from audits.api.urls import audits_urlpatterns
 from automation.api.urls import automation_urlpatterns
 from chat.api.urls import chat_urlpatterns
-from config.health import HealthView
+from core.health import HealthView
 from fiches.api.urls import fiches_urlpatterns, recordings_urlpatterns
 from products.api.urls import products_urlpatterns
 from realtime.api.urls import delivery_urlpatterns, realtime_urlpatterns

@@ -1,6 +1,6 @@
 """Domain errors of the fiches app, rendered by the API error envelope."""
 
-from config.exceptions import ApplicationError, DependencyUnavailable, NotFoundError, PermissionDeniedError
+from core.exceptions import ApplicationError, DependencyUnavailable, NotFoundError, PermissionDeniedError
 
 
 class FicheNotFound(NotFoundError):

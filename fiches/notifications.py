@@ -12,7 +12,7 @@ from django.db.models import F
 
 from accounts.grants import has_grant
 from accounts.permissions import HasGrant, can_access
-from config.exceptions import PermissionDeniedError
+from core.exceptions import PermissionDeniedError
 from fiches import selectors
 from fiches.models import ProgressiveFetchJob
 from realtime.models import WebhookDelivery

@@ -20,8 +20,8 @@ from redis.exceptions import RedisError
 
 from accounts.grants import Action, Scope, scope_for
 from accounts.permissions import filter_by_scope, scope_queryset
-from config.exceptions import NotFoundError, PermissionDeniedError
-from config.redis import get_redis
+from core.exceptions import NotFoundError, PermissionDeniedError
+from core.redis import get_redis
 from fiches.models import DETAIL_SECTIONS, FicheCache, ProgressiveFetchJob, Recording
 
 if TYPE_CHECKING:

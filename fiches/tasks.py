@@ -14,10 +14,10 @@ import orjson
 from celery import chord, shared_task
 from django.conf import settings
 
-from config.limits import LimitBusy, RateLimiter, Semaphore
-from config.locks import LockNotAcquired, redis_lock
-from config.redis import get_redis
-from config.task_retry import (
+from core.limits import LimitBusy, RateLimiter, Semaphore
+from core.locks import LockNotAcquired, redis_lock
+from core.redis import get_redis
+from core.retry import (
     INFRA_MAX_ERRORS,
     TRANSIENT_INFRA_ERRORS,
     error_budget_left,

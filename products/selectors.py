@@ -9,7 +9,7 @@ from typing import Any
 
 from django.db.models import Prefetch, Q, QuerySet
 
-from config.exceptions import NotFoundError
+from core.exceptions import NotFoundError
 from products.models import Product, ProductAuditConfig
 
 

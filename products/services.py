@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 from django.db import IntegrityError, connection, transaction
 
 from audits.models import AuditConfig
-from config.exceptions import ConflictError, InvalidInput
+from core.exceptions import ConflictError, InvalidInput
 from products.models import CODE_PATTERN, Product, ProductAuditConfig
 from products.selectors import product_conflict, product_not_found
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 
-from config.exceptions import ApplicationError, InvalidInput, PermissionDeniedError
+from core.exceptions import ApplicationError, InvalidInput, PermissionDeniedError
 from realtime.events import GLOBAL_CHANNEL, InvalidEvent, validate_channel
 from realtime.publisher import pusher_client, pusher_enabled
 from realtime.registry import channel_authorizer_for

@@ -8,8 +8,8 @@ import logging
 from celery import shared_task
 from django.conf import settings
 
-from config.locks import LockNotAcquired, redis_lock
-from config.task_retry import retry_waiting
+from core.locks import LockNotAcquired, redis_lock
+from core.retry import retry_waiting
 from realtime import publisher, webhooks
 from realtime.models import AttemptTrigger
 

@@ -42,8 +42,8 @@ from django.utils import timezone
 from requests_hardened.ip_filter import InvalidIPAddress
 from standardwebhooks.webhooks import Webhook
 
-from config.exceptions import ConflictError, InvalidInput
-from config.task_retry import backoff_seconds
+from core.exceptions import ConflictError, InvalidInput
+from core.retry import backoff_seconds
 from realtime.http_deadline import deadline
 from realtime.models import AttemptTrigger, DeliveryStatus, WebhookDelivery, WebhookDeliveryAttempt
 from realtime.registry import AttemptReport, webhook_source

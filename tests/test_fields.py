@@ -8,7 +8,7 @@ from datetime import UTC, datetime
 import pytest
 from django.db import connection
 
-from config.fields import FastJSONField, _dumps
+from core.fields import FastJSONField, _dumps
 from fiches.models import FicheCache, Recording
 from transcriptions.models import Transcription
 

@@ -1,4 +1,4 @@
-"""Global limits and locks held in Redis (config.limits, config.locks): rate parsing, the GCRA rate
+"""Global limits and locks held in Redis (core.limits, core.locks): rate parsing, the GCRA rate
 limiter (spacing, waiting, a budget shared across instances and threads), the lease-based
 semaphore and the Redis lock (fail fast, wait, expiry / takeover). Redis only, no database."""
 
@@ -10,9 +10,9 @@ from contextlib import ExitStack
 
 import pytest
 
-from config.limits import LimitBusy, RateLimiter, Semaphore, parse_rate
-from config.locks import LockNotAcquired, redis_lock
-from config.redis import get_redis
+from core.limits import LimitBusy, RateLimiter, Semaphore, parse_rate
+from core.locks import LockNotAcquired, redis_lock
+from core.redis import get_redis
 
 # --- parse_rate ----------------------------------------------------------------------------------
 

@@ -47,7 +47,7 @@ from schemathesis.specs.openapi.checks import (
 
 from accounts.grants import PERMISSION_KEYS
 from accounts.tokens import issue_tokens
-from config.redis import get_redis
+from core.redis import get_redis
 
 pytestmark = [pytest.mark.schema, pytest.mark.django_db]
 

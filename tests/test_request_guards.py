@@ -1,4 +1,4 @@
-"""``config/request_guards.py`` and the body errors of the exception handler.
+"""``core/request_guards.py`` and the body errors of the exception handler.
 
 Request bodies over ``API_MAX_BODY_BYTES`` are ``413 payload_too_large`` in the error envelope
 (``details.max_bytes``) on every path: DRF's JSON, form and multipart parsers, the login, the Pusher
@@ -20,7 +20,7 @@ import httpx
 import pytest
 from django.conf import settings as django_settings
 
-from config.redis import get_redis
+from core.redis import get_redis
 
 pytestmark = pytest.mark.django_db
 
@@ -101,7 +101,7 @@ def test_outside_the_api_a_413_is_plain_text(api_client):
 @pytest.mark.parametrize("kind", ["json", "form", "multipart"])
 def test_without_the_middleware_the_exception_handler_still_answers_413(kind, admin_user, auth_client, settings):
     """Belt and braces: Django's own limit, raised while DRF reads the body, maps to the same 413."""
-    settings.MIDDLEWARE = [m for m in settings.MIDDLEWARE if m != "config.request_guards.BodySizeLimitMiddleware"]
+    settings.MIDDLEWARE = [m for m in settings.MIDDLEWARE if m != "core.request_guards.BodySizeLimitMiddleware"]
     settings.DATA_UPLOAD_MAX_MEMORY_SIZE = 2000
     body, content_type = padded_body(kind, 3000)
     response = auth_client(admin_user).generic("POST", "/api/realtime/pusher/auth", body, content_type=content_type)

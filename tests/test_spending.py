@@ -1,4 +1,4 @@
-"""Per-user spending budgets (config.limits): a request may cost several units (a batch counts its
+"""Per-user spending budgets (core.limits): a request may cost several units (a batch counts its
 fiches), one that cannot fit the burst is refused outright, refused requests are refunded, each
 kind reads its own settings and names itself in its 429, and Redis down fails closed. Redis only."""
 
@@ -7,8 +7,8 @@ from __future__ import annotations
 import pytest
 
 from accounts.models import User
-from config.exceptions import ConflictError, DependencyUnavailable, InvalidInput, ThrottledError
-from config.limits import RateLimiter, spend_limit, spending, throttle_crm_requests, throttle_spend
+from core.exceptions import ConflictError, DependencyUnavailable, InvalidInput, ThrottledError
+from core.limits import RateLimiter, spend_limit, spending, throttle_crm_requests, throttle_spend
 
 
 def a_user(pk: int) -> User:

@@ -17,7 +17,7 @@ from django.conf import settings
 from django.contrib.postgres.fields import ArrayField
 from django.db import models
 
-from config.fields import FastJSONField
+from core.fields import FastJSONField
 
 
 class TranscriptionStatus(models.TextChoices):

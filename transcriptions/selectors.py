@@ -13,8 +13,8 @@ import orjson
 from django.db.models import Q
 from redis.exceptions import RedisError
 
-from config.formats import iso
-from config.redis import get_redis
+from core.formats import iso
+from core.redis import get_redis
 from fiches.models import FicheCache, Recording
 from transcriptions.models import (
     TERMINAL_RUN_STATUSES,
@@ -161,7 +161,7 @@ def authorize_transcription_channel(user: Any, fiche_id: str) -> None:
     transcriptions scope (the rule of ``GET /api/transcriptions/{fiche_id}``)."""
     from accounts.grants import has_grant
     from accounts.permissions import can_access
-    from config.exceptions import PermissionDeniedError
+    from core.exceptions import PermissionDeniedError
 
     if not has_grant(user, "transcriptions", "read"):
         raise PermissionDeniedError("missing transcriptions.read")

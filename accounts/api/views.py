@@ -12,8 +12,8 @@ from accounts.api import serializers as s
 from accounts.permissions import HasGrant
 from accounts.throttles import LoginEmailThrottle, LoginIPThrottle
 from accounts.tokens import refresh_access_token
-from config.openapi import errors
-from config.pagination import LimitOffset
+from core.openapi import errors
+from core.pagination import LimitOffset
 
 # --- Auth ---------------------------------------------------------------------------------
 

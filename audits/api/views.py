@@ -12,10 +12,10 @@ from accounts.permissions import HasGrant, request_user
 from audits import selectors
 from audits.api import serializers as s
 from audits.services import configs, reviews, runs
-from config.limits import spending
-from config.openapi import errors
-from config.pagination import LimitOffset
-from config.redis import require_redis
+from core.limits import spending
+from core.openapi import errors
+from core.pagination import LimitOffset
+from core.redis import require_redis
 from transcriptions.services import batches
 
 CONFIG_ID = OpenApiParameter("config_id", int, OpenApiParameter.PATH)

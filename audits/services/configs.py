@@ -17,7 +17,7 @@ from audits.models import (
     AuditStepDefinition,
     EvidenceSpeaker,
 )
-from config.exceptions import InvalidInput, NotFoundError
+from core.exceptions import InvalidInput, NotFoundError
 
 if TYPE_CHECKING:
     from accounts.models import User

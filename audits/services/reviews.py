@@ -32,8 +32,8 @@ from audits.models import (
     StepStatus,
 )
 from audits.services import runs
-from config.exceptions import ConflictError, InvalidInput, NotFoundError
-from config.formats import iso
+from core.exceptions import ConflictError, InvalidInput, NotFoundError
+from core.formats import iso
 from realtime.publisher import publish
 
 if TYPE_CHECKING:

@@ -41,15 +41,15 @@ from audits.prompts import STEP_ANSWER_SCHEMA_NAME, ControlPointSpec, StepAnswer
 from audits.prompts import prompt_hash as hash_prompt
 from audits.services.configs import steps_of
 from audits.transcript_tools import TOOL_SPECS, TranscriptTools
-from config.exceptions import (
+from core.exceptions import (
     ApplicationError,
     ConflictError,
     DependencyUnavailable,
     InvalidInput,
     PermissionDeniedError,
 )
-from config.formats import iso
-from config.limits import Semaphore
+from core.formats import iso
+from core.limits import Semaphore
 from fiches.models import FicheCache, Recording
 from realtime.publisher import publish, publish_many
 from transcriptions.models import TERMINAL_RUN_STATUSES, Transcription, TranscriptionRun

@@ -15,8 +15,8 @@ from accounts.permissions import HasGrant, request_user
 from automation import selectors
 from automation.api import serializers as s
 from automation.services import schedules
-from config.openapi import errors
-from config.pagination import LimitOffset
+from core.openapi import errors
+from core.pagination import LimitOffset
 
 SCHEDULE_ID = OpenApiParameter("schedule_id", int, OpenApiParameter.PATH)
 RUN_ID = OpenApiParameter("run_id", str, OpenApiParameter.PATH, description="The run's UUID.")

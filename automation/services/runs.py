@@ -57,10 +57,10 @@ from automation.models import (
     RunStatus,
     Trigger,
 )
-from config.exceptions import ApplicationError, DependencyUnavailable, NotFoundError
-from config.formats import iso
-from config.limits import LimitBusy
-from config.locks import LockNotAcquired, redis_lock
+from core.exceptions import ApplicationError, DependencyUnavailable, NotFoundError
+from core.formats import iso
+from core.limits import LimitBusy
+from core.locks import LockNotAcquired, redis_lock
 from fiches.models import FicheCache, Recording
 from realtime.publisher import publish
 from transcriptions.models import TERMINAL_RUN_STATUSES as TERMINAL_TX_STATUSES

@@ -42,7 +42,7 @@ from automation.fields import SCHEDULE_FIELDS, SELECTION_DEFAULTS
 from automation.models import AutomationRun, AutomationSchedule, ScheduleType, Trigger
 from automation.selectors import schedule_not_found
 from automation.services.runs import run_create
-from config.exceptions import ConflictError, InvalidInput, PermissionDeniedError
+from core.exceptions import ConflictError, InvalidInput, PermissionDeniedError
 from realtime.url_safety import UnsafeWebhookUrl, validate_webhook_url
 from realtime.webhooks import validate_secret
 

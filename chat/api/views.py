@@ -15,8 +15,8 @@ from accounts.permissions import HasGrant, request_user
 from chat import selectors, services
 from chat.api import serializers as s
 from chat.models import EntityType
-from config.limits import spending
-from config.openapi import errors
+from core.limits import spending
+from core.openapi import errors
 
 STREAM_DESCRIPTION = (
     "Answers `text/event-stream`: `event: token` `{delta}` as the LLM streams, then `event: citations` "

@@ -8,9 +8,9 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from accounts.permissions import HasGrant
-from config.openapi import errors
-from config.pagination import LimitOffset
-from config.responses import orjson_response
+from core.openapi import errors
+from core.pagination import LimitOffset
+from core.responses import orjson_response
 from fiches import selectors
 from fiches.api import serializers as s
 from fiches.exceptions import FicheNotFound

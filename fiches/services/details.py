@@ -13,8 +13,8 @@ from django.conf import settings
 from django.utils import timezone
 
 from accounts.permissions import can_access
-from config.limits import LimitBusy, throttle_crm_requests
-from config.locks import LockNotAcquired, redis_lock
+from core.limits import LimitBusy, throttle_crm_requests
+from core.locks import LockNotAcquired, redis_lock
 from fiches import selectors
 from fiches.clients import crm
 from fiches.exceptions import CrmBusy, CrmUnavailable, FicheBusy, FicheNotFound, fiche_refused

@@ -24,9 +24,9 @@ from django.utils import timezone
 from redis.exceptions import RedisError
 
 from accounts.grants import scope_for
-from config.exceptions import DependencyUnavailable, InvalidInput, ThrottledError
-from config.limits import throttle_crm_requests
-from config.redis import get_redis
+from core.exceptions import DependencyUnavailable, InvalidInput, ThrottledError
+from core.limits import throttle_crm_requests
+from core.redis import get_redis
 from fiches import selectors
 from fiches.models import TERMINAL_STATUSES, JobStatus, ProgressiveFetchJob, ScopeKind
 from fiches.notifications import send_job_webhook

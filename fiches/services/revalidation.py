@@ -17,8 +17,8 @@ from django.conf import settings
 from django.db import connection
 from django.utils import timezone
 
-from config.limits import LimitBusy, RateLimiter, throttle_crm_requests
-from config.locks import LockNotAcquired, redis_lock
+from core.limits import LimitBusy, RateLimiter, throttle_crm_requests
+from core.locks import LockNotAcquired, redis_lock
 from fiches import selectors
 from fiches.clients import crm
 from fiches.services.cache import cache_fiche_sales_summaries, record_sales_date_error

@@ -1,12 +1,12 @@
 """The simulator's call-centre organisation: groups and agents with their CRM user ids.
 
-The demo agent comes from ``config.demo`` (which the demo users of ``seed_auth --demo`` read too),
+The demo agent comes from ``accounts.demo`` (which the demo users of ``seed_auth --demo`` read too),
 so a SELF demo agent owns real sales and a GROUP demo manager sees one group's sales.
 """
 
 from dataclasses import dataclass
 
-from config import demo
+from accounts import demo
 
 
 @dataclass(frozen=True)
@@ -43,7 +43,7 @@ AGENTS: tuple[Agent, ...] = (
 
 AGENTS_BY_ID = {agent.crm_user_id: agent for agent in AGENTS}
 
-# The demo users created by `seed_auth --demo` (config.demo) map onto these.
+# The demo users created by `seed_auth --demo` (accounts.demo) map onto these.
 DEMO_AGENT = AGENTS_BY_ID[demo.DEMO_AGENT.crm_user_id]
 DEMO_MANAGER_GROUPES = demo.DEMO_MANAGER_GROUPES
 assert set(DEMO_MANAGER_GROUPES) <= set(GROUPS), "the demo manager's groups must exist in the simulator"

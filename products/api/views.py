@@ -8,8 +8,8 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from accounts.permissions import HasGrant, request_user
-from config.openapi import errors
-from config.pagination import LimitOffset
+from core.openapi import errors
+from core.pagination import LimitOffset
 from products import selectors, services
 from products.api import serializers as s
 

@@ -7,8 +7,8 @@ from rest_framework.permissions import IsAuthenticated
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from config.exceptions import NotFoundError
-from config.openapi import errors
+from core.exceptions import NotFoundError
+from core.openapi import errors
 from realtime import webhooks
 from realtime.auth import pusher_auth
 from realtime.models import WebhookDelivery

@@ -19,7 +19,7 @@ from automation import notifications
 from automation.models import AutomationRun, AutomationSchedule
 from automation.services import runs
 from automation.tasks import automation_notify_run, reconcile_automation_runs
-from config.locks import redis_lock
+from core.locks import redis_lock
 from fiches.models import FicheCache
 from realtime.models import WebhookDelivery
 from realtime.tasks import deliver_webhook

@@ -23,8 +23,8 @@ from celery.exceptions import Retry
 from django_celery_beat.models import PeriodicTask
 from freezegun import freeze_time
 
-from config.limits import RateLimiter
-from config.locks import LockNotAcquired, redis_lock
+from core.limits import RateLimiter
+from core.locks import LockNotAcquired, redis_lock
 from fiches.clients.crm import CrmPermanentError
 from fiches.models import FicheCache, JobStatus, SalesDateState, WorkflowLog
 from fiches.selectors import date_range_coverage, dates_between

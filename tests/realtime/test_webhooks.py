@@ -17,7 +17,7 @@ from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 from standardwebhooks.webhooks import Webhook, WebhookVerificationError
 
-from config.exceptions import ConflictError, InvalidInput
+from core.exceptions import ConflictError, InvalidInput
 from fiches.notifications import JOB_WEBHOOK_SOURCE, send_job_webhook
 from realtime.models import WebhookDelivery, WebhookDeliveryAttempt
 from realtime.tasks import deliver_webhook, purge_webhook_deliveries, sweep_webhook_deliveries

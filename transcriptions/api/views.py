@@ -8,9 +8,9 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from accounts.permissions import HasGrant, request_user
-from config.exceptions import NotFoundError
-from config.limits import spending
-from config.openapi import errors
+from core.exceptions import NotFoundError
+from core.limits import spending
+from core.openapi import errors
 from transcriptions import selectors
 from transcriptions.api import serializers as s
 from transcriptions.services import batches, runs

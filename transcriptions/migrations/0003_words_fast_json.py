@@ -2,7 +2,7 @@
 
 from django.db import migrations
 
-import config.fields
+import core.fields
 
 
 class Migration(migrations.Migration):
@@ -14,7 +14,7 @@ class Migration(migrations.Migration):
         migrations.AlterField(
             model_name="transcription",
             name="words",
-            field=config.fields.FastJSONField(
+            field=core.fields.FastJSONField(
                 default=list, help_text="Word timings: {text, start, end, type, speaker_id, logprob}."
             ),
         ),

@@ -30,8 +30,8 @@ from django.utils import timezone
 
 from accounts.grants import Scope, scope_for
 from accounts.permissions import can_access
-from config.exceptions import ApplicationError, InvalidInput, NotFoundError, PermissionDeniedError
-from config.limits import throttle_spend
+from core.exceptions import ApplicationError, InvalidInput, NotFoundError, PermissionDeniedError
+from core.limits import throttle_spend
 from fiches.models import FicheCache
 from realtime.publisher import publish
 from transcriptions.models import Batch, BatchItem, BatchItemStatus, BatchStatus

@@ -23,10 +23,10 @@ from django.db import connection, transaction
 from django.utils import timezone
 
 from accounts.permissions import can_access
-from config.exceptions import ConflictError, DependencyUnavailable, InvalidInput, PermissionDeniedError
-from config.formats import iso
-from config.limits import LimitBusy, Semaphore, throttle_crm_requests
-from config.locks import LockNotAcquired
+from core.exceptions import ConflictError, DependencyUnavailable, InvalidInput, PermissionDeniedError
+from core.formats import iso
+from core.limits import LimitBusy, Semaphore, throttle_crm_requests
+from core.locks import LockNotAcquired
 from fiches.clients import crm
 from fiches.exceptions import CrmUnavailable, FicheNotFound, fiche_refused
 from fiches.models import FicheCache, Recording

@@ -13,9 +13,9 @@ from django.conf import settings
 from django.core.management.base import BaseCommand
 from django.db import transaction
 
+from accounts.demo import DEMO_AGENT, DEMO_MANAGER_GROUPES
 from accounts.grants import PERMISSION_KEYS, Scope
 from accounts.models import Role, RolePermission, User
-from config.demo import DEMO_AGENT, DEMO_MANAGER_GROUPES
 
 RW, R = (True, True), (True, False)
 

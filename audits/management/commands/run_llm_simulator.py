@@ -11,7 +11,7 @@ from typing import Any
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from audits.simulator.server import ENV_VARS, LlmSimulator, SimulatorConfig
-from config.process import wait_until_stopped
+from core.process import wait_until_stopped
 
 KNOB_HELP = {
     "seed": "seed of the dice (same seed and request, same answer)",

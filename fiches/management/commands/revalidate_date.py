@@ -13,9 +13,9 @@ from datetime import date
 
 from django.core.management.base import BaseCommand, CommandError
 
-from config.exceptions import InvalidInput
-from config.limits import LimitBusy
-from config.locks import LockNotAcquired
+from core.exceptions import InvalidInput
+from core.limits import LimitBusy
+from core.locks import LockNotAcquired
 from fiches.clients.crm import CrmError
 from fiches.services.jobs import validate_range
 from fiches.services.revalidation import ChunkOutcome, WarmPaused, cache_sales_list

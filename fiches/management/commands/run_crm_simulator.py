@@ -10,7 +10,7 @@ from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
-from config.process import wait_until_stopped
+from core.process import wait_until_stopped
 from fiches.simulator.server import ENV_VARS, CrmSimulator, SimulatorConfig
 
 KNOB_HELP = {

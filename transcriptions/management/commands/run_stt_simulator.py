@@ -10,7 +10,7 @@ from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
-from config.process import wait_until_stopped
+from core.process import wait_until_stopped
 from transcriptions.simulator.server import ENV_VARS, SttSimulator, SttSimulatorConfig
 
 KNOB_HELP = {

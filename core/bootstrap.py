@@ -1,7 +1,7 @@
 """Pre-flight for `make run` / `make test`, without Django: are Postgres and Redis reachable?
 Creates the application database when it is missing. Exit code 1 with a clear message otherwise.
 
-    python -m config.bootstrap            # check services, create the database if missing
+    python -m core.bootstrap            # check services, create the database if missing
 """
 
 from __future__ import annotations

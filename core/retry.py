@@ -32,11 +32,29 @@ TRANSIENT_INFRA_ERRORS: tuple[type[Exception], ...] = (
 )
 INFRA_MAX_ERRORS = 6
 
+# Celery options of a task whose only failures worth retrying are those of our infrastructure
+# (an orchestrator, an updater, a finalizer): bounded, with backoff.
+INFRA_RETRY: dict[str, Any] = {
+    "autoretry_for": TRANSIENT_INFRA_ERRORS,
+    "retry_backoff": True,
+    "retry_backoff_max": 10,
+    "max_retries": INFRA_MAX_ERRORS,
+}
+
 
 def backoff_seconds(attempt: int, *, base: float = 2.0, cap: float = 60.0) -> float:
     """Full-jitter exponential backoff: uniform in [base/2, min(cap, base * 2**attempt)]."""
     ceiling = min(cap, base * (2**attempt))
     return random.uniform(min(base / 2, ceiling), ceiling)
+
+
+def wait_backoff(task: Task, *, base: float = 0.5, cap: float = 30.0, counter: str = "wait_attempts"):
+    """Re-enqueue a task that waits for something a live holder keeps (a claim, a slot): after an
+    exponential, capped, jittered delay that grows with each wait (``counter`` counts them), instead of
+    polling at a fixed pace. Not an error."""
+    attempt = int(_kwargs(task).get(counter) or 0)
+    kwargs = {**_kwargs(task), counter: attempt + 1}
+    return task.retry(countdown=backoff_seconds(attempt, base=base, cap=cap), max_retries=MAX_REENQUEUES, kwargs=kwargs)
 
 
 def retry_waiting(task: Task, *, countdown: float, kwargs: dict | None = None):

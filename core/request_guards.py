@@ -31,7 +31,7 @@ import io
 from django.conf import settings
 from django.http import HttpRequest, HttpResponse, JsonResponse
 
-from config.exceptions import ApplicationError, NotFoundError, PayloadTooLarge, error_body, log_error
+from core.exceptions import ApplicationError, NotFoundError, PayloadTooLarge, error_body, log_error
 
 
 def error_response(request: HttpRequest, error: ApplicationError) -> HttpResponse:

@@ -30,7 +30,7 @@ def require_redis(purpose: str) -> None:
     """503 ``dependency_unavailable`` at once when Redis is not configured or does not answer."""
     from redis.exceptions import RedisError
 
-    from config.exceptions import DependencyUnavailable
+    from core.exceptions import DependencyUnavailable
 
     if not (settings.REDIS_URL or "").strip():
         raise DependencyUnavailable(f"{purpose} needs Redis: set REDIS_URL.", details={"setting": "REDIS_URL"})

@@ -12,7 +12,7 @@ from rest_framework.permissions import AllowAny
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-logger = logging.getLogger("config.health")
+logger = logging.getLogger("core.health")
 TIMEOUT_SECONDS = 2
 
 

@@ -22,10 +22,10 @@ from typing import cast
 import redis
 from django.conf import settings
 
-from config.exceptions import ApplicationError, DependencyUnavailable, InvalidInput, ThrottledError
-from config.redis import get_redis
+from core.exceptions import ApplicationError, DependencyUnavailable, InvalidInput, ThrottledError
+from core.redis import get_redis
 
-logger = logging.getLogger("config.limits")
+logger = logging.getLogger("core.limits")
 
 
 class LimitBusy(Exception):
@@ -73,14 +73,30 @@ class Semaphore:
         return True
 
     @contextmanager
-    def slot(self, holder: str, *, wait: float) -> Iterator[None]:
-        """Hold a slot for the block; ``LimitBusy`` when none frees up within ``wait`` seconds."""
+    def slot(self, holder: str, *, wait: float, heartbeat: bool = False) -> Iterator[None]:
+        """Hold a slot for the block; ``LimitBusy`` when none frees up within ``wait`` seconds. With
+        ``heartbeat`` the slot's lease is renewed every heartbeat while the block runs (``core.leases``):
+        a short lease then covers a long call, and a holder that dies frees its slot within one lease."""
         if not self.acquire_wait(holder, wait=wait):
             raise LimitBusy(self.key)
         try:
-            yield
+            if heartbeat:
+                from core.leases import Lease, keep_alive
+
+                with keep_alive(Lease(f"{self.key}:{holder}", lambda: self.renew(holder))):
+                    yield
+            else:
+                yield
         finally:
             self.release(holder)
+
+    def renew(self, holder: str) -> bool:
+        """Move ``holder``'s lease out by ``lease_seconds`` (False when it is no longer a holder)."""
+        redis = get_redis()
+        expires = time.time() + self.lease_seconds
+        changed = redis.zadd(self.key, {holder: expires}, xx=True, ch=True)
+        redis.pexpire(self.key, math.ceil(self.lease_seconds * 1000) + 1000)
+        return bool(changed) or redis.zscore(self.key, holder) is not None
 
     def release(self, holder: str) -> None:
         get_redis().zrem(self.key, holder)

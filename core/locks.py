@@ -7,7 +7,7 @@ from contextlib import contextmanager
 
 from redis.exceptions import LockError
 
-from config.redis import get_redis
+from core.redis import get_redis
 
 
 class LockNotAcquired(Exception):

@@ -45,7 +45,7 @@ def errors(*statuses: int) -> dict[int, OpenApiResponse]:
 
 def document_body_limit(result: dict, generator, request, public) -> dict:
     """Postprocessing hook: every operation that takes a body documents the 413 of a body over
-    ``API_MAX_BODY_BYTES`` (``config.request_guards``)."""
+    ``API_MAX_BODY_BYTES`` (``core.request_guards``)."""
     limit = settings.DATA_UPLOAD_MAX_MEMORY_SIZE
     response = {
         "description": f"Request body larger than {limit} bytes (`payload_too_large`, `details.max_bytes`).",
