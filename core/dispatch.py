@@ -1,6 +1,9 @@
 """``dispatch_on_commit``: the one place that sends a workflow's task after the transaction that made
 its work, and decides what a broker failure means.
 
+``fan_out`` sends a workflow's units: one message per unit, no group or chord (no result bookkeeping,
+no chord counter: a run's serialized updater ends it, its reconciler is the safety net).
+
 A task is sent once the current transaction commits (at once outside one), so a worker never looks
 for a row that is not there yet, and nothing is sent for work a rollback undid. A broker that is down
 at that moment is logged, never raised: the caller's answer (an API response, a run's end) must not
@@ -11,6 +14,7 @@ dispatched, or without progress, is re-driven after its stall time).
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 from django.db import transaction
@@ -26,9 +30,13 @@ def send(task: Any, *args: Any, task_id: str | None = None, queue: str | None = 
     if queue is not None:
         options["queue"] = queue
     try:
-        task.apply_async(args=args, kwargs=kwargs or None, **options)
+        if options:
+            task.apply_async(args=args, kwargs=kwargs or None, **options)
+        else:
+            task.delay(*args, **kwargs)
     except Exception:  # the broker is down: the reconciler drives the work later
-        logger.exception("dispatch_failed", extra={"task": getattr(task, "name", repr(task)), "args": args})
+        # (not "args": a LogRecord attribute, which ``extra`` may not overwrite)
+        logger.exception("dispatch_failed", extra={"task": getattr(task, "name", repr(task)), "task_args": args})
         return False
     return True
 
@@ -38,3 +46,33 @@ def dispatch_on_commit(
 ) -> None:
     """Send ``task(*args, **kwargs)`` after the current transaction commits (see the module)."""
     transaction.on_commit(lambda: send(task, *args, task_id=task_id, queue=queue, **kwargs))
+
+
+def fan_out(task: Any, arg_lists: Iterable[Sequence[Any]], *, queue: str | None = None) -> int:
+    """Send one ``task`` message per argument list, now, over one broker connection; the number sent.
+    A broker error is raised (the orchestrator retries; units are idempotent on their natural keys)."""
+    options: dict[str, Any] = {} if queue is None else {"queue": queue}
+    sent = 0
+    with task.app.producer_or_acquire() as producer:
+        for args in arg_lists:
+            task.apply_async(args=tuple(args), producer=producer, **options)
+            sent += 1
+    return sent
+
+
+def queue_depth(queue: str) -> int | None:
+    """Messages waiting in the broker's ``queue`` (not those a worker reserved); ``None`` when the broker
+    cannot tell (it is down). A queue that does not exist holds none."""
+    from celery import current_app
+    from kombu.exceptions import ChannelError
+
+    try:
+        with current_app.connection_for_read() as conn:
+            try:
+                channel: Any = conn.default_channel
+                return int(channel.queue_declare(queue=queue, passive=True).message_count)
+            except ChannelError:
+                return 0
+    except Exception:
+        logger.warning("queue_depth_unknown", exc_info=True, extra={"queue": queue})
+        return None

@@ -36,7 +36,7 @@ class Reconciler[R]:
     time_out: Callable[[R], bool]
     is_done: Callable[[R], bool]
     finish: Callable[[R], bool]
-    mark_redriven: Callable[[R, datetime], None]
+    mark_redriven: Callable[[R, datetime], Any]
     progressed_at: Callable[[R], datetime] = lambda run: run.progressed_at  # type: ignore[attr-defined]
     special: Callable[[R, datetime, dict[str, list[str]]], bool] | None = None
     names: dict[str, str] = field(default_factory=dict)
@@ -70,3 +70,14 @@ class Reconciler[R]:
                 actions[self.key("redrive")].append(run_id)
                 logger.warning("reconcile_redrive", extra={"workflow": self.name, "run_id": run_id})
         return actions
+
+
+def units_may_be_lost(*, queue: str, free_slots: int) -> bool:
+    """Whether the units still to do of a run idle for a lease (none held, no progress) can only be lost
+    messages — sent, then taken by a worker that died before it claimed them (an unacknowledged message
+    comes back only after the broker's visibility timeout) — so that sending them again now is the way
+    forward: a provider slot is free (a queued unit would have taken it) and their ``queue`` is empty
+    (none is waiting there). Sending one again is safe anyway: its claim decides who does it."""
+    from core.dispatch import queue_depth
+
+    return free_slots > 0 and queue_depth(queue) == 0

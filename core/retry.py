@@ -10,6 +10,7 @@ Celery counts every ``retry`` in ``request.retries``. Our tasks distinguish:
 
 from __future__ import annotations
 
+import logging
 import random
 from typing import Any
 
@@ -17,6 +18,8 @@ import redis
 from celery import Task
 from django.db import InterfaceError, OperationalError
 from kombu.exceptions import OperationalError as BrokerOperationalError
+
+logger = logging.getLogger("core.retry")
 
 # Upper bound of re-enqueues of one task (waits + errors) so that nothing loops forever.
 MAX_REENQUEUES = 10_000
@@ -87,3 +90,15 @@ def retry_after_error(
     return task.retry(
         exc=exc, kwargs=kwargs, countdown=backoff_seconds(attempt, base=base, cap=cap), max_retries=MAX_REENQUEUES
     )
+
+
+def retry_infra(task: Task, exc: Exception, *, keep: dict[str, Any] | None = None) -> None:
+    """A transient error of our own infrastructure (``TRANSIENT_INFRA_ERRORS``) in a unit task: re-enqueue
+    it with backoff while its budget lasts (``INFRA_MAX_ERRORS``, counted in ``infra_attempts``; ``keep``:
+    kwargs the retry carries, e.g. an outcome still to hand over, so the work is not done twice) —
+    raises the retry — else return: the caller gives up on this message (logged) and the workflow's
+    reconciler drives the unit again."""
+    if error_budget_left(task, max_errors=INFRA_MAX_ERRORS, counter="infra_attempts"):
+        logger.warning("infra_retry", extra={"task": task.name, "error": str(exc)})
+        raise retry_after_error(task, exc, base=0.5, cap=10.0, counter="infra_attempts", extra_kwargs=keep)
+    logger.error("infra_gave_up", extra={"task": task.name, "error": str(exc)})

@@ -51,8 +51,8 @@ class TrackedRun(models.Model):
         now = now or timezone.now()
         fields.setdefault("completed_at", now)
         fields.setdefault("last_progress_at", now)
-        rows = cls._default_manager.filter(pk=pk).exclude(status__in=cls.TERMINAL_STATUSES)
-        return rows.update(status=status, **fields) == 1
+        rows = cls._default_manager.filter(pk=pk).exclude(**{"status__in": cls.TERMINAL_STATUSES})
+        return rows.update(**{"status": status, **fields}) == 1  # (status: declared by each subclass)
 
     @classmethod
     def mark_progress(cls, pk: Any, *, now: datetime | None = None) -> None:

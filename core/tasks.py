@@ -1,37 +1,34 @@
-"""The kernel's own task: the durable per-run updater of every outcome inbox (``core.inbox``)."""
+"""The kernel's tasks module: it names the durable per-run updater of every outcome inbox
+(``apply_outcome``, defined with the inbox in ``core.inbox``) for Celery's autodiscovery, and holds the
+database-connection hygiene every unit task relies on.
+
+Celery's Django fixup closes every database connection before and after each task unless
+``CELERY_DB_REUSE_MAX`` is set: each unit of every workflow then opens a new Postgres backend (a fork,
+authentication, cold catalog caches), which cost more than the unit's own statements. With
+``CELERY_DB_REUSE_MAX`` set, connections are kept across tasks, and ``_db_connections_before_task``
+makes each task start as a request does (``close_old_connections``): a connection that failed, or
+outlived ``CONN_MAX_AGE``, is closed, and the next use of the one kept is health-checked
+(``CONN_HEALTH_CHECKS``). With the fixup's default it changes nothing.
+"""
 
 from __future__ import annotations
 
-import logging
-import random
 from typing import Any
 
-from celery import shared_task
+from celery import signals
+from django.db import connections
 
-from core.inbox import apply_pending, inbox_named
-from core.locks import LockNotAcquired
-from core.retry import INFRA_MAX_ERRORS, TRANSIENT_INFRA_ERRORS, error_budget_left, retry_after_error, retry_waiting
+from core.inbox import apply_outcome
 
-logger = logging.getLogger("core.tasks")
+__all__ = ["apply_outcome"]  # the durable updater, defined with its inbox (core.inbox)
 
 
-@shared_task(bind=True, name="core.tasks.apply_outcome", ignore_result=True)
-def apply_outcome(self: Any, inbox: str, run_id: str, outcome: list[Any], infra_attempts: int = 0) -> str:
-    """A run's updater for one outcome (and every one pending): serialized by the run's Redis lock (the
-    filter) and row lock (the fence). A lock it cannot get in time means retry later, never a drop; so
-    does a transient database or Redis error (bounded, with backoff). An outcome already applied (by an
-    updater that drained the pending list) is a quick no-op."""
-    box = inbox_named(inbox)
-    try:
-        if box.is_applied(run_id, outcome):
-            return "already applied"
-        result = apply_pending(box, run_id, outcome, wait=0.5)
-    except LockNotAcquired:
-        raise retry_waiting(self, countdown=random.uniform(0.1, 0.5)) from None
-    except TRANSIENT_INFRA_ERRORS as exc:
-        if not error_budget_left(self, max_errors=INFRA_MAX_ERRORS, counter="infra_attempts"):
-            logger.error("updater_infra_failed", extra={"inbox": inbox, "run_id": run_id, "error": str(exc)})
-            raise
-        logger.warning("updater_infra_retry", extra={"inbox": inbox, "run_id": run_id, "error": str(exc)})
-        raise retry_after_error(self, exc, base=0.5, cap=10.0, counter="infra_attempts") from None
-    return "finalized" if result.finalized else "applied"
+@signals.task_prerun.connect(weak=False, dispatch_uid="core.tasks.db_connections_before_task")
+def _db_connections_before_task(task: Any = None, **_: Any) -> None:
+    """Close the connections that failed or outlived ``CONN_MAX_AGE`` (see the module). Never inside a
+    transaction (an eager task in a test, a task called from a request) nor for an eager task."""
+    if task is not None and getattr(task.request, "is_eager", False):
+        return
+    for conn in connections.all(initialized_only=True):
+        if not conn.in_atomic_block:
+            conn.close_if_unusable_or_obsolete()
