@@ -4,9 +4,10 @@ cached in Redis under a version that every user, role, role-grant or role-assign
 - ``CachedJWTAuthentication`` (the DRF authentication class): validates the JWT as simplejwt does,
   then takes the user and their grants from the cache entry when its version is current (one
   Redis round trip), else from the database (and refreshes the entry).
-- ``bump_auth_version()`` runs after the commit of any such change: services call it, and signal
-  receivers (``accounts.apps``) catch admin and ORM saves, so a change applies on the next request.
-  Entries also expire after ``AUTH_CACHE_SECONDS``.
+- The version (``accounts.cache_versions``) is bumped at once and again after the commit of any such
+  change: by the tables' bulk writes (``accounts.models``) and by signal receivers
+  (``accounts.signals``) for every save, delete and role assignment (admin, services, ORM), so a
+  change applies on the next request. Entries also expire after ``AUTH_CACHE_SECONDS``.
 - Redis unavailable: everything is read from the database, as without the cache.
 """
 
@@ -20,36 +21,21 @@ import orjson
 import redis
 from django.conf import settings
 from django.contrib.auth import get_user_model
-from django.db import transaction
 from rest_framework_simplejwt.authentication import JWTAuthentication
 from rest_framework_simplejwt.exceptions import AuthenticationFailed, InvalidToken
 from rest_framework_simplejwt.settings import api_settings
 
+from accounts.cache_versions import VERSION_KEY
 from accounts.grants import Grant, Scope, effective_grants, set_cached_grants
 from core.redis import get_redis
 
 logger = logging.getLogger("accounts.auth_cache")
 
-VERSION_KEY = "accounts:auth-version"
 _USER_FIELDS = ("email", "first_name", "last_name", "crm_user_id", "groupes", "is_active", "is_staff", "is_superuser")
 
 
 def _entry_key(user_id: Any) -> str:
     return f"accounts:auth:{user_id}"
-
-
-def _incr_version() -> None:
-    try:
-        get_redis().incr(VERSION_KEY)
-    except redis.RedisError:
-        logger.warning("auth_cache_version_bump_failed", exc_info=True)
-
-
-def bump_auth_version() -> None:
-    """Invalidate every cached user and grants: now, and again once the current transaction
-    commits (a request that read the old rows before the commit must not leave them cached)."""
-    _incr_version()
-    transaction.on_commit(_incr_version)
 
 
 def _scope(value: str | None) -> Scope | None:

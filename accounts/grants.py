@@ -9,46 +9,39 @@ A role grants, per permission key, ``can_read`` / ``can_write`` and a visibility
 A user's effective grant for a key is the union over their roles, per action: read is granted
 when a role grants it, with the widest scope among the roles granting read; likewise for write.
 ``effective_grants`` is the only place this is computed; tokens, ``/api/auth/me``, permissions and
-scope filters all use it.
+scope filters all use it. The keys and scopes themselves live in ``accounts.keys`` (the tables use
+them without importing this module) and are re-exported here.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from enum import StrEnum
 from typing import TYPE_CHECKING, Literal
+
+from accounts.keys import PERMISSION_KEYS, Scope
 
 if TYPE_CHECKING:
     from accounts.models import User
 
-# The registry of permission keys. Unknown keys are rejected everywhere (API, admin, DB).
-PERMISSION_KEYS: tuple[str, ...] = (
-    "fiches",
-    "recordings",
-    "transcriptions",
-    "audits",
-    "audit-configs",
-    "automation",
-    "products",
-    "chat",
-    "users",
-)
+__all__ = [
+    "ACTIONS",
+    "PERMISSION_KEYS",
+    "Action",
+    "Grant",
+    "Scope",
+    "effective_grants",
+    "forget_grants",
+    "grant_for",
+    "grant_rows",
+    "has_grant",
+    "merge_grants",
+    "scope_for",
+    "set_cached_grants",
+    "validate_permission_key",
+]
 
 Action = Literal["read", "write"]
 ACTIONS: tuple[str, ...] = ("read", "write")
-
-
-class Scope(StrEnum):
-    SELF = "SELF"
-    GROUP = "GROUP"
-    ALL = "ALL"
-
-    @property
-    def width(self) -> int:
-        return _SCOPE_WIDTH[self]
-
-
-_SCOPE_WIDTH = {Scope.SELF: 0, Scope.GROUP: 1, Scope.ALL: 2}
 
 
 def validate_permission_key(key: str) -> str:

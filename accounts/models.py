@@ -6,38 +6,32 @@ from django.db import models
 from django.db.models import Q
 from django.utils import timezone
 
-from accounts.grants import PERMISSION_KEYS, Scope
+from accounts import cache_versions
+from accounts.keys import PERMISSION_KEYS, Scope
 
 
 class AuthChangeQuerySet(models.QuerySet):
-    """Bulk writes skip model signals; these also invalidate the auth cache (accounts.auth_cache)."""
+    """Bulk writes skip model signals (``accounts.signals``): these bump the auth cache version
+    themselves (``accounts.cache_versions``), so a bulk change applies on the next request too."""
 
     def update(self, **kwargs):
-        from accounts.auth_cache import bump_auth_version
-
         rows = super().update(**kwargs)
-        bump_auth_version()
+        cache_versions.bump()
         return rows
 
     def delete(self):
-        from accounts.auth_cache import bump_auth_version
-
         result = super().delete()
-        bump_auth_version()
+        cache_versions.bump()
         return result
 
     def bulk_create(self, objs, *args, **kwargs):
-        from accounts.auth_cache import bump_auth_version
-
         created = super().bulk_create(objs, *args, **kwargs)
-        bump_auth_version()
+        cache_versions.bump()
         return created
 
     def bulk_update(self, objs, fields, *args, **kwargs):
-        from accounts.auth_cache import bump_auth_version
-
         rows = super().bulk_update(objs, fields, *args, **kwargs)
-        bump_auth_version()
+        cache_versions.bump()
         return rows
 
 
