@@ -30,16 +30,16 @@ from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
 
-from audits.clients.llm import ChatEvent, LlmError, LlmTransientError, stream_chat
 from audits.evidence import EvidenceIndex
 from audits.selectors import audit_dict
-from audits.services.runs import llm_semaphore
 from audits.transcript_tools import MAX_SEARCH_RESULTS, TranscriptTools
 from chat.exceptions import ChatBusy, ChatLlmNotConfigured, ChatSlotsUnavailable, ChatStreamsLimit
 from chat.models import ChatConversation, ChatMessage, MessageRole, MessageStatus
 from chat.selectors import ChatEntity, chat_entity_for_user, history_for_llm
 from core.limits import LimitBusy, Semaphore
 from fiches.selectors import fiche_payload
+from llm.client import ChatEvent, LlmError, LlmTransientError, stream_chat
+from llm.slots import llm_semaphore
 from transcriptions.selectors import Timeline, timeline_for
 from transcriptions.timeline import format_offset
 
@@ -347,14 +347,14 @@ def _require_llm() -> None:
 def chat_llm_semaphore() -> Semaphore:
     """The LLM calls chats may hold together: ``LLM_MAX_CONCURRENCY`` less the audits' reserved share."""
     limit = settings.LLM_MAX_CONCURRENCY - settings.LLM_AUDIT_RESERVED_SLOTS
-    return Semaphore("llm-chat", limit=max(1, limit), lease_seconds=settings.AUDIT_STEP_CLAIM_LEASE_SECONDS)
+    return Semaphore("llm-chat", limit=max(1, limit), lease_seconds=settings.CLAIM_LEASE_SECONDS)
 
 
 def chat_user_semaphore(user: User) -> Semaphore:
     return Semaphore(
         f"chat-streams:{user.pk}",
         limit=settings.CHAT_MAX_STREAMS_PER_USER,
-        lease_seconds=settings.AUDIT_STEP_CLAIM_LEASE_SECONDS,
+        lease_seconds=settings.CLAIM_LEASE_SECONDS,
     )
 
 
@@ -366,14 +366,14 @@ def _take_slots(user: User) -> ExitStack:
     slots = ExitStack()
     try:
         try:
-            slots.enter_context(chat_user_semaphore(user).slot(holder, wait=0))
+            slots.enter_context(chat_user_semaphore(user).slot(holder, wait=0, heartbeat=True))
         except LimitBusy:
             raise ChatStreamsLimit(
                 retry_after=5,
                 details={"limit": "chat_streams_per_user", "max": settings.CHAT_MAX_STREAMS_PER_USER},
             ) from None
-        slots.enter_context(chat_llm_semaphore().slot(holder, wait=SLOT_WAIT_SECONDS))
-        slots.enter_context(llm_semaphore().slot(holder, wait=SLOT_WAIT_SECONDS))
+        slots.enter_context(chat_llm_semaphore().slot(holder, wait=SLOT_WAIT_SECONDS, heartbeat=True))
+        slots.enter_context(llm_semaphore().slot(holder, wait=SLOT_WAIT_SECONDS, heartbeat=True))
     except LimitBusy as exc:
         slots.close()
         raise ChatBusy(retry_after=math.ceil(exc.retry_after), details={"limit": "llm"}) from None

@@ -14,8 +14,15 @@ import httpx
 import pydantic
 import pytest
 
-from audits.clients import llm
-from audits.clients.llm import (
+from audits.prompts import StepAnswer, StepSpec, build_step_messages
+from audits.simulator.server import LlmSimulator, SimulatorConfig, message_chars
+from audits.transcript_tools import (
+    TOOL_SPECS,
+    TranscriptTools,
+    chunks_from_timeline_text,
+)
+from llm import client as llm
+from llm.client import (
     ANSWER_NOW_MESSAGE,
     ChatEvent,
     LlmInvalidAnswer,
@@ -27,13 +34,6 @@ from audits.clients.llm import (
     complete_structured,
     stream_chat,
     strict_json_schema,
-)
-from audits.prompts import StepAnswer, StepSpec, build_step_messages
-from audits.simulator.server import LlmSimulator, SimulatorConfig, message_chars
-from audits.transcript_tools import (
-    TOOL_SPECS,
-    TranscriptTools,
-    chunks_from_timeline_text,
 )
 
 API_KEY = "sk-test-0123456789abcdef"

@@ -17,7 +17,6 @@ from typing import Any
 import httpx
 import pytest
 
-from audits.clients.llm import complete_structured
 from audits.prompts import StepAnswer, StepSpec, build_step_messages
 from audits.simulator import judge
 from audits.simulator.server import ENV_VARS, LlmSimulator, SimulatorConfig
@@ -27,6 +26,7 @@ from audits.transcript_tools import (
     chunks_from_timeline_text,
     fold,
 )
+from llm.client import complete_structured
 
 HEADER = "### Appel CALL-1 — 2026-02-02 10:00 (sortant)"
 IDENTITY = (

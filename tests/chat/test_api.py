@@ -14,8 +14,8 @@ import httpx
 import pytest
 from httpx_sse import connect_sse
 
-from audits.services.runs import llm_semaphore
 from chat.models import ChatConversation, ChatMessage
+from llm.slots import llm_semaphore
 from tests.chat.conftest import CALL, FICHE_ID, LLM_KEY, T0, bearer
 from tests.workflow.conftest import wait_for
 

@@ -6,10 +6,10 @@ from __future__ import annotations
 
 import pytest
 
-from audits.services.runs import llm_semaphore
 from chat import services
 from chat.exceptions import ChatBusy, ChatSlotsUnavailable, ChatStreamsLimit
 from chat.models import ChatMessage
+from llm.slots import llm_semaphore
 from tests.chat.conftest import CALL, FICHE_ID, RETRACTATION, T0
 from tests.support import simulated_call
 from transcriptions.selectors import Timeline
