@@ -45,6 +45,7 @@ INSTALLED_APPS = [
     "accounts.apps.AccountsConfig",
     "fiches.apps.FichesConfig",
     "realtime.apps.RealtimeConfig",
+    "batches.apps.BatchesConfig",
     "transcriptions.apps.TranscriptionsConfig",
     "audits.apps.AuditsConfig",
     "products.apps.ProductsConfig",
@@ -124,6 +125,10 @@ CELERY_RESULT_EXPIRES = 24 * 3600
 CELERY_TASK_ACKS_LATE = True
 CELERY_TASK_REJECT_ON_WORKER_LOST = True
 CELERY_WORKER_PREFETCH_MULTIPLIER = 1
+# A worker keeps its database connection across this many tasks (Celery's Django fixup closes it
+# before and after every task by default: a new Postgres backend per unit cost more than the unit);
+# core.tasks health-checks it before each task, as a request does. 0 restores close-per-task.
+CELERY_DB_REUSE_MAX = env.int("CELERY_DB_REUSE_MAX", default=500)
 CELERY_TASK_SERIALIZER = "json"
 CELERY_RESULT_SERIALIZER = "json"
 CELERY_ACCEPT_CONTENT = ["json"]
@@ -341,10 +346,6 @@ TRANSCRIPTION_MAX_ERRORS = env.int("TRANSCRIPTION_MAX_ERRORS", default=3)
 TRANSCRIPTION_RETRY_BASE_SECONDS = env.float("TRANSCRIPTION_RETRY_BASE_SECONDS", default=5.0)
 # Reconciler: re-drive a run without progress for this long; end it after this long without progress.
 TRANSCRIPTION_STALL_SECONDS = env.int("TRANSCRIPTION_STALL_SECONDS", default=900)
-# How long a worker's claim on a recording (and its lock) holds: a killed worker frees it after this.
-TRANSCRIPTION_CLAIM_LEASE_SECONDS = env.float(
-    "TRANSCRIPTION_CLAIM_LEASE_SECONDS", default=ELEVENLABS_TIMEOUT_SECONDS + 60
-)
 TRANSCRIPTION_DEADLINE_SECONDS = env.int("TRANSCRIPTION_DEADLINE_SECONDS", default=3600)
 # Company names agents say when they introduce themselves (helps tell the agent from the client).
 TRANSCRIPTION_COMPANY_NAMES = env.list("TRANSCRIPTION_COMPANY_NAMES", default=[])
@@ -382,10 +383,6 @@ EVIDENCE_MATCH_THRESHOLD = env.float("EVIDENCE_MATCH_THRESHOLD", default=90.0)
 # Transient LLM errors a step retries (backoff from this base, in seconds) before it fails.
 AUDIT_STEP_MAX_ERRORS = env.int("AUDIT_STEP_MAX_ERRORS", default=3)
 AUDIT_STEP_RETRY_BASE_SECONDS = env.float("AUDIT_STEP_RETRY_BASE_SECONDS", default=5.0)
-# How long a worker's claim on a step (and its LLM slot) holds: a killed worker frees it after this.
-AUDIT_STEP_CLAIM_LEASE_SECONDS = env.float(
-    "AUDIT_STEP_CLAIM_LEASE_SECONDS", default=LLM_TIMEOUT_SECONDS * (AUDIT_TOOLS_MAX_CALLS + 2) + 60
-)
 # A step waits in place this long for an LLM slot before re-enqueueing itself.
 AUDIT_LLM_SLOT_WAIT_SECONDS = env.float("AUDIT_LLM_SLOT_WAIT_SECONDS", default=30.0)
 # Reconciler: re-drive an audit without progress for this long; fail one without progress for the

@@ -5,12 +5,13 @@ from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 from accounts.api.urls import admin_urlpatterns, auth_urlpatterns
 from audits.api.urls import audits_urlpatterns
 from automation.api.urls import automation_urlpatterns
+from batches.api.urls import batch_urlpatterns
 from chat.api.urls import chat_urlpatterns
 from core.health import HealthView
 from fiches.api.urls import fiches_urlpatterns, recordings_urlpatterns
 from products.api.urls import products_urlpatterns
 from realtime.api.urls import delivery_urlpatterns, realtime_urlpatterns
-from transcriptions.api.urls import batch_urlpatterns, transcriptions_urlpatterns
+from transcriptions.api.urls import transcriptions_urlpatterns
 
 handler404 = "config.exceptions.not_found_handler"
 handler500 = "config.exceptions.server_error_handler"

@@ -1,12 +1,14 @@
-"""Batches of fiches (transcriptions; audits reuse them): created with one item per fiche, started
-in the background, and ended exactly once when every item is done. Counts move only through the
-serialized updater (the batch's Redis lock filters, its row lock fences); ``batch.progress`` and
-``batch.completed`` go to the global channel (ids only: every user is on it) and, whole, to the
-requester's own channel ``private-user-{id}``. A reconciler ends batches whose items all ended.
+"""Batches of fiches (transcriptions, audits): created with one item per fiche, started in the
+background, and ended exactly once when every item is done. Counts move only through the serialized
+updater (the batch's row lock is the fence); ``batch.progress`` and ``batch.completed`` go to the
+global channel (ids only: every user is on it) and, whole, to the requester's own channel
+``private-user-{id}``. A reconciler (beat, ``batches.tasks.reconcile_batches``) ends batches whose
+items all ended.
 
-The operation of an item is registered per ``operation_type`` (``register_operation``): it starts the
-item's work and later reports the item's end with ``batch_item_done`` (``batch_ref_done`` also ends
-the items of other batches that followed the same work, e.g. an audit already running for the fiche).
+The operation of an item is registered per ``operation_type`` (``register_operation``, from the app
+that owns the work: transcriptions, audits): it starts the item's work and later reports the item's
+end with ``batch_item_done`` (``batch_ref_done`` also ends the items of other batches that followed
+the same work, e.g. an audit already running for the fiche).
 
 Each item is started exactly once: a pass (the first one, or the reconciler's re-drive, possibly at
 the same time) claims the item with one conditional update of its ``ref_id`` (``NULL`` → a claim
@@ -30,24 +32,30 @@ from django.utils import timezone
 
 from accounts.grants import Scope, scope_for
 from accounts.permissions import can_access
+from batches.models import Batch, BatchItem, BatchItemStatus, BatchStatus
+from core.dispatch import dispatch_on_commit
 from core.exceptions import ApplicationError, InvalidInput, NotFoundError, PermissionDeniedError
 from core.limits import throttle_spend
 from fiches.models import FicheCache
 from realtime.publisher import publish
-from transcriptions.models import Batch, BatchItem, BatchItemStatus, BatchStatus
 
 if TYPE_CHECKING:
     from accounts.models import User
 
-logger = logging.getLogger("transcriptions.batches")
+logger = logging.getLogger("batches.services")
 
 # operation type -> start(batch, item) → ref id (run/audit id) or None when the item ended at once
 StartItem = Callable[[Batch, BatchItem], str | None]
 _operations: dict[str, StartItem] = {}
+# operation type -> the permission key whose scope ALL may read any batch of that type
+_permissions: dict[str, str] = {}
 
 
-def register_operation(operation_type: str, start: StartItem) -> None:
+def register_operation(operation_type: str, start: StartItem, *, permission: str) -> None:
+    """``start(batch, item)`` starts one item's work; ``permission`` (``transcriptions``, ``audits``):
+    a user with scope ALL on it may read every batch of this type (``batch_for_user``)."""
     _operations[operation_type] = start
+    _permissions[operation_type] = permission
 
 
 def batch_create(
@@ -89,9 +97,9 @@ def batch_create(
             scope_snapshot={"kind": str(scope), "groupes": list(user.groupes or []), "crm_user_id": user.crm_user_id},
         )
         BatchItem.objects.bulk_create(BatchItem(batch=batch, fiche_id=fiche_id) for fiche_id in ids)
-        from transcriptions.tasks import batch_start
+        from batches.tasks import batch_start  # the tasks module imports this one
 
-        transaction.on_commit(lambda: batch_start.delay(str(batch.pk)))
+        dispatch_on_commit(batch_start, str(batch.pk))  # a broker down: the reconciler starts the items
     logger.info("batch_created", extra={"batch_id": str(batch.pk), "operation": operation_type, "total": len(ids)})
     return batch
 
@@ -112,6 +120,29 @@ def check_batch_scope(*, user: User, fiche_ids: list[str], app: str) -> None:
             code="scope_denied",
             details={"fiche_ids": refused},
         )
+
+
+def in_snapshot_scope(row: FicheCache, snapshot: dict[str, Any]) -> bool:
+    """Whether ``row`` is in a scope recorded when a batch was made (``Batch.scope_snapshot``)."""
+    kind = snapshot.get("kind")
+    if kind == "ALL":
+        return True
+    if kind == "GROUP":
+        return bool(row.groupe) and row.groupe in (snapshot.get("groupes") or [])
+    if kind == "SELF":
+        return bool(snapshot.get("crm_user_id")) and row.crm_user_id == snapshot.get("crm_user_id")
+    return False
+
+
+def batch_item_fiche(batch: Batch, item: BatchItem, *, app: str) -> FicheCache:
+    """The item's fiche with its details (fetched from the CRM when missing), refused when it is outside
+    the requester's ``app`` scope as it was when the batch was made: an operation's first step."""
+    from fiches.services.access import fiche_with_details
+
+    fiche = fiche_with_details(fiche_id=item.fiche_id)
+    if not in_snapshot_scope(fiche, batch.scope_snapshot):
+        raise PermissionDeniedError(f"outside the requester's {app} scope")
+    return fiche
 
 
 CLAIM_PREFIX = "claim:"
@@ -313,8 +344,8 @@ def batch_for_user(user: User, batch_id: object) -> dict[str, Any]:
     batch = Batch.objects.filter(pk=key).first() if key is not None else None
     if batch is None:
         raise NotFoundError(f"No batch {batch_id}.", code="batch_not_found", details={"batch_id": str(batch_id)})
-    permission = "transcriptions" if batch.operation_type == "transcription" else "audits"
-    if batch.requested_by_id != user.pk and str(scope_for(user, permission, "read")) != "ALL":
+    permission = _permissions.get(batch.operation_type)
+    if batch.requested_by_id != user.pk and (permission is None or str(scope_for(user, permission, "read")) != "ALL"):
         raise PermissionDeniedError("This batch belongs to another user.", details={"batch_id": str(batch_id)})
     return {
         "batch_id": str(batch.pk),

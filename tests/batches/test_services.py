@@ -14,12 +14,12 @@ from django.core.management import call_command
 from django.utils import timezone
 
 from audits.models import Audit, AuditConfig
+from batches import services as batches
+from batches.models import Batch, BatchItem
 from fiches.models import FicheCache
 from fiches.simulator.data import sales_for_date
 from fiches.simulator.server import CrmSimulator, SimulatorConfig
 from tests.support import run_threads
-from transcriptions.models import Batch, BatchItem
-from transcriptions.services import batches
 
 DAY = date(2026, 2, 2)  # a Monday: 6 ± 30 % sales in the simulator (seed 42)
 T0 = datetime(2026, 2, 3, 8, 0, tzinfo=UTC)
@@ -71,7 +71,7 @@ def make_batch(user, fiche_ids: list[str], config: AuditConfig) -> Batch:
 
 @pytest.mark.django_db(transaction=True)
 def test_a_reconciler_pass_beside_a_slow_first_pass_starts_each_fiche_once(config, auditor, slow_crm, caplog):
-    caplog.set_level(logging.INFO, logger="audits.runs")
+    caplog.set_level(logging.INFO, logger="audits.request")
     fiche_ids = crm_fiche_ids(4)  # none cached: starting each one fetches its details (LATENCY_MS)
     batch = make_batch(auditor, fiche_ids, config)
     batch_id = str(batch.pk)
@@ -82,7 +82,7 @@ def test_a_reconciler_pass_beside_a_slow_first_pass_starts_each_fiche_once(confi
         barrier.wait(timeout=10)
         batches.batch_start_items(batch_id=batch_id)
 
-    def reconciler_pass():  # what reconcile_transcription_runs does, its batch_start run here
+    def reconciler_pass():  # what reconcile_batches does, its batch_start run here
         barrier.wait(timeout=10)
         actions = batches.batch_reconcile()
         restarted.append(actions["restarted"])
