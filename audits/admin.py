@@ -13,7 +13,7 @@ from django.http import HttpRequest, HttpResponse
 from accounts.models import User
 from audits import selectors
 from audits.models import Audit, AuditConfig, AuditConfigVersion, AuditStepDefinition, HumanReview, RerunEvent
-from audits.services.runs import audit_request
+from audits.services.request import audit_request
 from core.exceptions import ApplicationError
 
 
@@ -87,11 +87,11 @@ class AuditAdmin(admin.ModelAdmin):
         "score_percentage",
         "is_compliant",
         "needs_review",
-        "use_rlm",
+        "tools_mode",
         "created_at",
         "completed_at",
     )
-    list_filter = ("status", "niveau", "is_compliant", "needs_review", "use_rlm", "config", "created_at")
+    list_filter = ("status", "niveau", "is_compliant", "needs_review", "tools_mode", "config", "created_at")
     search_fields = ("id", "fiche__fiche_id")
     list_select_related = ("fiche", "config_version")
     date_hierarchy = "created_at"
@@ -121,7 +121,10 @@ class AuditAdmin(admin.ModelAdmin):
         for audit in queryset.select_related("fiche"):
             try:
                 audit_request(
-                    fiche=audit.fiche, config_id=audit.config_id, use_rlm=audit.use_rlm, user=cast(User, request.user)
+                    fiche=audit.fiche,
+                    config_id=audit.config_id,
+                    tools_mode=audit.tools_mode,
+                    user=cast(User, request.user),
                 )
                 queued += 1
             except ApplicationError as exc:

@@ -10,10 +10,12 @@ class AuditsConfig(AppConfig):
     def ready(self) -> None:
         from accounts.grants import has_grant
         from audits import selectors
-        from audits.services import runs
+        from audits.services import batch as audit_batch
+        from audits.services import finish, prepare
+        from batches import services as batches
+        from core import inbox
         from core.exceptions import PermissionDeniedError
         from realtime.registry import register_channel_authorizer
-        from transcriptions.services import batches
         from transcriptions.services.runs import on_run_finished
 
         def authorize_audit_channel(user, audit_id: str) -> None:
@@ -23,6 +25,7 @@ class AuditsConfig(AppConfig):
             selectors.audit_for_user(user, audit_id)
 
         register_channel_authorizer("private-audit-", authorize_audit_channel, reads=("audits",))
-        on_run_finished(runs.resume_waiting_audits)
-        batches.register_operation("audit", runs.start_batch_item)
-        batches.register_item_state("audit", runs.batch_item_state)
+        on_run_finished(prepare.resume_waiting_audits)
+        batches.register_operation("audit", audit_batch.start_batch_item, permission="audits")
+        batches.register_item_state("audit", audit_batch.batch_item_state)
+        inbox.register(finish.AUDIT_INBOX)  # step ends → the audit's serialized updater

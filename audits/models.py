@@ -18,6 +18,8 @@ import uuid
 from django.conf import settings
 from django.db import models
 
+from core.runs import TrackedRun
+
 
 class AuditConfig(models.Model):
     name = models.CharField(max_length=200)
@@ -133,13 +135,15 @@ class Niveau(models.TextChoices):
     REJET = "REJET"
 
 
-class Audit(models.Model):
+class Audit(TrackedRun):
     id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
     fiche = models.ForeignKey("fiches.FicheCache", on_delete=models.CASCADE, related_name="audits")
     config = models.ForeignKey(AuditConfig, on_delete=models.PROTECT, related_name="audits")
     config_version = models.ForeignKey(AuditConfigVersion, on_delete=models.PROTECT, related_name="audits")
     status = models.CharField(max_length=24, choices=AuditStatus.choices, default=AuditStatus.PENDING)
-    use_rlm = models.BooleanField(default=False, help_text="Tools mode: the LLM searches the transcript.")
+    tools_mode = models.BooleanField(
+        default=False, db_column="use_rlm", help_text="Tools mode (the API's use_rlm): the LLM searches the transcript."
+    )
     model = models.CharField(max_length=128, blank=True, default="")
     overall_score = models.FloatField(null=True, blank=True)
     max_score = models.FloatField(null=True, blank=True)
@@ -150,20 +154,13 @@ class Audit(models.Model):
     needs_review = models.BooleanField(default=False)
     total_tokens = models.PositiveIntegerField(default=0)
     duration_seconds = models.FloatField(null=True, blank=True)
-    error = models.TextField(null=True, blank=True)
     requested_by = models.ForeignKey(
         settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
     )
-    batch = models.ForeignKey(
-        "transcriptions.Batch", null=True, blank=True, on_delete=models.SET_NULL, related_name="audits"
-    )
+    batch = models.ForeignKey("batches.Batch", null=True, blank=True, on_delete=models.SET_NULL, related_name="audits")
     waiting_since = models.DateTimeField(null=True, blank=True, help_text="Waiting for the fiche's transcription.")
-    dispatched_at = models.DateTimeField(null=True, blank=True, help_text="When its steps were fanned out.")
-    last_progress_at = models.DateTimeField(null=True, blank=True)
-    redriven_at = models.DateTimeField(null=True, blank=True)
-    created_at = models.DateTimeField(auto_now_add=True, db_index=True)
-    started_at = models.DateTimeField(null=True, blank=True)
-    completed_at = models.DateTimeField(null=True, blank=True)
+
+    TERMINAL_STATUSES = TERMINAL_AUDIT_STATUSES
 
     class Meta:
         db_table = "audits"
@@ -176,10 +173,6 @@ class Audit(models.Model):
 
     def __str__(self) -> str:
         return f"audit {str(self.id)[:8]} of fiche {self.fiche.fiche_id} ({self.status})"
-
-    @property
-    def is_terminal(self) -> bool:
-        return self.status in TERMINAL_AUDIT_STATUSES
 
 
 class StepStatus(models.TextChoices):
@@ -208,7 +201,10 @@ class AuditStepResult(models.Model):
     tool_calls = models.PositiveIntegerField(default=0)
     error = models.TextField(null=True, blank=True)
     attempts = models.PositiveIntegerField(default=0)
-    claimed_at = models.DateTimeField(null=True, blank=True)
+    claimed_at = models.DateTimeField(
+        null=True, blank=True, help_text="The claim's heartbeat: renewed while a worker holds the step."
+    )
+    claim_token = models.CharField(max_length=32, null=True, blank=True, help_text="Who holds the step now.")
     completed_at = models.DateTimeField(null=True, blank=True)
 
     class Meta:
@@ -346,7 +342,7 @@ class RerunEvent(models.Model):
     position = models.PositiveIntegerField()
     control_point_index = models.PositiveIntegerField(null=True, blank=True, help_text="Empty: the whole step.")
     instructions = models.TextField(blank=True, default="")
-    use_rlm = models.BooleanField(default=False)
+    tools_mode = models.BooleanField(default=False, db_column="use_rlm", help_text="Tools mode (the API's use_rlm).")
     status = models.CharField(max_length=16, choices=RerunStatus.choices, default=RerunStatus.PENDING)
     error = models.TextField(null=True, blank=True)
     original = models.JSONField(null=True, blank=True, help_text="The step as it was: score, conforme, verdicts.")
@@ -359,6 +355,10 @@ class RerunEvent(models.Model):
     )
     created_at = models.DateTimeField(auto_now_add=True, db_index=True)
     started_at = models.DateTimeField(null=True, blank=True)
+    claimed_at = models.DateTimeField(
+        null=True, blank=True, help_text="The claim's heartbeat: renewed while a worker runs the rerun."
+    )
+    claim_token = models.CharField(max_length=32, null=True, blank=True, help_text="Who runs the rerun now.")
     completed_at = models.DateTimeField(null=True, blank=True)
 
     class Meta:

@@ -1,16 +1,27 @@
 """Reads of audits: the audit in the API's shape (steps, control points, verified and rejected
-citations), lists filtered by scope (through the audit's fiche), and the admin's timeline view."""
+citations), lists filtered by scope (through the audit's fiche), the admin's timeline view, an audit's
+history of reruns and reviews, and the calibration of the AI against reviewers."""
 
 from __future__ import annotations
 
 import uuid
+from collections import Counter, defaultdict
 from dataclasses import dataclass
+from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 from django.db.models import Prefetch, QuerySet
 
 from accounts.permissions import can_access, scope_queryset
-from audits.models import Audit, AuditStepResult, Citation, ControlPointResult
+from audits.models import (
+    Audit,
+    AuditControlPointDefinition,
+    AuditStepResult,
+    Citation,
+    ControlPointResult,
+    HumanReview,
+    RerunEvent,
+)
 from core.exceptions import NotFoundError, PermissionDeniedError
 from core.formats import iso
 
@@ -52,7 +63,7 @@ def audit_summary_dict(audit: Audit) -> dict[str, Any]:
         "audit_config_id": audit.config_id,
         "config_version": audit.config_version.version,
         "status": audit.status,
-        "use_rlm": audit.use_rlm,
+        "use_rlm": audit.tools_mode,
         "model": audit.model,
         "overall_score": audit.overall_score,
         "max_score": audit.max_score,
@@ -217,8 +228,6 @@ def audit_admin_report(audit: Audit) -> dict[str, Any]:
         )
         for position, turn in enumerate(turns)
     ]
-    from audits.services.reviews import audit_history
-
     return {
         "audit": data,
         "timeline": timeline,
@@ -248,4 +257,150 @@ def review_created_dict(audit: Audit, step: AuditStepResult, reviews: list[Any])
         ],
         "step": step_dict(row),
         "audit": audit_summary_dict(audit),
+    }
+
+
+# --- History and calibration ---------------------------------------------------------------------------
+
+
+def _who(user: Any) -> str | None:
+    return user.email if user is not None else None
+
+
+def audit_history(audit: Audit) -> list[dict[str, Any]]:
+    """Reruns and reviews of an audit, oldest first."""
+    entries: list[tuple[datetime, dict[str, Any]]] = []
+    for e in RerunEvent.objects.filter(audit=audit).select_related("requested_by"):
+        entries.append(
+            (
+                e.created_at,
+                {
+                    "type": "rerun",
+                    "id": str(e.pk),
+                    "at": iso(e.created_at),
+                    "by": _who(e.requested_by),
+                    "step_position": e.position,
+                    "control_point_index": e.control_point_index,
+                    "scope": "step" if e.control_point_index is None else "control_point",
+                    "instructions": e.instructions,
+                    "use_rlm": e.tools_mode,
+                    "status": e.status,
+                    "error": e.error,
+                    "original": e.original,
+                    "rerun": e.rerun,
+                    "comparison": e.comparison,
+                    "completed_at": iso(e.completed_at),
+                },
+            )
+        )
+    for r in HumanReview.objects.filter(step_result__audit=audit).select_related("reviewer", "step_result"):
+        entries.append(
+            (
+                r.created_at,
+                {
+                    "type": "review",
+                    "id": str(r.pk),
+                    "at": iso(r.created_at),
+                    "by": _who(r.reviewer),
+                    "step_position": r.step_result.position,
+                    "control_point_index": r.control_point_index,
+                    "status": r.status,
+                    "ai_status": r.ai_status,
+                    "previous_status": r.previous_status,
+                    "comment": r.comment,
+                    "step_score": {"before": r.step_score_before, "after": r.step_score_after},
+                },
+            )
+        )
+    entries.sort(key=lambda item: (item[0], item[1]["type"]))
+    return [entry for _, entry in entries]
+
+
+def cohen_kappa(pairs: list[tuple[str, str]]) -> float | None:
+    """Cohen's kappa of (ai, human) label pairs; None when chance agreement is total (undefined)."""
+    n = len(pairs)
+    if not n:
+        return None
+    observed = sum(a == h for a, h in pairs) / n
+    ai, human = Counter(a for a, _ in pairs), Counter(h for _, h in pairs)
+    expected = sum(ai[label] * human[label] for label in set(ai) | set(human)) / (n * n)
+    if expected >= 1.0:
+        return None
+    return round((observed - expected) / (1 - expected), 4)
+
+
+def calibration(
+    audits: QuerySet[Audit], *, config_id: int, date_from: datetime | None = None, date_to: datetime | None = None
+) -> dict[str, Any]:
+    """Per control point of a config: reviewed verdicts, agreement between the AI and the reviewer, Cohen's
+    kappa and the confusion counts; lowest kappa first.
+
+    The AI's verdict is its own, after the evidence gate and **before any reviewer-guided rerun**
+    (``unguided_status``): a rerun a reviewer steered towards their answer would otherwise count as the AI
+    agreeing. Guided verdicts are reported beside it (``guided_reruns``, ``guided_agreements``), never in the
+    agreement or kappa."""
+    points = ControlPointResult.objects.filter(
+        step_result__audit__in=audits.filter(config_id=config_id), human_status__isnull=False
+    )
+    if date_from is not None:
+        points = points.filter(step_result__audit__created_at__gte=date_from)
+    if date_to is not None:
+        points = points.filter(step_result__audit__created_at__lte=date_to)
+    grouped: dict[tuple[int, int], list[tuple[str, str]]] = defaultdict(list)
+    guided: dict[tuple[int, int], list[bool]] = defaultdict(list)  # per guided verdict: agreed with the reviewer
+    latest: dict[tuple[int, int], tuple[int, int, str]] = {}  # key -> (version, step id, step name)
+    rows = points.values_list(
+        "step_result__position",
+        "index",
+        "status",
+        "unguided_status",
+        "guided",
+        "human_status",
+        "step_result__audit__config_version__version",
+        "step_result__step_id",
+        "step_result__step__name",
+    )
+    for position, index, current, unguided, was_guided, human, version, step_id, step_name in rows:
+        key = (position, index)
+        grouped[key].append((unguided or current, human or ""))
+        if was_guided:
+            guided[key].append(current == human)
+        if key not in latest or version > latest[key][0]:
+            latest[key] = (version, step_id, step_name)
+    definitions = {
+        (d.step_id, d.index): d
+        for d in AuditControlPointDefinition.objects.filter(step_id__in={v[1] for v in latest.values()})
+    }
+    result: list[dict[str, Any]] = []
+    for key, pairs in grouped.items():
+        _, step_id, step_name = latest[key]
+        definition = definitions.get((step_id, key[1]))
+        confusion: dict[str, dict[str, int]] = defaultdict(dict)
+        for ai, human in pairs:
+            confusion[ai][human] = confusion[ai].get(human, 0) + 1
+        agreed = sum(a == h for a, h in pairs)
+        result.append(
+            {
+                "step_position": key[0],
+                "step_name": step_name,
+                "control_point_index": key[1],
+                "question": definition.question if definition else "",
+                "is_critical": definition.is_critical if definition else False,
+                "reviewed": len(pairs),
+                "agreements": agreed,
+                "agreement_rate": round(agreed / len(pairs), 4),
+                "kappa": cohen_kappa(pairs),
+                "confusion": {ai: dict(humans) for ai, humans in sorted(confusion.items())},
+                "guided_reruns": len(guided[key]),
+                "guided_agreements": sum(guided[key]),
+            }
+        )
+    result.sort(key=lambda r: (r["kappa"] is None, r["kappa"] if r["kappa"] is not None else 0, -r["reviewed"]))
+    total = sum(r["reviewed"] for r in result)
+    return {
+        "audit_config_id": config_id,
+        "from": iso(date_from),
+        "to": iso(date_to),
+        "reviewed": total,
+        "control_points": result,
     }

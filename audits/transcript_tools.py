@@ -10,7 +10,7 @@ Contract (also the simulator's, see ``audits.simulator.judge``):
   ``searchTranscript({query: string, max_results: integer})`` and ``getTranscriptChunks({chunk_ids: string[]})``.
 - ``TranscriptTools(chunks).handle(name, args) -> str`` runs one tool call and returns its JSON result; bad
   arguments and unknown tools give ``{"error": "…"}`` (never an exception), so it plugs straight into
-  ``audits.clients.llm.complete_structured(tool_handler=...)``.
+  ``llm.client.complete_structured(tool_handler=...)``.
 
 Search ranks chunks with BM25 over normalized tokens: French number words become digits (``text2num``),
 accents and case are folded, elisions (``l'``, ``d'``, ``qu'`` …) and French stop words are dropped and a
@@ -31,7 +31,7 @@ from typing import Any, TypedDict
 
 from text_to_num import alpha2digit
 
-from audits.clients.llm import ToolSpec
+from llm.client import ToolSpec
 
 SEARCH_TOOL = "searchTranscript"
 CHUNKS_TOOL = "getTranscriptChunks"

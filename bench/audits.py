@@ -27,7 +27,7 @@ from django.db import connection
 from audits.defaults import DEFAULT_CONFIG
 from audits.models import Audit, AuditStepResult
 from audits.services.configs import config_create
-from audits.services.runs import audit_request
+from audits.services.request import audit_request
 from bench import support
 from fiches.models import FicheCache
 from fiches.services.cache import cache_fiche_sales_summaries
@@ -123,10 +123,10 @@ class _Stack:
         requests.delete(f"{self.llm_url}/__sim__/requests", timeout=5).raise_for_status()
 
 
-def _audit(fiche_id: str, config_id: int, *, use_rlm: bool = False, timeout: float = 600) -> tuple[Audit, float]:
+def _audit(fiche_id: str, config_id: int, *, tools_mode: bool = False, timeout: float = 600) -> tuple[Audit, float]:
     fiche = FicheCache.objects.get(fiche_id=fiche_id)
     started = time.perf_counter()
-    audit = audit_request(fiche=fiche, config_id=config_id, use_rlm=use_rlm)
+    audit = audit_request(fiche=fiche, config_id=config_id, tools_mode=tools_mode)
     while True:
         audit.refresh_from_db()
         if audit.is_terminal:
@@ -195,14 +195,14 @@ def audit_tokens(args: Any) -> None:
     with _Stack():
         _audit(LONG_FICHE, config_id)  # transcripts cached
         results = {}
-        for use_rlm in (False, True):
-            audit, wall = _audit(LONG_FICHE, config_id, use_rlm=use_rlm)
+        for tools_mode in (False, True):
+            audit, wall = _audit(LONG_FICHE, config_id, tools_mode=tools_mode)
             steps = AuditStepResult.objects.filter(audit=audit)
             prompt = sum(s.prompt_tokens for s in steps)
             completion = sum(s.completion_tokens for s in steps)
             estimated = any(s.tokens_estimated for s in steps)
             tool_calls = sum(s.tool_calls for s in steps)
-            results[use_rlm] = (prompt, completion, estimated, tool_calls, wall, audit)
+            results[tools_mode] = (prompt, completion, estimated, tool_calls, wall, audit)
     minutes = sum(r.duration_seconds or 0 for r in FicheCache.objects.get(fiche_id=LONG_FICHE).recordings.all()) / 60
     (p_prompt, p_completion, p_est, _, p_wall, p_audit) = results[False]
     (t_prompt, t_completion, t_est, t_tools, t_wall, t_audit) = results[True]

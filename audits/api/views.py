@@ -11,12 +11,13 @@ from rest_framework.views import APIView
 from accounts.permissions import HasGrant, request_user
 from audits import selectors
 from audits.api import serializers as s
-from audits.services import configs, reviews, runs
+from audits.services import configs, reviews
+from audits.services import request as audit_requests
+from batches import services as batches
 from core.limits import spending
 from core.openapi import errors
 from core.pagination import LimitOffset
 from core.redis import require_redis
-from transcriptions.services import batches
 
 CONFIG_ID = OpenApiParameter("config_id", int, OpenApiParameter.PATH)
 AUDIT_ID = OpenApiParameter("audit_id", str, OpenApiParameter.PATH)
@@ -111,14 +112,14 @@ class AuditRunView(APIView):
     def post(self, request: Request) -> Response:
         data = s.AuditRunInput(data=request.data)
         data.is_valid(raise_exception=True)
-        runs.require_llm_configured()
+        audit_requests.require_llm_configured()
         user = request_user(request)
         with spending(user, "audit"):
-            fiche = runs.fiche_for_audit(user=user, fiche_id=data.validated_data["fiche_id"])
-            requested = runs.audit_request_or_reuse(
+            fiche = audit_requests.fiche_for_audit(user=user, fiche_id=data.validated_data["fiche_id"])
+            requested = audit_requests.audit_request_or_reuse(
                 fiche=fiche,
                 config_id=data.validated_data["audit_config_id"],
-                use_rlm=data.validated_data["use_rlm"],
+                tools_mode=data.validated_data["use_rlm"],
                 user=user,
             )
         audit = requested.audit
@@ -199,7 +200,7 @@ class StepRerunView(APIView):
                 position=position,
                 control_point_index=index,
                 instructions=data.validated_data["instructions"],
-                use_rlm=data.validated_data["use_rlm"],
+                tools_mode=data.validated_data["use_rlm"],
                 user=user,
             )
         return Response({"rerun_id": str(event.pk), "status": event.status}, status=202)
@@ -255,7 +256,7 @@ class AuditHistoryView(APIView):
     )
     def get(self, request: Request, audit_id: str) -> Response:
         audit = selectors.audit_for_user(request_user(request), audit_id)
-        return Response({"audit_id": str(audit.pk), "entries": reviews.audit_history(audit)})
+        return Response({"audit_id": str(audit.pk), "entries": selectors.audit_history(audit)})
 
 
 class CalibrationView(APIView):
@@ -276,7 +277,7 @@ class CalibrationView(APIView):
         query.is_valid(raise_exception=True)
         f = query.validated_data
         return Response(
-            reviews.calibration(
+            selectors.calibration(
                 selectors.audits_for(request_user(request)),
                 config_id=f["audit_config_id"],
                 date_from=f["date_from"],
@@ -305,16 +306,18 @@ class AuditBatchView(APIView):
         data = s.AuditBatchInput(data=request.data)
         data.is_valid(raise_exception=True)
         require_redis("Batch audits")
-        runs.require_llm_configured()
+        audit_requests.require_llm_configured()
         user = request_user(request)
         f = data.validated_data
         if f["audit_config_id"] is not None:
-            runs.runnable_config(f["audit_config_id"])  # 400/409 now (as /run) rather than one failed item a fiche
+            audit_requests.runnable_config(
+                f["audit_config_id"]
+            )  # 400/409 now (as /run) rather than one failed item a fiche
         batch = batches.batch_create(
             user=user,
             operation_type="audit",
             fiche_ids=f["fiche_ids"],
-            options={"audit_config_id": f["audit_config_id"], "use_rlm": f["use_rlm"]},
+            options={"audit_config_id": f["audit_config_id"], "tools_mode": f["use_rlm"]},
             max_items=settings.AUDIT_BATCH_MAX,
             permission="audits",
             spend_kind="batch",

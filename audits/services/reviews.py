@@ -1,27 +1,25 @@
 """After an audit: reruns of a step or of one control point (through the same prompt, client and
-evidence gate as a first run), human reviews that override a verdict, the audit's history, and the
-calibration of the AI against reviewers. Every change recomputes the step's score and the audit's
-compliance in code (``audits.compliance``); trails live in their own tables
+evidence gate as a first run) and human reviews that override a verdict (their history and the
+calibration of the AI against reviewers are reads: ``audits.selectors``). Every change recomputes the
+step's score and the audit's compliance in code (``audits.compliance``); trails live in their own tables
 (``audit_step_result_rerun_events``, ``audit_step_result_human_reviews``), never in ``raw_result``.
 """
 
 from __future__ import annotations
 
 import logging
-from collections import Counter, defaultdict
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 from django.conf import settings
 from django.db import IntegrityError, transaction
-from django.db.models import Q, QuerySet
+from django.db.models import Q
 from django.utils import timezone
 
 from audits import compliance
 from audits.models import (
     Audit,
-    AuditControlPointDefinition,
     AuditStatus,
     AuditStepResult,
     ControlPointResult,
@@ -31,9 +29,11 @@ from audits.models import (
     RerunStatus,
     StepStatus,
 )
-from audits.services import runs
+from audits.services import finish, request, steps
+from core.dispatch import dispatch_on_commit
 from core.exceptions import ConflictError, InvalidInput, NotFoundError
 from core.formats import iso
+from core.leases import Lease, claim_lease, lease_seconds, new_token
 from realtime.publisher import publish
 
 if TYPE_CHECKING:
@@ -101,7 +101,7 @@ def step_snapshot(row: AuditStepResult) -> dict[str, Any]:
 
 def rescore_step(row: AuditStepResult) -> None:
     """Recompute a step's score and conforme from its verdicts (the effective ones)."""
-    score = runs.score_row(row)
+    score = steps.score_row(row)
     row.score, row.max_score, row.conforme, row.included = score.score, score.max_score, score.conforme, score.included
     row.save(update_fields=["score", "max_score", "conforme", "included"])
 
@@ -114,7 +114,7 @@ def recompute_audit(audit: Audit) -> compliance.Summary:
         .prefetch_related("control_points", "step__control_points")
         .order_by("position")
     )
-    summary = runs.summarize(audit, steps)
+    summary = finish.summarize(audit, steps)
     Audit.objects.filter(pk=audit.pk).update(**summary.audit_fields())
     return summary
 
@@ -197,12 +197,12 @@ def rerun_request(
     position: int,
     control_point_index: int | None = None,
     instructions: str = "",
-    use_rlm: bool | None = None,
+    tools_mode: bool | None = None,
     user: User | None = None,
 ) -> RerunEvent:
     """A pending rerun of a step (or one control point) of a completed audit; its task runs after
     commit on the LLM queue. A second rerun of a step while one is pending or running: 409."""
-    runs.require_llm_configured()
+    request.require_llm_configured()
     with transaction.atomic():
         locked = Audit.objects.select_for_update().get(pk=audit.pk)
         _require_completed(locked)
@@ -217,7 +217,7 @@ def rerun_request(
                     position=position,
                     control_point_index=control_point_index,
                     instructions=(instructions or "").strip(),
-                    use_rlm=locked.use_rlm if use_rlm is None else use_rlm,
+                    tools_mode=locked.tools_mode if tools_mode is None else tools_mode,
                     requested_by=user,
                 )
         except IntegrityError:
@@ -232,26 +232,23 @@ def rerun_request(
         from audits.tasks import audit_step_rerun
 
         rerun_id = str(event.pk)
-        transaction.on_commit(lambda: _dispatch_rerun(audit_step_rerun, rerun_id))
+        dispatch_on_commit(audit_step_rerun, rerun_id)  # a broker down: the reconciler sends pending reruns
     logger.info("audit_rerun_requested", extra={"audit_id": str(audit.pk), "rerun_id": rerun_id, "position": position})
     return event
 
 
-def _dispatch_rerun(task: Any, rerun_id: str) -> None:
-    try:
-        task.delay(rerun_id)
-    except Exception:  # the broker is down: the reconciler re-drives pending reruns
-        logger.exception("audit_rerun_dispatch_failed", extra={"rerun_id": rerun_id})
-
-
 def rerun_claim(*, rerun_id: str) -> RerunEvent | None:
-    """Take a pending rerun (one conditional update), or a running one whose worker died
-    (``AUDIT_STEP_CLAIM_LEASE_SECONDS``); ``None`` when it ended or is in other hands."""
-    stale = timezone.now() - timedelta(seconds=settings.AUDIT_STEP_CLAIM_LEASE_SECONDS)
+    """Take a pending rerun (one conditional update), or a running one whose worker died (its lease,
+    ``CLAIM_LEASE_SECONDS``, renewed by the worker's heartbeat, ran out); ``None`` when it ended or is
+    in a live worker's hands. The claim's ``claim_token`` fences the rerun's writes."""
     now = timezone.now()
+    stale = now - timedelta(seconds=lease_seconds())
+    token = new_token()
     claimed = RerunEvent.objects.filter(pk=rerun_id, status=RerunStatus.PENDING).update(
-        status=RerunStatus.RUNNING, started_at=now
-    ) or RerunEvent.objects.filter(pk=rerun_id, status=RerunStatus.RUNNING, started_at__lt=stale).update(started_at=now)
+        status=RerunStatus.RUNNING, started_at=now, claimed_at=now, claim_token=token
+    ) or RerunEvent.objects.filter(pk=rerun_id, status=RerunStatus.RUNNING, claimed_at__lt=stale).update(
+        claimed_at=now, claim_token=token
+    )
     if not claimed:
         return None
     event = RerunEvent.objects.select_related("audit__fiche", "step_result__step").get(pk=rerun_id)
@@ -268,9 +265,17 @@ def rerun_claim(*, rerun_id: str) -> RerunEvent | None:
     return event
 
 
+def rerun_lease(event: RerunEvent) -> Lease:
+    """The rerun's claim as a lease the worker's heartbeat renews while it runs."""
+    assert event.claim_token is not None
+    return claim_lease(RerunEvent, event.pk, event.claim_token)
+
+
 def rerun_release(*, rerun_id: str) -> None:
     """Give a running rerun back (it waits for an LLM slot or retries later)."""
-    RerunEvent.objects.filter(pk=rerun_id, status=RerunStatus.RUNNING).update(status=RerunStatus.PENDING)
+    RerunEvent.objects.filter(pk=rerun_id, status=RerunStatus.RUNNING).update(
+        status=RerunStatus.PENDING, claimed_at=None, claim_token=None
+    )
 
 
 def rerun_fail(*, rerun_id: str, error: str) -> None:
@@ -280,12 +285,15 @@ def rerun_fail(*, rerun_id: str, error: str) -> None:
     logger.warning("audit_rerun_failed", extra={"rerun_id": rerun_id, "error": error})
 
 
-def rerun_apply(*, rerun_id: str, asked: runs.StepAsked, gated: list[runs.GatedPoint]) -> bool:
+def rerun_apply(
+    *, rerun_id: str, asked: steps.StepAsked, gated: list[steps.GatedPoint], token: str | None = None
+) -> bool:
     """Store a rerun's answer in place of the step's (or the control point's), keep reviewers'
     verdicts, rescore the step and the audit, and record what changed. Once: a rerun no longer
     running is a no-op."""
     with transaction.atomic():
-        event = RerunEvent.objects.select_for_update().filter(pk=rerun_id, status=RerunStatus.RUNNING).first()
+        running = RerunEvent.objects.select_for_update().filter(pk=rerun_id, status=RerunStatus.RUNNING)
+        event = (running if token is None else running.filter(claim_token=token)).first()
         if event is None:
             return False
         audit = Audit.objects.select_for_update().select_related("fiche").get(pk=event.audit_id)
@@ -293,7 +301,7 @@ def rerun_apply(*, rerun_id: str, asked: runs.StepAsked, gated: list[runs.GatedP
         original = step_snapshot(row)
         niveau_before, percentage_before = audit.niveau, audit.score_percentage
         reviewed = dict(row.control_points.exclude(human_status=None).values_list("index", "human_status"))
-        runs.write_points(row, gated, guided=bool(event.instructions.strip()))
+        steps.write_points(row, gated, guided=bool(event.instructions.strip()))
         if reviewed:  # a reviewer's verdict outlives a rerun of the AI's
             for index, human in reviewed.items():
                 row.control_points.filter(index=index).update(human_status=human)
@@ -316,7 +324,7 @@ def rerun_apply(*, rerun_id: str, asked: runs.StepAsked, gated: list[runs.GatedP
         now = timezone.now()
         event.original, event.rerun, event.comparison = original, after, comparison
         event.prompt_tokens, event.completion_tokens = usage.prompt_tokens, usage.completion_tokens
-        event.status, event.completed_at = RerunStatus.COMPLETED, now
+        event.status, event.completed_at, event.claim_token = RerunStatus.COMPLETED, now, None
         event.save()
         publish(
             "audit.step_completed",
@@ -355,158 +363,12 @@ def _compare(
 
 
 def reruns_to_redrive(*, now: datetime | None = None) -> list[str]:
-    """Reruns left behind: pending for ``AUDIT_STALL_SECONDS`` (their message was lost) or running
-    past the claim lease (their worker died). The reconciler sends them again."""
+    """Reruns left behind: pending for ``AUDIT_STALL_SECONDS`` (their message was lost) or running with
+    a lease that ran out (their worker died: a live one renews it). The reconciler sends them again."""
     now = now or timezone.now()
     pending = now - timedelta(seconds=settings.AUDIT_STALL_SECONDS)
-    stale = now - timedelta(seconds=settings.AUDIT_STEP_CLAIM_LEASE_SECONDS)
+    stale = now - timedelta(seconds=lease_seconds())
     left = RerunEvent.objects.filter(
-        Q(status=RerunStatus.PENDING, created_at__lt=pending) | Q(status=RerunStatus.RUNNING, started_at__lt=stale)
+        Q(status=RerunStatus.PENDING, created_at__lt=pending) | Q(status=RerunStatus.RUNNING, claimed_at__lt=stale)
     )
     return [str(pk) for pk in left.values_list("pk", flat=True)]
-
-
-# --- History and calibration ---------------------------------------------------------------------------
-
-
-def _who(user: Any) -> str | None:
-    return user.email if user is not None else None
-
-
-def audit_history(audit: Audit) -> list[dict[str, Any]]:
-    """Reruns and reviews of an audit, oldest first."""
-    entries: list[tuple[datetime, dict[str, Any]]] = []
-    for e in RerunEvent.objects.filter(audit=audit).select_related("requested_by"):
-        entries.append(
-            (
-                e.created_at,
-                {
-                    "type": "rerun",
-                    "id": str(e.pk),
-                    "at": iso(e.created_at),
-                    "by": _who(e.requested_by),
-                    "step_position": e.position,
-                    "control_point_index": e.control_point_index,
-                    "scope": "step" if e.control_point_index is None else "control_point",
-                    "instructions": e.instructions,
-                    "use_rlm": e.use_rlm,
-                    "status": e.status,
-                    "error": e.error,
-                    "original": e.original,
-                    "rerun": e.rerun,
-                    "comparison": e.comparison,
-                    "completed_at": iso(e.completed_at),
-                },
-            )
-        )
-    for r in HumanReview.objects.filter(step_result__audit=audit).select_related("reviewer", "step_result"):
-        entries.append(
-            (
-                r.created_at,
-                {
-                    "type": "review",
-                    "id": str(r.pk),
-                    "at": iso(r.created_at),
-                    "by": _who(r.reviewer),
-                    "step_position": r.step_result.position,
-                    "control_point_index": r.control_point_index,
-                    "status": r.status,
-                    "ai_status": r.ai_status,
-                    "previous_status": r.previous_status,
-                    "comment": r.comment,
-                    "step_score": {"before": r.step_score_before, "after": r.step_score_after},
-                },
-            )
-        )
-    entries.sort(key=lambda item: (item[0], item[1]["type"]))
-    return [entry for _, entry in entries]
-
-
-def cohen_kappa(pairs: list[tuple[str, str]]) -> float | None:
-    """Cohen's kappa of (ai, human) label pairs; None when chance agreement is total (undefined)."""
-    n = len(pairs)
-    if not n:
-        return None
-    observed = sum(a == h for a, h in pairs) / n
-    ai, human = Counter(a for a, _ in pairs), Counter(h for _, h in pairs)
-    expected = sum(ai[label] * human[label] for label in set(ai) | set(human)) / (n * n)
-    if expected >= 1.0:
-        return None
-    return round((observed - expected) / (1 - expected), 4)
-
-
-def calibration(
-    audits: QuerySet[Audit], *, config_id: int, date_from: datetime | None = None, date_to: datetime | None = None
-) -> dict[str, Any]:
-    """Per control point of a config: reviewed verdicts, agreement between the AI and the reviewer, Cohen's
-    kappa and the confusion counts; lowest kappa first.
-
-    The AI's verdict is its own, after the evidence gate and **before any reviewer-guided rerun**
-    (``unguided_status``): a rerun a reviewer steered towards their answer would otherwise count as the AI
-    agreeing. Guided verdicts are reported beside it (``guided_reruns``, ``guided_agreements``), never in the
-    agreement or kappa."""
-    points = ControlPointResult.objects.filter(
-        step_result__audit__in=audits.filter(config_id=config_id), human_status__isnull=False
-    )
-    if date_from is not None:
-        points = points.filter(step_result__audit__created_at__gte=date_from)
-    if date_to is not None:
-        points = points.filter(step_result__audit__created_at__lte=date_to)
-    grouped: dict[tuple[int, int], list[tuple[str, str]]] = defaultdict(list)
-    guided: dict[tuple[int, int], list[bool]] = defaultdict(list)  # per guided verdict: agreed with the reviewer
-    latest: dict[tuple[int, int], tuple[int, int, str]] = {}  # key -> (version, step id, step name)
-    rows = points.values_list(
-        "step_result__position",
-        "index",
-        "status",
-        "unguided_status",
-        "guided",
-        "human_status",
-        "step_result__audit__config_version__version",
-        "step_result__step_id",
-        "step_result__step__name",
-    )
-    for position, index, current, unguided, was_guided, human, version, step_id, step_name in rows:
-        key = (position, index)
-        grouped[key].append((unguided or current, human or ""))
-        if was_guided:
-            guided[key].append(current == human)
-        if key not in latest or version > latest[key][0]:
-            latest[key] = (version, step_id, step_name)
-    definitions = {
-        (d.step_id, d.index): d
-        for d in AuditControlPointDefinition.objects.filter(step_id__in={v[1] for v in latest.values()})
-    }
-    result: list[dict[str, Any]] = []
-    for key, pairs in grouped.items():
-        _, step_id, step_name = latest[key]
-        definition = definitions.get((step_id, key[1]))
-        confusion: dict[str, dict[str, int]] = defaultdict(dict)
-        for ai, human in pairs:
-            confusion[ai][human] = confusion[ai].get(human, 0) + 1
-        agreed = sum(a == h for a, h in pairs)
-        result.append(
-            {
-                "step_position": key[0],
-                "step_name": step_name,
-                "control_point_index": key[1],
-                "question": definition.question if definition else "",
-                "is_critical": definition.is_critical if definition else False,
-                "reviewed": len(pairs),
-                "agreements": agreed,
-                "agreement_rate": round(agreed / len(pairs), 4),
-                "kappa": cohen_kappa(pairs),
-                "confusion": {ai: dict(humans) for ai, humans in sorted(confusion.items())},
-                "guided_reruns": len(guided[key]),
-                "guided_agreements": sum(guided[key]),
-            }
-        )
-    result.sort(key=lambda r: (r["kappa"] is None, r["kappa"] if r["kappa"] is not None else 0, -r["reviewed"]))
-    total = sum(r["reviewed"] for r in result)
-    return {
-        "audit_config_id": config_id,
-        "from": iso(date_from),
-        "to": iso(date_to),
-        "reviewed": total,
-        "control_points": result,
-    }

@@ -569,7 +569,7 @@ def test_a_run_creates_a_pending_audit_and_dispatches_its_orchestrator_once_afte
         config.pk,
         config.current_version_id,
     )
-    assert (audit.status, audit.use_rlm, audit.model, audit.requested_by_id) == (
+    assert (audit.status, audit.tools_mode, audit.model, audit.requested_by_id) == (
         "pending",
         False,
         "judge-1",
@@ -598,20 +598,20 @@ def test_use_rlm_and_its_alias(
             RUN, {"fiche_id": "F-LYON", "audit_config_id": config.pk, **flags}, format="json"
         )
     assert response.status_code == 202, response.content
-    assert Audit.objects.get(pk=response.json()["audit_id"]).use_rlm is expected
+    assert Audit.objects.get(pk=response.json()["audit_id"]).tools_mode is expected
     assert dispatched == [response.json()["audit_id"]]
 
 
 def test_use_rlm_alias_in_a_form_post(config, fiches, auditor, auth_client, dispatched):
     response = auth_client(auditor).post(RUN, {"fiche_id": "F-LYON", "audit_config_id": config.pk, "useRlm": "true"})
     assert response.status_code == 202, response.content
-    assert Audit.objects.get(pk=response.json()["audit_id"]).use_rlm is True
+    assert Audit.objects.get(pk=response.json()["audit_id"]).tools_mode is True
 
 
 def test_a_form_post_without_the_alias_works(config, fiches, auditor, auth_client, dispatched):
     response = auth_client(auditor).post(RUN, {"fiche_id": "F-LYON", "audit_config_id": config.pk, "use_rlm": "true"})
     assert response.status_code == 202, response.content
-    assert Audit.objects.get(pk=response.json()["audit_id"]).use_rlm is True
+    assert Audit.objects.get(pk=response.json()["audit_id"]).tools_mode is True
 
 
 @pytest.mark.parametrize(
@@ -697,7 +697,7 @@ def audits(config, fiches) -> dict[str, Audit]:
         config,
         created_at=T0,
         status="completed",
-        use_rlm=True,
+        tools_mode=True,
         model="judge-1",
         overall_score=17.5,
         max_score=25.0,

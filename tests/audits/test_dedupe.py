@@ -13,11 +13,12 @@ import pytest
 from django.core.management import call_command
 
 from audits.models import Audit, AuditConfig
-from audits.services import configs, runs
+from audits.services import configs, finish
+from audits.services import request as audit_requests
+from batches import services as batches
+from batches.models import Batch, BatchItem
 from fiches.models import FicheCache
 from tests.support import queued_tasks, run_threads
-from transcriptions.models import Batch, BatchItem
-from transcriptions.services import batches
 
 RUN = "/api/audits/run"
 T0 = datetime(2026, 2, 3, 8, 0, tzinfo=UTC)
@@ -114,7 +115,7 @@ def _race(n: int, **request) -> list[Audit]:
 
     def one():
         barrier.wait(timeout=10)
-        audit = runs.audit_request(**request)  # what the API, batches and automation call
+        audit = audit_requests.audit_request(**request)  # what the API, batches and automation call
         with lock:
             results.append(audit)
 
@@ -124,14 +125,14 @@ def _race(n: int, **request) -> list[Audit]:
 
 @pytest.mark.django_db(transaction=True)
 def test_concurrent_identical_requests_make_one_audit(config, fiche, auditor, caplog):
-    caplog.set_level(logging.INFO, logger="audits.runs")
+    caplog.set_level(logging.INFO, logger="audits.request")
     for round_no in range(3):
-        use_rlm = round_no == 1
+        tools_mode = round_no == 1
         caplog.clear()
-        results = _race(8, fiche=fiche, config_id=config.pk, use_rlm=use_rlm, user=auditor)
+        results = _race(8, fiche=fiche, config_id=config.pk, tools_mode=tools_mode, user=auditor)
         assert len(results) == 8 and len({str(a.pk) for a in results}) == 1, f"round {round_no}"
-        assert Audit.objects.filter(use_rlm=use_rlm).exclude(status__in=["completed", "failed"]).count() == 1
-        messages = [r.getMessage() for r in caplog.records if r.name == "audits.runs"]
+        assert Audit.objects.filter(tools_mode=tools_mode).exclude(status__in=["completed", "failed"]).count() == 1
+        messages = [r.getMessage() for r in caplog.records if r.name == "audits.request"]
         assert sorted(messages) == ["audit_created"] + ["audit_reused"] * 7
         Audit.objects.update(status="failed")  # ended: the next round makes a new one
     assert Audit.objects.count() == 3
@@ -145,7 +146,7 @@ def make_batch(user, fiche_ids: list[str], config: AuditConfig) -> Batch:
     batch = Batch.objects.create(
         operation_type="audit",
         total=len(fiche_ids),
-        options={"audit_config_id": config.pk, "use_rlm": False},
+        options={"audit_config_id": config.pk, "tools_mode": False},
         requested_by=user,
         scope_snapshot={"kind": "ALL", "groupes": [], "crm_user_id": None},
     )
@@ -162,7 +163,7 @@ def test_a_batch_item_follows_a_users_running_audit_and_ends_with_it(
     config, fiche, auditor, django_capture_on_commit_callbacks
 ):
     with django_capture_on_commit_callbacks(execute=True):
-        audit = runs.audit_request(fiche=fiche, config_id=config.pk, user=auditor)
+        audit = audit_requests.audit_request(fiche=fiche, config_id=config.pk, user=auditor)
     batch = make_batch(auditor, ["F-LYON"], config)
     with django_capture_on_commit_callbacks(execute=True):
         assert batches.batch_start_items(batch_id=str(batch.pk)) == 1
@@ -170,7 +171,7 @@ def test_a_batch_item_follows_a_users_running_audit_and_ends_with_it(
     assert item_of(batch).status == "pending"
 
     with django_capture_on_commit_callbacks(execute=True):
-        assert runs.audit_fail_now(audit_id=str(audit.pk), reason="the LLM is gone", phase="analysis")
+        assert finish.audit_fail_now(audit_id=str(audit.pk), reason="the LLM is gone", phase="analysis")
     item = item_of(batch)
     assert (item.status, item.error) == ("failed", "the LLM is gone")  # at once, not at the reconciler's pass
     batch.refresh_from_db()
@@ -190,7 +191,7 @@ def test_two_batches_over_the_same_fiche_share_one_audit_and_both_end_with_it(
     assert item_of(first).ref_id == item_of(second).ref_id == str(audit.pk)
 
     with django_capture_on_commit_callbacks(execute=True):
-        runs.audit_fail_now(audit_id=str(audit.pk), reason="timed out (no progress)", phase="analysis")
+        finish.audit_fail_now(audit_id=str(audit.pk), reason="timed out (no progress)", phase="analysis")
     for batch in (first, second):
         batch.refresh_from_db()
         assert (batch.status, batch.failed) == ("completed", 1)

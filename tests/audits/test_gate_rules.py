@@ -8,14 +8,14 @@ from datetime import UTC, date, datetime
 
 import pytest
 
-from audits import compliance
-from audits.clients import llm
+from audits import compliance, selectors
 from audits.evidence import EvidenceIndex
 from audits.models import Audit, AuditConfig, AuditStepResult, ControlPointResult, RerunEvent
 from audits.prompts import ControlPointAnswer, QuoteOut, StepAnswer
-from audits.services import reviews, runs
+from audits.services import reviews, steps
 from audits.services.configs import config_create
 from fiches.models import FicheCache
+from llm import client as llm
 
 pytestmark = pytest.mark.django_db
 
@@ -92,7 +92,7 @@ def test_the_seeded_config_marks_its_si_points_conditional_and_every_point_the_a
 
 def test_not_applicable_on_a_point_that_is_not_conditional_is_uncertain_and_a_critical_miss(config, index):
     commercial = _step(config, 2)  # "Caractère commercial": critical step, one critical point
-    gated = runs.gate_answer(
+    gated = steps.gate_answer(
         definition=commercial,
         answer=_answer((0, "not_applicable", [], "Le point ne concerne pas cet appel.")),
         index=index,
@@ -117,7 +117,7 @@ def test_not_applicable_on_a_point_that_is_not_conditional_is_uncertain_and_a_cr
 def test_not_applicable_stands_on_a_conditional_point_only_with_the_models_reason(config, index):
     needs = _step(config, 5)  # "Analyse des besoins": point 2 is « Si le client a un contrat, … »
     assert needs.control_points.get(index=2).conditional
-    gated = runs.gate_answer(
+    gated = steps.gate_answer(
         definition=needs,
         answer=_answer(
             (0, "not_applicable", [], "Pas de question sur la situation."),
@@ -131,7 +131,7 @@ def test_not_applicable_stands_on_a_conditional_point_only_with_the_models_reaso
         ("fail", None),
         ("not_applicable", None),
     ]
-    without_reason = runs.gate_answer(
+    without_reason = steps.gate_answer(
         definition=needs, answer=_answer((2, "not_applicable", [], "  ")), index=index, only_control_point=2
     )
     assert [(g.status, g.gate_reason) for g in without_reason] == [("uncertain", "not_applicable_without_reason")]
@@ -141,7 +141,7 @@ def test_a_model_answering_not_applicable_everywhere_never_gets_a_compliant_audi
     outcomes = []
     for step in config.current_version.steps.all():
         answer = _answer(*((p.index, "not_applicable", [], "Ne s'applique pas.") for p in step.control_points.all()))
-        gated = runs.gate_answer(definition=step, answer=answer, index=index)
+        gated = steps.gate_answer(definition=step, answer=answer, index=index)
         critical = {p.index: p.is_critical for p in step.control_points.all()}
         verdicts = [compliance.PointVerdict(g.index, g.status, critical[g.index]) for g in gated]
         score = compliance.step_score(weight=step.weight, pass_ratio=step.pass_ratio, points=verdicts)
@@ -175,7 +175,7 @@ def test_a_config_of_conditional_points_only_answered_not_applicable_is_not_comp
         }
     )
     step = config.current_version.steps.get()
-    gated = runs.gate_answer(
+    gated = steps.gate_answer(
         definition=step, answer=_answer((0, "not_applicable", [], "Pas assuré.")), index=EvidenceIndex(TURNS)
     )
     verdicts = [compliance.PointVerdict(g.index, g.status, False) for g in gated]
@@ -190,7 +190,7 @@ def test_a_quote_proves_an_agent_point_only_in_the_agents_turns_whatever_speaker
     recording = _step(config, 4)  # « L'agent informe-t-il que l'appel est enregistré ? » (critical)
     client_words = "cet appel est enregistré et conservé deux ans"
     for claimed in ("agent", "client", None):
-        gated = runs.gate_answer(
+        gated = steps.gate_answer(
             definition=recording,
             answer=_answer((0, "pass", [(client_words, claimed)], "Annoncé.")),
             index=index,
@@ -230,7 +230,7 @@ def test_client_and_any_points_are_proven_by_those_speakers():
     step = config.current_version.steps.get()
     assert [p.speaker for p in step.control_points.all()] == ["client", "any", "agent"]
     consent = "Oui, j'accepte de poursuivre, allez-y."
-    gated = runs.gate_answer(
+    gated = steps.gate_answer(
         definition=step,
         answer=_answer(
             (0, "pass", [(consent, "agent")], "Le client accepte."),  # the claimed speaker is ignored
@@ -260,14 +260,14 @@ def _completed_audit(fiche: FicheCache, config: AuditConfig, verdicts: dict[tupl
     for step in config.current_version.steps.all():
         row = AuditStepResult.objects.create(audit=audit, step=step, position=step.position, status="completed")
         for point in step.control_points.all():
-            gated = runs.GatedPoint(point.index, "pass", verdicts.get((step.position, point.index), "pass"), "", [])
-            runs.write_points(row, [gated])
+            gated = steps.GatedPoint(point.index, "pass", verdicts.get((step.position, point.index), "pass"), "", [])
+            steps.write_points(row, [gated])
         reviews.rescore_step(row)
     reviews.recompute_audit(audit)
     return audit
 
 
-def _asked(status: str, index: int) -> runs.StepAsked:
+def _asked(status: str, index: int) -> steps.StepAsked:
     answer = _answer((index, status, [], "Après les consignes du relecteur."))
     result = llm.StructuredResult(
         value=answer,
@@ -278,13 +278,13 @@ def _asked(status: str, index: int) -> runs.StepAsked:
         latency_ms=1,
         response_format_used="json_schema",
     )
-    return runs.StepAsked(answer, result, "hash")
+    return steps.StepAsked(answer, result, "hash")
 
 
 def _rerun(audit: Audit, position: int, index: int, instructions: str, status: str) -> None:
     event = reviews.rerun_request(audit=audit, position=position, control_point_index=index, instructions=instructions)
     assert reviews.rerun_claim(rerun_id=str(event.pk)) is not None
-    gated = [runs.GatedPoint(index, status, status, "", [])]
+    gated = [steps.GatedPoint(index, status, status, "", [])]
     assert reviews.rerun_apply(rerun_id=str(event.pk), asked=_asked(status, index), gated=gated)
 
 
@@ -301,7 +301,7 @@ def test_calibration_measures_the_ai_before_any_reviewer_guided_rerun(config, fi
     point = ControlPointResult.objects.get(step_result__audit=audit, step_result__position=2, index=0)
     assert (point.status, point.unguided_status, point.guided) == ("pass", "fail", True)
 
-    report = reviews.calibration(Audit.objects.all(), config_id=config.pk)
+    report = selectors.calibration(Audit.objects.all(), config_id=config.pk)
     (row,) = [r for r in report["control_points"] if (r["step_position"], r["control_point_index"]) == (2, 0)]
     assert (row["reviewed"], row["agreements"], row["agreement_rate"]) == (1, 0, 0.0)
     assert row["confusion"] == {"fail": {"pass": 1}}
@@ -316,6 +316,6 @@ def test_an_unguided_rerun_is_the_ais_own_verdict(config, fiche, settings):
     reviews.review_create(audit=audit, position=2, control_point_index=0, status="pass", comment="Exact.")
     point = ControlPointResult.objects.get(step_result__audit=audit, step_result__position=2, index=0)
     assert (point.unguided_status, point.guided) == ("pass", False)
-    report = reviews.calibration(Audit.objects.all(), config_id=config.pk)
+    report = selectors.calibration(Audit.objects.all(), config_id=config.pk)
     (row,) = [r for r in report["control_points"] if (r["step_position"], r["control_point_index"]) == (2, 0)]
     assert (row["agreements"], row["guided_reruns"]) == (1, 0)

@@ -10,7 +10,7 @@ from datetime import UTC, date, datetime, timedelta
 import pytest
 
 from audits.models import Audit, AuditConfig, AuditStepResult, ControlPointResult
-from audits.services.runs import audit_reconcile
+from audits.services.reconcile import audit_reconcile
 from fiches.models import FicheCache
 from transcriptions.models import TranscriptionRun
 
@@ -64,7 +64,7 @@ def test_an_audit_whose_steps_all_ended_but_whose_end_was_lost_ends_once(fiche, 
     assert actions["ended"] == [str(audit.pk)]
     audit.refresh_from_db()
     assert audit.status == "completed" and audit.niveau == "EXCELLENT" and audit.score_percentage == 100
-    assert audit_reconcile(now=NOW) == {"redrive": [], "ended": [], "failed": []}  # terminal: left alone
+    assert audit_reconcile(now=NOW) == {"redrive": [], "ended": [], "failed": [], "steps": []}  # terminal: left alone
 
 
 def test_a_stalled_audit_is_redriven_once_per_window_then_fails_at_the_deadline(fiche, config):
@@ -85,3 +85,53 @@ def test_a_pending_audit_whose_dispatch_was_lost_is_redriven(fiche, config):
     recent = audit_at(fiche, config, ago=5)
     assert audit_reconcile(now=NOW)["redrive"] == [str(lost.pk)]
     assert Audit.objects.get(pk=recent.pk).status == "pending"
+
+
+def test_a_dead_workers_running_step_is_sent_again_once_its_lease_ran_out(fiche, config, settings):
+    settings.CLAIM_LEASE_SECONDS = 30
+    audit = audit_at(fiche, config, ago=20, status="running", dispatched_at=NOW - timedelta(seconds=20))
+    first, second, third = list(config.current_version.steps.order_by("position"))[:3]
+    for definition, claimed in ((first, 31), (second, 5)):  # a dead worker's claim, a live one's
+        AuditStepResult.objects.create(
+            audit=audit,
+            step=definition,
+            position=definition.position,
+            status="running",
+            claimed_at=NOW - timedelta(seconds=claimed),
+            claim_token="t",
+        )
+    AuditStepResult.objects.create(audit=audit, step=third, position=third.position, status="pending")
+    actions = audit_reconcile(now=NOW)
+    assert actions["steps"] == [f"{audit.pk}:{first.position}"]  # the audit is not idle: its pending step waits
+    assert actions["redrive"] == []
+
+
+def test_the_pending_steps_of_an_idle_audit_are_sent_again_only_when_their_messages_can_only_be_lost(
+    fiche, config, settings
+):
+    from audits.tasks import audit_step_analyze
+    from config.celery import app
+    from llm.slots import llm_semaphore
+
+    settings.CLAIM_LEASE_SECONDS = 30  # idle for 45 s: past a lease, before the stall (60 s)
+    audit = audit_at(fiche, config, ago=45, status="running", dispatched_at=NOW - timedelta(seconds=45))
+    positions = []
+    for definition in config.current_version.steps.order_by("position")[:2]:
+        AuditStepResult.objects.create(audit=audit, step=definition, position=definition.position, status="pending")
+        positions.append(definition.position)
+    actions = audit_reconcile(now=NOW)
+    assert sorted(actions["steps"]) == sorted(f"{audit.pk}:{p}" for p in positions)
+    assert actions["redrive"] == []
+
+    # A message waiting in the llm queue: the steps may be queued behind it, not lost.
+    audit_step_analyze.apply_async(args=("00000000-0000-0000-0000-000000000000", 1))
+    assert audit_reconcile(now=NOW)["steps"] == []
+    app.control.purge()
+
+    # Every LLM slot in live hands: a waiting step would be waiting for one.
+    semaphore = llm_semaphore()
+    for n in range(semaphore.limit):
+        assert semaphore.acquire(f"holder-{n}")
+    assert audit_reconcile(now=NOW)["steps"] == []
+    semaphore.release("holder-0")
+    assert len(audit_reconcile(now=NOW)["steps"]) == 2

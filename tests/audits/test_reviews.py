@@ -10,7 +10,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from audits.models import Audit, AuditConfig, AuditStepResult, ControlPointResult, RerunEvent
-from audits.services.reviews import cohen_kappa
+from audits.selectors import cohen_kappa
 from fiches.models import FicheCache
 from tests.audits.conftest import cached_fiches
 
@@ -155,7 +155,7 @@ def test_reviews_and_reruns_need_write_scope_a_completed_audit_and_an_existing_s
         first = client.post(f"/api/audits/{paris.pk}/steps/1/rerun", {"useRlm": True}, format="json")
     assert first.status_code == 202 and sent == [first.json()["rerun_id"]]  # dispatched after commit
     event = RerunEvent.objects.get()
-    assert (event.position, event.control_point_index, event.use_rlm, event.status) == (1, None, True, "pending")
+    assert (event.position, event.control_point_index, event.tools_mode, event.status) == (1, None, True, "pending")
     again = client.post(f"/api/audits/{paris.pk}/steps/1/control-points/0/rerun")
     assert again.status_code == 409 and again.json()["error"]["details"]["rerun_id"] == str(event.pk)
     assert client.post(f"/api/audits/{paris.pk}/steps/2/rerun").status_code == 202  # another step: fine
@@ -219,7 +219,7 @@ def test_a_batch_needs_redis_scope_a_known_config_and_a_bounded_size(
     config, fiches, lyon, auth_client, settings, django_capture_on_commit_callbacks, monkeypatch
 ):
     started: list[str] = []
-    monkeypatch.setattr("transcriptions.tasks.batch_start.delay", lambda batch_id: started.append(batch_id))
+    monkeypatch.setattr("batches.tasks.batch_start.delay", lambda batch_id: started.append(batch_id))
     client = auth_client(lyon)
     denied = client.post("/api/audits/batch", {"fiche_ids": ["F-LYON", "F-PARIS"]}, format="json")
     assert denied.status_code == 403 and denied.json()["error"]["details"]["fiche_ids"] == ["F-PARIS"]

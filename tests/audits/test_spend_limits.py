@@ -11,9 +11,9 @@ from datetime import UTC, datetime
 import pytest
 
 from audits.models import Audit, AuditConfig, AuditStepResult, ControlPointResult, RerunEvent
+from batches.models import Batch
 from fiches.models import FicheCache
 from tests.audits.conftest import cached_fiches
-from transcriptions.models import Batch
 
 pytestmark = pytest.mark.django_db
 
@@ -52,7 +52,7 @@ def other_lyon(make_role, make_user):
 def sent(monkeypatch) -> list[tuple[str, str]]:
     """Task messages the requests sent (``delay`` recorded instead of reaching a broker)."""
     calls: list[tuple[str, str]] = []
-    for path in ("audits.tasks.audit_run", "audits.tasks.audit_step_rerun", "transcriptions.tasks.batch_start"):
+    for path in ("audits.tasks.audit_run", "audits.tasks.audit_step_rerun", "batches.tasks.batch_start"):
         monkeypatch.setattr(f"{path}.delay", lambda arg, _path=path: calls.append((_path.rsplit(".", 1)[1], arg)))
     return calls
 

@@ -1,0 +1,148 @@
+"""The audit request: a pending audit of a fiche with a config's current version (or the identical one
+still going), its orchestrator sent after commit."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from django.conf import settings
+from django.db import connection, transaction
+
+from audits.models import (
+    Audit,
+    AuditConfig,
+    AuditStatus,
+)
+from core.exceptions import (
+    ConflictError,
+    DependencyUnavailable,
+    InvalidInput,
+)
+from fiches.models import FicheCache
+from fiches.services.access import fiche_with_details
+
+if TYPE_CHECKING:
+    from accounts.models import User
+
+from core.dispatch import dispatch_on_commit
+
+logger = logging.getLogger("audits.request")
+
+
+# --- The request -------------------------------------------------------------------------------
+
+
+def require_llm_configured() -> None:
+    if not (settings.LLM_API_KEY or "").strip():
+        raise DependencyUnavailable(
+            "The LLM is not configured: set LLM_API_KEY (and LLM_BASE_URL).", details={"setting": "LLM_API_KEY"}
+        )
+
+
+def fiche_for_audit(*, user: User | None, fiche_id: str, action: str = "write") -> FicheCache:
+    """The fiche (details fetched when missing, under the user's CRM throttle), in ``user``'s
+    ``audits`` scope (checked before any CRM call when the fiche is cached, and after)."""
+    return fiche_with_details(
+        fiche_id=fiche_id, user=user, key="audits", action="read" if action == "read" else "write"
+    )
+
+
+ACTIVE_AUDIT_STATUSES = (AuditStatus.PENDING, AuditStatus.WAITING_TRANSCRIPTION, AuditStatus.RUNNING)
+
+
+@dataclass(frozen=True)
+class AuditRequested:
+    audit: Audit
+    reused: bool  # an identical audit was already pending / waiting / running: this is it
+
+
+def runnable_config(config_id: int) -> AuditConfig:
+    """The config to run: 400 ``audit_config_not_found`` (or without a version), 409 inactive."""
+    config = AuditConfig.objects.select_related("current_version").filter(pk=config_id).first()
+    if config is None or config.current_version is None:
+        raise InvalidInput(
+            f"No audit config {config_id}.", code="audit_config_not_found", details={"audit_config_id": config_id}
+        )
+    if not config.is_active:
+        raise ConflictError(
+            f"Audit config {config_id} is inactive.",
+            code="audit_config_inactive",
+            details={"audit_config_id": config_id},
+        )
+    return config
+
+
+def audit_request(
+    *,
+    fiche: FicheCache,
+    config_id: int,
+    tools_mode: bool = False,
+    user: User | None = None,
+    batch_id: str | None = None,
+) -> Audit:
+    """The audit of ``fiche`` with the config's current version: a new pending one (its orchestrator
+    runs after commit), or the identical one still going (see ``audit_request_or_reuse``)."""
+    return audit_request_or_reuse(
+        fiche=fiche, config_id=config_id, tools_mode=tools_mode, user=user, batch_id=batch_id
+    ).audit
+
+
+def audit_request_or_reuse(
+    *,
+    fiche: FicheCache,
+    config_id: int,
+    tools_mode: bool = False,
+    user: User | None = None,
+    batch_id: str | None = None,
+) -> AuditRequested:
+    """A pending audit of ``fiche`` with the config's current version; its orchestrator runs after
+    commit. An identical audit (same fiche, config version and mode) still pending, waiting for its
+    transcripts or running is returned instead (``reused``), whoever asked for it: one request per
+    (fiche, version, mode) at a time decides (a transaction-scoped advisory lock), so concurrent
+    identical requests make one audit. A reused audit keeps its own ``batch_id``: a batch item that
+    follows it ends with it (``batch_ref_done``)."""
+    config = runnable_config(config_id)
+    version = config.current_version
+    assert version is not None  # runnable_config checked it
+    with transaction.atomic():
+        with connection.cursor() as cursor:
+            cursor.execute(
+                "SELECT pg_advisory_xact_lock(hashtextextended(%s, 0))",
+                [f"audit:{fiche.pk}:{version.pk}:{tools_mode:d}"],
+            )
+        active = (
+            Audit.objects.filter(
+                fiche=fiche, config_version=version, tools_mode=tools_mode, status__in=ACTIVE_AUDIT_STATUSES
+            )
+            .order_by("created_at")
+            .first()
+        )
+        if active is not None:
+            logger.info(
+                "audit_reused",
+                extra={
+                    "audit_id": str(active.pk),
+                    "fiche_id": fiche.fiche_id,
+                    "tools_mode": tools_mode,
+                    "batch_id": batch_id,
+                },
+            )
+            return AuditRequested(active, reused=True)
+        audit = Audit.objects.create(
+            fiche=fiche,
+            config=config,
+            config_version=version,
+            tools_mode=tools_mode,
+            model=str(settings.LLM_MODEL),
+            requested_by=user,
+            batch_id=batch_id,
+        )
+        from audits.tasks import audit_run
+
+        dispatch_on_commit(audit_run, str(audit.pk))
+    logger.info(
+        "audit_created", extra={"audit_id": str(audit.pk), "fiche_id": fiche.fiche_id, "tools_mode": tools_mode}
+    )
+    return AuditRequested(audit, reused=False)
