@@ -1,5 +1,5 @@
-"""The ops console for transcriptions: per recording (status filters, a retry action), runs,
-batches, and the transcription status on the fiche admin."""
+"""The ops console for transcriptions: per recording (status filters, a retry action), runs, and the
+transcription status on the fiche admin (batches have theirs in ``batches.admin``)."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from django.http import HttpRequest
 from accounts.models import User
 from fiches.admin import FicheCacheAdmin
 from fiches.models import FicheCache
-from transcriptions.models import Batch, BatchItem, Transcription, TranscriptionRun, TranscriptionStatus
+from transcriptions.models import Transcription, TranscriptionRun, TranscriptionStatus
 from transcriptions.services.runs import transcription_request
 
 
@@ -66,28 +66,6 @@ class TranscriptionRunAdmin(admin.ModelAdmin):
     @admin.display(description="done / failed / total")
     def progress(self, obj: TranscriptionRun) -> str:
         return f"{len(obj.done_call_ids)} / {len(obj.failed_call_ids)} / {len(obj.call_ids)}"
-
-
-class BatchItemInline(admin.TabularInline):
-    model = BatchItem
-    extra = 0
-    can_delete = False
-    fields = ("fiche_id", "status", "ref_id", "error", "updated_at")
-    readonly_fields = fields
-
-    def has_add_permission(self, request: HttpRequest, obj: object = None) -> bool:
-        return False
-
-
-@admin.register(Batch)
-class BatchAdmin(admin.ModelAdmin):
-    list_display = ("id", "operation_type", "status", "total", "completed", "failed", "started_at", "finished_at")
-    list_filter = ("operation_type", "status")
-    readonly_fields = [f.name for f in Batch._meta.fields]
-    inlines = [BatchItemInline]
-
-    def has_add_permission(self, request: HttpRequest) -> bool:
-        return False
 
 
 # The fiche admin, with the fiche's transcription status (transcriptions depends on fiches, not

@@ -2,19 +2,23 @@ from django.apps import AppConfig
 
 
 class TranscriptionsConfig(AppConfig):
-    """Speech-to-text of each sale's recordings (ElevenLabs Scribe), runs per fiche, batches."""
+    """Speech-to-text of each sale's recordings (ElevenLabs Scribe), runs per fiche; the
+    ``transcription`` operation of the generic batches."""
 
     default_auto_field = "django.db.models.BigAutoField"
     name = "transcriptions"
 
     def ready(self) -> None:
+        from batches import services as batches
+        from core import inbox
         from realtime.registry import register_channel_authorizer
         from transcriptions import selectors
-        from transcriptions.services import batches, runs
+        from transcriptions.services import batch, runs
 
         register_channel_authorizer(
             "private-transcription-", selectors.authorize_transcription_channel, reads=("transcriptions",)
         )
-        batches.register_operation("transcription", runs.start_batch_item)
-        batches.register_item_state("transcription", runs.batch_item_state)
-        runs.on_run_finished(runs.report_run_to_batch)
+        batches.register_operation("transcription", batch.start_batch_item, permission="transcriptions")
+        batches.register_item_state("transcription", batch.batch_item_state)
+        runs.on_run_finished(batch.report_run_to_batch)
+        inbox.register(runs.RUN_INBOX)  # recording outcomes → the run's serialized updater

@@ -1,12 +1,11 @@
-"""Transcriptions: one per recording, the per-fiche runs that produce them, and batches.
+"""Transcriptions: one per recording, and the per-fiche runs that produce them.
 
 - ``Transcription``: the speech-to-text result of one recording (status, text, word timings,
   the speaker map that says which diarized speaker is the agent), with its attempts and error.
 - ``TranscriptionRun``: one request to transcribe a fiche's recordings. Like a progressive fetch
   job: the recordings to do, the ones done and failed; a serialized updater moves it and ends it
-  exactly once (completed / partial / failed).
-- ``Batch`` / ``BatchItem``: a batch of fiches (transcriptions here; audits reuse it), counts
-  derived from its items by a serialized updater; a batch always ends.
+  exactly once (completed / partial / failed); a run made for a batch item points at its batch
+  (``batches.Batch``: batches are generic, see the ``batches`` app).
 """
 
 from __future__ import annotations
@@ -18,6 +17,7 @@ from django.contrib.postgres.fields import ArrayField
 from django.db import models
 
 from core.fields import FastJSONField
+from core.runs import TrackedRun
 
 
 class TranscriptionStatus(models.TextChoices):
@@ -55,7 +55,10 @@ class Transcription(models.Model):
     vendor_transcription_id = models.CharField(max_length=128, null=True, blank=True)
     error = models.TextField(null=True, blank=True)
     attempts = models.PositiveIntegerField(default=0, help_text="Calls sent to the vendor for this recording.")
-    claimed_at = models.DateTimeField(null=True, blank=True, help_text="When a worker took it (processing).")
+    claimed_at = models.DateTimeField(
+        null=True, blank=True, help_text="The claim's heartbeat: renewed while a worker transcribes it (processing)."
+    )
+    claim_token = models.CharField(max_length=32, null=True, blank=True, help_text="Who transcribes it now.")
     transcribed_at = models.DateTimeField(null=True, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
@@ -93,7 +96,7 @@ def _call_ids() -> ArrayField:
     return ArrayField(models.CharField(max_length=128), default=list, blank=True)
 
 
-class TranscriptionRun(models.Model):
+class TranscriptionRun(TrackedRun):
     """One request to transcribe a fiche's recordings, driven to exactly one terminal state."""
 
     id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
@@ -105,17 +108,12 @@ class TranscriptionRun(models.Model):
     call_ids = _call_ids()  # the recordings this run transcribes
     done_call_ids = _call_ids()
     failed_call_ids = _call_ids()
-    error = models.TextField(null=True, blank=True)
     requested_by = models.ForeignKey(
         settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
     )
-    batch = models.ForeignKey("Batch", null=True, blank=True, on_delete=models.SET_NULL, related_name="runs")
-    dispatched_at = models.DateTimeField(null=True, blank=True)
-    last_progress_at = models.DateTimeField(null=True, blank=True)
-    redriven_at = models.DateTimeField(null=True, blank=True)
-    created_at = models.DateTimeField(auto_now_add=True, db_index=True)
-    started_at = models.DateTimeField(null=True, blank=True)
-    completed_at = models.DateTimeField(null=True, blank=True)
+    batch = models.ForeignKey("batches.Batch", null=True, blank=True, on_delete=models.SET_NULL, related_name="runs")
+
+    TERMINAL_STATUSES = TERMINAL_RUN_STATUSES
 
     class Meta:
         db_table = "transcription_runs"
@@ -129,70 +127,6 @@ class TranscriptionRun(models.Model):
         return f"{self.id} fiche {self.fiche_id} {self.status}"
 
     @property
-    def is_terminal(self) -> bool:
-        return self.status in TERMINAL_RUN_STATUSES
-
-    @property
     def remaining_call_ids(self) -> list[str]:
         processed = set(self.done_call_ids) | set(self.failed_call_ids)
         return [c for c in self.call_ids if c not in processed]
-
-
-class BatchStatus(models.TextChoices):
-    RUNNING = "running"
-    COMPLETED = "completed"
-
-
-class OperationType(models.TextChoices):
-    TRANSCRIPTION = "transcription"
-    AUDIT = "audit"
-
-
-class Batch(models.Model):
-    """A batch of fiches to transcribe (or audit). Counts move with its items; it always ends."""
-
-    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
-    operation_type = models.CharField(max_length=16, choices=OperationType.choices)
-    status = models.CharField(max_length=16, choices=BatchStatus.choices, default=BatchStatus.RUNNING)
-    total = models.PositiveIntegerField(default=0)
-    completed = models.PositiveIntegerField(default=0)
-    failed = models.PositiveIntegerField(default=0)
-    options = models.JSONField(default=dict, help_text="What to do for each item (priority, audit config...).")
-    requested_by = models.ForeignKey(
-        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
-    )
-    scope_snapshot = models.JSONField(default=dict, help_text="The requester's scope when the batch was made.")
-    started_at = models.DateTimeField(auto_now_add=True)
-    finished_at = models.DateTimeField(null=True, blank=True)
-    last_progress_at = models.DateTimeField(null=True, blank=True)
-
-    class Meta:
-        db_table = "batches"
-        ordering = ["-started_at"]
-        verbose_name_plural = "batches"
-
-    def __str__(self) -> str:
-        return f"{self.operation_type} batch {self.id} ({self.completed + self.failed}/{self.total})"
-
-
-class BatchItemStatus(models.TextChoices):
-    PENDING = "pending"
-    COMPLETED = "completed"
-    FAILED = "failed"
-
-
-class BatchItem(models.Model):
-    batch = models.ForeignKey(Batch, on_delete=models.CASCADE, related_name="items")
-    fiche_id = models.CharField(max_length=64)
-    status = models.CharField(max_length=16, choices=BatchItemStatus.choices, default=BatchItemStatus.PENDING)
-    ref_id = models.CharField(max_length=64, null=True, blank=True, help_text="The run or audit it started.")
-    error = models.TextField(null=True, blank=True)
-    updated_at = models.DateTimeField(auto_now=True)
-
-    class Meta:
-        db_table = "batch_items"
-        ordering = ["batch_id", "id"]
-        constraints = [models.UniqueConstraint(fields=["batch", "fiche_id"], name="batch_item_fiche")]
-
-    def __str__(self) -> str:
-        return f"{self.fiche_id} ({self.status})"

@@ -9,11 +9,12 @@ from datetime import UTC, date, datetime, timedelta
 import pytest
 from django.utils import timezone
 
+from batches.models import Batch
 from fiches.models import FicheCache, Recording
 from fiches.services.cache import cache_fiche_sales_summaries
 from tests.support import queued_tasks, sale
 from tests.support import sale_recording as recording
-from transcriptions.models import Batch, Transcription, TranscriptionRun
+from transcriptions.models import Transcription, TranscriptionRun
 from transcriptions.services import runs
 
 pytestmark = pytest.mark.django_db
@@ -175,7 +176,7 @@ def test_batches_validate_their_size_and_scope(
     assert ok.status_code == 202
     batch = Batch.objects.get(pk=ok.json()["batch_id"])
     assert (batch.total, batch.operation_type, batch.options) == (2, "transcription", {"priority": "normal"})
-    assert [t.name for t in queued_tasks("default")] == ["transcriptions.tasks.batch_start"]
+    assert [t.name for t in queued_tasks("default")] == ["batches.tasks.batch_start"]
     shown = client.get(f"/api/batches/{batch.pk}").json()
     assert (shown["status"], shown["total"], shown["completed"], shown["failed"]) == ("running", 2, 0, 0)
     assert client.get("/api/batches/not-a-uuid").status_code == 404
@@ -212,8 +213,41 @@ def test_the_reconciler_redrives_a_stalled_run_and_times_out_one_without_progres
     TranscriptionRun.objects.filter(pk=stalled.pk).update(last_progress_at=now - timedelta(seconds=61))
     TranscriptionRun.objects.filter(pk=silent.pk).update(last_progress_at=now - timedelta(seconds=601))
     actions = runs.run_reconcile(now=now)
-    assert actions == {"redrive": [str(stalled.pk)], "finalized": [], "timed_out": [str(silent.pk)]}
+    assert actions == {"redrive": [str(stalled.pk)], "finalized": [], "timed_out": [str(silent.pk)], "recordings": []}
     silent.refresh_from_db()
     assert silent.status == "failed" and "timed out" in silent.error
     assert set(Transcription.objects.filter(run=silent).values_list("status", flat=True)) == {"failed"}
     assert runs.run_reconcile(now=now + timedelta(seconds=1))["redrive"] == []  # once per stall period
+
+
+def test_a_dead_workers_recordings_are_sent_again_without_waiting_for_the_stall(fiches, settings):
+    from config.celery import app
+    from transcriptions.tasks import transcribe_recording
+
+    settings.CLAIM_LEASE_SECONDS = 30
+    run = _run_for(fiches["L1"])
+    run_id = str(run.pk)
+    runs.run_dispatch(run_id=run_id)
+    row, reason = runs.recording_claim(run_id=run_id, call_id="c-L1-1")
+    assert row is not None and reason is None
+    assert runs.recording_claim(run_id=run_id, call_id="c-L1-1") == (None, runs.BEING_TRANSCRIBED)
+    now = timezone.now()
+    TranscriptionRun.objects.filter(pk=run.pk).update(last_progress_at=now - timedelta(seconds=10))
+    Transcription.objects.filter(pk=row.pk).update(claimed_at=now - timedelta(seconds=31))  # its worker died
+    actions = runs.run_reconcile(now=now)
+    assert actions["recordings"] == [f"{run_id}:c-L1-1"] and actions["redrive"] == []
+    assert runs.claim_lease(row).renew()  # a live worker's heartbeat: nothing to send
+    assert runs.run_reconcile(now=now)["recordings"] == []
+    # A stale holder's writes are fenced: another worker took the recording over.
+    taken = Transcription.objects.get(pk=row.pk)
+    Transcription.objects.filter(pk=row.pk).update(claim_token="someone-else")
+    assert runs.recording_fail(run_id=run_id, call_id="c-L1-1", error="late", token=row.claim_token).skipped
+    assert Transcription.objects.get(pk=row.pk).status == taken.status == "processing"
+
+    # Idle for a lease with nothing held: its recordings' messages were lost (none waits in its queue).
+    Transcription.objects.filter(pk=row.pk).update(status="pending", claimed_at=None, claim_token=None)
+    TranscriptionRun.objects.filter(pk=run.pk).update(last_progress_at=now - timedelta(seconds=45))
+    assert sorted(runs.run_reconcile(now=now)["recordings"]) == [f"{run_id}:c-L1-1", f"{run_id}:c-L1-2"]
+    transcribe_recording.apply_async(args=(run_id, "c-L1-1"), queue="stt")  # one waits in the queue
+    assert runs.run_reconcile(now=now)["recordings"] == []
+    app.control.purge()

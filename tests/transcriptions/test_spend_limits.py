@@ -10,11 +10,12 @@ from datetime import UTC, date, datetime
 
 import pytest
 
+from batches.models import Batch
 from fiches.models import FicheCache
 from fiches.services.cache import cache_fiche_sales_summaries
 from tests.support import sale
 from tests.support import sale_recording as recording
-from transcriptions.models import Batch, TranscriptionRun
+from transcriptions.models import TranscriptionRun
 
 pytestmark = pytest.mark.django_db
 

@@ -12,7 +12,3 @@ transcriptions_urlpatterns = [
         name="recording-transcription",
     ),
 ]
-
-batch_urlpatterns = [
-    path("<str:batch_id>", views.BatchView.as_view(), name="batch-detail"),
-]

@@ -2,18 +2,19 @@
 
 from django.conf import settings
 from drf_spectacular.utils import OpenApiParameter, extend_schema
-from rest_framework.permissions import IsAuthenticated
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from accounts.permissions import HasGrant, request_user
+from batches import services as batches
 from core.exceptions import NotFoundError
 from core.limits import spending
 from core.openapi import errors
+from fiches.services.access import fiche_with_details
 from transcriptions import selectors
 from transcriptions.api import serializers as s
-from transcriptions.services import batches, runs
+from transcriptions.services import runs
 
 FICHE_ID = OpenApiParameter("fiche_id", str, OpenApiParameter.PATH, description="The CRM fiche id.")
 
@@ -43,7 +44,7 @@ class FicheTranscriptionView(APIView):
         runs.require_vendor_configured()
         user = request_user(request)
         with spending(user, "transcription"):
-            fiche = runs.fiche_for_transcription(user=user, fiche_id=fiche_id)
+            fiche = fiche_with_details(fiche_id=fiche_id, user=user, key="transcriptions", action="write")
             result = runs.transcription_request(fiche=fiche, user=user, **data.validated_data)
         return Response(result.as_dict(), status=202 if result.run_id else 200)
 
@@ -56,7 +57,7 @@ class FicheTranscriptionView(APIView):
     def get(self, request: Request, fiche_id: str) -> Response:
         query = s.StatusQuery(data=request.query_params)
         query.is_valid(raise_exception=True)
-        fiche = runs.fiche_for_transcription(user=request_user(request), fiche_id=fiche_id, action="read")
+        fiche = fiche_with_details(fiche_id=fiche_id, user=request_user(request), key="transcriptions")
         return Response(selectors.fiche_status(fiche, include_words=query.validated_data["include_words"]))
 
 
@@ -70,7 +71,7 @@ class TimelineView(APIView):
         responses={200: s.TimelineOutput, **errors(401, 403, 404, 429, 503)},
     )
     def get(self, request: Request, fiche_id: str) -> Response:
-        fiche = runs.fiche_for_transcription(user=request_user(request), fiche_id=fiche_id, action="read")
+        fiche = fiche_with_details(fiche_id=fiche_id, user=request_user(request), key="transcriptions")
         timeline = selectors.timeline_for(fiche)
         return Response({"fiche_id": fiche.fiche_id, "recordings": timeline.recordings, "turns": timeline.turns})
 
@@ -85,7 +86,7 @@ class RecordingTranscriptionView(APIView):
         responses={200: s.RecordingTranscriptOutput, **errors(401, 403, 404, 429, 503)},
     )
     def get(self, request: Request, fiche_id: str, call_id: str) -> Response:
-        fiche = runs.fiche_for_transcription(user=request_user(request), fiche_id=fiche_id, action="read")
+        fiche = fiche_with_details(fiche_id=fiche_id, user=request_user(request), key="transcriptions")
         data = selectors.recording_for_fiche(fiche, call_id)
         if data is None:
             raise NotFoundError(
@@ -126,16 +127,3 @@ class TranscriptionBatchView(APIView):
             spend_kind="batch",
         )
         return Response({"batch_id": str(batch.pk)}, status=202)
-
-
-class BatchView(APIView):
-    permission_classes = [IsAuthenticated]
-
-    @extend_schema(
-        tags=["transcriptions"],
-        summary="A batch's progress (yours, or any with scope ALL on its permission)",
-        parameters=[OpenApiParameter("batch_id", str, OpenApiParameter.PATH)],
-        responses={200: s.BatchOutput, **errors(401, 403, 404)},
-    )
-    def get(self, request: Request, batch_id: str) -> Response:
-        return Response(batches.batch_for_user(request_user(request), batch_id))

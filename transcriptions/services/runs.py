@@ -1,19 +1,17 @@
-"""Transcription runs: the request, the per-recording work, the serialized updater and the
-exactly-once end, and the reconciler. The shape of a progressive fetch job (DESIGN.md):
+"""Transcription runs on the workflow kernel (``core``): the request, the per-recording work, the
+serialized updater and the exactly-once end, and the reconciler.
 
-``transcription_request`` (API or batch) → ``run_dispatch`` (orchestrator task: a chord of one
-``transcribe_recording`` task per recording) → ``recording_transcribe`` (one vendor call under the
-global provider limit; the recording's Redis lock filters, its row's conditional claim fences) →
-``run_apply_outcomes`` (under the run's Redis lock and row lock) → the run ends exactly once
-(a conditional update's row count decides who publishes the terminal event).
+``transcription_request`` (API or batch) → ``run_dispatch`` (the orchestrator task fans out one
+``transcribe_recording`` message per recording) → ``recording_claim`` (the row's claim, a lease the
+worker's heartbeat renews) and one vendor call under the global provider limit → the outcome to the
+run's inbox (``RUN_INBOX``) → ``run_apply_outcomes`` (under the run's Redis lock and row lock) → the run
+ends exactly once (``TrackedRun.end_once``) and tells its finish hooks (``run_finished``).
 """
 
 from __future__ import annotations
 
-import functools
 import logging
 import uuid
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
@@ -22,16 +20,16 @@ from django.conf import settings
 from django.db import connection, transaction
 from django.utils import timezone
 
-from accounts.permissions import can_access
-from core.exceptions import ConflictError, DependencyUnavailable, InvalidInput, PermissionDeniedError
+from core.dispatch import dispatch_on_commit
+from core.exceptions import ConflictError, DependencyUnavailable, InvalidInput
 from core.formats import iso
-from core.limits import LimitBusy, Semaphore, throttle_crm_requests
-from core.locks import LockNotAcquired
-from fiches.clients import crm
-from fiches.exceptions import CrmUnavailable, FicheNotFound, fiche_refused
+from core.hooks import FinishHooks
+from core.inbox import Inbox
+from core.leases import Lease, lease_seconds, new_token
+from core.leases import claim_lease as lease_of
+from core.limits import Semaphore
+from core.reconcile import Reconciler, units_may_be_lost
 from fiches.models import FicheCache, Recording
-from fiches.selectors import fiche_in_scope
-from fiches.services.details import fiche_ensure_details
 from realtime.publisher import publish, publish_many
 from transcriptions.clients import elevenlabs
 from transcriptions.models import (
@@ -49,16 +47,10 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger("transcriptions.runs")
 
-# Called with the run once it has ended (exactly once per run): audits waiting for the fiche's
-# transcriptions, and batches, plug in here (transcriptions imports neither).
-RunFinishedHook = Callable[[TranscriptionRun], None]
-_run_finished_hooks: list[RunFinishedHook] = []
-
-
-def on_run_finished(hook: RunFinishedHook) -> None:
-    """Register ``hook(run)``, called after the commit that ended a run."""
-    if hook not in _run_finished_hooks:
-        _run_finished_hooks.append(hook)
+# Told of each run after the commit that ended it (exactly once per run): audits waiting for the fiche's
+# transcriptions and automation fiches plug in here (transcriptions imports neither).
+run_finished: FinishHooks[TranscriptionRun] = FinishHooks("transcription_run_finished")
+on_run_finished = run_finished.register
 
 
 # --- The request -------------------------------------------------------------------------------
@@ -90,42 +82,6 @@ def require_vendor_configured() -> None:
             "Speech-to-text is not configured: set ELEVENLABS_API_KEY.",
             details={"setting": "ELEVENLABS_API_KEY"},
         )
-
-
-def fiche_for_transcription(
-    *, user: User | None, fiche_id: str, action: str = "write", app: str = "transcriptions"
-) -> FicheCache:
-    """The fiche with its full details (fetched from the CRM when not cached, under the user's CRM
-    throttle), in ``user``'s ``app`` scope, checked on what we hold before any CRM call or cache write
-    (``fiches.selectors.fiche_in_scope``: only a user with ALL scope may make us fetch an uncached fiche;
-    for anyone else it is refused exactly as a foreign one). 404 ``fiche_not_found`` after a CRM miss."""
-    fiche_id = str(fiche_id).strip()
-    if user is not None:
-        row = fiche_in_scope(user, app, fiche_id, action="read" if action == "read" else "write")
-    else:
-        row = FicheCache.objects.filter(fiche_id=fiche_id).first()
-    if row is None or row.details_fetched_at is None:
-        if user is not None:
-            throttle_crm_requests(user)
-        try:
-            row = fiche_ensure_details(fiche_id=fiche_id, wait=settings.CRM_TIMEOUT_SECONDS + 5, rate_wait=5.0).row
-        except crm.CrmNotFound:
-            raise FicheNotFound(
-                f"Fiche {fiche_id} does not exist in the CRM.", details={"fiche_id": fiche_id}
-            ) from None
-        except (crm.CrmError, LockNotAcquired, LimitBusy) as exc:
-            if row is None:
-                raise CrmUnavailable(details={"fiche_id": fiche_id, "reason": str(exc)}) from None
-            # The sales list gave its recordings; go on with those.
-        if user is not None:
-            _check_scope(user, row, action, app)
-    return row
-
-
-def _check_scope(user: User, row: FicheCache, action: str, app: str) -> None:
-    """Again after a fetch: the CRM may have moved the fiche to another group or agent."""
-    if not can_access(user, app, row, action="read" if action == "read" else "write"):
-        raise fiche_refused(row.fiche_id, app)
 
 
 def transcription_request(
@@ -189,7 +145,7 @@ def transcription_request(
         )
         from transcriptions.tasks import transcribe_fiche
 
-        transaction.on_commit(lambda: _dispatch(transcribe_fiche, str(run.pk)))
+        dispatch_on_commit(transcribe_fiche, str(run.pk))
     return RunRequestResult(fiche.fiche_id, RunStatus.PENDING, total, len(todo), str(run.pk))
 
 
@@ -211,13 +167,6 @@ def _claimable(run: TranscriptionRun, recordings: list[Recording]) -> None:
             row.run = run
             row.save(update_fields=["run", "updated_at"])
     Transcription.objects.bulk_create(new)
-
-
-def _dispatch(task: Any, run_id: str) -> None:
-    try:
-        task.delay(run_id)
-    except Exception:  # the broker is down: the reconciler drives the run later
-        logger.exception("transcription_dispatch_failed", extra={"run_id": run_id})
 
 
 # --- The orchestrator ------------------------------------------------------------------------------
@@ -277,17 +226,9 @@ def run_dispatch(*, run_id: str, redrive: bool = False) -> list[str]:
 
 
 def vendor_semaphore() -> Semaphore:
-    return Semaphore(
-        "stt-vendor",
-        limit=settings.ELEVENLABS_MAX_CONCURRENCY,
-        lease_seconds=claim_lease_seconds(),
-    )
-
-
-def claim_lease_seconds() -> float:
-    """How long a ``processing`` claim protects a recording from another worker (a killed holder
-    frees it after this)."""
-    return settings.TRANSCRIPTION_CLAIM_LEASE_SECONDS
+    """``ELEVENLABS_MAX_CONCURRENCY`` vendor calls in flight across every worker; a slot is a short lease
+    its holder's heartbeat renews during the call (a dead worker's slot frees within a lease)."""
+    return Semaphore("stt-vendor", limit=settings.ELEVENLABS_MAX_CONCURRENCY, lease_seconds=lease_seconds())
 
 
 ALREADY_TRANSCRIBED = "already transcribed"
@@ -308,10 +249,11 @@ class RecordingOutcome:
 
 
 def _claim(call_id: str, run_id: str) -> tuple[Transcription | None, str | None]:
-    """The Postgres fence: take the row for this run (pending/failed, or processing with an expired
-    claim) with one conditional update. ``(row, None)`` when taken, ``(None, reason)`` otherwise."""
+    """The Postgres fence: take the row for this run (pending/failed, or processing with a lease that ran
+    out: its worker died) under its row lock, with a fresh ``claim_token``. ``(row, None)`` when taken,
+    ``(None, reason)`` otherwise."""
     now = timezone.now()
-    stale = now - timedelta(seconds=claim_lease_seconds())
+    stale = now - timedelta(seconds=lease_seconds())
     with transaction.atomic():
         if TranscriptionRun.objects.filter(pk=run_id, status__in=TERMINAL_RUN_STATUSES).exists():
             return None, RUN_ENDED
@@ -326,10 +268,25 @@ def _claim(call_id: str, run_id: str) -> tuple[Transcription | None, str | None]
             return None, BEING_TRANSCRIBED
         row.status = TranscriptionStatus.PROCESSING
         row.claimed_at = now
+        row.claim_token = new_token()
         row.attempts += 1
         row.error = None
-        row.save(update_fields=["status", "claimed_at", "attempts", "error", "updated_at"])
+        row.save(update_fields=["status", "claimed_at", "claim_token", "attempts", "error", "updated_at"])
         return row, None
+
+
+def claim_lease(row: Transcription) -> Lease:
+    """The recording's claim as a lease the worker's heartbeat renews while it transcribes it."""
+    assert row.claim_token is not None
+    return lease_of(Transcription, row.pk, row.claim_token)
+
+
+def _held(call_id: str, run_id: str, token: str | None) -> Any:
+    """The recording's row while this run's claim (``token``: this worker's) holds it."""
+    rows = Transcription.objects.filter(
+        call_id=call_id, run_id=uuid.UUID(run_id), status=TranscriptionStatus.PROCESSING
+    )
+    return rows if token is None else rows.filter(claim_token=token)
 
 
 def recording_context(*, run_id: str, call_id: str) -> dict[str, Any]:
@@ -347,11 +304,12 @@ def recording_context(*, run_id: str, call_id: str) -> dict[str, Any]:
     }
 
 
-def recording_claim(*, run_id: str, call_id: str) -> str | None:
-    """Claim the recording for this run; ``None`` when claimed, else why not (nothing to send)."""
+def recording_claim(*, run_id: str, call_id: str) -> tuple[Transcription | None, str | None]:
+    """Claim the recording for this run: ``(row, None)`` when claimed (``row.claim_token`` is the
+    claim), else ``(None, why not)`` (nothing to send)."""
     row, reason = _claim(call_id, run_id)
     if row is None:
-        return reason
+        return None, reason
     ctx = recording_context(run_id=run_id, call_id=call_id)
     publish(
         "transcription.recording_started",
@@ -363,11 +321,13 @@ def recording_claim(*, run_id: str, call_id: str) -> str | None:
             "status": "processing",
         },
     )
-    return None
+    return row, None
 
 
-def recording_store(*, run_id: str, call_id: str, result: elevenlabs.SttResult) -> RecordingOutcome:
-    """Store a vendor result (only while this run still holds the recording's claim)."""
+def recording_store(
+    *, run_id: str, call_id: str, result: elevenlabs.SttResult, token: str | None = None
+) -> RecordingOutcome:
+    """Store a vendor result, only while this worker's claim (``token``) holds the recording for this run."""
     ctx = recording_context(run_id=run_id, call_id=call_id)
     speaker_map = map_speakers(
         result.words,
@@ -377,10 +337,9 @@ def recording_store(*, run_id: str, call_id: str, result: elevenlabs.SttResult) 
     )
     now = timezone.now()
     with transaction.atomic():
-        updated = Transcription.objects.filter(
-            call_id=call_id, run_id=uuid.UUID(run_id), status=TranscriptionStatus.PROCESSING
-        ).update(
+        updated = _held(call_id, run_id, token).update(
             status=TranscriptionStatus.COMPLETED,
+            claim_token=None,
             provider="elevenlabs",
             model=settings.ELEVENLABS_MODEL_ID,
             language=result.language_code,
@@ -411,14 +370,17 @@ def recording_store(*, run_id: str, call_id: str, result: elevenlabs.SttResult) 
     return RecordingOutcome(call_id, True, transcription_id=result.transcription_id)
 
 
-def recording_fail(*, run_id: str, call_id: str, error: str) -> RecordingOutcome:
-    """Record a recording's failure (after its retries, or a permanent error)."""
+def recording_fail(*, run_id: str, call_id: str, error: str, token: str | None = None) -> RecordingOutcome:
+    """Record a recording's failure (after its retries, or a permanent error), only while this worker's
+    claim (``token``) holds it."""
     error = error[:2000]
     ctx = recording_context(run_id=run_id, call_id=call_id)
     with transaction.atomic():
-        Transcription.objects.filter(call_id=call_id, run_id=uuid.UUID(run_id)).exclude(
-            status=TranscriptionStatus.COMPLETED
-        ).update(status=TranscriptionStatus.FAILED, error=error, updated_at=timezone.now())
+        updated = _held(call_id, run_id, token).update(
+            status=TranscriptionStatus.FAILED, error=error, claim_token=None, updated_at=timezone.now()
+        )
+        if updated != 1:
+            return RecordingOutcome(call_id, False, skipped=CLAIM_LOST)
         publish(
             "transcription.recording_failed",
             {
@@ -434,11 +396,11 @@ def recording_fail(*, run_id: str, call_id: str, error: str) -> RecordingOutcome
     return RecordingOutcome(call_id, False, error=error)
 
 
-def recording_release(*, run_id: str, call_id: str) -> None:
+def recording_release(*, run_id: str, call_id: str, token: str | None = None) -> None:
     """Give the claim back (the vendor call will be retried later, by this run)."""
-    Transcription.objects.filter(
-        call_id=call_id, run_id=uuid.UUID(run_id), status=TranscriptionStatus.PROCESSING
-    ).update(status=TranscriptionStatus.PENDING, claimed_at=None, updated_at=timezone.now())
+    _held(call_id, run_id, token).update(
+        status=TranscriptionStatus.PENDING, claimed_at=None, claim_token=None, updated_at=timezone.now()
+    )
 
 
 # --- The updater ------------------------------------------------------------------------------------
@@ -506,6 +468,20 @@ def outcome_is_applied(*, run_id: str, call_id: str) -> bool:
     return call_id in row["done_call_ids"] or call_id in row["failed_call_ids"]
 
 
+# A recording's outcome ``[call_id, ok, error]`` reaches its run's updater through the kernel's inbox
+# (registered in ``TranscriptionsConfig.ready``).
+RUN_INBOX = Inbox(
+    name="transcriptions.run",
+    pending_prefix="transcription-outcomes",
+    lock_prefix="transcription-run",
+    lock_seconds=60,
+    apply=lambda run_id, outcomes: run_apply_outcomes(
+        run_id=run_id, outcomes=[(str(c), bool(ok), e) for c, ok, e in outcomes]
+    ),
+    is_applied=lambda run_id, outcome: outcome_is_applied(run_id=run_id, call_id=str(outcome[0])),
+)
+
+
 def _finalize_locked(run: TranscriptionRun, *, reason: str | None = None) -> bool:
     """End a run whose row lock the caller holds, exactly once: ``completed`` when every
     recording was transcribed, ``failed`` when none was, else ``partial``."""
@@ -516,10 +492,7 @@ def _finalize_locked(run: TranscriptionRun, *, reason: str | None = None) -> boo
     else:
         status = RunStatus.COMPLETED
     now = timezone.now()
-    updated = TranscriptionRun.objects.filter(pk=run.pk, status__in=[RunStatus.PENDING, RunStatus.PROCESSING]).update(
-        status=status, completed_at=now, last_progress_at=now
-    )
-    if updated != 1:
+    if not TranscriptionRun.end_once(run.pk, status, now=now):
         return False
     run.status, run.completed_at = status, now
     fiche_id = run.fiche.fiche_id
@@ -556,20 +529,12 @@ def _finalize_locked(run: TranscriptionRun, *, reason: str | None = None) -> boo
         "transcription_run_finished",
         extra={"run_id": str(run.pk), "fiche_id": fiche_id, "status": status, "failed": len(run.failed_call_ids)},
     )
-    for hook in list(_run_finished_hooks):
-        transaction.on_commit(functools.partial(_call_hook, hook, run))
+    run_finished.fire(run)
     return True
 
 
-def _call_hook(hook: RunFinishedHook, run: TranscriptionRun) -> None:
-    try:
-        hook(run)
-    except Exception:  # a waiting audit or batch must not undo the run's end; they have reconcilers
-        logger.exception("transcription_run_hook_failed", extra={"run_id": str(run.pk)})
-
-
 def run_finalize_if_done(*, run_id: str) -> bool:
-    """The chord body's safety net: end a run with nothing remaining that has not ended."""
+    """The reconciler's safety net: end a run with nothing remaining that has not ended."""
     with transaction.atomic():
         run = TranscriptionRun.objects.select_for_update().select_related("fiche").filter(pk=run_id).first()
         if run is None or run.is_terminal or run.remaining_call_ids:
@@ -594,14 +559,63 @@ def run_finalize_now(*, run_id: str, reason: str) -> bool:
         return _finalize_locked(run, reason=run.error)
 
 
-def run_reconcile(*, now: datetime | None = None) -> dict[str, list[str]]:
-    """Every run ends (beat): no progress for ``TRANSCRIPTION_DEADLINE_SECONDS`` → the rest
-    fails ("timed out"); nothing remaining → ended; no progress for ``TRANSCRIPTION_STALL_SECONDS``
-    since its last progress or re-drive → returned under ``redrive``."""
+RECONCILER: Reconciler[TranscriptionRun] = Reconciler(
+    name="transcriptions",
+    stall_seconds=lambda: settings.TRANSCRIPTION_STALL_SECONDS,
+    deadline_seconds=lambda: settings.TRANSCRIPTION_DEADLINE_SECONDS,
+    time_out=lambda run: run_finalize_now(run_id=str(run.pk), reason="timed out (no progress)"),
+    is_done=lambda run: not run.remaining_call_ids,
+    finish=lambda run: run_finalize_if_done(run_id=str(run.pk)),
+    mark_redriven=lambda run, now: TranscriptionRun.objects.filter(pk=run.pk).update(redriven_at=now),
+    names={"finished": "finalized"},
+)
+
+
+def recordings_to_resend(*, now: datetime | None = None) -> list[tuple[str, str]]:
+    """``(run_id, call_id)`` of the recordings a dead worker took with it:
+
+    - recordings being transcribed whose claim's lease ran out (a live worker renews it every heartbeat);
+    - the recordings still to do of a run without progress for a lease, none of whose recordings is held,
+      when their messages can only have been lost (``core.reconcile.units_may_be_lost``: a vendor slot
+      is free and the run's queue is empty).
+
+    Sending a recording again is safe: its claim decides who transcribes it."""
+    from transcriptions.tasks import QUEUE_BY_PRIORITY
+
     now = now or timezone.now()
-    stall = timedelta(seconds=settings.TRANSCRIPTION_STALL_SECONDS)
-    deadline = timedelta(seconds=settings.TRANSCRIPTION_DEADLINE_SECONDS)
-    actions: dict[str, list[str]] = {"redrive": [], "finalized": [], "timed_out": []}
+    stale = now - timedelta(seconds=lease_seconds())
+    active = [RunStatus.PENDING, RunStatus.PROCESSING]
+    expired = Transcription.objects.filter(
+        status=TranscriptionStatus.PROCESSING, claimed_at__lt=stale, run__status__in=active
+    ).values_list("run_id", "call_id")
+    units = [(str(run_id), call_id) for run_id, call_id in expired]
+    held = Transcription.objects.filter(status=TranscriptionStatus.PROCESSING, claimed_at__gte=stale)
+    idle = TranscriptionRun.objects.filter(
+        status=RunStatus.PROCESSING, dispatched_at__isnull=False, last_progress_at__lt=stale
+    ).exclude(pk__in=held.values("run_id"))
+    semaphore = vendor_semaphore()
+    free_slots = semaphore.limit - len(semaphore.holders())
+    lost: dict[str, bool] = {}  # per queue, asked once
+    for run in idle.only("pk", "priority", "call_ids", "done_call_ids", "failed_call_ids"):
+        queue = QUEUE_BY_PRIORITY.get(run.priority, "stt")
+        if queue not in lost:
+            lost[queue] = units_may_be_lost(queue=queue, free_slots=free_slots)
+        if not lost[queue]:
+            continue
+        waiting = Transcription.objects.filter(run=run, call_id__in=run.remaining_call_ids).exclude(
+            status=TranscriptionStatus.PROCESSING
+        )
+        units += [(str(run.pk), call_id) for call_id in waiting.values_list("call_id", flat=True)]
+    return units
+
+
+def run_reconcile(*, now: datetime | None = None) -> dict[str, list[str]]:
+    """Every run ends (beat, on the kernel's ``Reconciler``): no progress for
+    ``TRANSCRIPTION_DEADLINE_SECONDS`` → the rest fails ("timed out"); nothing remaining → ended; no
+    progress for ``TRANSCRIPTION_STALL_SECONDS`` since its last progress or re-drive → returned under
+    ``redrive``. ``recordings``: the recordings of dead workers to send again at once
+    (``recordings_to_resend``)."""
+    now = now or timezone.now()
     unfinished = TranscriptionRun.objects.filter(status__in=[RunStatus.PENDING, RunStatus.PROCESSING]).only(
         "id",
         "created_at",
@@ -612,78 +626,11 @@ def run_reconcile(*, now: datetime | None = None) -> dict[str, list[str]]:
         "done_call_ids",
         "failed_call_ids",
     )
-    for run in unfinished:
-        run_id = str(run.pk)
-        progressed_at = run.last_progress_at or run.dispatched_at or run.created_at
-        if now - progressed_at > deadline:
-            if run_finalize_now(run_id=run_id, reason="timed out (no progress)"):
-                actions["timed_out"].append(run_id)
-        elif not run.remaining_call_ids:
-            if run_finalize_if_done(run_id=run_id):
-                actions["finalized"].append(run_id)
-        elif now - max(progressed_at, run.redriven_at or progressed_at) > stall:
-            TranscriptionRun.objects.filter(pk=run.pk).update(redriven_at=now)
-            actions["redrive"].append(run_id)
-            logger.warning("transcription_run_redrive", extra={"run_id": run_id})
+    actions = RECONCILER.run(unfinished, now=now)
+    redriven = set(actions["redrive"])  # their orchestrator sends every recording left again
+    actions["recordings"] = [
+        f"{run_id}:{call_id}" for run_id, call_id in recordings_to_resend(now=now) if run_id not in redriven
+    ]
+    for unit in actions["recordings"]:
+        logger.warning("transcription_recording_resend", extra={"unit": unit})
     return actions
-
-
-# --- Batch items ----------------------------------------------------------------------------------
-
-
-def in_snapshot_scope(row: FicheCache, snapshot: dict[str, Any]) -> bool:
-    """Whether ``row`` is in a scope recorded when a batch was made (``Batch.scope_snapshot``)."""
-    kind = snapshot.get("kind")
-    if kind == "ALL":
-        return True
-    if kind == "GROUP":
-        return bool(row.groupe) and row.groupe in (snapshot.get("groupes") or [])
-    if kind == "SELF":
-        return bool(snapshot.get("crm_user_id")) and row.crm_user_id == snapshot.get("crm_user_id")
-    return False
-
-
-def start_batch_item(batch: Any, item: Any) -> str | None:
-    """Transcribe one fiche of a batch (the requester's scope as it was when the batch was made)."""
-    from transcriptions.services.batches import batch_item_done
-
-    fiche = fiche_for_transcription(user=None, fiche_id=item.fiche_id)
-    if not in_snapshot_scope(fiche, batch.scope_snapshot):
-        raise PermissionDeniedError("outside the requester's transcriptions scope")
-    result = transcription_request(
-        fiche=fiche,
-        priority=batch.options.get("priority", Priority.NORMAL),
-        user=batch.requested_by,
-        batch_id=str(batch.pk),
-    )
-    if result.run_id is None:  # nothing to transcribe: the item is done now
-        batch_item_done(batch_id=str(batch.pk), fiche_id=item.fiche_id, ok=True)
-        return None
-    if result.reused:  # a run of this fiche was already going: follow it
-        TranscriptionRun.objects.filter(pk=result.run_id, batch__isnull=True).update(batch_id=batch.pk)
-    return result.run_id
-
-
-def _run_outcome(run: TranscriptionRun) -> tuple[bool, str | None]:
-    if run.status == RunStatus.COMPLETED:
-        return True, None
-    return False, run.error or f"transcription {run.status}"
-
-
-def batch_item_state(item: Any) -> tuple[bool, str | None] | None:
-    run = TranscriptionRun.objects.filter(pk=item.ref_id).first()
-    if run is None:
-        return False, "its transcription run is gone"
-    return _run_outcome(run) if run.is_terminal else None
-
-
-def report_run_to_batch(run: TranscriptionRun) -> None:
-    """Run-finished hook: the run's batch item ends with it, and so does every item of another batch that
-    followed this run (it found it going instead of starting a second one)."""
-    from transcriptions.services.batches import batch_item_done, batch_ref_done
-
-    ok, error = _run_outcome(run)
-    fiche_id = run.fiche.fiche_id
-    if run.batch_id is not None:
-        batch_item_done(batch_id=str(run.batch_id), fiche_id=fiche_id, ok=ok, error=error)
-    batch_ref_done(operation_type="transcription", fiche_id=fiche_id, ref_id=str(run.pk), ok=ok, error=error)
