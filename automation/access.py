@@ -37,11 +37,11 @@ OWNER_INACTIVE = "the schedule's owner is deactivated: nothing was fetched"
 
 
 def needs(config: Mapping[str, Any]) -> list[Need]:
-    """The grants a run of ``config`` (a schedule's settings in the API's names) uses on each fiche."""
+    """The grants a run of ``config`` (a schedule's settings, snake_case) uses on each fiche."""
     wanted: list[Need] = [("fiches", "read")]
-    if config.get("runTranscription", True):
+    if config.get("run_transcription", True):
         wanted.append(("transcriptions", "write"))
-    if config.get("runAudits", True):
+    if config.get("run_audits", True):
         wanted.append(("audits", "write"))
     return wanted
 

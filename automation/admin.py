@@ -16,12 +16,13 @@ from django.http import HttpRequest
 
 from accounts.models import User
 from automation.api.serializers import ScheduleInput
-from automation.fields import SCHEDULE_FIELDS, selection_of
+from automation.fields import SETTING_FIELDS, selection_of
 from automation.models import AutomationRun, AutomationRunFicheResult, AutomationSchedule
 from automation.services import schedules
 from core.exceptions import ApplicationError
 
-FORM_FIELD = {**SCHEDULE_FIELDS, "webhookSecret": "new_webhook_secret"}
+# The form field where an error naming a schedule field goes (the secret has its own write-only field).
+FORM_FIELD = {**{field: field for field in SETTING_FIELDS}, "webhook_secret": "new_webhook_secret"}
 
 
 def _messages(value: Any) -> list[str]:
@@ -46,7 +47,7 @@ class ScheduleForm(forms.ModelForm):
 
     class Meta:
         model = AutomationSchedule
-        fields = [field for api, field in SCHEDULE_FIELDS.items() if api != "webhookSecret"]
+        fields = [field for field in SETTING_FIELDS if field != "webhook_secret"]
 
     user: User | None = None  # the staff user editing (set by the admin's get_form)
 
@@ -59,26 +60,26 @@ class ScheduleForm(forms.ModelForm):
     def _input(self, cleaned: dict[str, Any]) -> dict[str, Any]:
         editing = self.instance.pk is not None
         data = {
-            api: cleaned.get(field)
-            for api, field in SCHEDULE_FIELDS.items()
-            if api != "webhookSecret" and (not editing or field in self.changed_data)
+            field: cleaned.get(field)
+            for field in SETTING_FIELDS
+            if field != "webhook_secret" and (not editing or field in self.changed_data)
         }
         if cleaned.get("clear_webhook_secret"):
-            data["webhookSecret"] = None
+            data["webhook_secret"] = None
         elif cleaned.get("new_webhook_secret"):
-            data["webhookSecret"] = cleaned["new_webhook_secret"]
+            data["webhook_secret"] = cleaned["new_webhook_secret"]
         return data
 
     def _add_errors(self, details: dict[str, Any]) -> bool:
-        """Each error under its form field (``ficheSelection.mode`` → fiche_selection, "mode: ...");
+        """Each error under its form field (``fiche_selection.mode`` → fiche_selection, "mode: ...");
         False when none names a field of the form."""
         placed = False
         for key, value in details.items():
-            api, _, rest = str(key).partition(".")
-            if api == "non_field_errors":
+            name, _, rest = str(key).partition(".")
+            if name == "non_field_errors":
                 field = None
-            elif FORM_FIELD.get(api) in self.fields:
-                field = FORM_FIELD[api]
+            elif FORM_FIELD.get(name) in self.fields:
+                field = FORM_FIELD[name]
             else:
                 continue  # context (reason, url, ...) of an error placed by another key
             for message in _messages(value):
@@ -90,7 +91,8 @@ class ScheduleForm(forms.ModelForm):
         cleaned = super().clean() or {}
         if self.errors:
             return cleaned
-        data = ScheduleInput(data=self._input(cleaned), partial=self.instance.pk is not None)
+        # The stored JSON's (snake_case) names in the refusal of an unknown fiche_selection key.
+        data = ScheduleInput(data=self._input(cleaned), partial=self.instance.pk is not None, context={"name_of": str})
         if not data.is_valid():
             self._add_errors(dict(data.errors))
             return cleaned

@@ -9,7 +9,7 @@ class AutomationConfig(AppConfig):
 
     def ready(self) -> None:
         from accounts.grants import has_grant
-        from audits.services.runs import on_audit_finished
+        from audits.services.finish import on_audit_finished
         from automation import notifications
         from automation.services import runs
         from core.exceptions import PermissionDeniedError

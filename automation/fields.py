@@ -1,5 +1,6 @@
-"""The schedule's settings as the original front end names them (camelCase) and as the model stores
-them, and the snapshot a run keeps of them."""
+"""A schedule's settings as the domain names them (the model's snake_case fields), its fiche selection's
+keys and defaults, and the snapshot a run keeps of them (``AutomationRun.config``). The API speaks
+camelCase: ``automation.api`` converts at the edge (``djangorestframework-camel-case``)."""
 
 from __future__ import annotations
 
@@ -7,43 +8,43 @@ from typing import Any
 
 from automation.models import AutomationSchedule
 
-# API name -> model field (fiche selection keeps its camelCase keys inside its JSON column).
-SCHEDULE_FIELDS: dict[str, str] = {
-    "name": "name",
-    "isActive": "is_active",
-    "scheduleType": "schedule_type",
-    "timeOfDay": "time_of_day",
-    "dayOfWeek": "day_of_week",
-    "dayOfMonth": "day_of_month",
-    "timezone": "timezone",
-    "ficheSelection": "fiche_selection",
-    "auditConfigIds": "audit_config_ids",
-    "runTranscription": "run_transcription",
-    "runAudits": "run_audits",
-    "skipIfTranscribed": "skip_if_transcribed",
-    "continueOnError": "continue_on_error",
-    "retryFailed": "retry_failed",
-    "maxRetries": "max_retries",
-    "notifyOnComplete": "notify_on_complete",
-    "notifyOnError": "notify_on_error",
-    "webhookUrl": "webhook_url",
-    "webhookSecret": "webhook_secret",
-    "notifyEmails": "notify_emails",
-}
+# The settings a schedule's input may change (model fields), in the order the API shows them.
+SETTING_FIELDS: tuple[str, ...] = (
+    "name",
+    "is_active",
+    "schedule_type",
+    "time_of_day",
+    "day_of_week",
+    "day_of_month",
+    "timezone",
+    "fiche_selection",
+    "audit_config_ids",
+    "run_transcription",
+    "run_audits",
+    "skip_if_transcribed",
+    "continue_on_error",
+    "retry_failed",
+    "max_retries",
+    "notify_on_complete",
+    "notify_on_error",
+    "webhook_url",
+    "webhook_secret",
+    "notify_emails",
+)
 
-# ficheSelection keys and their defaults.
+# fiche_selection keys and their defaults.
 SELECTION_DEFAULTS: dict[str, Any] = {
     "mode": "relative",  # dateRange | relative | manual
-    "startDate": None,  # YYYY-MM-DD (dateRange)
-    "endDate": None,
-    "relativeDays": 1,  # relative: the last N days up to today (in the schedule's timezone)
-    "ficheIds": [],  # manual
+    "start_date": None,  # YYYY-MM-DD (dateRange)
+    "end_date": None,
+    "relative_days": 1,  # relative: the last N days up to today (in the schedule's timezone)
+    "fiche_ids": [],  # manual
     "groupes": [],  # empty: every group
-    "onlyUnaudited": False,
-    "onlyWithRecordings": True,
-    "maxRecordingsPerFiche": None,  # else AUTOMATION_MAX_RECORDINGS_PER_FICHE
-    "maxFiches": None,
-    "useRlm": False,
+    "only_unaudited": False,
+    "only_with_recordings": True,
+    "max_recordings_per_fiche": None,  # else AUTOMATION_MAX_RECORDINGS_PER_FICHE
+    "max_fiches": None,
+    "use_rlm": False,
 }
 
 
@@ -53,9 +54,9 @@ def selection_of(schedule: AutomationSchedule) -> dict[str, Any]:
 
 
 def schedule_settings(schedule: AutomationSchedule) -> dict[str, Any]:
-    """The schedule's settings in the API's names (the webhook secret left out)."""
-    values = {api: getattr(schedule, field) for api, field in SCHEDULE_FIELDS.items() if api != "webhookSecret"}
-    values["ficheSelection"] = selection_of(schedule)
-    values["auditConfigIds"] = list(schedule.audit_config_ids or [])
-    values["notifyEmails"] = list(schedule.notify_emails or [])
+    """The schedule's settings (the webhook secret left out): what a run snapshots and the API shows."""
+    values = {field: getattr(schedule, field) for field in SETTING_FIELDS if field != "webhook_secret"}
+    values["fiche_selection"] = selection_of(schedule)
+    values["audit_config_ids"] = list(schedule.audit_config_ids or [])
+    values["notify_emails"] = list(schedule.notify_emails or [])
     return values

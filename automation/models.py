@@ -10,6 +10,8 @@ from django.conf import settings
 from django.contrib.postgres.fields import ArrayField
 from django.db import models
 
+from core.runs import TrackedRun
+
 
 class ScheduleType(models.TextChoices):
     MANUAL = "MANUAL"
@@ -80,7 +82,7 @@ class Trigger(models.TextChoices):
     SCHEDULED = "scheduled"
 
 
-class AutomationRun(models.Model):
+class AutomationRun(TrackedRun):
     id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
     schedule = models.ForeignKey(
         AutomationSchedule, null=True, blank=True, on_delete=models.SET_NULL, related_name="runs"
@@ -98,7 +100,6 @@ class AutomationRun(models.Model):
     ignored = models.PositiveIntegerField(default=0)
     skipped = models.PositiveIntegerField(default=0)
     dispatch_stopped = models.BooleanField(default=False, help_text="continueOnError=false and a fiche failed.")
-    error = models.TextField(null=True, blank=True)
     requested_by = models.ForeignKey(
         settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
     )
@@ -110,12 +111,6 @@ class AutomationRun(models.Model):
         related_name="+",
         help_text="The schedule's owner when the run was created: every step checks their grants as they are then.",
     )
-    created_at = models.DateTimeField(auto_now_add=True, db_index=True)
-    started_at = models.DateTimeField(null=True, blank=True)
-    dispatched_at = models.DateTimeField(null=True, blank=True, help_text="When its fiches were fanned out.")
-    last_progress_at = models.DateTimeField(null=True, blank=True)
-    redriven_at = models.DateTimeField(null=True, blank=True)
-    completed_at = models.DateTimeField(null=True, blank=True)
     notify_due_at = models.DateTimeField(
         null=True,
         blank=True,
@@ -147,12 +142,10 @@ class AutomationRun(models.Model):
             )
         ]
 
+    TERMINAL_STATUSES = TERMINAL_RUN_STATUSES
+
     def __str__(self) -> str:
         return f"automation run {str(self.id)[:8]} ({self.status})"
-
-    @property
-    def is_terminal(self) -> bool:
-        return self.status in TERMINAL_RUN_STATUSES
 
     @property
     def done(self) -> int:

@@ -83,10 +83,10 @@ def run_summary(run: AutomationRun) -> dict[str, Any]:
 def _wanted(run: AutomationRun) -> bool:
     config = run.config
     if run.status == RunStatus.COMPLETED:
-        return bool(config.get("notifyOnComplete"))
+        return bool(config.get("notify_on_complete"))
     if run.status == RunStatus.FAILED:
-        return bool(config.get("notifyOnError"))
-    return bool(config.get("notifyOnComplete") or config.get("notifyOnError"))  # partial
+        return bool(config.get("notify_on_error"))
+    return bool(config.get("notify_on_complete") or config.get("notify_on_error"))  # partial
 
 
 def run_notify(*, run_id: str) -> str:
@@ -151,7 +151,7 @@ def _send_webhook(run: AutomationRun, summary: dict[str, Any]) -> None:
     """One delivery per run (the run id is its idempotency key), then ``realtime`` sends and retries it
     with the same ``webhook-id``."""
     schedule: AutomationSchedule | None = run.schedule
-    url = (schedule.webhook_url if schedule else None) or run.config.get("webhookUrl")
+    url = (schedule.webhook_url if schedule else None) or run.config.get("webhook_url")
     if not url:
         return
     event = "automation.run.failed" if run.status == RunStatus.FAILED else "automation.run.completed"
@@ -168,7 +168,7 @@ def _send_webhook(run: AutomationRun, summary: dict[str, Any]) -> None:
 
 def _send_email(run: AutomationRun, summary: dict[str, Any]) -> None:
     """Send the email unless it was (``emailed_at``); an SMTP failure raises (tried again later)."""
-    recipients = [e for e in run.config.get("notifyEmails") or [] if e]
+    recipients = [e for e in run.config.get("notify_emails") or [] if e]
     if not recipients or run.emailed_at is not None:
         return
     if not settings.SMTP_HOST:

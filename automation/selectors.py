@@ -1,16 +1,17 @@
-"""Reads of automation for the API and the admin: schedules in the API's camelCase shape (the webhook
-secret never leaves: only ``hasWebhookSecret``), runs newest first, and a run's detail with its
-per-fiche rows and the legacy ``resultSummary`` rebuilt from them.
+"""Reads of automation for the API and the admin: schedules in the API's shape (the webhook secret never
+leaves: only ``has_webhook_secret``), runs newest first, and a run's detail with its per-fiche rows and
+the legacy ``result_summary`` rebuilt from them. Keys are snake_case, as everywhere behind the API: the
+API's renderer shows them in camelCase (``hasWebhookSecret``, ``resultSummary``...).
 
 What a reader receives (``automation.read`` is the gate to every schedule and every run; the
 ``automation`` grant's scope is not used):
 
-- fiche ids (a schedule's ``ficheSelection.ficheIds``, a run's config snapshot, its per-fiche rows
-  and ``resultSummary`` lists) only for the fiches the reader may read (``fiches`` read scope; an id
-  not in the cache only with scope ALL); a row's ``auditIds`` only when the reader may also read
-  that fiche's audits (``audits`` read scope). A run's counts (``totalFiches``, ``successful``...)
-  stay the run's own: numbers, not data. ``resultSummary`` is rebuilt from the rows shown;
-- ``webhookUrl`` and ``notifyEmails`` (of a schedule and of a run's snapshot) only with
+- fiche ids (a schedule's ``fiche_selection.fiche_ids``, a run's config snapshot, its per-fiche rows
+  and ``result_summary`` lists) only for the fiches the reader may read (``fiches`` read scope; an id
+  not in the cache only with scope ALL); a row's ``audit_ids`` only when the reader may also read
+  that fiche's audits (``audits`` read scope). A run's counts (``total_fiches``, ``successful``...)
+  stay the run's own: numbers, not data. ``result_summary`` is rebuilt from the rows shown;
+- ``webhook_url`` and ``notify_emails`` (of a schedule and of a run's snapshot) only with
   ``automation.write``; ``null`` for a reader without it.
 """
 
@@ -52,25 +53,25 @@ def _visible_settings(settings: dict[str, Any], user: User | None, readable: set
     """A schedule's settings (or a run's snapshot) as ``user`` may see them: the secret never, the
     notification targets only with automation.write, the fiche ids only those in ``readable``."""
     settings = dict(settings)
-    settings.pop("webhookSecret", None)  # schedule_settings leaves it out; never let it through
+    settings.pop("webhook_secret", None)  # schedule_settings leaves it out; never let it through
     if not has_grant(user, "automation", "write"):
-        for key in ("webhookUrl", "notifyEmails"):
+        for key in ("webhook_url", "notify_emails"):
             if key in settings:
                 settings[key] = None
-    selection = settings.get("ficheSelection")
-    if isinstance(selection, dict) and selection.get("ficheIds"):
-        settings["ficheSelection"] = {
+    selection = settings.get("fiche_selection")
+    if isinstance(selection, dict) and selection.get("fiche_ids"):
+        settings["fiche_selection"] = {
             **selection,
-            "ficheIds": [f for f in selection["ficheIds"] if str(f) in readable],
+            "fiche_ids": [f for f in selection["fiche_ids"] if str(f) in readable],
         }
     return settings
 
 
 def _selection_ids(settings: Mapping[str, Any]) -> list[str]:
-    selection = settings.get("ficheSelection")
+    selection = settings.get("fiche_selection")
     if not isinstance(selection, dict):
         return []
-    return [str(f) for f in selection.get("ficheIds") or []]
+    return [str(f) for f in selection.get("fiche_ids") or []]
 
 
 # --- Schedules ----------------------------------------------------------------------------------------------
@@ -105,8 +106,8 @@ def schedule_dicts(schedules: Iterable[AutomationSchedule], user: User | None) -
 
 
 def schedule_dict(schedule: AutomationSchedule, user: User | None) -> dict[str, Any]:
-    """The schedule as the API returns it to ``user``: its settings in the front end's names plus
-    ``id``, ``ownerId``, ``hasWebhookSecret`` and its timestamps. The secret itself is never included;
+    """The schedule as the API returns it to ``user``: its settings plus ``id``, ``owner_id``,
+    ``has_webhook_secret`` and its timestamps. The secret itself is never included;
     the notification targets and fiche ids as ``_visible_settings`` says."""
     return schedule_dicts([schedule], user)[0]
 
@@ -117,12 +118,12 @@ def _schedule_dict(
     return {
         "id": schedule.pk,
         **_visible_settings(settings, user, readable),
-        "ownerId": schedule.owner_id,
-        "hasWebhookSecret": bool(schedule.webhook_secret),
-        "nextRunAt": iso(schedule.next_run_at),
-        "lastRunAt": iso(schedule.last_run_at),
-        "createdAt": iso(schedule.created_at),
-        "updatedAt": iso(schedule.updated_at),
+        "owner_id": schedule.owner_id,
+        "has_webhook_secret": bool(schedule.webhook_secret),
+        "next_run_at": iso(schedule.next_run_at),
+        "last_run_at": iso(schedule.last_run_at),
+        "created_at": iso(schedule.created_at),
+        "updated_at": iso(schedule.updated_at),
     }
 
 
@@ -179,24 +180,24 @@ def run_dict(row: Mapping[str, Any]) -> dict[str, Any]:
     """A run in the API's shape, from a ``runs_queryset`` row."""
     return {
         "id": str(row["id"]),
-        "scheduleId": row["schedule_id"],
-        "scheduleName": row["schedule_name"],
+        "schedule_id": row["schedule_id"],
+        "schedule_name": row["schedule_name"],
         "trigger": row["trigger"],
         "slot": iso(row["slot"]),
         "status": row["status"],
-        "dateFrom": iso(row["date_from"]),
-        "dateTo": iso(row["date_to"]),
+        "date_from": iso(row["date_from"]),
+        "date_to": iso(row["date_to"]),
         "revalidation": row["revalidation"],
-        "totalFiches": row["total_fiches"],
+        "total_fiches": row["total_fiches"],
         "successful": row["successful"],
         "failed": row["failed"],
         "ignored": row["ignored"],
         "skipped": row["skipped"],
         "error": row["error"],
-        "createdAt": iso(row["created_at"]),
-        "startedAt": iso(row["started_at"]),
-        "completedAt": iso(row["completed_at"]),
-        "durationMs": _duration_ms(row),
+        "created_at": iso(row["created_at"]),
+        "started_at": iso(row["started_at"]),
+        "completed_at": iso(row["completed_at"]),
+        "duration_ms": _duration_ms(row),
     }
 
 
@@ -235,14 +236,14 @@ def run_fiche_rows(run: AutomationRun, user: User | None) -> list[dict[str, Any]
 
 def fiche_dict(row: Mapping[str, Any]) -> dict[str, Any]:
     return {
-        "ficheId": row["fiche_id"],
+        "fiche_id": row["fiche_id"],
         "status": row["status"],
         "step": row["step"],
         "reason": row["reason"],
         "error": row["error"],
-        "recordingsCount": row["recordings_count"],
-        "transcriptionAttempts": row["transcription_attempts"],
-        "auditIds": list(row["audit_ids"] or []),
+        "recordings_count": row["recordings_count"],
+        "transcription_attempts": row["transcription_attempts"],
+        "audit_ids": list(row["audit_ids"] or []),
     }
 
 
@@ -265,9 +266,9 @@ def result_summary(rows: Iterable[Mapping[str, Any]]) -> dict[str, Any]:
         if status == FicheStatus.SUCCESSFUL:
             summary["successful"].append(fiche_id)
         elif status == FicheStatus.FAILED:
-            summary["failed"].append({"ficheId": fiche_id, "error": row["error"]})
+            summary["failed"].append({"fiche_id": fiche_id, "error": row["error"]})
         elif status in (FicheStatus.IGNORED, FicheStatus.SKIPPED):
-            summary[status].append({"ficheId": fiche_id, "reason": row["reason"]})
+            summary[status].append({"fiche_id": fiche_id, "reason": row["reason"]})
         if row["transcription_run_id"] is not None:
             summary["transcriptions"] += 1
         summary["audits"] += len(row["audit_ids"] or [])
@@ -276,7 +277,7 @@ def result_summary(rows: Iterable[Mapping[str, Any]]) -> dict[str, Any]:
 
 def run_detail(run_id: object, user: User | None) -> dict[str, Any]:
     """A run as ``user`` may see it: its settings snapshot, the per-fiche rows they may read and
-    ``resultSummary`` rebuilt from those (404 ``run_not_found`` for an unknown or malformed id)."""
+    ``result_summary`` rebuilt from those (404 ``run_not_found`` for an unknown or malformed id)."""
     from automation.services.runs import run_for_id
 
     run = run_for_id(run_id)
@@ -289,5 +290,5 @@ def run_detail(run_id: object, user: User | None) -> dict[str, Any]:
         **run_dict(row),
         "config": config,
         "fiches": [fiche_dict(f) for f in fiches],
-        "resultSummary": result_summary(fiches),
+        "result_summary": result_summary(fiches),
     }

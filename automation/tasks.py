@@ -14,8 +14,9 @@ from typing import Any
 from celery import shared_task
 
 from automation.services import runs
+from core.dispatch import send
 from core.retry import (
-    INFRA_MAX_ERRORS,
+    INFRA_RETRY,
     TRANSIENT_INFRA_ERRORS,
     error_budget_left,
     retry_after_error,
@@ -26,12 +27,6 @@ logger = logging.getLogger("automation.tasks")
 
 FICHE_MAX_ERRORS = 5
 RETRIABLE: tuple[type[Exception], ...] = (runs.FicheRetry, *TRANSIENT_INFRA_ERRORS)
-INFRA_RETRY: dict[str, Any] = {
-    "autoretry_for": TRANSIENT_INFRA_ERRORS,
-    "retry_backoff": True,
-    "retry_backoff_max": 10,
-    "max_retries": INFRA_MAX_ERRORS,
-}
 
 
 @shared_task(bind=True, name="automation.tasks.automation_run_start", ignore_result=True, **INFRA_RETRY)
@@ -42,8 +37,11 @@ def automation_run_start(self: Any, run_id: str) -> int:
         started = runs.run_start(run_id=run_id)
     except runs.RevalidationBusy as exc:
         raise retry_waiting(self, countdown=exc.wait + random.uniform(0, 0.5)) from None
-    for fiche_id in started.fiche_ids:
-        automation_fiche_advance.apply_async(args=(run_id, fiche_id), task_id=f"automation-{run_id}-{fiche_id}")
+    with automation_fiche_advance.app.producer_or_acquire() as producer:  # one broker connection
+        for fiche_id in started.fiche_ids:
+            automation_fiche_advance.apply_async(
+                args=(run_id, fiche_id), task_id=f"automation-{run_id}-{fiche_id}", producer=producer
+            )
     return len(started.fiche_ids)
 
 
@@ -79,7 +77,7 @@ def automation_notify_run(run_id: str) -> str:
 @shared_task(name="automation.tasks.automation_tick", ignore_result=True)
 def automation_tick() -> list[str]:
     """Beat (every minute): start the runs of the schedules whose slot has come."""
-    from automation.scheduler import tick
+    from automation.services.scheduler import tick
 
     return tick()
 
@@ -89,10 +87,10 @@ def reconcile_automation_runs() -> dict[str, list[str]]:
     """Beat (every minute): every run ends, and every ended run is notified."""
     actions = runs.run_reconcile()
     for run_id in actions["restart"]:
-        automation_run_start.delay(run_id)
+        send(automation_run_start, run_id)
     for key in actions["advance"]:
         run_id, fiche_id = key.split(":", 1)
-        automation_fiche_advance.delay(run_id, fiche_id)
+        send(automation_fiche_advance, run_id, fiche_id)
     for run_id in actions["notify"]:
-        automation_notify_run.delay(run_id)
+        send(automation_notify_run, run_id)
     return actions

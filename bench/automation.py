@@ -97,7 +97,7 @@ def run(args: Any) -> None:
             schedule = AutomationSchedule.objects.create(
                 name="bench P8",
                 owner=_owner(),
-                fiche_selection={"mode": "dateRange", "startDate": start.isoformat(), "endDate": end.isoformat()},
+                fiche_selection={"mode": "dateRange", "start_date": start.isoformat(), "end_date": end.isoformat()},
                 audit_config_ids=[config.pk],
                 notify_on_error=False,
             )

@@ -1,12 +1,17 @@
 """Automation API: schedules (CRUD and the manual trigger) and their runs. Views validate input, call
 one service or selector, and return. GET needs automation.read, everything else automation.write;
 what a response shows of fiches and notification targets follows the reader's own grants
-(``automation.selectors``)."""
+(``automation.selectors``).
+
+The views speak the front end's camelCase and everything behind them snake_case: their parsers, their
+renderer and ``handle_exception`` convert (``automation.api.camel``)."""
 
 from __future__ import annotations
 
+from django.conf import settings
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
 from rest_framework.permissions import BasePermission
+from rest_framework.renderers import BaseRenderer, BrowsableAPIRenderer
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
@@ -14,6 +19,7 @@ from rest_framework.views import APIView
 from accounts.permissions import HasGrant, request_user
 from automation import selectors
 from automation.api import serializers as s
+from automation.api.camel import PARSER_CLASSES, CamelCaseJSONRenderer, api_named_errors, snake_case_query
 from automation.services import schedules
 from core.openapi import errors
 from core.pagination import LimitOffset
@@ -40,7 +46,25 @@ VISIBILITY = (
 )
 
 
+# The snake_case names of every input field (body and query): an error naming one shows its API name.
+INPUT_FIELDS = frozenset([*s.ScheduleInput().fields, *s.ScheduleListQuery().fields, *s.RunListQuery().fields])
+
+
+# camelCase on the wire, snake_case inside: request bodies (JSON, form, multipart) are read with snake_case
+# keys, responses rendered with camelCase keys (the error envelope as built, its field names put in the API's
+# names by ``handle_exception``). The rest of the API keeps the default classes. (No docstring: drf-spectacular
+# would make it the description of every operation of the subclasses.)
 class AutomationView(APIView):
+    parser_classes = PARSER_CLASSES
+    # Ours for JSON, and the browsable API under DEBUG as everywhere (config.settings).
+    renderer_classes: list[type[BaseRenderer]] = [
+        CamelCaseJSONRenderer,
+        *([BrowsableAPIRenderer] if settings.DEBUG else []),
+    ]
+
+    def handle_exception(self, exc: Exception) -> Response:
+        return super().handle_exception(api_named_errors(exc, INPUT_FIELDS))
+
     def get_permissions(self) -> list[BasePermission]:
         return [HasGrant("automation", "read" if self.request.method == "GET" else "write")()]
 
@@ -56,10 +80,10 @@ class ScheduleListView(AutomationView):
         responses={200: s.ScheduleOutput(many=True), **errors(400, 401, 403)},
     )
     def get(self, request: Request) -> Response:
-        query = s.ScheduleListQuery(data=request.query_params)
+        query = s.ScheduleListQuery(data=snake_case_query(request.query_params))
         query.is_valid(raise_exception=True)
         paginator = LimitOffset()
-        page = paginator.page(selectors.schedules_queryset(is_active=query.validated_data["isActive"]), request, self)
+        page = paginator.page(selectors.schedules_queryset(is_active=query.validated_data["is_active"]), request, self)
         return paginator.get_paginated_response(selectors.schedule_dicts(page, request_user(request)))
 
     @extend_schema(
@@ -126,7 +150,7 @@ class ScheduleRunView(AutomationView):
     )
     def post(self, request: Request, schedule_id: int) -> Response:
         run = schedules.schedule_run_now(schedule_id=schedule_id, user=request_user(request))
-        return Response({"runId": str(run.pk)}, status=202)
+        return Response({"run_id": str(run.pk)}, status=202)
 
 
 class ScheduleRunsView(AutomationView):
@@ -139,7 +163,7 @@ class ScheduleRunsView(AutomationView):
         responses={200: s.RunOutput(many=True), **errors(400, 401, 403, 404)},
     )
     def get(self, request: Request, schedule_id: int) -> Response:
-        query = s.RunListQuery(data=request.query_params)
+        query = s.RunListQuery(data=snake_case_query(request.query_params))
         query.is_valid(raise_exception=True)
         queryset = selectors.schedule_runs_queryset(schedule_id=schedule_id, status=query.validated_data.get("status"))
         paginator = LimitOffset()
@@ -157,7 +181,7 @@ class RunListView(AutomationView):
         responses={200: s.RunOutput(many=True), **errors(400, 401, 403)},
     )
     def get(self, request: Request) -> Response:
-        query = s.RunListQuery(data=request.query_params)
+        query = s.RunListQuery(data=snake_case_query(request.query_params))
         query.is_valid(raise_exception=True)
         paginator = LimitOffset()
         page = paginator.page(selectors.runs_queryset(status=query.validated_data.get("status")), request, self)

@@ -57,10 +57,12 @@ from automation.models import (
     RunStatus,
     Trigger,
 )
+from core.dispatch import dispatch_on_commit, send
 from core.exceptions import ApplicationError, DependencyUnavailable, NotFoundError
 from core.formats import iso
 from core.limits import LimitBusy
 from core.locks import LockNotAcquired, redis_lock
+from core.reconcile import Reconciler
 from fiches.models import FicheCache, Recording
 from realtime.publisher import publish
 from transcriptions.models import TERMINAL_RUN_STATUSES as TERMINAL_TX_STATUSES
@@ -108,16 +110,9 @@ def run_create(
     from automation.tasks import automation_run_start
 
     run_id = str(run.pk)
-    transaction.on_commit(lambda: _send(automation_run_start, run_id))
+    dispatch_on_commit(automation_run_start, run_id)
     logger.info("automation_run_created", extra={"run_id": run_id, "schedule_id": schedule.pk, "trigger": trigger})
     return run
-
-
-def _send(task: Any, *args: Any, task_id: str | None = None) -> None:
-    try:
-        task.apply_async(args=args, task_id=task_id)
-    except Exception:  # the broker is down: the reconciler drives the run later
-        logger.exception("automation_dispatch_failed", extra={"task": getattr(task, "name", "?"), "args": args})
 
 
 # --- The orchestrator ----------------------------------------------------------------------------------
@@ -136,10 +131,10 @@ def selection_range(selection: dict[str, Any], tz_name: str, now: datetime | Non
     before today in the schedule's timezone (today excluded: its sales are not over); ``manual``: None."""
     mode = selection.get("mode")
     if mode == "dateRange":
-        return date.fromisoformat(selection["startDate"]), date.fromisoformat(selection["endDate"])
+        return date.fromisoformat(selection["start_date"]), date.fromisoformat(selection["end_date"])
     if mode == "relative":
         today = (now or timezone.now()).astimezone(ZoneInfo(tz_name)).date()
-        days = max(1, int(selection.get("relativeDays") or 1))
+        days = max(1, int(selection.get("relative_days") or 1))
         return today - timedelta(days=days), today - timedelta(days=1)
     return None
 
@@ -171,7 +166,7 @@ def _revalidate(run: AutomationRun, start: date, end: date) -> str:
 def max_fiches(selection: dict[str, Any]) -> int:
     """``maxFiches`` may lower ``AUTOMATION_MAX_FICHES``, never raise it."""
     cap = int(settings.AUTOMATION_MAX_FICHES)
-    asked = selection.get("maxFiches")
+    asked = selection.get("max_fiches")
     return min(int(asked), cap) if asked else cap
 
 
@@ -183,7 +178,7 @@ def _select(
     wanted = access.needs(run.config)
     limit = max_fiches(selection)
     if selection.get("mode") == "manual":
-        ids = [str(f).strip() for f in selection.get("ficheIds") or [] if str(f).strip()]
+        ids = [str(f).strip() for f in selection.get("fiche_ids") or [] if str(f).strip()]
         ids = list(dict.fromkeys(ids))[:limit]
         allowed = access.ids_in_scope(owner, ids, wanted)
         return [f for f in ids if f in allowed], [f for f in ids if f not in allowed]
@@ -191,8 +186,8 @@ def _select(
         rows = access.filter_in_scope(FicheCache.objects.filter(sales_date__range=(start, end)), owner, wanted)
         if selection.get("groupes"):
             rows = rows.filter(groupe__in=selection["groupes"])
-        if selection.get("onlyUnaudited"):
-            configs = list(run.config.get("auditConfigIds") or [])
+        if selection.get("only_unaudited"):
+            configs = list(run.config.get("audit_config_ids") or [])
             done = Audit.objects.filter(status=AuditStatus.COMPLETED)
             if configs:  # audited: a completed audit for every chosen config
                 audited = list(
@@ -265,7 +260,7 @@ def run_start(*, run_id: str) -> Started:
         with transaction.atomic():
             _end(run, RunStatus.FAILED, error=problem or access.NO_OWNER)
         return Started([], True)
-    selection = config.get("ficheSelection") or {}
+    selection = config.get("fiche_selection") or {}
     try:
         span = selection_range(selection, config.get("timezone") or "Europe/Paris", now=run.slot or run.created_at)
     except (KeyError, ValueError, TypeError) as exc:
@@ -397,7 +392,7 @@ def _out_of_scope(result: AutomationRunFicheResult, fiche: FicheCache | None, ow
 
 def _fetch_and_filter(result: AutomationRunFicheResult) -> str:
     from fiches.exceptions import FicheNotFound
-    from transcriptions.services.runs import fiche_for_transcription
+    from fiches.services.access import fiche_with_details
 
     run_id, fiche_id, config = str(result.run_id), result.fiche_id, result.run.config
     AutomationRunFicheResult.objects.filter(pk=result.pk, step=FicheStep.SELECTED).update(step=FicheStep.FETCH)
@@ -405,7 +400,7 @@ def _fetch_and_filter(result: AutomationRunFicheResult) -> str:
     if _out_of_scope(result, FicheCache.objects.filter(fiche_id=fiche_id).first(), owner):  # before the CRM
         return "skipped"
     try:
-        fiche = fiche_for_transcription(user=None, fiche_id=fiche_id)
+        fiche = fiche_with_details(fiche_id=fiche_id)
     except FicheNotFound:
         fiche_done(run_id=run_id, fiche_id=fiche_id, status=FicheStatus.FAILED, error="fiche not found in the CRM")
         return "failed"
@@ -416,18 +411,18 @@ def _fetch_and_filter(result: AutomationRunFicheResult) -> str:
         return "failed"
     if _out_of_scope(result, fiche, owner):  # its details may have moved it (another group or seller)
         return "skipped"
-    selection = config.get("ficheSelection") or {}
+    selection = config.get("fiche_selection") or {}
     recordings = Recording.objects.filter(fiche=fiche).count()
     AutomationRunFicheResult.objects.filter(pk=result.pk).update(recordings_count=recordings)
-    if selection.get("onlyWithRecordings", True) and recordings == 0:
+    if selection.get("only_with_recordings", True) and recordings == 0:
         fiche_done(run_id=run_id, fiche_id=fiche_id, status=FicheStatus.IGNORED, reason="no recordings")
         return "ignored"
-    cap = selection.get("maxRecordingsPerFiche") or settings.AUTOMATION_MAX_RECORDINGS_PER_FICHE
+    cap = selection.get("max_recordings_per_fiche") or settings.AUTOMATION_MAX_RECORDINGS_PER_FICHE
     if cap and recordings > int(cap):
         reason = f"{recordings} recordings, more than the limit of {int(cap)}"
         fiche_done(run_id=run_id, fiche_id=fiche_id, status=FicheStatus.IGNORED, reason=reason)
         return "ignored"
-    if config.get("runTranscription", True) and recordings:
+    if config.get("run_transcription", True) and recordings:
         return _transcribe(result, fiche)
     return _start_audits(result, fiche)
 
@@ -442,7 +437,7 @@ def _transcribe(result: AutomationRunFicheResult, fiche: FicheCache) -> str:
     from transcriptions.services.runs import transcription_request
 
     config = result.run.config
-    if config.get("skipIfTranscribed", True) and _all_transcribed(fiche):
+    if config.get("skip_if_transcribed", True) and _all_transcribed(fiche):
         return _start_audits(result, fiche, note="already transcribed")
     owner = _owner(result.run)
     if _out_of_scope(result, fiche, owner):
@@ -474,7 +469,9 @@ def _after_transcription(result: AutomationRunFicheResult) -> str:
     fiche = FicheCache.objects.get(fiche_id=fiche_id)
     ok = tx is not None and tx.status == TxStatus.COMPLETED
     if not ok:
-        retries_left = config.get("retryFailed") and result.transcription_attempts <= int(config.get("maxRetries") or 0)
+        retries_left = config.get("retry_failed") and result.transcription_attempts <= int(
+            config.get("max_retries") or 0
+        )
         if retries_left:
             logger.info(
                 "automation_transcription_retry",
@@ -490,13 +487,14 @@ def _after_transcription(result: AutomationRunFicheResult) -> str:
 
 
 def _start_audits(result: AutomationRunFicheResult, fiche: FicheCache, note: str | None = None) -> str:
-    from audits.services.runs import audit_request, config_for_fiche
+    from audits.services.batch import config_for_fiche
+    from audits.services.request import audit_request
 
     config, run_id, fiche_id = result.run.config, str(result.run_id), result.fiche_id
-    if not config.get("runAudits", True):
+    if not config.get("run_audits", True):
         fiche_done(run_id=run_id, fiche_id=fiche_id, status=FicheStatus.SUCCESSFUL, reason=note)
         return "successful"
-    config_ids = list(config.get("auditConfigIds") or [])
+    config_ids = list(config.get("audit_config_ids") or [])
     owner = _owner(result.run)
     if _out_of_scope(result, fiche, owner):
         return "skipped"
@@ -509,8 +507,8 @@ def _start_audits(result: AutomationRunFicheResult, fiche: FicheCache, note: str
             ).update(step=FicheStep.AUDIT)
             if not moved:
                 return "ended"
-            use_rlm = bool((config.get("ficheSelection") or {}).get("useRlm"))
-            audits = [audit_request(fiche=fiche, config_id=c, use_rlm=use_rlm, user=owner) for c in config_ids]
+            tools_mode = bool((config.get("fiche_selection") or {}).get("use_rlm"))  # the API's useRlm
+            audits = [audit_request(fiche=fiche, config_id=c, tools_mode=tools_mode, user=owner) for c in config_ids]
             AutomationRunFicheResult.objects.filter(pk=result.pk).update(audit_ids=[str(a.pk) for a in audits])
     except ApplicationError as exc:
         fiche_done(run_id=run_id, fiche_id=fiche_id, status=FicheStatus.FAILED, error=f"audit: {exc.message}")
@@ -563,7 +561,7 @@ def _advance_later(run_id: str, fiche_id: str) -> None:
         fiche_advance(run_id=run_id, fiche_id=fiche_id)
     except Exception:
         logger.warning("automation_advance_deferred", extra={"run_id": run_id, "fiche_id": fiche_id}, exc_info=True)
-        _send(automation_fiche_advance, run_id, fiche_id)
+        send(automation_fiche_advance, run_id, fiche_id)
 
 
 # --- The run's updater --------------------------------------------------------------------------------------
@@ -604,7 +602,7 @@ def _fiche_done(run_id: str, fiche_id: str, status: str, reason: str | None, err
         run.save(update_fields=[counter, "last_progress_at"])
         publish("automation.run.progress", _progress_payload(run))
         logger.info("automation_fiche_done", extra={"run_id": run_id, "fiche_id": fiche_id, "status": status})
-        if status == FicheStatus.FAILED and not run.config.get("continueOnError", True):
+        if status == FicheStatus.FAILED and not run.config.get("continue_on_error", True):
             _stop_after_failure(run)
             return True
         if run.dispatched_at is not None and run.done >= run.total_fiches:
@@ -663,12 +661,7 @@ def _end(run: AutomationRun, status: str, *, error: str | None = None) -> bool:
     (domain signals, webhook, email, toast) as due; ``automation_notify_run`` sends them after commit,
     and the reconciler again if that message is lost. Call it inside the transaction that ends the run."""
     now = timezone.now()
-    updated = (
-        AutomationRun.objects.filter(pk=run.pk)
-        .exclude(status__in=[RunStatus.COMPLETED, RunStatus.PARTIAL, RunStatus.FAILED])
-        .update(status=status, error=error, completed_at=now, last_progress_at=now, notify_due_at=now)
-    )
-    if updated != 1:
+    if not AutomationRun.end_once(run.pk, status, now=now, error=error, notify_due_at=now):
         return False
     run.refresh_from_db()
     started = run.started_at or run.created_at
@@ -686,8 +679,7 @@ def _end(run: AutomationRun, status: str, *, error: str | None = None) -> bool:
     logger.info("automation_run_ended", extra={"run_id": str(run.pk), "status": status, "error": error})
     from automation.tasks import automation_notify_run
 
-    run_id = str(run.pk)
-    transaction.on_commit(lambda: _send(automation_notify_run, run_id))
+    dispatch_on_commit(automation_notify_run, str(run.pk))
     return True
 
 
@@ -706,35 +698,47 @@ def run_fail_now(*, run_id: str, error: str) -> bool:
 # --- The reconciler -----------------------------------------------------------------------------------
 
 
+def _time_out(run: AutomationRun) -> bool:
+    return run_fail_now(run_id=str(run.pk), error="timed out (no progress)")
+
+
+RECONCILER: Reconciler[AutomationRun] = Reconciler(
+    name="automation",
+    stall_seconds=lambda: settings.AUTOMATION_STALL_SECONDS,
+    deadline_seconds=lambda: settings.AUTOMATION_DEADLINE_SECONDS,
+    progressed_at=lambda run: run.last_progress_at or run.created_at,
+    time_out=_time_out,
+    is_done=lambda run: run.dispatched_at is not None and run.done >= run.total_fiches,
+    finish=lambda run: _finish_if_done(str(run.pk)),
+    mark_redriven=lambda run, now: AutomationRun.objects.filter(pk=run.pk).update(redriven_at=now),
+    names={"finished": "ended"},
+)
+
+
 def run_reconcile(*, now: datetime | None = None) -> dict[str, list[str]]:
-    """Every run ends (beat): a run never started or without progress for ``AUTOMATION_STALL_SECONDS``
-    is re-driven (its orchestrator again, or each pending fiche's next step); one without progress
-    for ``AUTOMATION_DEADLINE_SECONDS`` ends ``failed`` with its pending fiches failed ("timed out").
-    Every ended run is notified: ``notify`` lists the runs whose notifications were due more than
-    ``NOTIFY_GRACE_SECONDS`` ago and are still not sent (at least once: see ``automation.notifications``)."""
+    """Every run ends (beat, on the kernel's ``Reconciler``): a run never started or without progress for
+    ``AUTOMATION_STALL_SECONDS`` is re-driven (its orchestrator again: ``restart``, or each pending
+    fiche's next step: ``advance``); one without progress for ``AUTOMATION_DEADLINE_SECONDS`` ends
+    ``failed`` with its pending fiches failed ("timed out"). Every ended run is notified: ``notify``
+    lists the runs whose notifications were due more than ``NOTIFY_GRACE_SECONDS`` ago and are still
+    not sent (at least once: see ``automation.notifications``)."""
     now = now or timezone.now()
-    stall = timedelta(seconds=settings.AUTOMATION_STALL_SECONDS)
-    deadline = timedelta(seconds=settings.AUTOMATION_DEADLINE_SECONDS)
-    actions: dict[str, list[str]] = {"restart": [], "advance": [], "ended": [], "timed_out": [], "notify": []}
-    active = AutomationRun.objects.filter(status__in=[RunStatus.PENDING, RunStatus.RUNNING])
-    for run in active:
-        run_id = str(run.pk)
-        progressed = run.last_progress_at or run.created_at
-        if now - progressed > deadline:
-            if run_fail_now(run_id=run_id, error="timed out (no progress)"):
-                actions["timed_out"].append(run_id)
-            continue
-        if run.dispatched_at is not None and _finish_if_done(run_id):
-            actions["ended"].append(run_id)
-            continue
-        if now - max(progressed, run.redriven_at or progressed) <= stall:
-            continue
-        AutomationRun.objects.filter(pk=run.pk).update(redriven_at=now)
+    active = {
+        str(run.pk): run for run in AutomationRun.objects.filter(status__in=[RunStatus.PENDING, RunStatus.RUNNING])
+    }
+    found = RECONCILER.run(active.values(), now=now)
+    actions: dict[str, list[str]] = {
+        "restart": [],
+        "advance": [],
+        "ended": found["ended"],
+        "timed_out": found["timed_out"],
+    }
+    for run_id in found["redrive"]:
+        run = active[run_id]
         if run.dispatched_at is None:
             actions["restart"].append(run_id)
         else:
             actions["advance"].extend(f"{run_id}:{f}" for f in _pending_ids(run))
-        logger.warning("automation_run_redrive", extra={"run_id": run_id})
     unsent = (
         AutomationRun.objects.filter(
             notified_at__isnull=True, notify_due_at__lt=now - timedelta(seconds=NOTIFY_GRACE_SECONDS)

@@ -1,8 +1,10 @@
 """Writes of automation schedules. The input arrives checked field by field (the API's
-``ScheduleInput``, in the front end's camelCase names); here it is checked again as a whole on the
-**effective** config (the stored schedule with the input on top): what a schedule type needs, what a
-fiche selection mode needs and the range caps, the audit config ids, the webhook URL (SSRF guard)
-and secret. Every error is a 400 naming the field (``details: {"ficheSelection.relativeDays": [..]}``).
+``ScheduleInput``; the model's field names, ``fiche_selection`` keys in snake_case too); here it is
+checked again as a whole on the **effective** config (the stored schedule with the input on top): what
+a schedule type needs, what a fiche selection mode needs and the range caps, the audit config ids, the
+webhook URL (SSRF guard) and secret. Every error is a 400 naming the field with a dotted path
+(``details: {"fiche_selection.relative_days": [..]}``, message ``"fiche_selection.relative_days: .."``;
+the API shows it in its camelCase names). The messages' prose names fields as the API does.
 
 ``next_run_at`` follows the schedule's timing: set on create, and on update when a timing field
 (active, type, time, day, timezone) changed or it is missing. It is deliberately not recomputed when
@@ -10,8 +12,8 @@ only other fields change: a slot that is due but not yet started by the beat wou
 
 **Owner and scope.** The user who creates a schedule (API or admin) is its ``owner``; a run acts for
 the owner with their grants as they are then (``automation.access``). On create, and on an update
-that changes ``ficheSelection``, ``runTranscription`` or ``runAudits``, the effective ``ficheIds`` and
-``groupes`` must be in the scope of the owner **and** of the user making the change (an editor cannot
+that changes ``fiche_selection``, ``run_transcription`` or ``run_audits``, the effective ``fiche_ids``
+and ``groupes`` must be in the scope of the owner **and** of the user making the change (an editor cannot
 use a wider owner's scope to name fiches they could not touch themselves) for every key the run uses
 (``fiches`` read, ``transcriptions`` write when it transcribes, ``audits`` write when it audits).
 Otherwise: 403 ``scope_denied`` naming the field, never a fiche: an id that does not exist and one
@@ -19,7 +21,7 @@ outside the scope get the same answer. An id not in the fiche cache cannot be pl
 GROUP scope without a CRM call, so it is refused the same way unless every needed grant is ALL (an
 ALL user may name any id; a run reports an unknown one ``failed``, "fiche not found in the CRM").
 
-``ficheSelection.maxFiches`` may lower ``AUTOMATION_MAX_FICHES``, never raise it: a greater value is a
+``fiche_selection.max_fiches`` may lower ``AUTOMATION_MAX_FICHES``, never raise it: a greater value is a
 400 naming the field when given (a schedule saved before the setting was lowered is capped at run
 time).
 """
@@ -38,7 +40,7 @@ from django.utils import timezone
 from accounts.grants import Scope, scope_for
 from audits.models import AuditConfig
 from automation import access
-from automation.fields import SCHEDULE_FIELDS, SELECTION_DEFAULTS
+from automation.fields import SELECTION_DEFAULTS, SETTING_FIELDS
 from automation.models import AutomationRun, AutomationSchedule, ScheduleType, Trigger
 from automation.selectors import schedule_not_found
 from automation.services.runs import run_create
@@ -52,7 +54,6 @@ if TYPE_CHECKING:
 logger = logging.getLogger("automation.schedules")
 
 TIMING_FIELDS = ("is_active", "schedule_type", "time_of_day", "day_of_week", "day_of_month", "timezone")
-API_NAME = {field: api for api, field in SCHEDULE_FIELDS.items()}
 
 
 def _user_id(user: User | None) -> int | None:
@@ -68,22 +69,21 @@ def _selection_value(value: Any) -> Any:
 
 
 def _to_fields(data: Mapping[str, Any], current: AutomationSchedule | None) -> dict[str, Any]:
-    """The model field values ``data`` (API names) writes; ``ficheSelection`` merges into the
+    """The model field values ``data`` (field names) writes; ``fiche_selection`` merges into the
     stored selection (dates as ISO strings, as the run engine reads them)."""
     values: dict[str, Any] = {}
-    for api, value in data.items():
-        field = SCHEDULE_FIELDS.get(api)
-        if field is None:
-            raise ValueError(f"unknown schedule field {api!r}")
-        if api == "ficheSelection":
+    for field, value in data.items():
+        if field not in SETTING_FIELDS:
+            raise ValueError(f"unknown schedule field {field!r}")
+        if field == "fiche_selection":
             patch = {key: _selection_value(v) for key, v in dict(value or {}).items()}
-            if "ficheIds" in patch:
-                patch["ficheIds"] = _unique(str(f).strip() for f in patch["ficheIds"])
+            if "fiche_ids" in patch:
+                patch["fiche_ids"] = _unique(str(f).strip() for f in patch["fiche_ids"])
             stored = dict(current.fiche_selection or {}) if current is not None else {}
             value = {**stored, **patch}
-        elif api in ("auditConfigIds", "notifyEmails"):
+        elif field in ("audit_config_ids", "notify_emails"):
             value = _unique(list(value or []))
-        elif api in ("webhookUrl", "webhookSecret", "timeOfDay") and value == "":
+        elif field in ("webhook_url", "webhook_secret", "time_of_day") and value == "":
             value = None
         values[field] = value
     return values
@@ -94,29 +94,29 @@ def _selection_errors(selection: Mapping[str, Any]) -> dict[str, list[str]]:
     errors: dict[str, list[str]] = {}
     mode = selection.get("mode")
     if mode == "relative":
-        days = selection.get("relativeDays")
+        days = selection.get("relative_days")
         if not isinstance(days, int) or days < 1:
-            errors["ficheSelection.relativeDays"] = ["A relative selection needs relativeDays ≥ 1."]
+            errors["fiche_selection.relative_days"] = ["A relative selection needs relativeDays ≥ 1."]
         elif days > cap:
-            errors["ficheSelection.relativeDays"] = [f"At most {cap} days (REFRESH_MAX_RANGE_DAYS); got {days}."]
+            errors["fiche_selection.relative_days"] = [f"At most {cap} days (REFRESH_MAX_RANGE_DAYS); got {days}."]
     elif mode == "dateRange":
-        start, end = selection.get("startDate"), selection.get("endDate")
-        for key, value in (("startDate", start), ("endDate", end)):
+        start, end = selection.get("start_date"), selection.get("end_date")
+        for key, label, value in (("start_date", "startDate", start), ("end_date", "endDate", end)):
             if not value:
-                errors[f"ficheSelection.{key}"] = [f"A dateRange selection needs {key}."]
+                errors[f"fiche_selection.{key}"] = [f"A dateRange selection needs {label}."]
         if start and end:
             days = (date.fromisoformat(end) - date.fromisoformat(start)).days + 1
             if days < 1:
-                errors["ficheSelection.endDate"] = [f"endDate ({end}) is before startDate ({start})."]
+                errors["fiche_selection.end_date"] = [f"endDate ({end}) is before startDate ({start})."]
             elif days > cap:
-                errors["ficheSelection.endDate"] = [
+                errors["fiche_selection.end_date"] = [
                     f"A dateRange covers at most {cap} days (REFRESH_MAX_RANGE_DAYS); this one has {days}."
                 ]
     elif mode == "manual":
-        if not selection.get("ficheIds"):
-            errors["ficheSelection.ficheIds"] = ["A manual selection needs at least one fiche id."]
+        if not selection.get("fiche_ids"):
+            errors["fiche_selection.fiche_ids"] = ["A manual selection needs at least one fiche id."]
     else:
-        errors["ficheSelection.mode"] = ["Expected dateRange, relative or manual."]
+        errors["fiche_selection.mode"] = ["Expected dateRange, relative or manual."]
     return errors
 
 
@@ -124,15 +124,13 @@ def _timing_errors(effective: Mapping[str, Any]) -> dict[str, list[str]]:
     schedule_type = effective["schedule_type"]
     if schedule_type == ScheduleType.MANUAL:
         return {}
-    needed = ["time_of_day"]
+    needed = [("time_of_day", "timeOfDay")]
     if schedule_type == ScheduleType.WEEKLY:
-        needed.append("day_of_week")
+        needed.append(("day_of_week", "dayOfWeek"))
     elif schedule_type == ScheduleType.MONTHLY:
-        needed.append("day_of_month")
+        needed.append(("day_of_month", "dayOfMonth"))
     return {
-        API_NAME[field]: [f"A {schedule_type} schedule needs {API_NAME[field]}."]
-        for field in needed
-        if effective[field] is None
+        field: [f"A {schedule_type} schedule needs {label}."] for field, label in needed if effective[field] is None
     }
 
 
@@ -140,25 +138,25 @@ def _audit_config_errors(config_ids: Sequence[int]) -> dict[str, list[str]]:
     active = dict(AuditConfig.objects.filter(pk__in=config_ids).values_list("pk", "is_active"))
     unknown = [config_id for config_id in config_ids if config_id not in active]
     if unknown:
-        return {"auditConfigIds": [f"Unknown audit config id(s): {', '.join(map(str, unknown))}."]}
+        return {"audit_config_ids": [f"Unknown audit config id(s): {', '.join(map(str, unknown))}."]}
     inactive = [config_id for config_id in config_ids if not active[config_id]]
     if inactive:  # every audit would be refused (audit_config_inactive): say it now, not per fiche later
-        return {"auditConfigIds": [f"Inactive audit config id(s): {', '.join(map(str, inactive))}."]}
+        return {"audit_config_ids": [f"Inactive audit config id(s): {', '.join(map(str, inactive))}."]}
     return {}
 
 
 def _max_fiches_errors(patch: Mapping[str, Any]) -> dict[str, list[str]]:
-    """``maxFiches`` (when given) may lower ``AUTOMATION_MAX_FICHES``, never raise it."""
-    value, cap = patch.get("maxFiches"), settings.AUTOMATION_MAX_FICHES
+    """``max_fiches`` (when given) may lower ``AUTOMATION_MAX_FICHES``, never raise it."""
+    value, cap = patch.get("max_fiches"), settings.AUTOMATION_MAX_FICHES
     if isinstance(value, int) and value > cap:
-        return {"ficheSelection.maxFiches": [f"At most {cap} (AUTOMATION_MAX_FICHES); got {value}."]}
+        return {"fiche_selection.max_fiches": [f"At most {cap} (AUTOMATION_MAX_FICHES); got {value}."]}
     return {}
 
 
 SCOPE_MESSAGE = {
-    "ficheSelection.ficheIds": "One or more fiche ids are unknown, or outside the scope of the schedule's owner "
-    "or your own.",
-    "ficheSelection.groupes": "One or more groups are outside the scope of the schedule's owner or your own.",
+    "fiche_selection.fiche_ids": "One or more fiche ids are unknown, or outside the scope of the schedule's "
+    "owner or your own.",
+    "fiche_selection.groupes": "One or more groups are outside the scope of the schedule's owner or your own.",
 }
 
 
@@ -168,16 +166,16 @@ def _check_scope(effective: Mapping[str, Any], *, owner: User | None, user: User
     if not touched:
         return
     selection = {**SELECTION_DEFAULTS, **(effective["fiche_selection"] or {})}
-    fiche_ids = [str(f) for f in selection.get("ficheIds") or []]
+    fiche_ids = [str(f) for f in selection.get("fiche_ids") or []]
     groupes = [str(g) for g in selection.get("groupes") or []]
-    wanted = access.needs({"runTranscription": effective["run_transcription"], "runAudits": effective["run_audits"]})
+    wanted = access.needs(effective)
     principals = [p for p in dict.fromkeys([owner, user]) if p is not None]
     for principal in principals:
         field = None
         if fiche_ids and access.ids_in_scope(principal, fiche_ids, wanted) != set(fiche_ids):
-            field = "ficheSelection.ficheIds"
+            field = "fiche_selection.fiche_ids"
         elif not access.groupes_in_scope(principal, groupes, wanted):
-            field = "ficheSelection.groupes"
+            field = "fiche_selection.groupes"
         if field is not None:
             logger.info(
                 "automation_schedule_scope_denied",
@@ -191,7 +189,7 @@ def _check_scope(effective: Mapping[str, Any], *, owner: User | None, user: User
 def schedule_clean(
     *, data: Mapping[str, Any], current: AutomationSchedule | None = None, user: User | None = None
 ) -> dict[str, Any]:
-    """The model field values to write for ``data`` (checked field by field, API names), checked on
+    """The model field values to write for ``data`` (checked field by field, field names), checked on
     the effective config. The audit config ids, the webhook URL and the secret are checked when
     given (a config deleted since, or a host that no longer resolves, does not block an unrelated
     edit; the URL is checked again when a webhook is sent). Raises ``InvalidInput`` naming the
@@ -200,18 +198,18 @@ def schedule_clean(
     the scope of the owner (``current.owner``, or ``user`` for a new schedule) or of ``user``."""
     values = _to_fields(data, current)
     base = current if current is not None else AutomationSchedule()
-    effective = {field: values.get(field, getattr(base, field)) for field in SCHEDULE_FIELDS.values()}
+    effective = {field: values.get(field, getattr(base, field)) for field in SETTING_FIELDS}
 
     errors = _timing_errors(effective)
     errors.update(_selection_errors({**SELECTION_DEFAULTS, **(effective["fiche_selection"] or {})}))
-    errors.update(_max_fiches_errors(dict(data.get("ficheSelection") or {})))
+    errors.update(_max_fiches_errors(dict(data.get("fiche_selection") or {})))
     if values.get("audit_config_ids"):
         errors.update(_audit_config_errors(values["audit_config_ids"]))
     if values.get("webhook_secret") is not None:
         try:
             validate_secret(values["webhook_secret"])
         except InvalidInput as exc:
-            errors["webhookSecret"] = [exc.message]
+            errors["webhook_secret"] = [exc.message]
     if errors:
         field, messages = next(iter(errors.items()))
         raise InvalidInput(f"{field}: {messages[0]}", details=errors)
@@ -224,20 +222,20 @@ def schedule_clean(
         try:
             validate_webhook_url(values["webhook_url"])
         except UnsafeWebhookUrl as exc:
-            exc.details = {"webhookUrl": [exc.message], **exc.details}
+            exc.details = {"webhook_url": [exc.message], **exc.details}
             raise
     return values
 
 
 def _set_next_run(schedule: AutomationSchedule) -> None:
-    from automation.scheduler import next_slot
+    from automation.services.scheduler import next_slot
 
     schedule.next_run_at = next_slot(schedule, after=timezone.now())
 
 
 @transaction.atomic
 def schedule_create(*, data: Mapping[str, Any], user: User | None = None) -> AutomationSchedule:
-    """A schedule from ``data`` (API names; omitted fields take the model's defaults), owned by
+    """A schedule from ``data`` (field names; omitted fields take the model's defaults), owned by
     ``user`` (None, e.g. from a script: no owner, so its runs have no fiche in scope)."""
     schedule = AutomationSchedule(**schedule_clean(data=data, user=user), created_by=user, owner=user)
     _set_next_run(schedule)
@@ -266,7 +264,7 @@ def require_manager(schedule: AutomationSchedule, user: User | None) -> None:
 
 @transaction.atomic
 def schedule_update(*, schedule_id: int, patch: Mapping[str, Any], user: User | None = None) -> AutomationSchedule:
-    """Apply a PATCH (any subset of the fields, API names), validated on the effective config."""
+    """Apply a PATCH (any subset of the fields, field names), validated on the effective config."""
     schedule = AutomationSchedule.objects.select_for_update().filter(pk=schedule_id).first()
     if schedule is None:
         raise schedule_not_found(schedule_id)

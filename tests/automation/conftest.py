@@ -82,6 +82,43 @@ def published() -> list[tuple[str, str, dict]]:
     return events
 
 
+AUTOMATION_QUEUES = ("default", "crm", "webhooks")
+
+
+class SentTasks:
+    """The automation task messages waiting in the test broker's queues, as ``(task name, args)``, read
+    at each look: what the code under test sent (nothing consumes them)."""
+
+    def _items(self) -> list[tuple[str, tuple]]:
+        return [
+            (task.name, tuple(task.args))
+            for queue in AUTOMATION_QUEUES
+            for task in queued_tasks(queue)
+            if task.name.startswith("automation.")
+        ]
+
+    def __iter__(self):
+        return iter(self._items())
+
+    def __len__(self) -> int:
+        return len(self._items())
+
+    def __getitem__(self, index: int) -> tuple[str, tuple]:
+        return self._items()[index]
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, list | tuple | SentTasks) and self._items() == list(other)
+
+    def __repr__(self) -> str:
+        return repr(self._items())
+
+
+@pytest.fixture
+def dispatched() -> SentTasks:
+    """The automation tasks sent to the (test) broker so far."""
+    return SentTasks()
+
+
 def take_queued(queue: str) -> list[QueuedTask]:
     """The task messages waiting in ``queue``, oldest first, removed from it (what a worker takes)."""
     tasks = queued_tasks(queue)

@@ -38,16 +38,9 @@ def ops(client, staff):
 
 
 @pytest.fixture
-def dispatched(monkeypatch) -> list[tuple[str, tuple[Any, ...]]]:
-    calls: list[tuple[str, tuple[Any, ...]]] = []
-    monkeypatch.setattr("automation.services.runs._send", lambda task, *args, **_: calls.append((task.name, args)))
-    return calls
-
-
-@pytest.fixture
 def nightly(db) -> AutomationSchedule:
     return schedule_create(
-        data={"name": "Nightly", "scheduleType": "DAILY", "timeOfDay": "02:00", "webhookSecret": SECRET}
+        data={"name": "Nightly", "schedule_type": "DAILY", "time_of_day": "02:00", "webhook_secret": SECRET}
     )
 
 
@@ -66,7 +59,7 @@ def form(**overrides: Any) -> dict[str, Any]:
         "day_of_week": "",
         "day_of_month": "",
         "timezone": "Europe/Paris",
-        "fiche_selection": '{"mode": "relative", "relativeDays": 2}',
+        "fiche_selection": '{"mode": "relative", "relative_days": 2}',
         "audit_config_ids": "",
         "run_transcription": "on",
         "run_audits": "on",
@@ -104,7 +97,7 @@ def test_adding_a_schedule_runs_the_apis_checks_and_sets_the_next_run(ops, staff
     assert response.status_code == 302, response.context["errors"]
     schedule = AutomationSchedule.objects.get()
     assert (schedule.name, schedule.schedule_type, schedule.time_of_day) == ("From the admin", "DAILY", "09:30")
-    assert schedule.fiche_selection == {"mode": "relative", "relativeDays": 2}
+    assert schedule.fiche_selection == {"mode": "relative", "relative_days": 2}
     assert schedule.notify_emails == ["ops@example.com"] and schedule.webhook_secret == SECRET
     assert schedule.created_by == staff and schedule.owner == staff
     assert schedule.next_run_at is not None and schedule.next_run_at > timezone.now()
@@ -114,11 +107,11 @@ def test_adding_a_schedule_runs_the_apis_checks_and_sets_the_next_run(ops, staff
 
 def test_the_admin_checks_the_fiches_named_against_the_owner_and_the_staff_user(ops, staff, make_owner):
     FicheCache.objects.create(fiche_id="L1", sales_date=date(2026, 2, 4), groupe="Lyon-1")
-    manual = '{"mode": "manual", "ficheIds": ["L1"]}'
+    manual = '{"mode": "manual", "fiche_ids": ["L1"]}'
     # A superuser holds no grant by being one: their schedules touch nothing they may not read.
     response = ops.post(f"{SCHEDULES}add/", form(fiche_selection=manual))
     assert response.status_code == 200
-    assert "ficheIds: One or more fiche ids are unknown" in response.content.decode()
+    assert "fiche_ids: One or more fiche ids are unknown" in response.content.decode()
     assert "L1" not in str(response.context["errors"])
     assert not AutomationSchedule.objects.exists()
 

@@ -19,7 +19,6 @@ from django.utils import timezone
 
 from audits.models import AuditConfig
 from audits.services.configs import config_create
-from automation.fields import SELECTION_DEFAULTS
 from automation.models import AutomationRun, AutomationRunFicheResult, AutomationSchedule
 from fiches.models import FicheCache
 
@@ -78,6 +77,20 @@ RUN_KEYS = {
     "startedAt",
     "completedAt",
     "durationMs",
+}
+# A schedule's ficheSelection with every key, as the API shows it (the defaults).
+SELECTION_DEFAULTS = {
+    "mode": "relative",
+    "startDate": None,
+    "endDate": None,
+    "relativeDays": 1,
+    "ficheIds": [],
+    "groupes": [],
+    "onlyUnaudited": False,
+    "onlyWithRecordings": True,
+    "maxRecordingsPerFiche": None,
+    "maxFiches": None,
+    "useRlm": False,
 }
 FICHE_KEYS = {
     "ficheId",
@@ -152,18 +165,6 @@ def config_ids(db) -> list[int]:
         }
         ids.append(config_create(data=data).pk)
     return ids
-
-
-@pytest.fixture
-def dispatched(monkeypatch) -> list[tuple[str, tuple[Any, ...]]]:
-    """The tasks ``automation.services.runs`` sends (recorded instead of reaching the broker)."""
-    calls: list[tuple[str, tuple[Any, ...]]] = []
-
-    def record(task: Any, *args: Any, task_id: str | None = None) -> None:
-        calls.append((task.name, args))
-
-    monkeypatch.setattr("automation.services.runs._send", record)
-    return calls
 
 
 def full_payload(config_ids: list[int], **overrides: Any) -> dict[str, Any]:
@@ -420,7 +421,7 @@ def test_the_range_caps_accept_exactly_the_limit(api, settings):
     manual = create(api, name="Manual", ficheSelection={"mode": "manual", "ficheIds": ["1001", 1002, "1001"]})
     assert manual["ficheSelection"]["ficheIds"] == ["1001", "1002"]
     stored = AutomationSchedule.objects.get(pk=dated["id"]).fiche_selection
-    assert date.fromisoformat(stored["startDate"]) == date(2026, 2, 1)  # the run engine's format
+    assert date.fromisoformat(stored["start_date"]) == date(2026, 2, 1)  # the run engine's format
 
 
 def test_unknown_audit_config_ids_are_named(api, config_ids):
@@ -540,7 +541,7 @@ def test_run_now_answers_202_and_asks_the_orchestrator_once_after_commit(
     run = AutomationRun.objects.get(pk=body["runId"])
     assert (run.schedule_id, run.trigger, run.status, run.slot) == (schedule["id"], "manual", "pending", None)
     assert run.requested_by == writer
-    assert run.config["name"] == "Inactive" and "webhookSecret" not in run.config
+    assert run.config["name"] == "Inactive" and "webhook_secret" not in run.config
     assert AutomationSchedule.objects.get(pk=schedule["id"]).last_run_at is not None
     assert api.get(schedule_url(schedule["id"])).json()["lastRunAt"] is not None
 
@@ -559,7 +560,7 @@ T0 = datetime(2026, 2, 3, 8, 0, tzinfo=UTC)
 def make_run(schedule: AutomationSchedule | None, *, minutes: int, **fields: Any) -> AutomationRun:
     run = AutomationRun.objects.create(
         schedule=schedule,
-        config={"name": fields.pop("name", schedule.name if schedule else "Gone"), "webhookSecret": SECRET},
+        config={"name": fields.pop("name", schedule.name if schedule else "Gone"), "webhook_secret": SECRET},
         **fields,
     )
     AutomationRun.objects.filter(pk=run.pk).update(created_at=T0 + timedelta(minutes=minutes))
@@ -825,7 +826,7 @@ def test_an_edit_is_checked_against_the_owner_and_the_editor(make_owner, auth_cl
     edited = lyons_client.patch(schedule_url(bosss["id"]), {"ficheSelection": {"ficheIds": ["L2"]}})
     assert edited.status_code == 200, edited.content
     assert edited.json()["ownerId"] == bosss["ownerId"]  # an edit does not change the owner
-    assert AutomationSchedule.objects.get(pk=lyons["id"]).fiche_selection["ficheIds"] == ["L1"]
+    assert AutomationSchedule.objects.get(pk=lyons["id"]).fiche_selection["fiche_ids"] == ["L1"]
 
 
 # --- What a reader sees -------------------------------------------------------------------------------------------
@@ -859,7 +860,7 @@ def test_a_run_shows_a_reader_only_the_fiches_they_may_read(api, auth_client, ly
     for fiche_id, groupe, seller in (("1001", "Lyon-1", "u-7"), ("1003", "Lyon-1", "u-8"), ("1004", "Paris-1", "u-7")):
         FicheCache.objects.create(fiche_id=fiche_id, sales_date=DAY, groupe=groupe, crm_user_id=seller)
     done = history["done"]
-    done.config = {**done.config, "ficheSelection": {"mode": "manual", "ficheIds": ["1001", "1002", "1004"]}}
+    done.config = {**done.config, "fiche_selection": {"mode": "manual", "fiche_ids": ["1001", "1002", "1004"]}}
     done.save()
     body = auth_client(lyon_reader).get(f"{RUNS}/{done.pk}").json()
     # 1002, 1005 and 1006 are not cached (only an ALL reader sees them); 1004 is another group's.

@@ -62,7 +62,7 @@ def ended(boss, receiver, monkeypatch) -> AutomationRun:
     FicheCache.objects.create(fiche_id="F1", sales_date=date(2026, 2, 4), groupe="Lyon-1")
     plan = AutomationSchedule.objects.create(
         name="Nightly QA (secret name)",
-        fiche_selection={"mode": "manual", "ficheIds": ["F1"]},
+        fiche_selection={"mode": "manual", "fiche_ids": ["F1"]},
         owner=boss,
         notify_on_complete=True,
         webhook_url=receiver.url("/hook"),
@@ -170,7 +170,7 @@ def test_notifications_lost_with_a_worker_are_sent_once_by_the_reconciler(
 def test_the_run_end_hands_the_notifications_to_a_task_on_the_webhooks_queue(boss, django_capture_on_commit_callbacks):
     FicheCache.objects.create(fiche_id="F1", sales_date=date(2026, 2, 4), groupe="Lyon-1")
     plan = AutomationSchedule.objects.create(
-        name="s", fiche_selection={"mode": "manual", "ficheIds": ["F1"]}, owner=boss
+        name="s", fiche_selection={"mode": "manual", "fiche_ids": ["F1"]}, owner=boss
     )
     with django_capture_on_commit_callbacks(execute=False) as callbacks:
         run = runs.run_create(schedule=plan)
@@ -186,7 +186,7 @@ def test_a_run_that_asked_for_nothing_is_marked_notified_and_sends_nothing(boss,
     FicheCache.objects.create(fiche_id="F1", sales_date=date(2026, 2, 4), groupe="Lyon-1")
     plan = AutomationSchedule.objects.create(
         name="quiet",
-        fiche_selection={"mode": "manual", "ficheIds": ["F1"]},
+        fiche_selection={"mode": "manual", "fiche_ids": ["F1"]},
         owner=boss,
         notify_on_complete=False,
         webhook_url=receiver.url("/hook"),

@@ -28,15 +28,6 @@ pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("boss")]  # boss: m
 DAY = date(2026, 2, 4)
 
 
-@pytest.fixture(autouse=True)
-def _no_broker(monkeypatch):
-    """The tasks ``runs`` sends (the orchestrator, a fiche's next step, the notifications) are
-    recorded, not sent."""
-    sent: list[tuple] = []
-    monkeypatch.setattr(runs, "_send", lambda task, *args, task_id=None: sent.append((task.name, args)))
-    return sent
-
-
 @pytest.fixture
 def config() -> AuditConfig:
     call_command("seed_audit_configs", verbosity=0)
@@ -48,7 +39,7 @@ def make_schedule(*, owner=..., run_transcription=True, run_audits=True, **selec
     fixture's user, every grant a run uses with scope ALL; None: no owner)."""
     return AutomationSchedule.objects.create(
         name="s",
-        fiche_selection={"mode": "dateRange", "startDate": "2026-02-04", "endDate": "2026-02-04", **selection},
+        fiche_selection={"mode": "dateRange", "start_date": "2026-02-04", "end_date": "2026-02-04", **selection},
         owner=User.objects.get(email="boss@example.com") if owner is ... else owner,
         run_transcription=run_transcription,
         run_audits=run_audits,
@@ -88,15 +79,15 @@ def rows_of(run: AutomationRun) -> dict[str, tuple[str, str | None]]:
     ],
 )
 def test_a_relative_selection_covers_the_days_before_today_in_the_schedule_timezone(now, tz, expected):
-    assert runs.selection_range({"mode": "relative", "relativeDays": 2}, tz, now=now) == expected
-    assert runs.selection_range({"mode": "manual", "ficheIds": ["1"]}, tz, now=now) is None
+    assert runs.selection_range({"mode": "relative", "relative_days": 2}, tz, now=now) == expected
+    assert runs.selection_range({"mode": "manual", "fiche_ids": ["1"]}, tz, now=now) is None
 
 
 def test_selection_keeps_the_groups_drops_what_is_audited_and_applies_the_cap(config):
     fiches(("F1", "Lyon-1"), ("F2", "Lyon-2"), ("F3", "Marseille"), ("F4", "Lyon-1"))
     audited = FicheCache.objects.get(fiche_id="F4")
     Audit.objects.create(fiche=audited, config=config, config_version=config.current_version, status="completed")
-    plan = make_schedule(groupes=["Lyon-1", "Lyon-2"], onlyUnaudited=True)
+    plan = make_schedule(groupes=["Lyon-1", "Lyon-2"], only_unaudited=True)
     plan.audit_config_ids = [config.pk]
     plan.save()
     run = runs.run_create(schedule=plan)
@@ -105,7 +96,7 @@ def test_selection_keeps_the_groups_drops_what_is_audited_and_applies_the_cap(co
     run.refresh_from_db()
     assert run.revalidation == "skipped (cooldown)"
     assert started.fiche_ids == ["F1", "F2"]  # Marseille not in the groups; F4 already audited
-    capped = make_schedule(maxFiches=1)
+    capped = make_schedule(max_fiches=1)
     assert runs.run_start(run_id=str(runs.run_create(schedule=capped).pk)).fiche_ids == ["F1"]
 
 
@@ -113,9 +104,10 @@ def test_max_fiches_lowers_the_setting_and_never_raises_it(settings):
     fiches(("F1", "Lyon-1"), ("F2", "Lyon-1"), ("F3", "Lyon-1"), ("F4", "Lyon-1"))
     settings.AUTOMATION_MAX_FICHES = 2
     # Stored before the setting was lowered (the API refuses it now): the setting still caps it.
-    assert started(make_schedule(maxFiches=50))[1].fiche_ids == ["F1", "F2"]
-    assert started(make_schedule(mode="manual", ficheIds=["F4", "F3", "F2"], maxFiches=3))[1].fiche_ids == ["F4", "F3"]
-    assert started(make_schedule(maxFiches=1))[1].fiche_ids == ["F1"]
+    assert started(make_schedule(max_fiches=50))[1].fiche_ids == ["F1", "F2"]
+    manual = make_schedule(mode="manual", fiche_ids=["F4", "F3", "F2"], max_fiches=3)
+    assert started(manual)[1].fiche_ids == ["F4", "F3"]
+    assert started(make_schedule(max_fiches=1))[1].fiche_ids == ["F1"]
     assert started(make_schedule())[1].fiche_ids == ["F1", "F2"]
 
 
@@ -138,7 +130,7 @@ def test_selection_keeps_the_fiches_in_the_owners_scope_for_every_key_the_run_us
     ]
 
     # Manual ids outside the scope, and one the cache does not know, are skipped alike, naming nothing.
-    run, start = started(make_schedule(owner=owner, mode="manual", ficheIds=["F3", "F1", "NOPE-1", "F2"]))
+    run, start = started(make_schedule(owner=owner, mode="manual", fiche_ids=["F3", "F1", "NOPE-1", "F2"]))
     assert start.fiche_ids == ["F1"]
     assert rows_of(run) == {
         "F1": ("pending", None),
@@ -151,14 +143,14 @@ def test_selection_keeps_the_fiches_in_the_owners_scope_for_every_key_the_run_us
     assert crm.requests() == []  # the ranges were revalidated recently; nothing else asked the CRM
 
     # An owner with ALL on every key may name a fiche the cache does not know (fetched when its turn comes).
-    everything, start = started(make_schedule(mode="manual", ficheIds=["NOPE-1"]))
+    everything, start = started(make_schedule(mode="manual", fiche_ids=["NOPE-1"]))
     assert start.fiche_ids == ["NOPE-1"]
 
 
 def test_a_fiche_out_of_scope_at_its_turn_is_skipped_before_any_crm_call(make_owner, crm):
     owner = make_owner("GROUP", groupes=["Lyon-1"])
     fiches(("2227000", "Lyon-1"), ("2227001", "Lyon-1"))  # no details yet: its turn would fetch them
-    run, start = started(make_schedule(owner=owner, mode="manual", ficheIds=["2227000", "2227001"]))
+    run, start = started(make_schedule(owner=owner, mode="manual", fiche_ids=["2227000", "2227001"]))
     assert start.fiche_ids == ["2227000", "2227001"]
 
     owner.groupes = ["Paris-3"]  # a change since the selection applies at once
@@ -189,13 +181,13 @@ def with_details(fiche_id: str, groupe: str, *, recordings: int = 1) -> FicheCac
 def test_the_owner_requests_the_transcriptions_and_audits_and_each_is_checked_first(make_owner, config, crm):
     owner = make_owner("GROUP", groupes=["Lyon-1"])
     with_details("T1", "Lyon-1")
-    run, _ = started(make_schedule(owner=owner, mode="manual", ficheIds=["T1"], run_audits=False))
+    run, _ = started(make_schedule(owner=owner, mode="manual", fiche_ids=["T1"], run_audits=False))
     assert runs.fiche_advance(run_id=str(run.pk), fiche_id="T1") == "waiting for the transcription"
     assert TranscriptionRun.objects.get(fiche__fiche_id="T1").requested_by == owner
 
     with_details("A1", "Lyon-1")
     with_details("A2", "Lyon-1")
-    plan = make_schedule(owner=owner, mode="manual", ficheIds=["A1", "A2"], run_transcription=False)
+    plan = make_schedule(owner=owner, mode="manual", fiche_ids=["A1", "A2"], run_transcription=False)
     plan.audit_config_ids = [config.pk]
     plan.save()
     run, _ = started(plan)
@@ -230,7 +222,7 @@ def test_a_run_that_cannot_act_for_its_owner_fails_before_any_crm_call(make_owne
         owner.is_active = False
         owner.save()
     # Nothing of this range was revalidated: a run that may read fiches would ask the CRM first.
-    run, start = started(make_schedule(owner=owner, startDate="2026-02-02", endDate="2026-02-02"))
+    run, start = started(make_schedule(owner=owner, start_date="2026-02-02", end_date="2026-02-02"))
     run.refresh_from_db()
     assert start == runs.Started([], True)
     assert (run.status, run.error, run.total_fiches) == ("failed", error, 0)
@@ -241,7 +233,7 @@ def test_a_run_that_cannot_act_for_its_owner_fails_before_any_crm_call(make_owne
 def test_an_owner_deactivated_during_a_run_fails_it(make_owner, crm):
     owner = make_owner("ALL")
     fiches(("F1", "Lyon-1"), ("F2", "Lyon-1"))
-    run, _ = started(make_schedule(owner=owner, mode="manual", ficheIds=["F1", "F2"]))
+    run, _ = started(make_schedule(owner=owner, mode="manual", fiche_ids=["F1", "F2"]))
     owner.is_active = False
     owner.save()
     assert runs.fiche_advance(run_id=str(run.pk), fiche_id="F1") == "failed"
@@ -252,7 +244,7 @@ def test_an_owner_deactivated_during_a_run_fails_it(make_owner, crm):
 
 def test_a_runs_events_and_error_name_no_fiche(pusher_on, django_capture_on_commit_callbacks):
     fiches(("F1", "Lyon-1"), ("F2", "Lyon-1"))
-    plan = make_schedule(mode="manual", ficheIds=["F1", "F2"])
+    plan = make_schedule(mode="manual", fiche_ids=["F1", "F2"])
     plan.continue_on_error = False
     plan.save()
     with django_capture_on_commit_callbacks(execute=True):
@@ -272,7 +264,7 @@ def test_a_runs_events_and_error_name_no_fiche(pusher_on, django_capture_on_comm
 
 def test_the_updater_counts_each_fiche_once_and_ends_the_run_once(config):
     fiches(("F1", "Lyon-1"), ("F2", "Lyon-1"), ("F3", "Lyon-1"))
-    plan = make_schedule(mode="manual", ficheIds=["F1", "F2", "F3"])
+    plan = make_schedule(mode="manual", fiche_ids=["F1", "F2", "F3"])
     run = runs.run_create(schedule=plan)
     runs.run_start(run_id=str(run.pk))
     run_id = str(run.pk)
@@ -288,7 +280,7 @@ def test_the_updater_counts_each_fiche_once_and_ends_the_run_once(config):
 
 def test_continue_on_error_false_stops_at_the_first_failure(config):
     fiches(("F1", "Lyon-1"), ("F2", "Lyon-1"), ("F3", "Lyon-1"))
-    plan = make_schedule(mode="manual", ficheIds=["F1", "F2", "F3"])
+    plan = make_schedule(mode="manual", fiche_ids=["F1", "F2", "F3"])
     plan.continue_on_error = False
     plan.save()
     run = runs.run_create(schedule=plan)
@@ -307,7 +299,7 @@ def test_the_reconciler_redrives_a_stalled_run_then_fails_it_at_the_deadline(con
         ("F1", "Lyon-1"),
     )
     never_started = runs.run_create(schedule=make_schedule())
-    stalled = runs.run_create(schedule=make_schedule(mode="manual", ficheIds=["F1"]))
+    stalled = runs.run_create(schedule=make_schedule(mode="manual", fiche_ids=["F1"]))
     runs.run_start(run_id=str(stalled.pk))
     now = timezone.now() + timedelta(seconds=120)
     actions = runs.run_reconcile(now=now)

@@ -8,9 +8,7 @@ from __future__ import annotations
 
 import importlib
 import logging
-import sys
 import threading
-import types
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -20,10 +18,9 @@ import pytest
 from django.apps import apps as global_apps
 from django.db import connection
 
-from automation import scheduler
 from automation.models import AutomationRun, AutomationSchedule, ScheduleType, Trigger
-from automation.scheduler import next_slot, tick, tick_schedule
-from automation.services import runs
+from automation.services import runs, scheduler
+from automation.services.scheduler import next_slot, tick, tick_schedule
 
 pytestmark = pytest.mark.django_db
 
@@ -35,24 +32,10 @@ def utc(year: int, month: int, day: int, hour: int = 0, minute: int = 0) -> date
     return datetime(year, month, day, hour, minute, tzinfo=UTC)
 
 
-@pytest.fixture(autouse=True)
-def sent(monkeypatch: pytest.MonkeyPatch) -> list[tuple[str, tuple[Any, ...]]]:
-    """No broker: the orchestrator's dispatch is recorded (and ``automation.tasks`` stubbed while it
-    does not exist yet)."""
-    calls: list[tuple[str, tuple[Any, ...]]] = []
-
-    def record(task: Any, *args: Any, task_id: str | None = None) -> None:
-        calls.append((getattr(task, "name", str(task)), args))
-
-    monkeypatch.setattr(runs, "_send", record)
-    try:
-        tasks: types.ModuleType = importlib.import_module("automation.tasks")
-    except ImportError:
-        tasks = types.ModuleType("automation.tasks")
-        monkeypatch.setitem(sys.modules, "automation.tasks", tasks)
-    if not hasattr(tasks, "automation_run_start"):
-        monkeypatch.setattr(tasks, "automation_run_start", "automation_run_start", raising=False)
-    return calls
+@pytest.fixture
+def sent(dispatched):
+    """The automation tasks sent to the (test) broker."""
+    return dispatched
 
 
 def make_schedule(**fields: Any) -> AutomationSchedule:
@@ -255,7 +238,7 @@ def test_a_due_slot_creates_one_scheduled_run_and_dispatches_it(
     run = AutomationRun.objects.get()
     assert created == [str(run.pk)]
     assert (run.schedule_id, run.slot, run.trigger) == (schedule.pk, utc(2026, 1, 16, 8, 0), Trigger.SCHEDULED)
-    assert run.config["timeOfDay"] == "09:00"
+    assert run.config["time_of_day"] == "09:00"
     assert len(sent) == 1 and sent[0][1] == (str(run.pk),)
     schedule.refresh_from_db()
     assert schedule.next_run_at == utc(2026, 1, 17, 8, 0)  # strictly after the tick
