@@ -2,9 +2,10 @@ from django.contrib import admin, messages
 from django.db.models import Q
 from django.utils.html import format_html, format_html_join
 
+from core.dispatch import dispatch_on_commit
+from fiches.job_snapshots import derived_status
 from fiches.models import FicheCache, ProgressiveFetchJob, Recording, SalesDateState, WorkflowLog
 from fiches.notifications import JOB_WEBHOOK_SOURCE
-from fiches.selectors import derived_status
 from fiches.services.jobs import progressive_fetch_finalize_now
 from fiches.tasks import progressive_fetch_continue
 from realtime.selectors import deliveries_of
@@ -157,7 +158,17 @@ class ProgressiveFetchJobAdmin(admin.ModelAdmin):
         ),
         (
             "Timeline",
-            {"fields": ("created_at", "dispatched_at", "started_at", "last_progress_at", "updated_at", "completed_at")},
+            {
+                "fields": (
+                    "created_at",
+                    "dispatched_at",
+                    "started_at",
+                    "last_progress_at",
+                    "redriven_at",
+                    "updated_at",
+                    "completed_at",
+                )
+            },
         ),
     )
 
@@ -215,7 +226,7 @@ class ProgressiveFetchJobAdmin(admin.ModelAdmin):
         count = 0
         for job in queryset:
             if not job.is_terminal and job.dates_remaining:
-                progressive_fetch_continue.delay(str(job.pk), redrive=True)
+                dispatch_on_commit(progressive_fetch_continue, str(job.pk), redrive=True)
                 count += 1
         self.message_user(request, f"Re-dispatched the remaining dates of {count} job(s).", messages.SUCCESS)
 

@@ -10,13 +10,17 @@ class FichesConfig(AppConfig):
     def ready(self) -> None:
         from django.db.models.signals import post_save
 
-        from fiches import notifications, selectors
+        from core import inbox
+        from fiches import notifications
+        from fiches.job_snapshots import job_changed
         from fiches.models import ProgressiveFetchJob
+        from fiches.services.jobs import JOB_INBOX
 
         notifications.register()
-        # Services call selectors.job_changed at each write; this also covers admin and ORM saves.
+        inbox.register(JOB_INBOX)  # day outcomes → the job's serialized updater (core.tasks.apply_outcome)
+        # Services call job_changed at each write; this also covers admin and ORM saves.
         post_save.connect(
-            lambda sender, instance, **kwargs: selectors.job_changed(instance.pk),
+            lambda sender, instance, **kwargs: job_changed(instance.pk),
             sender=ProgressiveFetchJob,
             weak=False,
             dispatch_uid="job-snapshot-save",

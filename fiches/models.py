@@ -7,6 +7,9 @@ from django.conf import settings
 from django.contrib.postgres.fields import ArrayField
 from django.db import models
 
+from core.runs import TrackedRun
+from fiches.job_snapshots import job_changed
+
 # Sections of the gateway's ``fiche`` object stored in ``fiche_cache_details`` (one JSON column
 # each); ``mail_devis`` lives in its own table and ``recordings`` in ``recordings``.
 DETAIL_SECTIONS: tuple[str, ...] = (
@@ -187,9 +190,7 @@ def _date_array():
 
 class JobQuerySet(models.QuerySet):
     def update(self, **kwargs):
-        """Bulk updates skip model signals: tell the jobs' status snapshots (fiches.selectors)."""
-        from fiches.selectors import job_changed
-
+        """Bulk updates skip model signals: tell the jobs' status snapshots (``fiches.job_snapshots``)."""
         ids = list(self.values_list("pk", flat=True))
         rows = super().update(**kwargs)
         for job_id in ids:
@@ -197,8 +198,11 @@ class JobQuerySet(models.QuerySet):
         return rows
 
 
-class ProgressiveFetchJob(models.Model):
-    """Background fill (or forced revalidation) of a date range, one task per remaining date."""
+class ProgressiveFetchJob(TrackedRun):
+    """Background fill (or forced revalidation) of a date range, one task per remaining date.
+
+    Its lifecycle (created, started, dispatched, last progress, re-driven, completed, error) and its
+    exactly-once end come from ``core.runs.TrackedRun``."""
 
     id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
     status = models.CharField(max_length=16, choices=JobStatus.choices, default=JobStatus.PENDING)
@@ -215,7 +219,6 @@ class ProgressiveFetchJob(models.Model):
         default=dict, help_text="Cached fiches per date at creation; total_fiches moves by per-date deltas."
     )
     force_refresh = models.BooleanField(default=False, help_text="Refresh job: refetches every date.")
-    error = models.TextField(null=True, blank=True)
     requested_by = models.ForeignKey(
         settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
     )
@@ -229,15 +232,11 @@ class ProgressiveFetchJob(models.Model):
     webhook_last_error = models.TextField(null=True, blank=True)
     webhook_last_attempt_at = models.DateTimeField(null=True, blank=True)
     webhooks_disabled = models.BooleanField(default=False, help_text="Set when a receiver answered 410 Gone.")
-    dispatched_at = models.DateTimeField(null=True, blank=True)
-    last_progress_at = models.DateTimeField(null=True, blank=True, help_text="When a date's outcome was last applied.")
-    redriven_at = models.DateTimeField(null=True, blank=True, help_text="When the reconciler last re-drove it.")
-    created_at = models.DateTimeField(auto_now_add=True, db_index=True)
     updated_at = models.DateTimeField(auto_now=True)
-    started_at = models.DateTimeField(null=True, blank=True)
-    completed_at = models.DateTimeField(null=True, blank=True)
 
     objects = JobQuerySet.as_manager()
+
+    TERMINAL_STATUSES = TERMINAL_STATUSES  # the module's constant (core.runs.TrackedRun reads it here)
 
     class Meta:
         db_table = "progressive_fetch_jobs"
@@ -253,10 +252,6 @@ class ProgressiveFetchJob(models.Model):
 
     def __str__(self) -> str:
         return f"{self.id} {self.start_date}..{self.end_date} {self.status}"
-
-    @property
-    def is_terminal(self) -> bool:
-        return self.status in TERMINAL_STATUSES
 
 
 class WorkflowLog(models.Model):

@@ -14,6 +14,7 @@ from accounts.grants import has_grant
 from accounts.permissions import HasGrant, can_access
 from core.exceptions import PermissionDeniedError
 from fiches import selectors
+from fiches.job_snapshots import job_payload
 from fiches.models import ProgressiveFetchJob
 from realtime.models import WebhookDelivery
 from realtime.registry import AttemptReport, register_channel_authorizer, register_webhook_source
@@ -52,17 +53,8 @@ def job_webhook_data(job: ProgressiveFetchJob) -> dict:
     partial, truncated = selectors.partial_fiches_for_job(job, limit=settings.WEBHOOK_PARTIAL_DATA_LIMIT)
     query = urlencode({"startDate": job.start_date.isoformat(), "endDate": job.end_date.isoformat()})
     return {
-        "jobId": str(job.pk),
-        "status": job.status,
-        "startDate": job.start_date.isoformat(),
-        "endDate": job.end_date.isoformat(),
-        "progress": job.progress,
-        "completedDays": job.completed_days,
-        "totalDays": job.total_days,
-        "totalFiches": job.total_fiches,
-        "datesCompleted": [d.isoformat() for d in sorted(job.dates_already_fetched)],
-        "datesRemaining": [d.isoformat() for d in sorted(job.dates_remaining)],
-        "datesFailed": [d.isoformat() for d in sorted(job.dates_failed)],
+        **job_payload(job),
+        "status": job.status,  # as given: the webhook of a state, not the defensive reading of a poll
         "error": job.error,
         "dataUrl": f"{settings.API_BASE_URL}/api/fiches/status/by-date-range?{query}",
         "partialData": [

@@ -12,9 +12,8 @@ from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
-import orjson
 from django.conf import settings
-from django.db import connection, transaction
+from django.db import connection
 from django.db.models import Q, QuerySet
 from redis.exceptions import RedisError
 
@@ -22,6 +21,8 @@ from accounts.grants import Action, Scope, scope_for
 from accounts.permissions import filter_by_scope, scope_queryset
 from core.exceptions import NotFoundError, PermissionDeniedError
 from core.redis import get_redis
+from fiches import job_snapshots
+from fiches.job_snapshots import JobView
 from fiches.models import DETAIL_SECTIONS, FicheCache, ProgressiveFetchJob, Recording
 
 if TYPE_CHECKING:
@@ -325,53 +326,12 @@ def fiche_payload(fiche: FicheCache, *, include_mail_devis: bool = False) -> dic
 # --- Progressive fetch jobs ---------------------------------------------------------------
 
 
-def derived_status(job: ProgressiveFetchJob) -> str:
-    """The original's defensive status: ``processing`` at 100 % with nothing remaining reads as
-    ``complete`` (or ``failed`` when a date failed), even if finalization has not run yet."""
-    if job.status == "processing" and job.progress == 100 and not job.dates_remaining:
-        return "failed" if job.dates_failed else "complete"
-    return job.status
-
-
-def _iso_dates(values: Iterable[date]) -> list[str]:
-    return [d.isoformat() for d in sorted(values)]
-
-
-def job_payload(job: ProgressiveFetchJob) -> dict:
-    """The job in the field names of the ``fiches.progressive_fetch.*`` Pusher payloads."""
-    return {
-        "jobId": str(job.id),
-        "status": derived_status(job),
-        "startDate": job.start_date.isoformat(),
-        "endDate": job.end_date.isoformat(),
-        "progress": job.progress,
-        "completedDays": job.completed_days,
-        "totalDays": job.total_days,
-        "totalFiches": job.total_fiches,
-        "datesCompleted": _iso_dates(job.dates_already_fetched),
-        "datesRemaining": _iso_dates(job.dates_remaining),
-        "datesFailed": _iso_dates(job.dates_failed),
-    }
-
-
-def job_dict(job: ProgressiveFetchJob) -> dict:
-    """Polling / inspection shape: the Pusher fields plus refresh marker, error and timestamps."""
-    return {
-        **job_payload(job),
-        "forceRefresh": job.force_refresh,
-        "error": job.error,
-        "createdAt": job.created_at.isoformat() if job.created_at else None,
-        "startedAt": job.started_at.isoformat() if job.started_at else None,
-        "completedAt": job.completed_at.isoformat() if job.completed_at else None,
-    }
-
-
 def _done_but_not_finalized() -> Q:
     return Q(status="processing", progress=100, dates_remaining=[])
 
 
 def filter_jobs_by_status(queryset: QuerySet[ProgressiveFetchJob], status: str) -> QuerySet[ProgressiveFetchJob]:
-    """Jobs whose **shown** (derived) status is ``status`` (see ``derived_status``)."""
+    """Jobs whose **shown** (derived) status is ``status`` (see ``job_snapshots.derived_status``)."""
     done = _done_but_not_finalized()
     if status == "complete":
         return queryset.filter(Q(status="complete") | (done & Q(dates_failed=[])))
@@ -429,91 +389,19 @@ def job_for_user(user: User, job_id: object) -> ProgressiveFetchJob:
     return job
 
 
-# --- Job snapshots: the status endpoints without a database query -------------------------------
-#
-# A job's status endpoints answer from a snapshot in Redis, valid while the job's version key is
-# unchanged. Every write to a job bumps the version (``job_changed``: now and after commit), so a
-# poll never shows an older state than the database once a change has committed.
-
-JOB_SNAPSHOT_SECONDS = 60
-
-
-def _job_keys(job_id: object) -> tuple[str, str]:
-    return f"pf-job-version:{job_id}", f"pf-job-snapshot:{job_id}"
-
-
-def _bump_job_version(job_id: object) -> None:
-    version_key, _ = _job_keys(job_id)
-    try:
-        pipe = get_redis().pipeline(transaction=False)
-        pipe.incr(version_key)
-        pipe.expire(version_key, 24 * 3600)
-        pipe.execute()
-    except RedisError:
-        logger.warning("job_snapshot_invalidation_failed", extra={"job_id": str(job_id)})
-
-
-def job_changed(job_id: object) -> None:
-    """Invalidate the job's snapshot (call on every write to the job)."""
-    _bump_job_version(job_id)
-    transaction.on_commit(lambda: _bump_job_version(job_id))
-
-
-@dataclass(frozen=True)
-class JobView:
-    """What the status endpoints show of a job (``data``: ``job_dict``)."""
-
-    data: dict
-    owner_id: int | None
-    start_date: date
-    end_date: date
-    webhook_configured: bool
-
-
-def _job_view(job: ProgressiveFetchJob) -> JobView:
-    return JobView(job_dict(job), job.requested_by_id, job.start_date, job.end_date, bool(job.webhook_url))
-
-
 def job_view_for_user(user: User, job_id: object) -> JobView:
     """``job_for_user`` for the status endpoints, from the job's snapshot when it is current (one
     Redis round trip), else from the database (and the snapshot refreshed)."""
     key = _job_uuid(job_id)
     if key is None:
         raise _job_not_found(job_id)
-    version_key, snapshot_key = _job_keys(key)
-    version = None
-    try:
-        version, raw = get_redis().mget(version_key, snapshot_key)
-    except RedisError:
-        raw = None
-    view = None
-    if raw is not None:
-        entry = orjson.loads(raw)
-        if entry["v"] == int(version or 0):
-            view = JobView(
-                entry["data"],
-                entry["owner"],
-                date.fromisoformat(entry["start"]),
-                date.fromisoformat(entry["end"]),
-                entry["webhook"],
-            )
+    version, view = job_snapshots.read_snapshot(key)
     if view is None:
         job = _job_by_id(key)
         if job is None:
             raise _job_not_found(job_id)
-        view = _job_view(job)
-        entry = {
-            "v": int(version or 0),
-            "data": view.data,
-            "owner": view.owner_id,
-            "start": view.start_date.isoformat(),
-            "end": view.end_date.isoformat(),
-            "webhook": view.webhook_configured,
-        }
-        try:
-            get_redis().set(snapshot_key, orjson.dumps(entry), ex=JOB_SNAPSHOT_SECONDS)
-        except RedisError:
-            pass
+        view = job_snapshots.view_of(job)
+        job_snapshots.store_snapshot(key, version, view)
     _check_job_visible(user, job_id, view.owner_id)
     return view
 

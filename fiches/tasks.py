@@ -10,22 +10,23 @@ import logging
 import random
 from datetime import date
 
-import orjson
-from celery import chord, shared_task
+from celery import shared_task
 from django.conf import settings
 
+from core.dispatch import send
+from core.inbox import report
 from core.limits import LimitBusy, RateLimiter, Semaphore
-from core.locks import LockNotAcquired, redis_lock
-from core.redis import get_redis
+from core.locks import LockNotAcquired
 from core.retry import (
-    INFRA_MAX_ERRORS,
+    INFRA_RETRY,
     TRANSIENT_INFRA_ERRORS,
     error_budget_left,
     retry_after_error,
+    retry_infra,
     retry_waiting,
 )
+from core.tasks import apply_outcome
 from fiches.clients.crm import CrmPermanentError, CrmTransientError
-from fiches.models import ProgressiveFetchJob
 from fiches.services import jobs, revalidation
 from fiches.services.cache import record_sales_date_error
 from fiches.services.details import fiche_ensure_details
@@ -64,26 +65,13 @@ def fiche_fetch(self, fiche_id: str, force_refresh: bool = False, error_attempts
     }
 
 
-# --- Progressive fetch jobs ----------------------------------------------------------------
+# --- Progressive fetch jobs (on the workflow kernel: core.dispatch, core.inbox, core.reconcile) ----------
 
 
-@shared_task(
-    name="fiches.tasks.progressive_fetch_continue",
-    ignore_result=True,
-    autoretry_for=TRANSIENT_INFRA_ERRORS,
-    retry_backoff=True,
-    retry_backoff_max=10,
-    max_retries=INFRA_MAX_ERRORS,
-)
+@shared_task(name="fiches.tasks.progressive_fetch_continue", ignore_result=True, **INFRA_RETRY)
 def progressive_fetch_continue(job_id: str, redrive: bool = False) -> int:
-    """Orchestrator: one day task per remaining date, as a chord whose body is a finalizer."""
-    dates = jobs.progressive_fetch_dispatch(job_id=job_id, redrive=redrive)
-    if dates:
-        job = ProgressiveFetchJob.objects.only("force_refresh").get(pk=job_id)
-        chord(progressive_fetch_day.si(job_id, d.isoformat(), job.force_refresh) for d in dates)(
-            progressive_fetch_finalize.si(job_id)
-        )
-    return len(dates)
+    """Orchestrator: one day task per remaining date (plain messages: the updater ends the job)."""
+    return jobs.progressive_fetch_fan_out(job_id=job_id, redrive=redrive)
 
 
 def day_semaphore() -> Semaphore:
@@ -92,7 +80,7 @@ def day_semaphore() -> Semaphore:
     )
 
 
-@shared_task(bind=True, name="fiches.tasks.crm.progressive_fetch_day")
+@shared_task(bind=True, name="fiches.tasks.crm.progressive_fetch_day", ignore_result=True)
 def progressive_fetch_day(
     self,
     job_id: str,
@@ -102,63 +90,63 @@ def progressive_fetch_day(
     outcome: list | None = None,
     infra_attempts: int = 0,
 ) -> dict:
-    """Fetch and cache one date of a job, then hand the outcome to the job's updater.
+    """Fetch and cache one date of a job, then report the outcome to the job's inbox (``JOB_INBOX``).
 
-    A date whose outcome the job already has (a re-driven or duplicate task) is not fetched again.
-    Waits (never drops) when the global day cap is reached (``PROGRESSIVE_FETCH_DAY_CONCURRENCY``
-    CRM day fetches at once across all workers) or the date is being fetched by someone else.
-    Transient CRM errors retry with backoff within an error budget; after the last one, or on a
-    permanent error, the date is reported failed. A transient database or Redis error retries
-    the same way; one while handing the outcome over retries only the hand-over (``outcome``
-    carries it, the date is not fetched again). Always returns normally so the chord completes.
+    A date whose outcome the job already has (a re-driven or duplicate task), or of a job that ended,
+    is not fetched again. Waits (never drops) when the global day cap is reached
+    (``PROGRESSIVE_FETCH_DAY_CONCURRENCY`` CRM day fetches at once across all workers) or the date is
+    being fetched by someone else. Transient CRM errors retry with backoff within an error budget;
+    after the last one, or on a permanent error, the date is reported failed. A transient database
+    or Redis error retries the same way; one while handing the outcome over retries only the
+    hand-over (``outcome`` carries it, the date is not fetched again).
     """
     the_day = date.fromisoformat(day)
     pending = outcome  # [ok, error] once the date is fetched
     fetched = False
     try:
         if pending is None:
-            job = jobs.day_task_context(job_id=job_id, day=the_day)
-            if job.finished:
-                return {"date": day, "skipped": "job is finished or gone"}
-            if job.day_done:
-                return {"date": day, "skipped": "outcome already applied"}
-            ok, error, fetched = _fetch_day(self, job_id, the_day, force_refresh)
+            ok, error, fetched, skipped = _fetch_day(self, job_id, the_day, force_refresh)
+            if skipped is not None:
+                return {"date": day, "skipped": skipped}
             pending = [ok, error]
             if not ok:
                 record_sales_date_error(day=the_day, error=error or "failed")
             trace("day_finished", job_id=job_id, day=day, ok=ok, fetched=fetched, error=error)
-        report_day_outcome(job_id, day, bool(pending[0]), pending[1])
+        report(jobs.JOB_INBOX, job_id, [day, bool(pending[0]), pending[1]])
     except TRANSIENT_INFRA_ERRORS as exc:
-        if error_budget_left(self, max_errors=INFRA_MAX_ERRORS, counter="infra_attempts"):
-            logger.warning("day_infra_retry", extra={"job_id": job_id, "date": day, "error": str(exc)})
-            raise retry_after_error(
-                self, exc, base=0.5, cap=10.0, counter="infra_attempts", extra_kwargs={"outcome": pending}
-            ) from None
-        logger.error("day_infra_failed", extra={"job_id": job_id, "date": day, "error": str(exc)})
+        retry_infra(self, exc, keep={"outcome": pending})
         return {"date": day, "ok": False, "error": f"infrastructure unavailable: {exc}"}  # the reconciler re-drives
     return {"date": day, "ok": pending[0], "fetched": fetched, "error": pending[1]}
 
 
-def _fetch_day(task, job_id: str, the_day: date, force_refresh: bool) -> tuple[bool, str | None, bool]:
-    """The CRM part of a day task: ``(ok, error, fetched)``, or a retry raised for waits and
-    transient CRM errors within the error budget."""
+def _fetch_day(task, job_id: str, the_day: date, force_refresh: bool) -> tuple[bool, str | None, bool, str | None]:
+    """The CRM part of a day task: ``(ok, error, fetched, skipped)`` — ``skipped`` says why the date was
+    not fetched (the job ended, or has its outcome) — or a retry raised for waits and transient CRM
+    errors within the error budget."""
     day = the_day.isoformat()
     holder = f"{job_id}:{day}"
+
+    def check() -> tuple[str | None, bool]:  # under the date's lock, one statement
+        context = jobs.day_task_context(job_id=job_id, day=the_day)
+        if context.skip is None:
+            trace("day_started", job_id=job_id, day=day, force=force_refresh, attempt=task.request.retries)
+        return context.skip, context.covered
+
     try:
-        trace("day_started", job_id=job_id, day=day, force=force_refresh, attempt=task.request.retries)
-        outcome = sales_day_refresh(
+        refresh = sales_day_refresh(
             day=the_day,
             force=force_refresh,
             job_id=job_id,
             crm_gate=lambda: day_semaphore().slot(holder, wait=1.0),
+            check=check,
         )
-        return True, None, outcome.fetched
+        return True, None, refresh.fetched, refresh.skipped
     except LockNotAcquired:
         raise retry_waiting(task, countdown=random.uniform(0.2, 1.0)) from None
     except LimitBusy as exc:
         raise retry_waiting(task, countdown=max(0.2, exc.retry_after) + random.uniform(0, 0.2)) from None
     except CrmPermanentError as exc:
-        return False, str(exc), True
+        return False, str(exc), True, None
     except TRANSIENT_INFRA_ERRORS:
         raise
     except Exception as exc:  # transient CRM errors, and anything unexpected
@@ -175,94 +163,21 @@ def _fetch_day(task, job_id: str, the_day: date, force_refresh: bool) -> tuple[b
                 },
             )
             raise retry_after_error(task, exc, base=settings.PROGRESSIVE_FETCH_RETRY_BASE_SECONDS) from None
-        return False, f"{type(exc).__name__}: {exc}", True
+        return False, f"{type(exc).__name__}: {exc}", True, None
 
 
-def _outcomes_key(job_id: str) -> str:
-    return f"progressive-fetch-outcomes:{job_id}"
+@shared_task(name="fiches.tasks.progressive_fetch_finalize", ignore_result=True, **INFRA_RETRY)
+def progressive_fetch_finalize(job_id: str) -> bool:
+    """Finalize the job if every date is processed and nobody finalized it yet. The updater ends a job
+    itself and the reconciler is the safety net; this task serves the chord bodies of jobs dispatched
+    by an earlier release (and operators)."""
+    return jobs.progressive_fetch_finalize_if_done(job_id=job_id)
 
 
-def report_day_outcome(job_id: str, day: str, ok: bool, error: str | None) -> None:
-    """Hand a day's outcome to the job's updater.
-
-    The outcome goes into the job's pending list in Redis; then the day task runs the updater
-    itself (same code, same locks) if it gets the job's lock within a moment, applying every
-    pending outcome in one transaction. If it cannot (or Redis or the database fails), the outcome
-    is handed over as a durable updater task message instead: the Redis list is only an
-    accelerator. Raises only when that message cannot be sent either (the caller retries).
-    """
-    try:
-        redis = get_redis()
-        key = _outcomes_key(job_id)
-        redis.rpush(key, orjson.dumps([day, ok, error]))
-        redis.expire(key, 24 * 3600)
-        apply_pending_outcomes(job_id, jobs.DayOutcome(date.fromisoformat(day), ok, error), wait=0.5)
-        return
-    except LockNotAcquired:
-        pass
-    except TRANSIENT_INFRA_ERRORS:  # the durable message still carries it
-        logger.warning("inline_update_failed", exc_info=True, extra={"job_id": job_id, "date": day})
-    progressive_fetch_update_job.delay(job_id, day, ok, error)
-
-
-def apply_pending_outcomes(job_id: str, outcome: jobs.DayOutcome, *, wait: float) -> jobs.UpdateResult:
-    """Under the job's Redis lock: apply ``outcome`` and every outcome pending in the list, in one
-    transaction; trim the list only after the commit (a crash in between re-applies: no-ops)."""
-    redis = get_redis()
-    key = _outcomes_key(job_id)
-    with redis_lock(f"progressive-fetch-job:{job_id}", timeout=settings.PROGRESSIVE_FETCH_JOB_LOCK_SECONDS, wait=wait):
-        pending = redis.lrange(key, 0, -1)
-        outcomes = [outcome] + [
-            jobs.DayOutcome(date.fromisoformat(d), bool(o), e) for d, o, e in map(orjson.loads, pending)
-        ]
-        result = jobs.progressive_fetch_apply_outcomes(job_id=job_id, outcomes=outcomes)
-        if pending:
-            redis.ltrim(key, len(pending), -1)
-        if result.finalized:
-            redis.delete(key)
-    return result
-
-
-@shared_task(bind=True, name="fiches.tasks.progressive_fetch_update_job", ignore_result=True)
-def progressive_fetch_update_job(
-    self, job_id: str, day: str, ok: bool, error: str | None = None, infra_attempts: int = 0
-) -> dict:
-    """The per-job updater: serialized by a Redis lock keyed by the job id (the filter) and the
-    job's row lock (the fence). A lock it cannot get in time means retry later, never a drop; so
-    does a transient database or Redis error (bounded, with backoff). An outcome already applied
-    (by an updater that drained the pending list) is a quick no-op."""
-    outcome = jobs.DayOutcome(date.fromisoformat(day), ok, error)
-    try:
-        if jobs.outcome_is_applied(job_id=job_id, outcome=outcome):
-            return {"changed": False, "finalized": False, "status": "already applied"}
-        result = apply_pending_outcomes(job_id, outcome, wait=0.5)
-    except LockNotAcquired:
-        raise retry_waiting(self, countdown=random.uniform(0.1, 0.5)) from None
-    except TRANSIENT_INFRA_ERRORS as exc:
-        if not error_budget_left(self, max_errors=INFRA_MAX_ERRORS, counter="infra_attempts"):
-            logger.error("updater_infra_failed", extra={"job_id": job_id, "date": day, "error": str(exc)})
-            raise
-        logger.warning("updater_infra_retry", extra={"job_id": job_id, "date": day, "error": str(exc)})
-        raise retry_after_error(self, exc, base=0.5, cap=10.0, counter="infra_attempts") from None
-    return {"changed": result.changed, "finalized": result.finalized, "status": result.status}
-
-
-@shared_task(
-    bind=True,
-    name="fiches.tasks.progressive_fetch_finalize",
-    ignore_result=True,
-    autoretry_for=TRANSIENT_INFRA_ERRORS,
-    retry_backoff=True,
-    retry_backoff_max=10,
-    max_retries=INFRA_MAX_ERRORS,
-)
-def progressive_fetch_finalize(self, job_id: str) -> bool:
-    """Chord body: finalize the job if every date is processed and nobody finalized it yet."""
-    try:
-        with redis_lock(f"progressive-fetch-job:{job_id}", timeout=settings.PROGRESSIVE_FETCH_JOB_LOCK_SECONDS, wait=2):
-            return jobs.progressive_fetch_finalize_if_done(job_id=job_id)
-    except LockNotAcquired:
-        raise retry_waiting(self, countdown=1) from None
+@shared_task(name="fiches.tasks.progressive_fetch_update_job", ignore_result=True)
+def progressive_fetch_update_job(job_id: str, day: str, ok: bool, error: str | None = None, **_: object) -> None:
+    """Updater messages sent by an earlier release: handed to the kernel's ``core.tasks.apply_outcome``."""
+    apply_outcome.delay(jobs.JOB_INBOX.name, job_id, [day, ok, error])
 
 
 # --- Warm-cache, revalidation, reconciliation ---------------------------------------------------
@@ -321,5 +236,5 @@ def reconcile_progressive_jobs() -> dict:
     jobs with nothing left are finalized, jobs past the deadline end failed ("timed out")."""
     actions = jobs.progressive_fetch_reconcile()
     for job_id in actions["redrive"]:
-        progressive_fetch_continue.delay(job_id, redrive=True)
+        send(progressive_fetch_continue, job_id, redrive=True)  # a broker down: the next stall re-drives
     return actions

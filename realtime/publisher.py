@@ -20,7 +20,7 @@ import logging
 import time
 
 import pusher
-from celery import current_task
+from celery import current_task, shared_task
 from django.conf import settings
 from django.db import transaction
 
@@ -117,12 +117,16 @@ def _deliver(messages: list[dict]) -> None:
     if current_task and current_task.request.id:  # in a worker: send now (short timeout)
         send_messages(messages)
         return
-    from realtime.tasks import send_pusher_messages  # in a web request: never wait on Pusher
-
-    try:
+    try:  # in a web request: never wait on Pusher
         send_pusher_messages.delay(messages)
     except Exception:
         logger.exception("pusher_enqueue_failed", extra={"events": len(messages)})
+
+
+@shared_task(name="realtime.tasks.send_pusher_messages", ignore_result=True)
+def send_pusher_messages(messages: list[dict]) -> int:
+    """Pusher batch triggers for events published during a web request (requests never wait)."""
+    return send_messages(messages)
 
 
 _circuit = {"open_until": 0.0}

@@ -1,4 +1,5 @@
-"""Celery tasks of the realtime app. Webhook tasks run on the ``webhooks`` queue, which its own
+"""Celery tasks of the realtime app (the sender tasks live beside what they send — ``publisher``,
+``webhooks`` — and are listed here for Celery). Webhook tasks run on the ``webhooks`` queue, which its own
 worker pool consumes (an I/O pool: slow receivers never take CRM or orchestration slots)."""
 
 from __future__ import annotations
@@ -8,10 +9,9 @@ import logging
 from celery import shared_task
 from django.conf import settings
 
-from core.locks import LockNotAcquired, redis_lock
-from core.retry import retry_waiting
-from realtime import publisher, webhooks
-from realtime.models import AttemptTrigger
+from realtime import webhooks
+from realtime.publisher import send_pusher_messages
+from realtime.webhooks import deliver_webhook
 
 logger = logging.getLogger("realtime.tasks")
 
@@ -19,27 +19,7 @@ logger = logging.getLogger("realtime.tasks")
 # only late must not be doubled; the attempt number makes a double harmless anyway).
 SWEEP_GRACE_SECONDS = 60.0
 
-
-@shared_task(name="realtime.tasks.send_pusher_messages", ignore_result=True)
-def send_pusher_messages(messages: list[dict]) -> int:
-    """Pusher batch triggers for events published during a web request (requests never wait)."""
-    return publisher.send_messages(messages)
-
-
-@shared_task(bind=True, name="realtime.tasks.webhooks.deliver", ignore_result=True)
-def deliver_webhook(self, delivery_id: int, trigger: str = AttemptTrigger.SCHEDULED, attempt: int | None = None) -> str:
-    """One attempt of a webhook delivery (``attempt``: the number it is for; a message for an
-    attempt already made is a no-op); schedules the next attempt when one is due."""
-    try:
-        with redis_lock(f"webhook-delivery:{delivery_id}", timeout=settings.WEBHOOK_TIMEOUT_SECONDS + 60):
-            result = webhooks.attempt_delivery(
-                delivery_id=delivery_id, trigger=trigger, task_id=self.request.id, attempt=attempt
-            )
-    except LockNotAcquired:  # an attempt of this delivery is running: try again shortly
-        raise retry_waiting(self, countdown=2) from None
-    if result.retry_in is not None and result.number is not None:
-        deliver_webhook.apply_async((delivery_id,), {"attempt": result.number + 1}, countdown=result.retry_in)
-    return result.status
+__all__ = ["deliver_webhook", "purge_webhook_deliveries", "send_pusher_messages", "sweep_webhook_deliveries"]
 
 
 @shared_task(name="realtime.tasks.sweep_webhook_deliveries", ignore_result=True)

@@ -34,6 +34,7 @@ from email.utils import parsedate_to_datetime
 import orjson
 import requests
 import urllib3
+from celery import shared_task
 from celery.exceptions import SoftTimeLimitExceeded
 from django.conf import settings
 from django.db import transaction
@@ -42,8 +43,10 @@ from django.utils import timezone
 from requests_hardened.ip_filter import InvalidIPAddress
 from standardwebhooks.webhooks import Webhook
 
+from core.dispatch import dispatch_on_commit
 from core.exceptions import ConflictError, InvalidInput
-from core.retry import backoff_seconds
+from core.locks import LockNotAcquired, redis_lock
+from core.retry import backoff_seconds, retry_waiting
 from realtime.http_deadline import deadline
 from realtime.models import AttemptTrigger, DeliveryStatus, WebhookDelivery, WebhookDeliveryAttempt
 from realtime.registry import AttemptReport, webhook_source
@@ -120,18 +123,8 @@ def webhook_send(
         "webhook_delivery_created",
         extra={"delivery_id": delivery.pk, "source": source, "source_id": str(source_id), "event": event},
     )
-    from realtime.tasks import deliver_webhook
-
-    transaction.on_commit(lambda: _dispatch(deliver_webhook, delivery.pk, attempt=1))
+    dispatch_on_commit(deliver_webhook, delivery.pk, attempt=1)  # a broker down: the sweeper sends it
     return delivery
-
-
-def _dispatch(task, delivery_id: int, **kwargs) -> None:
-    """Enqueue an attempt; a broker that is down is not fatal: the sweeper re-dispatches it."""
-    try:
-        task.delay(delivery_id, **kwargs)
-    except Exception:
-        logger.exception("webhook_dispatch_failed", extra={"delivery_id": delivery_id})
 
 
 # --- Signing ------------------------------------------------------------------------------
@@ -394,12 +387,12 @@ def _record_attempt(
 def delivery_redeliver(*, delivery: WebhookDelivery) -> None:
     """Manual redelivery (same ``webhook-id``, a new attempt with trigger ``manual``): allowed
     for a failed delivery; a successful one may be redelivered too (receivers deduplicate by id)."""
-    from realtime.tasks import deliver_webhook
 
     if delivery.status == DeliveryStatus.PENDING:
         raise ConflictError("This delivery is still pending; wait for it or cancel it.", code="delivery_pending")
-    WebhookDelivery.objects.filter(pk=delivery.pk).update(status=DeliveryStatus.PENDING, next_retry_at=None)
-    transaction.on_commit(lambda: deliver_webhook.delay(delivery.pk, trigger=AttemptTrigger.MANUAL))
+    # Due now: if the message is lost (a broker down), the sweeper sends the attempt.
+    WebhookDelivery.objects.filter(pk=delivery.pk).update(status=DeliveryStatus.PENDING, next_retry_at=timezone.now())
+    dispatch_on_commit(deliver_webhook, delivery.pk, trigger=AttemptTrigger.MANUAL)
 
 
 def delivery_cancel(*, delivery: WebhookDelivery) -> bool:
@@ -443,3 +436,22 @@ def purge_old_deliveries(*, older_than_days: int, batch_size: int = 1000) -> int
             return total
         WebhookDelivery.objects.filter(pk__in=ids).delete()
         total += len(ids)
+
+
+# --- The attempt task (listed in ``realtime.tasks``) ------------------------------------------------
+
+
+@shared_task(bind=True, name="realtime.tasks.webhooks.deliver", ignore_result=True)
+def deliver_webhook(self, delivery_id: int, trigger: str = AttemptTrigger.SCHEDULED, attempt: int | None = None) -> str:
+    """One attempt of a webhook delivery (``attempt``: the number it is for; a message for an
+    attempt already made is a no-op); schedules the next attempt when one is due."""
+    try:
+        with redis_lock(f"webhook-delivery:{delivery_id}", timeout=settings.WEBHOOK_TIMEOUT_SECONDS + 60):
+            result = attempt_delivery(
+                delivery_id=delivery_id, trigger=trigger, task_id=self.request.id, attempt=attempt
+            )
+    except LockNotAcquired:  # an attempt of this delivery is running: try again shortly
+        raise retry_waiting(self, countdown=2) from None
+    if result.retry_in is not None and result.number is not None:
+        deliver_webhook.apply_async((delivery_id,), {"attempt": result.number + 1}, countdown=result.retry_in)
+    return result.status

@@ -11,7 +11,7 @@ from accounts.permissions import HasGrant
 from core.openapi import errors
 from core.pagination import LimitOffset
 from core.responses import orjson_response
-from fiches import selectors
+from fiches import job_snapshots, selectors
 from fiches.api import serializers as s
 from fiches.exceptions import FicheNotFound
 from fiches.notifications import JOB_WEBHOOK_SOURCE
@@ -203,7 +203,7 @@ class JobListView(APIView):
             queryset = selectors.filter_jobs_by_status(queryset, query.validated_data["status"])
         paginator = LimitOffset()
         page = paginator.page(queryset, request, view=self)
-        return paginator.get_paginated_response([selectors.job_dict(job) for job in page])
+        return paginator.get_paginated_response([job_snapshots.job_dict(job) for job in page])
 
 
 class CacheWarmView(APIView):

@@ -16,6 +16,7 @@ from datetime import date, datetime
 from typing import Any
 from urllib.parse import quote
 
+import orjson
 import requests
 from django.conf import settings
 from requests.adapters import HTTPAdapter
@@ -56,10 +57,17 @@ _local = threading.local()
 
 
 def _session() -> requests.Session:
-    """The process's session (one pool per process and thread; a forked worker makes its own)."""
+    """The process's session (one pool per process and thread; a forked worker makes its own).
+
+    The environment's proxies and CA bundle are read once, here: with ``trust_env`` requests would
+    read the environment (and ``~/.netrc``) again at every call, a large share of a small call's cost.
+    """
     session = getattr(_local, "session", None)
     if session is None or getattr(_local, "pid", None) != os.getpid():
         session = requests.Session()
+        session.trust_env = False
+        session.proxies.update(requests.utils.get_environ_proxies(settings.CRM_BASE_URL or "http://localhost"))
+        session.verify = os.environ.get("REQUESTS_CA_BUNDLE") or os.environ.get("CURL_CA_BUNDLE") or True
         adapter = HTTPAdapter(pool_connections=4, pool_maxsize=16, max_retries=0)
         session.mount("http://", adapter)
         session.mount("https://", adapter)
@@ -95,8 +103,8 @@ def _get(path: str, params: dict[str, str] | None = None) -> Any:
     if status >= 300:
         raise CrmPermanentError(f"CRM answered {status} on GET {path}: {_error_message(response)}", status=status)
     try:
-        return response.json()
-    except ValueError:
+        return orjson.loads(response.content)
+    except ValueError:  # (orjson.JSONDecodeError is one)
         raise CrmPermanentError(f"CRM returned a body that is not JSON on GET {path}", status=status) from None
 
 

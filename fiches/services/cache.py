@@ -1,8 +1,8 @@
 """Writes to the fiche cache.
 
 ``cache_fiche_sales_summaries`` caches a whole sales list (a day or a range) in a handful of
-set-based statements: rows are COPY'd into temporary tables, then upserted with
-``INSERT … ON CONFLICT`` for fiches, recordings and per-date state. Invariants:
+set-based statements: the rows go to Postgres as JSON (read by ``jsonb_to_recordset``) and are
+upserted with ``INSERT … ON CONFLICT`` for fiches, recordings and per-date state. Invariants:
 
 - never overwrites full details: a fiche whose details were fetched keeps them and its
   ``raw_data``; only the summary columns, ``sales_date`` and ``last_revalidated_at`` move;
@@ -64,49 +64,46 @@ def _str_or_none(value: Any) -> str | None:
 _RECORDING_KEYS = frozenset(_RECORDING_COLUMNS)
 
 
-def _recording_row(fiche_id: str, rec: dict) -> tuple:
+def _recording_row(fiche_id: str, rec: dict) -> dict:
     get = rec.get
     duration = get("duration_seconds")
-    extras = (
-        "{}" if rec.keys() <= _RECORDING_KEYS else _json({k: v for k, v in rec.items() if k not in _RECORDING_KEYS})
+    return {
+        "call_id": str(rec["call_id"]),
+        "fiche_ext": fiche_id,
+        "recording_url": _str_or_none(get("recording_url")),
+        "started_at": _str_or_none(get("started_at")),
+        "duration_seconds": None if duration is None else float(duration),
+        "direction": _str_or_none(get("direction")),
+        "from_number": _str_or_none(get("from_number")),
+        "to_number": _str_or_none(get("to_number")),
+        "raw_data": {} if rec.keys() <= _RECORDING_KEYS else {k: v for k, v in rec.items() if k not in _RECORDING_KEYS},
+    }
+
+
+# The incoming rows reach Postgres as one JSON parameter per table, read by ``jsonb_to_recordset`` in a
+# CTE named as the table it stands for: no temporary table (their catalog work cost more than a small
+# write itself, and a new one per database session) and no COPY round trips.
+_REC_IN = """
+_rec_in AS MATERIALIZED (
+    SELECT * FROM jsonb_to_recordset(%(recordings)s::jsonb) AS x(
+        call_id text, fiche_ext text, recording_url text, started_at timestamptz,
+        duration_seconds double precision, direction text, from_number text, to_number text, raw_data jsonb
     )
-    return (
-        str(rec["call_id"]),
-        fiche_id,
-        _str_or_none(get("recording_url")),
-        _str_or_none(get("started_at")),
-        None if duration is None else float(duration),
-        _str_or_none(get("direction")),
-        _str_or_none(get("from_number")),
-        _str_or_none(get("to_number")),
-        extras,
-    )
-
-
-def _copy(cursor: CursorWrapper, table: str, columns: str, rows: Iterable[tuple]) -> None:
-    with cursor.copy(f"COPY {table} ({columns}) FROM STDIN") as copy:
-        for row in rows:
-            copy.write_row(row)
-
-
-_REC_TEMP = """
-CREATE TEMP TABLE _rec_in (
-    call_id text, fiche_ext text, recording_url text, started_at timestamptz,
-    duration_seconds double precision, direction text, from_number text, to_number text, raw_data jsonb
-) ON COMMIT DROP
-"""
-_REC_COLUMNS = (
-    "call_id, fiche_ext, recording_url, started_at, duration_seconds, direction, from_number, to_number, raw_data"
-)
+)"""
 # Fiches whose recordings may change in this call: the owners of the incoming recordings, and the
-# fiches a recording moves away from. Only those are recounted.
-_TOUCHED_TEMP = "CREATE TEMP TABLE _rec_touched (fiche_id bigint) ON COMMIT DROP"
+# fiches a recording moves away from (read before the upsert). Only those are recounted.
+#
+# The joins from the incoming rows go through LATERAL subqueries fenced with OFFSET 0: one index lookup
+# per incoming row, whatever the planner guesses of a function's rows, instead of a scan of
+# ``recordings`` / ``fiche_cache`` per call (which made a job's cost grow with the cache's size).
 _TOUCHED = """
-INSERT INTO _rec_touched (fiche_id)
-SELECT r.fiche_id FROM recordings r JOIN _rec_in i ON i.call_id = r.call_id JOIN fiche_cache f ON f.id = r.fiche_id
+SELECT r.fiche_id FROM _rec_in i
+JOIN LATERAL (SELECT r.fiche_id FROM recordings r WHERE r.call_id = i.call_id OFFSET 0) r ON true
+JOIN LATERAL (SELECT f.fiche_id FROM fiche_cache f WHERE f.id = r.fiche_id OFFSET 0) f ON true
 WHERE f.fiche_id <> i.fiche_ext
 UNION
-SELECT f.id FROM fiche_cache f WHERE f.fiche_id IN (SELECT fiche_ext FROM _rec_in)
+SELECT f.id FROM (SELECT DISTINCT fiche_ext FROM _rec_in) i
+JOIN LATERAL (SELECT f.id FROM fiche_cache f WHERE f.fiche_id = i.fiche_ext OFFSET 0) f ON true
 """
 _REC_UPSERT = """
 INSERT INTO recordings AS r (
@@ -115,7 +112,7 @@ INSERT INTO recordings AS r (
 )
 SELECT i.call_id, f.id, i.recording_url, i.started_at, i.duration_seconds, i.direction, i.from_number,
        i.to_number, i.raw_data, now(), now()
-FROM _rec_in i JOIN fiche_cache f ON f.fiche_id = i.fiche_ext
+FROM _rec_in i JOIN LATERAL (SELECT f.id FROM fiche_cache f WHERE f.fiche_id = i.fiche_ext OFFSET 0) f ON true
 ORDER BY i.call_id
 ON CONFLICT (call_id) DO UPDATE SET
     fiche_id = EXCLUDED.fiche_id,
@@ -133,24 +130,29 @@ WHERE (r.fiche_id, r.recording_url, r.started_at, r.duration_seconds, r.directio
        EXCLUDED.duration_seconds, EXCLUDED.direction, EXCLUDED.from_number, EXCLUDED.to_number,
        EXCLUDED.raw_data)
 """
-# Recount the touched fiches; rows whose count is already right are left alone.
+# Upsert the recordings and return the fiches to recount (their counts as read before the upsert).
+_RECORDINGS = f"""
+WITH {_REC_IN},
+touched AS MATERIALIZED ({_TOUCHED}),
+upserted AS ({_REC_UPSERT})
+SELECT DISTINCT fiche_id FROM touched
+"""
+# Recount the touched fiches (one index lookup each); rows whose count is already right are left alone.
 _RECOUNT = """
+WITH counted AS MATERIALIZED (
+    SELECT c.id, c.n FROM (
+        SELECT f.id, f.recordings_count, f.has_recordings,
+               (SELECT count(*) FROM recordings r WHERE r.fiche_id = f.id) AS n
+        FROM fiche_cache f WHERE f.id = ANY(%(touched)s::bigint[])
+        OFFSET 0
+    ) c
+    WHERE c.recordings_count <> c.n OR c.has_recordings <> (c.n > 0)
+)
 UPDATE fiche_cache f
-SET recordings_count = c.n, has_recordings = c.n > 0, updated_at = now()
-FROM (
-    SELECT t.fiche_id AS id, count(r.id) AS n
-    FROM _rec_touched t LEFT JOIN recordings r ON r.fiche_id = t.fiche_id
-    GROUP BY t.fiche_id
-) c
-WHERE f.id = c.id AND (f.recordings_count <> c.n OR f.has_recordings <> (c.n > 0))
+SET recordings_count = counted.n, has_recordings = counted.n > 0, updated_at = now()
+FROM counted WHERE f.id = counted.id
 """
 
-_FICHE_TEMP = """
-CREATE TEMP TABLE _fiche_in (
-    fiche_id text, cle text, sales_date date, groupe text, crm_user_id text, agent_name text,
-    prospect_nom text, prospect_prenom text, statut text, produit text, raw_data jsonb, rec_count int
-) ON COMMIT DROP
-"""
 _FICHE_COLUMNS = (
     "fiche_id, cle, sales_date, groupe, crm_user_id, agent_name, prospect_nom, prospect_prenom, statut, produit, "
     "raw_data"
@@ -181,6 +183,23 @@ WHERE ({", ".join(f"f.{c}" for c in _SUMMARY)}) IS DISTINCT FROM ({", ".join(f"E
    OR f.last_revalidated_at IS NULL OR f.last_revalidated_at < EXCLUDED.last_revalidated_at
    OR (f.details_fetched_at IS NULL AND f.raw_data IS DISTINCT FROM EXCLUDED.raw_data)
 """
+# The dates fiches move away from (read before the upsert: a fiche leaving a date changes that date
+# too), and the upsert.
+_FICHES = f"""
+WITH _fiche_in AS MATERIALIZED (
+    SELECT * FROM jsonb_to_recordset(%(fiches)s::jsonb) AS x(
+        fiche_id text, cle text, sales_date date, groupe text, crm_user_id text, agent_name text,
+        prospect_nom text, prospect_prenom text, statut text, produit text, raw_data jsonb, rec_count int
+    )
+),
+moved AS MATERIALIZED (
+    SELECT DISTINCT f.sales_date FROM _fiche_in i
+    JOIN LATERAL (SELECT f.sales_date FROM fiche_cache f WHERE f.fiche_id = i.fiche_id OFFSET 0) f ON true
+    WHERE f.sales_date <> i.sales_date
+),
+upserted AS ({_FICHE_UPSERT})
+SELECT sales_date FROM moved
+"""
 _DATES_UPSERT = """
 INSERT INTO fiche_sales_dates AS d (sales_date, last_fetched_at, fiche_count, last_error, last_error_at)
 SELECT t.d, %(fetched_at)s, t.n, NULL, NULL FROM unnest(%(dates)s::date[], %(counts)s::int[]) AS t(d, n)
@@ -195,56 +214,81 @@ WHERE d.last_fetched_at IS NULL OR d.last_fetched_at < EXCLUDED.last_fetched_at
 """
 
 
-def _fiche_row(sale: dict, rec_count: int) -> tuple:
+def _summary(source: dict, prospect: dict) -> dict:
+    """The summary columns of a fiche, from a sales-list entry or a details' ``information``."""
+    get = source.get
+    return {
+        "sales_date": source["sales_date"],
+        "groupe": _str_or_none(get("groupe")),
+        "crm_user_id": _str_or_none(get("crm_user_id")),
+        "agent_name": _str_or_none(get("agent_name")),
+        "prospect_nom": _str_or_none(prospect.get("nom")),
+        "prospect_prenom": _str_or_none(prospect.get("prenom")),
+        "statut": _str_or_none(get("statut")),
+        "produit": _str_or_none(get("produit")),
+    }
+
+
+def _fiche_row(sale: dict, rec_count: int) -> dict:
     prospect = sale.get("prospect") or {}
     raw = {k: v for k, v in sale.items() if k != "recordings"}
     raw[SALES_LIST_ONLY] = True
-    return (
-        str(sale["fiche_id"]),
-        _str_or_none(sale.get("cle")),
-        sale["sales_date"],
-        _str_or_none(sale.get("groupe")),
-        _str_or_none(sale.get("crm_user_id")),
-        _str_or_none(sale.get("agent_name")),
-        _str_or_none(prospect.get("nom")),
-        _str_or_none(prospect.get("prenom")),
-        _str_or_none(sale.get("statut")),
-        _str_or_none(sale.get("produit")),
-        _json(raw),
-        rec_count,
-    )
+    return {
+        "fiche_id": str(sale["fiche_id"]),
+        "cle": _str_or_none(sale.get("cle")),
+        **_summary(sale, prospect),
+        "raw_data": raw,
+        "rec_count": rec_count,
+    }
 
 
-def _upsert_recordings(cursor: CursorWrapper, rows: Sequence[tuple]) -> None:
+def _recount(cursor: CursorWrapper, touched: list[int]) -> None:
+    if touched:
+        cursor.execute(_RECOUNT, {"touched": touched})
+
+
+def _upsert_recordings(cursor: CursorWrapper, rows: Sequence[dict]) -> None:
     """Upsert recordings (deduplicated by call id) and recount the fiches they touch."""
     if not rows:
         return
-    cursor.execute(_REC_TEMP)
-    cursor.execute(_TOUCHED_TEMP)
-    _copy(cursor, "_rec_in", _REC_COLUMNS, rows)
-    cursor.execute(_TOUCHED)
-    cursor.execute(_REC_UPSERT)
-    cursor.execute(_RECOUNT)
-    cursor.execute("DROP TABLE _rec_in, _rec_touched")
+    cursor.execute(_RECORDINGS, {"recordings": _json(rows)})
+    _recount(cursor, [row[0] for row in cursor.fetchall()])
 
 
-def _dedupe_recordings(rows: Iterable[tuple]) -> list[tuple]:
+def _dedupe_recordings(rows: Iterable[dict]) -> list[dict]:
     """One row per call id (the last wins: bad upstream data must not break ON CONFLICT)."""
-    return list({row[0]: row for row in rows}.values())
+    return list({row["call_id"]: row for row in rows}.values())
 
 
 _DATES_LOCK = """
 INSERT INTO fiche_sales_dates (sales_date, fiche_count)
-SELECT d, 0 FROM unnest(%(dates)s::date[]) AS d ORDER BY d
+SELECT d, 0 FROM unnest(%(lock_dates)s::date[]) AS d ORDER BY d
 ON CONFLICT (sales_date) DO NOTHING
 """
 _DATES_NEWER = """
 SELECT sales_date, last_fetched_at FROM fiche_sales_dates
-WHERE sales_date = ANY(%(dates)s::date[]) ORDER BY sales_date FOR UPDATE
+WHERE sales_date = ANY(%(lock_dates)s::date[]) ORDER BY sales_date FOR UPDATE
 """
-_MOVED_FROM = """
-SELECT DISTINCT f.sales_date FROM fiche_cache f JOIN _fiche_in i ON i.fiche_id = f.fiche_id
-WHERE f.sales_date <> i.sales_date
+# An empty sales list: the dates' states are locked, fenced and marked in one statement (the CTE locks
+# the rows that exist and reads their last fetch; the upsert skips a date a newer fetch wrote).
+_EMPTY_DATES = """
+WITH current AS (
+    SELECT sales_date, last_fetched_at FROM fiche_sales_dates
+    WHERE sales_date = ANY(%(dates)s::date[]) ORDER BY sales_date FOR UPDATE
+), marked AS (
+    INSERT INTO fiche_sales_dates AS d (sales_date, last_fetched_at, fiche_count, last_error, last_error_at)
+    SELECT t.d, %(fetched_at)s, 0, NULL, NULL FROM unnest(%(dates)s::date[]) AS t(d)
+    ORDER BY t.d
+    ON CONFLICT (sales_date) DO UPDATE SET
+        last_fetched_at = GREATEST(d.last_fetched_at, EXCLUDED.last_fetched_at),
+        fiche_count = EXCLUDED.fiche_count,
+        last_error = NULL,
+        last_error_at = NULL
+    WHERE (d.last_fetched_at IS NULL OR d.last_fetched_at <= EXCLUDED.last_fetched_at)
+      AND (d.last_fetched_at IS NULL OR d.last_fetched_at < EXCLUDED.last_fetched_at
+           OR d.fiche_count <> EXCLUDED.fiche_count OR d.last_error IS NOT NULL)
+)
+SELECT sales_date FROM current WHERE last_fetched_at > %(fetched_at)s
 """
 
 
@@ -252,12 +296,44 @@ def _lock_dates(cursor: CursorWrapper, dates: list[date], fetched_at: datetime) 
     """Lock the dates' fetch-state rows (in date order: two writers never deadlock) and return the
     dates a strictly newer fetch has already written: the fence behind the Redis date lock, so a
     fetch that outlived its lock cannot commit an older sales list over a newer one."""
-    cursor.execute(_DATES_LOCK, {"dates": dates})
-    cursor.execute(_DATES_NEWER, {"dates": dates})
+    cursor.execute(f"{_DATES_LOCK};{_DATES_NEWER}", {"lock_dates": dates})
+    cursor.nextset()  # the INSERT's result → the SELECT's rows
     return {day for day, last in cursor.fetchall() if last is not None and last > fetched_at}
 
 
-@transaction.atomic
+def _log_skipped(newer: set[date], revalidated_at: datetime) -> None:
+    if newer:
+        logger.warning(
+            "sales_list_older_than_cache_skipped",
+            extra={"dates": [d.isoformat() for d in sorted(newer)], "fetched_at": revalidated_at.isoformat()},
+        )
+
+
+def _log_cached(sales: int, recordings: int, dates: list[date]) -> None:
+    logger.info(
+        "sales_list_cached",
+        extra={
+            "fiches": sales,
+            "recordings": recordings,
+            "dates": len(dates),
+            "start": dates[0].isoformat() if dates else None,
+            "end": dates[-1].isoformat() if dates else None,
+        },
+    )
+
+
+def _cache_empty_list(requested: list[date], revalidated_at: datetime) -> CacheResult:
+    """An empty sales list (a day without sales): its dates are marked fetched in one statement."""
+    with connection.cursor() as cursor:
+        cursor.execute(_EMPTY_DATES, {"dates": requested, "fetched_at": revalidated_at})
+        newer = {row[0] for row in cursor.fetchall()}
+    _log_skipped(newer, revalidated_at)
+    dates = [d for d in requested if d not in newer]
+    transaction.on_commit(lambda: bump_cache_version(dates))
+    _log_cached(0, 0, dates)
+    return CacheResult(fiches=0, recordings=0, dates=dates)
+
+
 def cache_fiche_sales_summaries(
     fiches: Sequence[dict],
     *,
@@ -270,6 +346,10 @@ def cache_fiche_sales_summaries(
     shows a strictly newer fetch keeps that newer data: this list's fiches of that date are not
     written and the date is not marked again. ``covered_dates``: the dates the list was fetched
     for (so that an empty day counts as covered); defaults to the sales dates present in the list.
+
+    Round trips: one statement for an empty list; otherwise, in one transaction, the dates' lock,
+    one round trip for the fiches, the recordings and the dates, and the recount of the fiches whose
+    recordings moved.
     """
     by_id: dict[str, dict] = {}
     for sale in fiches:  # the same fiche twice in one list: the last one wins
@@ -280,13 +360,12 @@ def cache_fiche_sales_summaries(
         return value if isinstance(value, date) else date.fromisoformat(value)
 
     requested = sorted(set(covered_dates) if covered_dates is not None else {sale_day(s) for s in by_id.values()})
-    with connection.cursor() as cursor:
+    if not by_id:
+        return _cache_empty_list(requested, revalidated_at) if requested else CacheResult(0, 0, [])
+    with transaction.atomic(), connection.cursor() as cursor:
         newer = _lock_dates(cursor, sorted(set(requested) | {sale_day(s) for s in by_id.values()}), revalidated_at)
+        _log_skipped(newer, revalidated_at)
         if newer:
-            logger.warning(
-                "sales_list_older_than_cache_skipped",
-                extra={"dates": [d.isoformat() for d in sorted(newer)], "fetched_at": revalidated_at.isoformat()},
-            )
             by_id = {k: sale for k, sale in by_id.items() if sale_day(sale) not in newer}
         sales = list(by_id.values())
         counts: dict[date, int] = {}
@@ -298,38 +377,34 @@ def cache_fiche_sales_summaries(
         )
         rec_counts: dict[str, int] = {}
         for row in recording_rows:
-            rec_counts[row[1]] = rec_counts.get(row[1], 0) + 1
+            rec_counts[row["fiche_ext"]] = rec_counts.get(row["fiche_ext"], 0) + 1
 
         touched = set(dates) | set(counts)
+        statements = []
         if sales:
-            cursor.execute(_FICHE_TEMP)
-            _copy(
-                cursor,
-                "_fiche_in",
-                f"{_FICHE_COLUMNS}, rec_count",
-                (_fiche_row(s, rec_counts.get(str(s["fiche_id"]), 0)) for s in sales),
-            )
-            cursor.execute(_MOVED_FROM)
-            touched |= {row[0] for row in cursor.fetchall()}  # a fiche leaving a date changes that date too
-            cursor.execute(_FICHE_UPSERT, {"revalidated_at": revalidated_at})
-            cursor.execute("DROP TABLE _fiche_in")
-            _upsert_recordings(cursor, recording_rows)
+            statements.append(_FICHES)
+            if recording_rows:
+                statements.append(_RECORDINGS)
         if dates:
-            cursor.execute(
-                _DATES_UPSERT,
-                {"fetched_at": revalidated_at, "dates": dates, "counts": [counts.get(d, 0) for d in dates]},
-            )
+            statements.append(_DATES_UPSERT)
+        cursor.execute(
+            ";".join(statements),
+            {
+                "fiches": _json([_fiche_row(s, rec_counts.get(str(s["fiche_id"]), 0)) for s in sales]),
+                "recordings": _json(recording_rows),
+                "revalidated_at": revalidated_at,
+                "fetched_at": revalidated_at,
+                "dates": dates,
+                "counts": [counts.get(d, 0) for d in dates],
+            },
+        )
+        if sales:  # the results: the dates fiches moved away from, then the fiches to recount
+            touched |= {row[0] for row in cursor.fetchall()}
+            if recording_rows:
+                cursor.nextset()
+                _recount(cursor, [row[0] for row in cursor.fetchall()])
     transaction.on_commit(lambda: bump_cache_version(touched))
-    logger.info(
-        "sales_list_cached",
-        extra={
-            "fiches": len(sales),
-            "recordings": len(recording_rows),
-            "dates": len(dates),
-            "start": dates[0].isoformat() if dates else None,
-            "end": dates[-1].isoformat() if dates else None,
-        },
-    )
+    _log_cached(len(sales), len(recording_rows), dates)
     return CacheResult(fiches=len(sales), recordings=len(recording_rows), dates=dates)
 
 
@@ -361,14 +436,7 @@ def fiche_details_persist(*, envelope: dict, fetched_at: datetime | None = None)
         fiche_id=information["fiche_id"],
         defaults={
             "cle": envelope.get("cle"),
-            "sales_date": information["sales_date"],
-            "groupe": _str_or_none(information.get("groupe")),
-            "crm_user_id": _str_or_none(information.get("crm_user_id")),
-            "agent_name": _str_or_none(information.get("agent_name")),
-            "prospect_nom": _str_or_none(prospect.get("nom")),
-            "prospect_prenom": _str_or_none(prospect.get("prenom")),
-            "statut": _str_or_none(information.get("statut")),
-            "produit": _str_or_none(information.get("produit")),
+            **_summary(information, prospect),
             "raw_data": raw,
             "details_success": bool(envelope.get("success", True)),
             "details_message": (envelope.get("message") or "")[:255] or None,

@@ -1,33 +1,40 @@
 """Progressive date-range fetch jobs: the request that never waits, the dispatch, the serialized
 per-job updater and the exactly-once finalization.
 
-Flow: ``progressive_fetch_request`` (API) creates a job for the missing dates (or every date
-when refreshing) → ``progressive_fetch_dispatch`` (orchestrator task) fans out one day task per
-remaining date as a chord → each day task hands its outcome to ``progressive_fetch_apply_outcome``
-(the updater task, serialized by a Redis lock keyed by the job id **and** the job's row lock) →
-when no date remains, the job is finalized exactly once (a conditional update whose row count
-decides who publishes the terminal event and webhook).
+On the workflow kernel (``core``). Flow: ``progressive_fetch_request`` (API) creates a job for the
+missing dates (or every date when refreshing) and dispatches its orchestrator after commit
+(``core.dispatch``) → ``progressive_fetch_dispatch`` (the orchestrator task) marks it processing and
+fans out one day task per remaining date → each day task reports its outcome to the job's inbox
+(``JOB_INBOX``, ``core.inbox``: serialized by a Redis lock keyed by the job id **and** the job's row
+lock), whose updater ``progressive_fetch_apply_outcomes`` applies every pending outcome in one pass →
+when no date remains, the same pass ends the job exactly once (``TrackedRun.end_once``: a conditional
+update whose row count decides who publishes the terminal event and webhook) → ``RECONCILER``
+(``core.reconcile``) makes every job end.
 """
 
 from __future__ import annotations
 
+import functools
 import logging
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
 from typing import TYPE_CHECKING
 
 import orjson
-from celery import Task
 from django.conf import settings
-from django.db import connection, transaction
+from django.db import connection, models, transaction
 from django.utils import timezone
 from redis.exceptions import RedisError
 
 from accounts.grants import scope_for
+from core.dispatch import dispatch_on_commit, fan_out
 from core.exceptions import DependencyUnavailable, InvalidInput, ThrottledError
+from core.inbox import Inbox
 from core.limits import throttle_crm_requests
+from core.reconcile import Reconciler
 from core.redis import get_redis
 from fiches import selectors
+from fiches.job_snapshots import job_changed, job_payload, version_key
 from fiches.models import TERMINAL_STATUSES, JobStatus, ProgressiveFetchJob, ScopeKind
 from fiches.notifications import send_job_webhook
 from fiches.workflow_log import trace
@@ -252,18 +259,11 @@ def _create_job(
         "triggering_background_fetch",
         extra={"job_id": str(job.id), "remaining_days": len(remaining), "webhook_configured": bool(webhook_url)},
     )
-    publish(EVENT_CREATED, selectors.job_payload(job))
-    transaction.on_commit(lambda: _dispatch_job(progressive_fetch_continue, str(job.id)))
+    publish(EVENT_CREATED, job_payload(job))
+    # A broker that is down must not turn the user's answer into an error: the job is returned as it is
+    # and the reconciler drives it (never dispatched → re-driven).
+    dispatch_on_commit(progressive_fetch_continue, str(job.id))
     return job
-
-
-def _dispatch_job(task: Task, job_id: str) -> None:
-    """Enqueue the orchestrator. A broker that is down must not turn the user's answer into an
-    error: the job is returned as it is and the reconciler drives it (never dispatched → re-driven)."""
-    try:
-        task.delay(job_id)
-    except Exception:
-        logger.exception("progressive_fetch_dispatch_failed", extra={"job_id": job_id})
 
 
 # --- Dispatch (orchestrator) -------------------------------------------------------------
@@ -272,13 +272,26 @@ def _dispatch_job(task: Task, job_id: str) -> None:
 def progressive_fetch_dispatch(*, job_id: str, redrive: bool = False) -> list[date]:
     """Mark the job processing and return the dates to fan out (once; ``redrive`` re-sends the
     remaining dates of a job already dispatched). A job with nothing left is finalized."""
+    return _dispatch(job_id, redrive)[0]
+
+
+def progressive_fetch_fan_out(*, job_id: str, redrive: bool = False) -> int:
+    """The orchestrator: ``progressive_fetch_dispatch``, then one day task per date to fan out (plain
+    messages: the updater ends the job, the reconciler is the safety net). The number sent."""
+    from fiches.tasks import progressive_fetch_day
+
+    dates, force_refresh = _dispatch(job_id, redrive)
+    return fan_out(progressive_fetch_day, ((job_id, day.isoformat(), force_refresh) for day in dates))
+
+
+def _dispatch(job_id: str, redrive: bool) -> tuple[list[date], bool]:
     with transaction.atomic():
         job = ProgressiveFetchJob.objects.select_for_update().filter(pk=job_id).first()
         if job is None or job.is_terminal:
-            return []
+            return [], False
         if job.dispatched_at is not None and not redrive:
             trace("progressive_fetch_already_dispatched", job_id=job_id)
-            return []
+            return [], False
         now = timezone.now()
         job.status = JobStatus.PROCESSING
         job.started_at = job.started_at or now
@@ -289,7 +302,44 @@ def progressive_fetch_dispatch(*, job_id: str, redrive: bool = False) -> list[da
         if not dates:
             _finalize_locked(job)
     trace("fanning_out_day_workers", job_id=job_id, days=len(dates), redrive=redrive)
-    return dates
+    return dates, job.force_refresh
+
+
+# --- The day task's check ---------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class DayTaskContext:
+    finished: bool  # the job ended (or is gone): nothing to do
+    day_done: bool  # the job already has this date's outcome (a re-driven or duplicate day task)
+    covered: bool = False  # the date's sales list is cached (fetched once at least)
+
+    @property
+    def skip(self) -> str | None:
+        if self.finished:
+            return "job is finished or gone"
+        if self.day_done:
+            return "outcome already applied"
+        return None
+
+
+_DAY_CHECK = """
+SELECT j.status, %(day)s = ANY(j.dates_already_fetched) OR %(day)s = ANY(j.dates_failed),
+       EXISTS (SELECT 1 FROM fiche_sales_dates WHERE sales_date = %(day)s AND last_fetched_at IS NOT NULL)
+FROM (SELECT 1) AS one LEFT JOIN progressive_fetch_jobs j ON j.id = %(job_id)s
+"""
+
+
+def day_task_context(*, job_id: str, day: date) -> DayTaskContext:
+    """What a day task checks before calling the CRM, in one statement (no lock): is the job still on,
+    does it have this date's outcome already, and is the date covered (the coverage check of a fetch
+    that is not forced; the caller holds the date's lock)."""
+    with connection.cursor() as cursor:
+        cursor.execute(_DAY_CHECK, {"day": day, "job_id": job_id})
+        status, done, covered = cursor.fetchone()
+    if status is None or status in TERMINAL_STATUSES:
+        return DayTaskContext(finished=True, day_done=True, covered=covered)
+    return DayTaskContext(finished=False, day_done=bool(done), covered=covered)
 
 
 # --- The updater --------------------------------------------------------------------------
@@ -304,38 +354,20 @@ class UpdateResult:
     remaining: list[str] = field(default_factory=list)
 
 
-def _fiches_on(days: list[date]) -> dict[date, int]:
-    if not days:
-        return {}
-    with connection.cursor() as cursor:
-        cursor.execute(
-            "SELECT sales_date, count(*) FROM fiche_cache WHERE sales_date = ANY(%s) GROUP BY sales_date", [days]
-        )
-        counts = dict(cursor.fetchall())
-    return {day: counts.get(day, 0) for day in days}
-
-
 @dataclass(frozen=True)
 class DayOutcome:
     day: date
     ok: bool
     error: str | None = None
 
+    @classmethod
+    def from_json(cls, outcome: list) -> DayOutcome:
+        """``[day, ok, error]`` as reported to the inbox."""
+        day, ok, error = outcome[:3]
+        return cls(date.fromisoformat(day), bool(ok), error)
 
-@dataclass(frozen=True)
-class DayTaskContext:
-    finished: bool  # the job ended (or is gone): nothing to do
-    day_done: bool  # the job already has this date's outcome (a re-driven or duplicate day task)
-
-
-def day_task_context(*, job_id: str, day: date) -> DayTaskContext:
-    """What a day task checks before calling the CRM (one indexed read, no lock)."""
-    row = (
-        ProgressiveFetchJob.objects.filter(pk=job_id).values("status", "dates_already_fetched", "dates_failed").first()
-    )
-    if row is None or row["status"] in TERMINAL_STATUSES:
-        return DayTaskContext(finished=True, day_done=True)
-    return DayTaskContext(finished=False, day_done=day in row["dates_already_fetched"] or day in row["dates_failed"])
+    def as_json(self) -> list:
+        return [self.day.isoformat(), self.ok, self.error]
 
 
 def outcome_is_applied(*, job_id: str, outcome: DayOutcome) -> bool:
@@ -360,7 +392,51 @@ def progressive_fetch_apply_outcome(*, job_id: str, day: date, ok: bool, error: 
     return progressive_fetch_apply_outcomes(job_id=job_id, outcomes=[DayOutcome(day, ok, error)])
 
 
-def progressive_fetch_apply_outcomes(*, job_id: str, outcomes: list[DayOutcome]) -> UpdateResult:
+@functools.lru_cache(maxsize=256)
+def _range_dates(start: date, end: date) -> tuple[tuple[date, ...], dict[date, str]]:
+    """The dates of a job's range and their ISO strings (a job's range never changes: computed once
+    per process, not at each updater pass)."""
+    days = tuple(selectors.dates_between(start, end))
+    return days, {d: d.isoformat() for d in days}
+
+
+_JOB_COLUMNS = [f.attname for f in ProgressiveFetchJob._meta.concrete_fields]
+_JSON_COLUMNS = [i for i, f in enumerate(ProgressiveFetchJob._meta.concrete_fields) if isinstance(f, models.JSONField)]
+_TABLE = ProgressiveFetchJob._meta.db_table
+# The job's row under its lock and, in the same statement, the cached fiches of the batch's successful
+# dates (as of the statement's start: after those dates' cache writes committed, before their outcomes
+# were reported).
+_LOCK_JOB = f"""
+SELECT {", ".join(f'"{_TABLE}"."{column}"' for column in _JOB_COLUMNS)}, counts.days, counts.fiches
+FROM "{_TABLE}" LEFT JOIN LATERAL (
+    SELECT array_agg(c.sales_date) AS days, array_agg(c.n) AS fiches
+    FROM (SELECT sales_date, count(*) AS n FROM fiche_cache WHERE sales_date = ANY(%(days)s::date[])
+          GROUP BY sales_date) c
+) counts ON true
+WHERE "{_TABLE}"."id" = %(id)s
+FOR UPDATE OF "{_TABLE}"
+""".strip()
+
+
+def _lock_job(job_id: str, days: list[date]) -> tuple[ProgressiveFetchJob | None, dict[date, int]]:
+    """The job (its row locked until the transaction ends) and the cached fiches on each of ``days``."""
+    with connection.cursor() as cursor:
+        cursor.execute(_LOCK_JOB, {"id": job_id, "days": days})
+        row = cursor.fetchone()
+    if row is None:
+        return None, {}
+    counted = dict(zip(row[-2] or (), row[-1] or (), strict=True))
+    values = list(row[:-2])
+    for i in _JSON_COLUMNS:  # raw SQL skips the field's converter: jsonb arrives as text
+        if isinstance(values[i], str):
+            values[i] = orjson.loads(values[i])
+    job = ProgressiveFetchJob.from_db("default", _JOB_COLUMNS, values)
+    return job, {day: counted.get(day, 0) for day in days}
+
+
+def progressive_fetch_apply_outcomes(
+    *, job_id: str, outcomes: list[DayOutcome], invalidate_snapshot: bool = True
+) -> UpdateResult:
     """Apply day outcomes to the job in one transaction under its row lock (callers also hold the
     job's Redis lock), in order, as the original's updater algorithm does for each:
 
@@ -370,33 +446,38 @@ def progressive_fetch_apply_outcomes(*, job_id: str, outcomes: list[DayOutcome])
     with nothing left that is not finalized gets finalized. A success is final: a later failure of
     the same date does not undo it. Each applied outcome publishes a progress event (after commit)
     and every ``PROGRESSIVE_FETCH_WEBHOOK_FREQUENCY`` processed days a progress webhook goes out.
+
+    Statements: the row lock (which also counts the batch's dates' fiches), one update for the whole
+    batch, and the end when nothing remains — however many outcomes the batch holds. The job's status
+    snapshot is invalidated here, unless the caller does it after the commit (``invalidate_snapshot``:
+    the inbox's settle round trip does).
     """
+    ok_days = sorted({o.day for o in outcomes if o.ok})
     with transaction.atomic():
-        job = ProgressiveFetchJob.objects.select_for_update().filter(pk=job_id).first()
+        job, counts_now = _lock_job(job_id, ok_days)
         if job is None or job.is_terminal:
             return UpdateResult(status=job.status if job else None)
-        all_dates = selectors.dates_between(job.start_date, job.end_date)
-        in_range = set(all_dates)
+        all_dates, iso = _range_dates(job.start_date, job.end_date)
         completed, failed = set(job.dates_already_fetched), set(job.dates_failed)
-        fresh_ok = [o.day for o in outcomes if o.ok and o.day in in_range and o.day not in completed]
-        counts_now = _fiches_on(sorted(set(fresh_ok)))
+        fresh_ok: list[date] = []
         frequency = max(1, settings.PROGRESSIVE_FETCH_WEBHOOK_FREQUENCY)
         result = UpdateResult()
         progress_events: list[tuple[str, dict]] = []
         for outcome in outcomes:
             day = outcome.day
             processed_before = len(completed) + len(failed)
-            if day not in in_range:
+            if day not in iso:  # outside the job's range
                 continue
             if outcome.ok and day not in completed:
                 completed.add(day)
+                fresh_ok.append(day)
                 if day in failed:
                     failed.discard(day)
                     if not failed:
                         job.error = None  # the failure it recorded was retried successfully
-                before = int(job.initial_date_counts.get(day.isoformat(), 0))
+                before = int(job.initial_date_counts.get(iso[day], 0))
                 job.total_fiches = max(0, job.total_fiches + counts_now[day] - before)
-                job.initial_date_counts[day.isoformat()] = counts_now[day]
+                job.initial_date_counts[iso[day]] = counts_now[day]
             elif not outcome.ok and day not in completed and day not in failed:
                 failed.add(day)
                 job.error = f"{day.isoformat()}: {outcome.error or 'failed'}"[:2000]
@@ -422,16 +503,14 @@ def progressive_fetch_apply_outcomes(*, job_id: str, outcomes: list[DayOutcome])
             # A progress event always says "processing" (the contract): only complete/failed carry
             # a terminal status, even for the outcome that leaves nothing remaining.
             progress_events.append(
-                (
-                    EVENT_PROGRESS,
-                    {**selectors.job_payload(job), "status": JobStatus.PROCESSING, "latestDate": day.isoformat()},
-                )
+                (EVENT_PROGRESS, {**job_payload(job, iso=iso), "status": JobStatus.PROCESSING, "latestDate": iso[day]})
             )
             if job.dates_remaining and processed // frequency > processed_before // frequency:
                 _webhook(job, EVENT_PROGRESS)
         if result.changed:
             _write_progress(job, newly_completed=fresh_ok, counts=counts_now)
-            selectors.job_changed(job.pk)  # a raw statement: no model signal tells the status snapshot
+            if invalidate_snapshot:
+                job_changed(job.pk)  # a raw statement: no model signal tells the status snapshot
             publish_many(progress_events)
         remaining = [d for d in all_dates if d not in completed and d not in failed]
         result.processed_days = len(completed) + len(failed)
@@ -469,7 +548,7 @@ def _write_progress(job: ProgressiveFetchJob, *, newly_completed: list[date], co
                 "id": job.pk,
                 "completed": [d for d in newly_completed if d in completed],
                 "failed": newly_failed,
-                "counts": orjson.dumps({d.isoformat(): n for d, n in counts.items()}).decode(),
+                "counts": orjson.dumps({d.isoformat(): counts[d] for d in newly_completed}).decode(),
                 "total_fiches": job.total_fiches,
                 "completed_days": job.completed_days,
                 "progress": job.progress,
@@ -486,25 +565,23 @@ def _webhook(job: ProgressiveFetchJob, event: str) -> None:
 
 
 def _finalize_locked(job: ProgressiveFetchJob) -> bool:
-    """Finalize a job whose row lock the caller holds. Exactly once: the conditional update's row
-    count decides, whoever races here."""
+    """End a job whose row lock the caller holds. Exactly once: ``end_once``'s conditional update
+    decides, whoever races here (the updater, the reconciler, an operator)."""
     status = JobStatus.FAILED if job.dates_failed else JobStatus.COMPLETE
     now = timezone.now()
-    updated = ProgressiveFetchJob.objects.filter(
-        pk=job.pk, status__in=[JobStatus.PENDING, JobStatus.PROCESSING]
-    ).update(status=status, progress=100, dates_remaining=[], completed_at=now, updated_at=now, last_progress_at=now)
-    if updated != 1:
+    if not ProgressiveFetchJob.end_once(job.pk, status, now=now, progress=100, dates_remaining=[], updated_at=now):
         return False
     job.status, job.progress, job.dates_remaining, job.completed_at = status, 100, [], now
     event = EVENT_COMPLETE if status == JobStatus.COMPLETE else EVENT_FAILED
     trace("progressive_fetch_job_finalized", job_id=job.pk, status=status, failed_days=len(job.dates_failed))
-    publish(event, selectors.job_payload(job))
+    publish(event, job_payload(job))
     _webhook(job, event)
     return True
 
 
 def progressive_fetch_finalize_if_done(*, job_id: str) -> bool:
-    """The chord body's safety net: finalize a job with no date left that is not finalized."""
+    """The reconciler's (and the lost chord body's) safety net: finalize a job with no date left that
+    is not finalized."""
     with transaction.atomic():
         job = ProgressiveFetchJob.objects.select_for_update().filter(pk=job_id).first()
         if job is None or job.is_terminal or job.dates_remaining:
@@ -516,7 +593,7 @@ def progressive_fetch_finalize_now(*, job_id: str, reason: str = "finalized by a
     """Operator action: the remaining dates are marked failed with ``reason``, then the job ends."""
     with transaction.atomic():
         job = ProgressiveFetchJob.objects.select_for_update().filter(pk=job_id).first()
-        if job is None or job.status in TERMINAL_STATUSES:
+        if job is None or job.is_terminal:
             return False
         if job.dates_remaining:
             job.dates_failed = sorted(set(job.dates_failed) | set(job.dates_remaining))
@@ -526,8 +603,62 @@ def progressive_fetch_finalize_now(*, job_id: str, reason: str = "finalized by a
         return _finalize_locked(job)
 
 
+# --- The inbox: day outcomes to the updater --------------------------------------------------
+
+
+def _apply_reported(job_id: str, outcomes: list[list]) -> UpdateResult:
+    return progressive_fetch_apply_outcomes(
+        job_id=job_id, outcomes=[DayOutcome.from_json(o) for o in outcomes], invalidate_snapshot=False
+    )
+
+
+JOB_INBOX = Inbox(
+    name="fiches.progressive_fetch",
+    pending_prefix="progressive-fetch-outcomes",
+    lock_prefix="progressive-fetch-job",
+    lock_seconds=lambda: settings.PROGRESSIVE_FETCH_JOB_LOCK_SECONDS,
+    apply=_apply_reported,
+    is_applied=lambda job_id, outcome: outcome_is_applied(job_id=job_id, outcome=DayOutcome.from_json(outcome)),
+    touch=lambda job_id: [version_key(job_id)],  # the status snapshot, invalidated after each pass's commit
+)
+
+
+# --- The reconciler ---------------------------------------------------------------------------
+
+
+def _time_out(job: ProgressiveFetchJob) -> bool:
+    if not progressive_fetch_finalize_now(job_id=str(job.pk), reason="timed out (no progress)"):
+        return False
+    trace("reconcile_timed_out", job_id=job.pk, level=logging.WARNING)
+    return True
+
+
+def _finish(job: ProgressiveFetchJob) -> bool:
+    if not progressive_fetch_finalize_if_done(job_id=str(job.pk)):
+        return False
+    trace("reconcile_finalized", job_id=job.pk)
+    return True
+
+
+def _mark_redriven(job: ProgressiveFetchJob, now: datetime) -> None:
+    ProgressiveFetchJob.objects.filter(pk=job.pk).update(redriven_at=now)
+    trace("reconcile_redrive", job_id=job.pk, level=logging.WARNING, remaining=len(job.dates_remaining))
+
+
+RECONCILER: Reconciler[ProgressiveFetchJob] = Reconciler(
+    name="progressive_fetch",
+    stall_seconds=lambda: settings.PROGRESSIVE_FETCH_STALL_SECONDS,
+    deadline_seconds=lambda: settings.PROGRESSIVE_FETCH_DEADLINE_SECONDS,
+    time_out=_time_out,
+    is_done=lambda job: not job.dates_remaining,
+    finish=_finish,
+    mark_redriven=_mark_redriven,
+    names={"finished": "finalized"},
+)
+
+
 def progressive_fetch_reconcile(*, now: datetime | None = None) -> dict[str, list[str]]:
-    """Make every unfinished job end (the reconciler beat task):
+    """Make every unfinished job end (the reconciler beat task; ``RECONCILER``):
 
     - no progress (no date applied) for ``PROGRESSIVE_FETCH_DEADLINE_SECONDS``: remaining dates
       marked failed ("timed out"), the job ends failed. A job that keeps progressing is never
@@ -536,26 +667,7 @@ def progressive_fetch_reconcile(*, now: datetime | None = None) -> dict[str, lis
     - no progress for ``PROGRESSIVE_FETCH_STALL_SECONDS`` since its last progress or re-drive (or
       never dispatched): returned under ``redrive`` for the caller to re-dispatch (idempotent).
     """
-    now = now or timezone.now()
-    stall = timedelta(seconds=settings.PROGRESSIVE_FETCH_STALL_SECONDS)
-    deadline = timedelta(seconds=settings.PROGRESSIVE_FETCH_DEADLINE_SECONDS)
-    actions: dict[str, list[str]] = {"redrive": [], "finalized": [], "timed_out": []}
     unfinished = ProgressiveFetchJob.objects.filter(status__in=[JobStatus.PENDING, JobStatus.PROCESSING]).only(
-        "id", "created_at", "dispatched_at", "last_progress_at", "redriven_at", "dates_remaining"
+        "id", "status", "created_at", "dispatched_at", "last_progress_at", "redriven_at", "dates_remaining"
     )
-    for job in unfinished:
-        job_id = str(job.pk)
-        progressed_at = job.last_progress_at or job.dispatched_at or job.created_at
-        if now - progressed_at > deadline:
-            if progressive_fetch_finalize_now(job_id=job_id, reason="timed out (no progress)"):
-                actions["timed_out"].append(job_id)
-                trace("reconcile_timed_out", job_id=job_id, level=logging.WARNING)
-        elif not job.dates_remaining:
-            if progressive_fetch_finalize_if_done(job_id=job_id):
-                actions["finalized"].append(job_id)
-                trace("reconcile_finalized", job_id=job_id)
-        elif now - max(progressed_at, job.redriven_at or progressed_at) > stall:
-            ProgressiveFetchJob.objects.filter(pk=job.pk).update(redriven_at=now)
-            actions["redrive"].append(job_id)
-            trace("reconcile_redrive", job_id=job_id, level=logging.WARNING, remaining=len(job.dates_remaining))
-    return actions
+    return RECONCILER.run(unfinished, now=now)

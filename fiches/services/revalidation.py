@@ -66,6 +66,7 @@ def _fetch(
 class DayRefresh:
     fetched: bool  # the CRM was called
     fiches: int
+    skipped: str | None = None  # why ``check`` said not to fetch the date
 
 
 def sales_day_refresh(
@@ -75,6 +76,7 @@ def sales_day_refresh(
     job_id: str | None = None,
     crm_gate: Callable[[], AbstractContextManager] = nullcontext,
     max_wait: float = 1.0,
+    check: Callable[[], tuple[str | None, bool]] | None = None,
 ) -> DayRefresh:
     """Cache ``day``'s sales list from the CRM unless it is covered and not forced.
 
@@ -82,9 +84,17 @@ def sales_day_refresh(
     coverage once it has its turn. Raises ``LockNotAcquired`` when another fetch of the date runs,
     ``LimitBusy`` when a global limit is saturated, and the CRM client's errors. ``crm_gate`` wraps
     the CRM call only (a slot is held for the call, not for the database write that follows).
+    ``check``, if given, replaces the coverage check (under the date's lock): ``(reason to skip the
+    date or None, covered)`` — the caller's own conditions and the coverage in one statement.
     """
     with date_locks([day]):
-        if not force and selectors.is_date_covered(day):
+        if check is not None:
+            skip, covered = check()
+            if skip is not None:
+                return DayRefresh(fetched=False, fiches=0, skipped=skip)
+        else:
+            covered = not force and selectors.is_date_covered(day)
+        if not force and covered:
             return DayRefresh(fetched=False, fiches=0)
         if force:
             logger.info("force_refresh_refetching_cached_date", extra={"job_id": job_id, "date": day.isoformat()})
