@@ -118,12 +118,13 @@ def world(make_role, make_user) -> World:
     from audits.models import Audit, AuditStepResult, ControlPointResult
     from audits.services.reviews import recompute_audit, rescore_step
     from automation.models import AutomationRun, AutomationSchedule
+    from batches.models import Batch
     from fiches.models import FicheCache, FicheCacheDetails, Recording
     from fiches.notifications import JOB_WEBHOOK_SOURCE
     from products.models import Product
     from realtime.models import WebhookDelivery
     from tests.support import make_job
-    from transcriptions.models import Batch, Transcription
+    from transcriptions.models import Transcription
 
     everything = {key.replace("-", "_"): ("rw", "ALL") for key in PERMISSION_KEYS}
     mine = {key.replace("-", "_"): ("rw", "SELF") for key in PERMISSION_KEYS}

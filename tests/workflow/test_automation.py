@@ -85,7 +85,7 @@ def owner() -> User:
 
 
 def schedule(**fields) -> AutomationSchedule:
-    selection = {"mode": "dateRange", "startDate": DAY.isoformat(), "endDate": DAY.isoformat()}
+    selection = {"mode": "dateRange", "start_date": DAY.isoformat(), "end_date": DAY.isoformat()}
     selection.update(fields.pop("selection", {}))
     defaults = {
         "name": "Audit du jour",
@@ -130,7 +130,7 @@ def test_a_run_fetches_transcribes_and_audits_then_notifies_once_by_pusher_webho
     crm, stt, llm, pusher, receiver, mailbox, start = automation
     start("auto1")
     plan = schedule(
-        selection={"maxRecordingsPerFiche": 2},
+        selection={"max_recordings_per_fiche": 2},
         notify_on_complete=True,
         webhook_url=f"{receiver.origin}/hook",
         webhook_secret=SECRET,
@@ -183,7 +183,7 @@ def test_a_run_fetches_transcribes_and_audits_then_notifies_once_by_pusher_webho
     assert "completed" in text and str(run.pk) in text
 
     # Again at once, for the fiches not audited yet: the cooldown spares the CRM a second sales search.
-    plan.fiche_selection = {**plan.fiche_selection, "onlyUnaudited": True}
+    plan.fiche_selection = {**plan.fiche_selection, "only_unaudited": True}
     plan.notify_on_complete = False
     plan.save()
     again = run_ended(run_create(schedule=plan).pk)
@@ -198,7 +198,7 @@ def test_a_failing_transcription_is_retried_up_to_max_retries_and_continue_on_er
     stt.config.fail_call_ids = frozenset({"c-2227002-1"})  # 2227002's only recording always fails
 
     plan = schedule(
-        selection={"mode": "manual", "ficheIds": ["2227002", "2227004"]},
+        selection={"mode": "manual", "fiche_ids": ["2227002", "2227004"]},
         retry_failed=True,
         max_retries=2,
         notify_on_error=True,
@@ -219,7 +219,7 @@ def test_a_failing_transcription_is_retried_up_to_max_retries_and_continue_on_er
     stt.clear_requests()
     stop = schedule(
         name="Arrêt à la première erreur",
-        selection={"mode": "manual", "ficheIds": ["2227002", "2227004", "2227005", "2227000"]},
+        selection={"mode": "manual", "fiche_ids": ["2227002", "2227004", "2227005", "2227000"]},
         continue_on_error=False,
     )
     run = run_ended(run_create(schedule=stop).pk)
@@ -238,15 +238,15 @@ def test_a_worker_killed_mid_run_still_ends_the_run_once(automation):
 
     crm, stt, llm, pusher, receiver, mailbox, start = automation
     timing = {
-        "TRANSCRIPTION_CLAIM_LEASE_SECONDS": "3",
+        "CLAIM_LEASE_SECONDS": "3",
+        "CLAIM_HEARTBEAT_SECONDS": "1",
         "TRANSCRIPTION_STALL_SECONDS": "2",
         "AUTOMATION_STALL_SECONDS": "2",
         "AUDIT_STALL_SECONDS": "2",
-        "AUDIT_STEP_CLAIM_LEASE_SECONDS": "3",
     }
     first = start("auto3a", **timing)
     stt.config.latency_ms = 2000
-    plan = schedule(selection={"mode": "manual", "ficheIds": ["2227000", "2227002", "2227004"]})
+    plan = schedule(selection={"mode": "manual", "fiche_ids": ["2227000", "2227002", "2227004"]})
     run = run_create(schedule=plan)
     wait_for(lambda: stt.current_in_flight() >= 2, message="transcriptions in flight", interval=0.05)
     os.killpg(first.process.pid, signal.SIGKILL)

@@ -22,12 +22,13 @@ import pytest
 from django.db import connection, transaction
 from django.utils import timezone
 
+from core.tasks import apply_outcome
 from fiches.models import FicheCache, ProgressiveFetchJob
 from fiches.services.cache import cache_fiche_sales_summaries
-from fiches.services.jobs import progressive_fetch_dispatch, progressive_fetch_request
+from fiches.services.jobs import JOB_INBOX, progressive_fetch_dispatch, progressive_fetch_request
 from fiches.simulator import data as sim_data
 from fiches.simulator.server import CrmSimulator, SimulatorConfig
-from fiches.tasks import progressive_fetch_update_job, reconcile_progressive_jobs
+from fiches.tasks import reconcile_progressive_jobs
 from tests.workflow.conftest import Worker, wait_for, worker_env
 from tests.workflow.faults import (
     Recorder,
@@ -192,7 +193,7 @@ def test_1_duplicate_and_out_of_order_outcomes(stack, requester):
     deliveries = [d for d in days for _ in range(3)]  # every outcome three times, shuffled
     random.Random(7).shuffle(deliveries)
     for day in deliveries:
-        progressive_fetch_update_job.delay(job_id, day.isoformat(), True, None)
+        apply_outcome.delay(JOB_INBOX.name, job_id, [day.isoformat(), True, None])
 
     job = assert_job_ended_once(job_id, pusher=stack.pusher, receiver=stack.receiver)
     assert job.status == "complete" and sorted(job.dates_already_fetched) == days
@@ -272,7 +273,7 @@ def test_5_updater_lock_expires_while_its_holder_still_runs(stack, requester):
     stack.worker("f5")  # PROGRESSIVE_FETCH_JOB_LOCK_SECONDS=0.5 in this stack
     days = _days(date(2026, 3, 2), 3)
     job_id = _bare_job(stack, requester, days)
-    progressive_fetch_update_job.delay(job_id, days[0].isoformat(), True, None)
+    apply_outcome.delay(JOB_INBOX.name, job_id, [days[0].isoformat(), True, None])
     wait_for(lambda: len(ProgressiveFetchJob.objects.get(pk=job_id).dates_remaining) == 2, message="first outcome")
 
     held = threading.Event()
@@ -288,8 +289,8 @@ def test_5_updater_lock_expires_while_its_holder_still_runs(stack, requester):
     holder = threading.Thread(target=hold_row_lock)
     holder.start()
     held.wait(5)
-    progressive_fetch_update_job.delay(job_id, days[1].isoformat(), True, None)
-    progressive_fetch_update_job.delay(job_id, days[2].isoformat(), True, None)
+    apply_outcome.delay(JOB_INBOX.name, job_id, [days[1].isoformat(), True, None])
+    apply_outcome.delay(JOB_INBOX.name, job_id, [days[2].isoformat(), True, None])
 
     def blocked_on_row_lock() -> int:
         with connection.cursor() as cursor:

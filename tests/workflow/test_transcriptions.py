@@ -19,12 +19,13 @@ from django.db import connection
 from rest_framework.test import APIClient
 
 from accounts.tokens import issue_tokens
+from batches.models import Batch
 from fiches.services.details import fiche_ensure_details
 from fiches.simulator.server import CrmSimulator, SimulatorConfig
 from realtime.events import EVENTS
 from tests.workflow.conftest import Worker, wait_for, worker_env
 from tests.workflow.faults import Recorder
-from transcriptions.models import Batch, Transcription, TranscriptionRun
+from transcriptions.models import Transcription, TranscriptionRun
 from transcriptions.simulator.script import truth_for
 from transcriptions.simulator.server import SttSimulator, SttSimulatorConfig
 
@@ -278,7 +279,7 @@ def test_simultaneous_triggers_send_each_recording_once_and_end_the_run_once(sta
 
 def test_a_worker_killed_mid_call_never_doubles_a_call_and_the_run_ends_once(stack, user):
     crm, stt, pusher, start = stack
-    timing = {"TRANSCRIPTION_CLAIM_LEASE_SECONDS": "3", "TRANSCRIPTION_STALL_SECONDS": "2"}
+    timing = {"CLAIM_LEASE_SECONDS": "3", "CLAIM_HEARTBEAT_SECONDS": "1", "TRANSCRIPTION_STALL_SECONDS": "2"}
     first = start("stt4a", **timing)
     stt.config.latency_ms = 2500
     run_id = transcribe(user, FICHE_4)["run_id"]
