@@ -25,6 +25,7 @@ from datetime import date, datetime
 from typing import Any
 
 import orjson
+import psycopg
 from django.db import connection, transaction
 from django.db.backends.utils import CursorWrapper
 from django.utils import timezone
@@ -64,32 +65,35 @@ def _str_or_none(value: Any) -> str | None:
 _RECORDING_KEYS = frozenset(_RECORDING_COLUMNS)
 
 
-def _recording_row(fiche_id: str, rec: dict) -> dict:
+def _recording_row(fiche_id: str, rec: dict) -> tuple:
+    """A recording as a row of ``_REC_IN_COLUMNS`` (``raw_data`` as JSON text)."""
     get = rec.get
     duration = get("duration_seconds")
-    return {
-        "call_id": str(rec["call_id"]),
-        "fiche_ext": fiche_id,
-        "recording_url": _str_or_none(get("recording_url")),
-        "started_at": _str_or_none(get("started_at")),
-        "duration_seconds": None if duration is None else float(duration),
-        "direction": _str_or_none(get("direction")),
-        "from_number": _str_or_none(get("from_number")),
-        "to_number": _str_or_none(get("to_number")),
-        "raw_data": {} if rec.keys() <= _RECORDING_KEYS else {k: v for k, v in rec.items() if k not in _RECORDING_KEYS},
-    }
-
-
-# The incoming rows reach Postgres as one JSON parameter per table, read by ``jsonb_to_recordset`` in a
-# CTE named as the table it stands for: no temporary table (their catalog work cost more than a small
-# write itself, and a new one per database session) and no COPY round trips.
-_REC_IN = """
-_rec_in AS MATERIALIZED (
-    SELECT * FROM jsonb_to_recordset(%(recordings)s::jsonb) AS x(
-        call_id text, fiche_ext text, recording_url text, started_at timestamptz,
-        duration_seconds double precision, direction text, from_number text, to_number text, raw_data jsonb
+    extras = (
+        "{}" if rec.keys() <= _RECORDING_KEYS else _json({k: v for k, v in rec.items() if k not in _RECORDING_KEYS})
     )
-)"""
+    return (
+        str(rec["call_id"]),
+        fiche_id,
+        _str_or_none(get("recording_url")),
+        _str_or_none(get("started_at")),
+        None if duration is None else float(duration),
+        _str_or_none(get("direction")),
+        _str_or_none(get("from_number")),
+        _str_or_none(get("to_number")),
+        extras,
+    )
+
+
+# The incoming rows of a table reach Postgres in one of two ways (``_load``), under the same name so the
+# statements below read either: a small list as one bound JSON parameter read by ``jsonb_to_recordset``
+# in a CTE (no temporary table: its catalog work would cost more than a small write), a large one
+# COPY'd into a temporary table (parsing megabytes of JSON cost more than COPY).
+_COPY_ABOVE_ROWS = 2000
+_REC_IN_COLUMNS = (
+    "call_id text, fiche_ext text, recording_url text, started_at timestamptz, duration_seconds double precision, "
+    "direction text, from_number text, to_number text, raw_data jsonb"
+)
 # Fiches whose recordings may change in this call: the owners of the incoming recordings, and the
 # fiches a recording moves away from (read before the upsert). Only those are recounted.
 #
@@ -98,12 +102,10 @@ _rec_in AS MATERIALIZED (
 # ``recordings`` / ``fiche_cache`` per call (which made a job's cost grow with the cache's size).
 _TOUCHED = """
 SELECT r.fiche_id FROM _rec_in i
-JOIN LATERAL (SELECT r.fiche_id FROM recordings r WHERE r.call_id = i.call_id OFFSET 0) r ON true
-JOIN LATERAL (SELECT f.fiche_id FROM fiche_cache f WHERE f.id = r.fiche_id OFFSET 0) f ON true
+JOIN recordings r ON r.call_id = i.call_id JOIN fiche_cache f ON f.id = r.fiche_id
 WHERE f.fiche_id <> i.fiche_ext
 UNION
-SELECT f.id FROM (SELECT DISTINCT fiche_ext FROM _rec_in) i
-JOIN LATERAL (SELECT f.id FROM fiche_cache f WHERE f.fiche_id = i.fiche_ext OFFSET 0) f ON true
+SELECT f.id FROM fiche_cache f WHERE f.fiche_id IN (SELECT fiche_ext FROM _rec_in)
 """
 _REC_UPSERT = """
 INSERT INTO recordings AS r (
@@ -112,7 +114,7 @@ INSERT INTO recordings AS r (
 )
 SELECT i.call_id, f.id, i.recording_url, i.started_at, i.duration_seconds, i.direction, i.from_number,
        i.to_number, i.raw_data, now(), now()
-FROM _rec_in i JOIN LATERAL (SELECT f.id FROM fiche_cache f WHERE f.fiche_id = i.fiche_ext OFFSET 0) f ON true
+FROM _rec_in i JOIN fiche_cache f ON f.fiche_id = i.fiche_ext
 ORDER BY i.call_id
 ON CONFLICT (call_id) DO UPDATE SET
     fiche_id = EXCLUDED.fiche_id,
@@ -132,7 +134,6 @@ WHERE (r.fiche_id, r.recording_url, r.started_at, r.duration_seconds, r.directio
 """
 # Upsert the recordings and return the fiches to recount (their counts as read before the upsert).
 _RECORDINGS = f"""
-WITH {_REC_IN},
 touched AS MATERIALIZED ({_TOUCHED}),
 upserted AS ({_REC_UPSERT})
 SELECT DISTINCT fiche_id FROM touched
@@ -186,20 +187,17 @@ WHERE ({", ".join(f"f.{c}" for c in _SUMMARY)}) IS DISTINCT FROM ({", ".join(f"E
 # The dates fiches move away from (read before the upsert: a fiche leaving a date changes that date
 # too), and the upsert.
 _FICHES = f"""
-WITH _fiche_in AS MATERIALIZED (
-    SELECT * FROM jsonb_to_recordset(%(fiches)s::jsonb) AS x(
-        fiche_id text, cle text, sales_date date, groupe text, crm_user_id text, agent_name text,
-        prospect_nom text, prospect_prenom text, statut text, produit text, raw_data jsonb, rec_count int
-    )
-),
 moved AS MATERIALIZED (
-    SELECT DISTINCT f.sales_date FROM _fiche_in i
-    JOIN LATERAL (SELECT f.sales_date FROM fiche_cache f WHERE f.fiche_id = i.fiche_id OFFSET 0) f ON true
+    SELECT DISTINCT f.sales_date FROM _fiche_in i JOIN fiche_cache f ON f.fiche_id = i.fiche_id
     WHERE f.sales_date <> i.sales_date
 ),
 upserted AS ({_FICHE_UPSERT})
 SELECT sales_date FROM moved
 """
+_FICHE_IN_COLUMNS = (
+    "fiche_id text, cle text, sales_date date, groupe text, crm_user_id text, agent_name text, prospect_nom text, "
+    "prospect_prenom text, statut text, produit text, raw_data jsonb, rec_count int"
+)
 _DATES_UPSERT = """
 INSERT INTO fiche_sales_dates AS d (sales_date, last_fetched_at, fiche_count, last_error, last_error_at)
 SELECT t.d, %(fetched_at)s, t.n, NULL, NULL FROM unnest(%(dates)s::date[], %(counts)s::int[]) AS t(d, n)
@@ -229,35 +227,60 @@ def _summary(source: dict, prospect: dict) -> dict:
     }
 
 
-def _fiche_row(sale: dict, rec_count: int) -> dict:
+def _fiche_row(sale: dict, rec_count: int) -> tuple:
+    """A fiche of a sales list as a row of ``_FICHE_IN_COLUMNS`` (``raw_data`` as JSON text)."""
     prospect = sale.get("prospect") or {}
     raw = {k: v for k, v in sale.items() if k != "recordings"}
     raw[SALES_LIST_ONLY] = True
-    return {
-        "fiche_id": str(sale["fiche_id"]),
-        "cle": _str_or_none(sale.get("cle")),
-        **_summary(sale, prospect),
-        "raw_data": raw,
-        "rec_count": rec_count,
-    }
+    return (
+        str(sale["fiche_id"]),
+        _str_or_none(sale.get("cle")),
+        *_summary(sale, prospect).values(),
+        _json(raw),
+        rec_count,
+    )
 
 
-def _recount(cursor: CursorWrapper, touched: list[int]) -> None:
+def _recount(touched: list[int]) -> None:
     if touched:
-        cursor.execute(_RECOUNT, {"touched": touched})
+        with psycopg.Cursor(connection.connection) as bound:  # the ids bound, not quoted into the text
+            bound.execute(_RECOUNT, {"touched": touched})
 
 
-def _upsert_recordings(cursor: CursorWrapper, rows: Sequence[dict]) -> None:
+def _load(cursor: CursorWrapper, table: str, columns: str, rows: Sequence[tuple], statement: str, params: dict) -> list:
+    """Run ``statement`` (the tail of a ``WITH``) over ``rows`` read as ``table`` (see ``_COPY_ABOVE_ROWS``)
+    and return its rows. A JSON list goes as a bound parameter (the extended protocol, on a cursor of its
+    own on the same connection and transaction): quoted into the SQL text, it would cost more to escape
+    and for Postgres to parse than the statement itself."""
+    if len(rows) <= _COPY_ABOVE_ROWS:
+        names = [(c.split()[0], c.endswith(" jsonb")) for c in columns.split(", ")]
+        objects = [
+            {name: orjson.Fragment(v) if is_json else v for (name, is_json), v in zip(names, row, strict=True)}
+            for row in rows
+        ]
+        with psycopg.Cursor(connection.connection) as bound:
+            source = f"{table} AS MATERIALIZED (SELECT * FROM jsonb_to_recordset(%(rows)s::jsonb) AS x({columns}))"
+            bound.execute(f"WITH {source},\n{statement}", {**params, "rows": _json(objects)})
+            return bound.fetchall()
+    cursor.execute(f"CREATE TEMP TABLE {table} ({columns}) ON COMMIT DROP")
+    with cursor.copy(f"COPY {table} FROM STDIN") as copy:
+        for row in rows:
+            copy.write_row(row)
+    cursor.execute(f"WITH {statement}", params)
+    result = cursor.fetchall()
+    cursor.execute(f"DROP TABLE {table}")
+    return result
+
+
+def _upsert_recordings(cursor: CursorWrapper, rows: Sequence[tuple]) -> None:
     """Upsert recordings (deduplicated by call id) and recount the fiches they touch."""
-    if not rows:
-        return
-    cursor.execute(_RECORDINGS, {"recordings": _json(rows)})
-    _recount(cursor, [row[0] for row in cursor.fetchall()])
+    if rows:
+        _recount([row[0] for row in _load(cursor, "_rec_in", _REC_IN_COLUMNS, rows, _RECORDINGS, {})])
 
 
-def _dedupe_recordings(rows: Iterable[dict]) -> list[dict]:
+def _dedupe_recordings(rows: Iterable[tuple]) -> list[tuple]:
     """One row per call id (the last wins: bad upstream data must not break ON CONFLICT)."""
-    return list({row["call_id"]: row for row in rows}.values())
+    return list({row[0]: row for row in rows}.values())
 
 
 _DATES_LOCK = """
@@ -347,9 +370,9 @@ def cache_fiche_sales_summaries(
     written and the date is not marked again. ``covered_dates``: the dates the list was fetched
     for (so that an empty day counts as covered); defaults to the sales dates present in the list.
 
-    Round trips: one statement for an empty list; otherwise, in one transaction, the dates' lock,
-    one round trip for the fiches, the recordings and the dates, and the recount of the fiches whose
-    recordings moved.
+    Round trips: one statement for an empty list; otherwise, in one transaction, the dates' lock, one
+    statement for the fiches, one for the recordings (a large list: COPY and a temporary table each),
+    the recount of the fiches whose recordings moved, and the dates.
     """
     by_id: dict[str, dict] = {}
     for sale in fiches:  # the same fiche twice in one list: the last one wins
@@ -377,32 +400,21 @@ def cache_fiche_sales_summaries(
         )
         rec_counts: dict[str, int] = {}
         for row in recording_rows:
-            rec_counts[row["fiche_ext"]] = rec_counts.get(row["fiche_ext"], 0) + 1
+            rec_counts[row[1]] = rec_counts.get(row[1], 0) + 1
 
         touched = set(dates) | set(counts)
-        statements = []
         if sales:
-            statements.append(_FICHES)
-            if recording_rows:
-                statements.append(_RECORDINGS)
+            fiche_rows = [_fiche_row(s, rec_counts.get(str(s["fiche_id"]), 0)) for s in sales]
+            moved = _load(
+                cursor, "_fiche_in", _FICHE_IN_COLUMNS, fiche_rows, _FICHES, {"revalidated_at": revalidated_at}
+            )
+            touched |= {row[0] for row in moved}  # a fiche leaving a date changes that date too
+            _upsert_recordings(cursor, recording_rows)
         if dates:
-            statements.append(_DATES_UPSERT)
-        cursor.execute(
-            ";".join(statements),
-            {
-                "fiches": _json([_fiche_row(s, rec_counts.get(str(s["fiche_id"]), 0)) for s in sales]),
-                "recordings": _json(recording_rows),
-                "revalidated_at": revalidated_at,
-                "fetched_at": revalidated_at,
-                "dates": dates,
-                "counts": [counts.get(d, 0) for d in dates],
-            },
-        )
-        if sales:  # the results: the dates fiches moved away from, then the fiches to recount
-            touched |= {row[0] for row in cursor.fetchall()}
-            if recording_rows:
-                cursor.nextset()
-                _recount(cursor, [row[0] for row in cursor.fetchall()])
+            cursor.execute(
+                _DATES_UPSERT,
+                {"fetched_at": revalidated_at, "dates": dates, "counts": [counts.get(d, 0) for d in dates]},
+            )
     transaction.on_commit(lambda: bump_cache_version(touched))
     _log_cached(len(sales), len(recording_rows), dates)
     return CacheResult(fiches=len(sales), recordings=len(recording_rows), dates=dates)

@@ -34,6 +34,16 @@ from tests.fiches.conftest import FIRST_DAY
 
 pytestmark = pytest.mark.django_db
 
+
+@pytest.fixture(autouse=True, params=["json", "copy"])
+def row_transport(request, monkeypatch):
+    """Every invariant holds on both ways a list's rows reach Postgres: a bound JSON parameter (small
+    lists, as a day's) and COPY into temporary tables (large ones)."""
+    if request.param == "copy":
+        monkeypatch.setattr("fiches.services.cache._COPY_ABOVE_ROWS", 0)
+    return request.param
+
+
 T0 = datetime(2026, 2, 3, 8, 0, tzinfo=UTC)
 T1 = datetime(2026, 2, 3, 12, 0, tzinfo=UTC)
 T2 = datetime(2026, 2, 4, 12, 0, tzinfo=UTC)
