@@ -272,7 +272,7 @@ def _create_job(
 def progressive_fetch_dispatch(*, job_id: str, redrive: bool = False) -> list[date]:
     """Mark the job processing and return the dates to fan out (once; ``redrive`` re-sends the
     remaining dates of a job already dispatched). A job with nothing left is finalized."""
-    return _dispatch(job_id, redrive)[0]
+    return _mark_dispatched(job_id, redrive)[0]
 
 
 def progressive_fetch_fan_out(*, job_id: str, redrive: bool = False) -> int:
@@ -280,11 +280,11 @@ def progressive_fetch_fan_out(*, job_id: str, redrive: bool = False) -> int:
     messages: the updater ends the job, the reconciler is the safety net). The number sent."""
     from fiches.tasks import progressive_fetch_day
 
-    dates, force_refresh = _dispatch(job_id, redrive)
+    dates, force_refresh = _mark_dispatched(job_id, redrive)
     return fan_out(progressive_fetch_day, ((job_id, day.isoformat(), force_refresh) for day in dates))
 
 
-def _dispatch(job_id: str, redrive: bool) -> tuple[list[date], bool]:
+def _mark_dispatched(job_id: str, redrive: bool) -> tuple[list[date], bool]:
     with transaction.atomic():
         job = ProgressiveFetchJob.objects.select_for_update().filter(pk=job_id).first()
         if job is None or job.is_terminal:
