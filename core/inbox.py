@@ -45,7 +45,7 @@ from celery import shared_task
 
 from core.locks import LockNotAcquired
 from core.redis import get_redis
-from core.retry import INFRA_MAX_ERRORS, TRANSIENT_INFRA_ERRORS, error_budget_left, retry_after_error, retry_waiting
+from core.retry import TRANSIENT_INFRA_ERRORS, retry_infra, retry_waiting
 
 logger = logging.getLogger("core.inbox")
 
@@ -282,9 +282,6 @@ def apply_outcome(self: Any, inbox: str, run_id: str, outcome: list[Any], infra_
     except LockNotAcquired:
         raise retry_waiting(self, countdown=random.uniform(0.1, 0.5)) from None
     except TRANSIENT_INFRA_ERRORS as exc:
-        if not error_budget_left(self, max_errors=INFRA_MAX_ERRORS, counter="infra_attempts"):
-            logger.error("updater_infra_failed", extra={"inbox": inbox, "run_id": run_id, "error": str(exc)})
-            raise
-        logger.warning("updater_infra_retry", extra={"inbox": inbox, "run_id": run_id, "error": str(exc)})
-        raise retry_after_error(self, exc, base=0.5, cap=10.0, counter="infra_attempts") from None
+        retry_infra(self, exc)  # raises the retry while the budget lasts
+        raise  # spent: this message fails; the run's reconciler drives what it carried
     return "finalized" if result.finalized else "applied"

@@ -67,6 +67,23 @@ def record(what: str, after_restart: float, after_kill: float) -> None:
         log.write(f"{what}: ended {after_restart:.1f} s after the restart, {after_kill:.1f} s after the kill\n")
 
 
+def batch_after_restart(batch_id: str, what: str, killed_at: float, reconcile: str) -> Batch:
+    """Wait (beat running ``reconcile`` and the batch reconciler) for the batch to end; it must end
+    within ``RECOVERY_SECONDS`` of the restart that just happened. The times go to the record."""
+    restarted = time.monotonic()
+    with Beat(reconcile, "batches.tasks.reconcile_batches"):
+        batch = wait_for(
+            lambda: (b := Batch.objects.get(pk=batch_id)).status == "completed" and b,
+            timeout=RECOVERY_SECONDS + 30,
+            interval=0.5,
+            message="the batch to end",
+        )
+    took = time.monotonic() - restarted
+    assert took <= RECOVERY_SECONDS, f"the batch ended {took:.0f} s after the restart"
+    record(what, took, time.monotonic() - killed_at)
+    return batch
+
+
 def client_for(user) -> APIClient:
     client = APIClient()
     client.credentials(HTTP_AUTHORIZATION=f"Bearer {issue_tokens(user).access}")
@@ -130,17 +147,7 @@ def test_the_llm_worker_killed_mid_audit_batch(audit_stack, auditor):
         llm.config.latency_ms = 500
         second = io_worker(env, "loss-llm-b", "llm")
         workers.append(second)
-        restarted = time.monotonic()
-        with Beat("audits.tasks.reconcile_audits", "batches.tasks.reconcile_batches"):
-            batch = wait_for(
-                lambda: (b := Batch.objects.get(pk=batch_id)).status == "completed" and b,
-                timeout=RECOVERY_SECONDS + 30,
-                interval=0.5,
-                message="the batch to end",
-            )
-        took = time.monotonic() - restarted
-        assert took <= RECOVERY_SECONDS, f"the batch ended {took:.0f} s after the restart"
-        record("audit batch", took, time.monotonic() - killed_at)
+        batch = batch_after_restart(batch_id, "audit batch", killed_at, "audits.tasks.reconcile_audits")
         assert (batch.total, batch.completed, batch.failed) == (8, 8, 0)
         audits = Audit.objects.filter(fiche__fiche_id__in=fiche_ids)
         assert audits.count() == 8 and not audits.exclude(status="completed").exists()  # one audit a fiche
@@ -187,17 +194,9 @@ def test_the_stt_worker_killed_mid_transcription_batch(audit_stack, auditor):
         stt.config.latency_ms = 300
         second = io_worker(env, "loss-stt-b", "stt_high,stt,stt_low")
         workers.append(second)
-        restarted = time.monotonic()
-        with Beat("transcriptions.tasks.reconcile_transcription_runs", "batches.tasks.reconcile_batches"):
-            batch = wait_for(
-                lambda: (b := Batch.objects.get(pk=batch_id)).status == "completed" and b,
-                timeout=RECOVERY_SECONDS + 30,
-                interval=0.5,
-                message="the batch to end",
-            )
-        took = time.monotonic() - restarted
-        assert took <= RECOVERY_SECONDS, f"the batch ended {took:.0f} s after the restart"
-        record("transcription batch", took, time.monotonic() - killed_at)
+        batch = batch_after_restart(
+            batch_id, "transcription batch", killed_at, "transcriptions.tasks.reconcile_transcription_runs"
+        )
         assert (batch.total, batch.completed, batch.failed) == (10, 10, 0)
         rows = Transcription.objects.filter(fiche__fiche_id__in=fiche_ids)
         assert rows.count() == recordings and not rows.exclude(status="completed").exists()
