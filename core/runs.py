@@ -4,7 +4,7 @@ run, an audit, an automation run), and its exactly-once end.
 A run is created pending, its orchestrator marks it started and dispatched (its units fanned out), its
 serialized updater records progress (``last_progress_at``) as unit outcomes come in, and it ends
 exactly once: ``end_once`` is a conditional update on a status not yet terminal, so of any number of
-racing enders (the updater, the chord's safety net, the reconciler, an operator) exactly one changes
+racing enders (the updater, the reconciler, an operator) exactly one changes
 the row, and only that one publishes the terminal event and tells the finish hooks. The reconciler
 (``core.reconcile``) reads ``last_progress_at`` / ``redriven_at`` to re-drive a stalled run and to end
 one that made no progress for its deadline.

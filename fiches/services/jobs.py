@@ -580,7 +580,7 @@ def _finalize_locked(job: ProgressiveFetchJob) -> bool:
 
 
 def progressive_fetch_finalize_if_done(*, job_id: str) -> bool:
-    """The reconciler's (and the lost chord body's) safety net: finalize a job with no date left that
+    """The reconciler's safety net (and an earlier release's chord body's): finalize a job with no date left that
     is not finalized."""
     with transaction.atomic():
         job = ProgressiveFetchJob.objects.select_for_update().filter(pk=job_id).first()
