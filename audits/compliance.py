@@ -9,7 +9,10 @@
   weights, ``score_percentage``; ``niveau`` from the thresholds (EXCELLENT, BON, ACCEPTABLE,
   INSUFFISANT), REJET when any critical point or critical step is not passed; ``is_compliant`` =
   niveau at least ACCEPTABLE and not REJET; ``critical_issues`` = the critical points not passed;
-  ``needs_review`` when any point is ``uncertain``.
+  ``needs_review`` when any point is ``uncertain`` or ``pending``.
+- ``pending``: the AI's verdict on a point whose trust is withdrawn (``audits.services.trust``) is advice;
+  until a reviewer decides, the point counts like ``uncertain`` (not passed; a critical one is a critical
+  issue) and the audit needs review.
 """
 
 from __future__ import annotations
@@ -20,6 +23,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 PASS, FAIL, UNCERTAIN, NOT_APPLICABLE = "pass", "fail", "uncertain", "not_applicable"
+PENDING = "pending"  # an advisory AI verdict (the point's trust is withdrawn) no reviewer has decided yet
+_MISSED = (FAIL, UNCERTAIN, PENDING)  # not passed, and a critical miss when the point is critical
+_TO_REVIEW = (UNCERTAIN, PENDING)
 EXCELLENT, BON, ACCEPTABLE, INSUFFISANT, REJET = "EXCELLENT", "BON", "ACCEPTABLE", "INSUFFISANT", "REJET"
 COMPLIANT_NIVEAUX = frozenset({EXCELLENT, BON, ACCEPTABLE})
 
@@ -47,7 +53,7 @@ def step_score(*, weight: float, pass_ratio: float, points: Sequence[PointVerdic
     if not applicable:
         return StepScore(0.0, 0.0, True, False, 0, 0)
     passed = sum(1 for p in applicable if p.status == PASS)
-    critical_miss = any(p.is_critical and p.status in (FAIL, UNCERTAIN) for p in applicable)
+    critical_miss = any(p.is_critical and p.status in _MISSED for p in applicable)
     conforme = not critical_miss and passed / len(applicable) >= pass_ratio - 1e-9
     return StepScore(
         round(weight * passed / len(applicable), 4), float(weight), conforme, True, passed, len(applicable)
@@ -105,7 +111,7 @@ def audit_summary(steps: Sequence[StepOutcome], thresholds: Mapping[str, float])
         }
         for s in steps
         for p in s.points
-        if p.is_critical and p.status in (FAIL, UNCERTAIN)
+        if p.is_critical and p.status in _MISSED
     ]
     critical_step_missed = any(s.is_critical and s.score.included and not s.score.conforme for s in steps)
     rejected = bool(issues) or critical_step_missed
@@ -117,5 +123,5 @@ def audit_summary(steps: Sequence[StepOutcome], thresholds: Mapping[str, float])
         niveau=niveau,
         is_compliant=niveau in COMPLIANT_NIVEAUX,
         critical_issues=issues,
-        needs_review=any(p.status == UNCERTAIN for s in steps for p in s.points),
+        needs_review=any(p.status in _TO_REVIEW for s in steps for p in s.points),
     )

@@ -227,6 +227,11 @@ class PointStatus(models.TextChoices):
     NOT_APPLICABLE = "not_applicable"
 
 
+# The effective verdict of a point whose AI trust is withdrawn until a reviewer decides (never stored as a
+# verdict: compliance counts it as not passed and the audit as needing review).
+PENDING = "pending"
+
+
 class ControlPointResult(models.Model):
     step_result = models.ForeignKey(AuditStepResult, on_delete=models.CASCADE, related_name="control_points")
     index = models.PositiveIntegerField()
@@ -259,6 +264,11 @@ class ControlPointResult(models.Model):
         default=False,
         help_text="A reviewer-guided rerun changed this AI verdict (the one before it is kept in unguided_status).",
     )
+    advisory = models.BooleanField(
+        default=False,
+        help_text="The point's AI trust was withdrawn when this verdict was made: it is advice, and the point is "
+        "pending until a reviewer decides.",
+    )
 
     class Meta:
         db_table = "audit_control_point_results"
@@ -270,8 +280,11 @@ class ControlPointResult(models.Model):
 
     @property
     def effective_status(self) -> str:
-        """The verdict that counts for scoring: the reviewer's, else the AI's after the gate."""
-        return self.human_status or self.status
+        """The verdict that counts for scoring: the reviewer's, else ``pending`` for an advisory AI verdict,
+        else the AI's after the gate."""
+        if self.human_status:
+            return self.human_status
+        return PENDING if self.advisory else self.status
 
     @property
     def unguided_ai_status(self) -> str:
@@ -313,6 +326,17 @@ class HumanReview(models.Model):
     )
     step_score_before = models.FloatField(null=True, blank=True)
     step_score_after = models.FloatField(null=True, blank=True)
+    ai_first_status = models.CharField(
+        max_length=16,
+        choices=PointStatus.choices,
+        null=True,
+        blank=True,
+        help_text="The AI's own verdict (after the gate, before any guided rerun) then: what trust measures.",
+    )
+    config = models.ForeignKey(
+        AuditConfig, null=True, blank=True, on_delete=models.CASCADE, related_name="+", help_text="The audit's."
+    )
+    step_position = models.PositiveIntegerField(null=True, blank=True)
     reviewer = models.ForeignKey(
         settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
     )
@@ -321,6 +345,12 @@ class HumanReview(models.Model):
     class Meta:
         db_table = "audit_step_result_human_reviews"
         ordering = ["created_at", "id"]
+        indexes = [
+            # The trust window: a control point's latest reviews.
+            models.Index(
+                fields=["config", "step_position", "control_point_index", "-created_at"], name="audit_review_trust"
+            )
+        ]
 
     def __str__(self) -> str:
         return f"review of {self.step_result_id}.{self.control_point_index}: {self.status}"
@@ -375,3 +405,111 @@ class RerunEvent(models.Model):
 
     def __str__(self) -> str:
         return f"rerun {self.id} of step {self.position} ({self.status})"
+
+
+class TrustState(models.TextChoices):
+    TRUSTED = "trusted"
+    WITHDRAWN = "withdrawn"
+
+
+class ControlPointTrust(models.Model):
+    """Whether the AI's verdict on one control point of a config decides on its own (``trusted``) or is
+    advice a reviewer must confirm (``withdrawn``), from the rolling agreement of its latest reviews. Keyed
+    like calibration: the config, the step's position and the point's index (across versions)."""
+
+    config = models.ForeignKey(AuditConfig, on_delete=models.CASCADE, related_name="trust")
+    step_position = models.PositiveIntegerField()
+    control_point_index = models.PositiveIntegerField()
+    state = models.CharField(max_length=16, choices=TrustState.choices, default=TrustState.TRUSTED)
+    kappa = models.FloatField(null=True, blank=True, help_text="Cohen's kappa over the window, when last computed.")
+    agreement = models.FloatField(null=True, blank=True)
+    sample_size = models.PositiveIntegerField(default=0, help_text="Reviews in the window.")
+    computed_at = models.DateTimeField(null=True, blank=True)
+    changed_at = models.DateTimeField(null=True, blank=True, help_text="When the state last changed.")
+
+    class Meta:
+        db_table = "audit_control_point_trust"
+        ordering = ["config_id", "step_position", "control_point_index"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["config", "step_position", "control_point_index"], name="audit_control_point_trust_key"
+            )
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.config_id} {self.step_position}.{self.control_point_index}: {self.state}"
+
+
+class ControlPointTrustChange(models.Model):
+    """One change of a control point's trust state: when, and the window's figures that decided it."""
+
+    trust = models.ForeignKey(ControlPointTrust, on_delete=models.CASCADE, related_name="changes")
+    state = models.CharField(max_length=16, choices=TrustState.choices)
+    previous_state = models.CharField(max_length=16, choices=TrustState.choices)
+    kappa = models.FloatField(null=True, blank=True)
+    agreement = models.FloatField(null=True, blank=True)
+    sample_size = models.PositiveIntegerField()
+    at = models.DateTimeField(auto_now_add=True, db_index=True)
+
+    class Meta:
+        db_table = "audit_control_point_trust_changes"
+        ordering = ["at", "id"]
+
+    def __str__(self) -> str:
+        return f"{self.previous_state} → {self.state} (kappa {self.kappa}, n={self.sample_size})"
+
+
+class DisputeStatus(models.TextChoices):
+    OPEN = "open"
+    ACCEPTED = "accepted"
+    REJECTED = "rejected"
+
+
+class Dispute(models.Model):
+    """An agent contesting one control point's verdict on their sale; a reviewer accepts it (the verdict
+    changes through the review path) or rejects it, with a comment either way."""
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    audit = models.ForeignKey(Audit, on_delete=models.CASCADE, related_name="disputes")
+    step_result = models.ForeignKey(AuditStepResult, on_delete=models.CASCADE, related_name="disputes")
+    step_position = models.PositiveIntegerField()
+    control_point_index = models.PositiveIntegerField()
+    status = models.CharField(max_length=16, choices=DisputeStatus.choices, default=DisputeStatus.OPEN)
+    comment = models.TextField(help_text="The agent's reason.")
+    proposed_status = models.CharField(
+        max_length=16, choices=PointStatus.choices, help_text="The verdict the agent asks for."
+    )
+    verdict_before = models.CharField(max_length=16, help_text="The verdict that counted when it was raised.")
+    verdict_after = models.CharField(max_length=16, blank=True, default="", help_text="The verdict once resolved.")
+    raised_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    created_at = models.DateTimeField(auto_now_add=True, db_index=True)
+    resolution_comment = models.TextField(blank=True, default="")
+    resolved_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    resolved_at = models.DateTimeField(null=True, blank=True)
+    review = models.ForeignKey(
+        HumanReview,
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="+",
+        help_text="Accepted: the review.",
+    )
+
+    class Meta:
+        db_table = "audit_disputes"
+        ordering = ["created_at", "id"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["step_result", "control_point_index"],
+                condition=models.Q(status="open"),
+                name="audit_one_open_dispute_per_point",
+            )
+        ]
+        indexes = [models.Index(fields=["status", "created_at"], name="audit_disputes_status")]
+
+    def __str__(self) -> str:
+        return f"dispute of {self.step_position}.{self.control_point_index} ({self.status})"

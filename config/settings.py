@@ -51,6 +51,7 @@ INSTALLED_APPS = [
     "products.apps.ProductsConfig",
     "chat.apps.ChatConfig",
     "automation.apps.AutomationConfig",
+    "review_queues.apps.ReviewQueuesConfig",
 ]
 
 MIDDLEWARE = [
@@ -392,6 +393,26 @@ AUDIT_DEADLINE_SECONDS = env.int("AUDIT_DEADLINE_SECONDS", default=3600)
 AUDIT_TRANSCRIPTION_WAIT_SECONDS = env.int("AUDIT_TRANSCRIPTION_WAIT_SECONDS", default=3600)
 # Most fiches in one POST /api/audits/batch.
 AUDIT_BATCH_MAX = env.int("AUDIT_BATCH_MAX", default=100)
+
+# --- The QA loop: disputes, trust per control point, review queues -----------------------------------
+# An agent may dispute a verdict of their sale's audit this many days after it completed.
+AUDIT_DISPUTE_WINDOW_DAYS = env.int("AUDIT_DISPUTE_WINDOW_DAYS", default=14)
+# Trust per control point: over its latest AUDIT_TRUST_WINDOW reviews, kappa below AUDIT_TRUST_MIN_KAPPA
+# with at least AUDIT_TRUST_MIN_REVIEWS of them withdraws the AI's trust (its verdicts become advice until
+# a reviewer decides); kappa back at the minimum restores it.
+AUDIT_TRUST_WINDOW = env.int("AUDIT_TRUST_WINDOW", default=50)
+AUDIT_TRUST_MIN_KAPPA = env.float("AUDIT_TRUST_MIN_KAPPA", default=0.6)
+AUDIT_TRUST_MIN_REVIEWS = env.int("AUDIT_TRUST_MIN_REVIEWS", default=20)
+if not 1 <= AUDIT_TRUST_MIN_REVIEWS <= AUDIT_TRUST_WINDOW:
+    raise ImproperlyConfigured(
+        f"AUDIT_TRUST_MIN_REVIEWS ({AUDIT_TRUST_MIN_REVIEWS}) must be between 1 and AUDIT_TRUST_WINDOW "
+        f"({AUDIT_TRUST_WINDOW})."
+    )
+# A reviewer's claim on a queue item lasts this long unless renewed; then the item returns to the queue.
+REVIEW_QUEUE_LEASE_SECONDS = env.int("REVIEW_QUEUE_LEASE_SECONDS", default=900)
+# Beat re-enters the audits completed in the last REVIEW_QUEUE_SWEEP_HOURS (an entry lost with the broker),
+# tops up the sample of closed weeks and returns expired claims.
+REVIEW_QUEUE_SWEEP_HOURS = env.int("REVIEW_QUEUE_SWEEP_HOURS", default=48)
 
 # --- Spending limits per user (LLM and speech-to-text money; core/limits.py `spending`) ----------
 # Each kind: a rate ("30/m", "5/s", "off") and a burst (requests at once); over it, 429

@@ -29,10 +29,11 @@ from audits.models import (
     RerunStatus,
     StepStatus,
 )
-from audits.services import finish, request, steps
+from audits.services import finish, request, steps, trust
 from core.dispatch import dispatch_on_commit
 from core.exceptions import ConflictError, InvalidInput, NotFoundError
 from core.formats import iso
+from core.hooks import FinishHooks
 from core.leases import Lease, claim_lease, lease_seconds, new_token
 from realtime.publisher import publish
 
@@ -123,6 +124,18 @@ def recompute_audit(audit: Audit) -> compliance.Summary:
 
 
 @dataclass(frozen=True)
+class Reviewed:
+    audit: Audit
+    position: int
+    user: User | None
+
+
+# Told of each review after its commit (the review queues complete the reviewer's claimed item).
+audit_reviewed: FinishHooks[Reviewed] = FinishHooks("audit_reviewed")
+on_audit_reviewed = audit_reviewed.register
+
+
+@dataclass(frozen=True)
 class ReviewResult:
     reviews: list[HumanReview]
     step: AuditStepResult
@@ -172,6 +185,9 @@ def review_create(
                 status=status,
                 comment=comment,
                 ai_status=p.status,
+                ai_first_status=p.unguided_ai_status,
+                config_id=locked.config_id,
+                step_position=position,
                 previous_status=previous[p.index],
                 step_score_before=before,
                 step_score_after=row.score,
@@ -179,8 +195,24 @@ def review_create(
             )
             for p in points
         )
-        recompute_audit(locked)
+        summary = recompute_audit(locked)
         locked.refresh_from_db()
+        for p in points:  # the review may tip the point's trust window
+            trust.refresh(config_id=locked.config_id, step_position=position, control_point_index=p.index)
+        publish(
+            "audit.reviewed",
+            {
+                "audit_id": str(locked.pk),
+                "step_position": position,
+                "control_point_indexes": [p.index for p in points],
+                "review_status": status,
+                "niveau": summary.niveau,
+                "score_percentage": summary.score_percentage,
+                "needs_review": summary.needs_review,
+                "status": "reviewed",
+            },
+        )
+        audit_reviewed.fire(Reviewed(audit=locked, position=position, user=user))
     logger.info(
         "audit_reviewed",
         extra={"audit_id": str(audit.pk), "position": position, "index": control_point_index, "status": status},

@@ -28,6 +28,7 @@ from audits.models import (
 )
 from audits.prompts import STEP_ANSWER_SCHEMA_NAME, ControlPointSpec, StepAnswer, StepSpec, build_step_messages
 from audits.prompts import prompt_hash as hash_prompt
+from audits.services import trust
 from audits.transcript_tools import TOOL_SPECS, TranscriptTools
 from core.leases import Lease, lease_seconds, new_token
 from core.leases import claim_lease as lease_of
@@ -276,7 +277,10 @@ def step_store(
 def write_points(row: AuditStepResult, gated: list[GatedPoint], *, guided: bool = False) -> None:
     """Replace the control point results named in ``gated`` (and their citations). ``guided``: the
     verdicts come from a reviewer-guided rerun, so the AI's unguided verdict of each point is kept
-    (calibration measures the AI, not the reruns)."""
+    (calibration measures the AI, not the reruns). A point whose AI trust is withdrawn now
+    (``audits.services.trust``) gets its verdict as advice: ``advisory``, pending until a reviewer decides."""
+    config_id = Audit.objects.filter(pk=row.audit_id).values_list("config_id", flat=True).get()
+    advisory = trust.withdrawn_indexes(config_id, row.position)
     existing = ControlPointResult.objects.filter(step_result=row, index__in=[g.index for g in gated])
     previous = {
         index: (unguided, was_guided)
@@ -295,6 +299,7 @@ def write_points(row: AuditStepResult, gated: list[GatedPoint], *, guided: bool 
             gate_reason=g.gate_reason,
             unguided_status=unguided if keep else g.status,
             guided=guided or was_guided,
+            advisory=g.index in advisory,
         )
         Citation.objects.bulk_create(
             Citation(

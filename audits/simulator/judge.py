@@ -692,6 +692,16 @@ def flip_negation(text: str) -> str | None:
     return None
 
 
+def wrong_verdict(point: ControlPointSpec) -> dict[str, Any]:
+    """The ``wrong_point`` knob: ``fail`` without quotes, whatever the call says."""
+    return {
+        "index": point.index,
+        "status": "fail",
+        "quotes": [],
+        "rationale": "L'agent n'a pas abordé ce point pendant l'appel.",
+    }
+
+
 def dodge(point: ControlPointSpec) -> dict[str, Any]:
     """The ``dodge`` lie: ``not_applicable`` without evidence, whatever the point."""
     return {

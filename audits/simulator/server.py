@@ -22,7 +22,9 @@ quote), ``dodge_rate`` (per point: ``not_applicable`` without evidence, whatever
 (per point: ``pass`` quoting the other party's words — the client's for an agent point — claimed as the point's
 speaker), ``bad_json_rate``, ``length_rate``, ``refusal_rate``, ``content_filter_rate``; quirks ``no_json_schema``
 (400 on a json_schema response format), ``args_as_object``, ``no_tool_ids``, ``fenced_json``, ``no_usage``;
-``api_key`` (a different bearer → 401) and ``model``. The answer's dice are seeded by the seed and the request's
+``api_key`` (a different bearer → 401), ``model``, and ``wrong_point`` (a text: every control point whose question
+contains it, case-insensitively, is answered ``fail`` without quotes whatever the call says — a model
+systematically wrong on one point, for trust and calibration). The answer's dice are seeded by the seed and the request's
 content, so the same request gets the same answer whatever the order of requests; ``fail_rate`` draws from one
 seeded sequence per server, so a retried request may succeed.
 """
@@ -66,7 +68,8 @@ _RATES = (
 _COUNTS = ("latency_ms", "stream_token_delay_ms", "burst_429", "bad_json_next")
 _QUIRKS = ("no_json_schema", "args_as_object", "no_tool_ids", "fenced_json", "no_usage")
 ENV_VARS: dict[str, str] = {
-    knob: f"LLM_SIM_{knob.upper()}" for knob in ("seed", *_COUNTS, *_RATES, *_QUIRKS, "api_key", "model")
+    knob: f"LLM_SIM_{knob.upper()}"
+    for knob in ("seed", *_COUNTS, *_RATES, *_QUIRKS, "api_key", "model", "wrong_point")
 }
 CHAT_PATH = "/v1/chat/completions"
 MODELS_PATH = "/v1/models"
@@ -103,6 +106,7 @@ class SimulatorConfig:
     no_usage: bool = False
     api_key: str | None = None
     model: str = "llm-simulator"
+    wrong_point: str = ""
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> SimulatorConfig:
@@ -153,6 +157,8 @@ def _parse_text(knob: str, text: str) -> Any:
         return float(text)
     if knob in ("api_key", "model"):
         return text or None
+    if knob == "wrong_point":
+        return text
     return int(text)
 
 
@@ -172,6 +178,10 @@ def _check_knob(knob: str, value: Any) -> Any:
         if value is not None and not isinstance(value, str):
             raise ValueError(f"{knob} must be a string or null")
         return value or None
+    if knob == "wrong_point":
+        if not isinstance(value, str):
+            raise ValueError(f"{knob} must be a string ('' : off)")
+        return value.strip()
     if knob == "model":
         if not isinstance(value, str) or not value.strip():
             raise ValueError(f"{knob} must be a non-empty string")
@@ -532,6 +542,9 @@ class _Handler(BaseHTTPRequestHandler):
         items = answer.get("control_points", [])
         for position, item in enumerate(items):
             point = points.get(item.get("index"))
+            if point is not None and config.wrong_point and config.wrong_point.lower() in point.question.lower():
+                items[position] = judge.wrong_verdict(point)
+                continue
             if point is not None and _rolls(config, config.dodge_rate, digest, "dodge", point.index):
                 items[position] = judge.dodge(point)
                 continue

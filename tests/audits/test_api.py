@@ -851,6 +851,8 @@ def test_an_audit_in_the_documented_shape(audits, config, auditor, auth_client):
                     "conditional": False,
                     "speaker": "agent",
                     "human_status": None,
+                    "advisory": False,
+                    "pending_review": False,
                     "rationale": "Il se présente.",
                     # verified quotes only, in the transcript's own words, by position
                     "citations": [
@@ -885,6 +887,8 @@ def test_an_audit_in_the_documented_shape(audits, config, auditor, auth_client):
                     "conditional": False,
                     "speaker": "agent",
                     "human_status": None,
+                    "advisory": False,
+                    "pending_review": False,
                     "rationale": "Numéro déformé.",
                     "citations": [],
                     "rejected_citations": [{"text": "ORIAS numéro 07 999 999", "reason": "number_mismatch"}],
@@ -916,6 +920,8 @@ def test_an_audit_in_the_documented_shape(audits, config, auditor, auth_client):
                     "conditional": False,
                     "speaker": "agent",
                     "human_status": None,
+                    "advisory": False,
+                    "pending_review": False,
                     "rationale": "",
                     "citations": [],
                     "rejected_citations": [],

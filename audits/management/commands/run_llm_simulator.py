@@ -36,6 +36,7 @@ KNOB_HELP = {
     "no_usage": "true: responses without usage",
     "api_key": "bearer token required on the API (none by default)",
     "model": "model id listed by /v1/models",
+    "wrong_point": "text: every control point whose question contains it is answered fail without quotes",
 }
 
 
