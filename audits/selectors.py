@@ -4,6 +4,8 @@ history of reruns and reviews, and the calibration of the AI against reviewers."
 
 from __future__ import annotations
 
+import math
+import statistics
 import uuid
 from collections import Counter, defaultdict
 from dataclasses import dataclass
@@ -14,11 +16,16 @@ from django.db.models import Prefetch, QuerySet
 
 from accounts.permissions import can_access, scope_queryset
 from audits.models import (
+    PENDING,
     Audit,
     AuditControlPointDefinition,
     AuditStepResult,
     Citation,
     ControlPointResult,
+    ControlPointTrust,
+    ControlPointTrustChange,
+    Dispute,
+    DisputeStatus,
     HumanReview,
     RerunEvent,
 )
@@ -99,6 +106,8 @@ def _point(result: ControlPointResult, definition: Any) -> dict[str, Any]:
         "conditional": definition.conditional if definition else False,
         "speaker": definition.speaker if definition else "agent",
         "human_status": result.human_status,
+        "advisory": result.advisory,
+        "pending_review": result.effective_status == PENDING,
         "rationale": result.rationale,
         "citations": [_citation(c) for c in citations if c.verified],
         "rejected_citations": [{"text": c.quote, "reason": c.reason} for c in citations if not c.verified],
@@ -268,7 +277,7 @@ def _who(user: Any) -> str | None:
 
 
 def audit_history(audit: Audit) -> list[dict[str, Any]]:
-    """Reruns and reviews of an audit, oldest first."""
+    """Reruns, reviews and disputes of an audit, oldest first (a dispute at the time it was raised)."""
     entries: list[tuple[datetime, dict[str, Any]]] = []
     for e in RerunEvent.objects.filter(audit=audit).select_related("requested_by"):
         entries.append(
@@ -312,6 +321,8 @@ def audit_history(audit: Audit) -> list[dict[str, Any]]:
                 },
             )
         )
+    for d in Dispute.objects.filter(audit=audit).select_related("raised_by", "resolved_by"):
+        entries.append((d.created_at, {"type": "dispute", "at": iso(d.created_at), **dispute_dict(d)}))
     entries.sort(key=lambda item: (item[0], item[1]["type"]))
     return [entry for _, entry in entries]
 
@@ -330,7 +341,12 @@ def cohen_kappa(pairs: list[tuple[str, str]]) -> float | None:
 
 
 def calibration(
-    audits: QuerySet[Audit], *, config_id: int, date_from: datetime | None = None, date_to: datetime | None = None
+    audits: QuerySet[Audit],
+    *,
+    config_id: int,
+    date_from: datetime | None = None,
+    date_to: datetime | None = None,
+    with_trust: bool = False,
 ) -> dict[str, Any]:
     """Per control point of a config: reviewed verdicts, agreement between the AI and the reviewer, Cohen's
     kappa and the confusion counts; lowest kappa first.
@@ -338,7 +354,9 @@ def calibration(
     The AI's verdict is its own, after the evidence gate and **before any reviewer-guided rerun**
     (``unguided_status``): a rerun a reviewer steered towards their answer would otherwise count as the AI
     agreeing. Guided verdicts are reported beside it (``guided_reruns``, ``guided_agreements``), never in the
-    agreement or kappa."""
+    agreement or kappa. Each point has a 95 % confidence interval of its kappa; ``with_trust`` (a reader of
+    audit-configs: trust is config data, computed over every reviewer's window) adds its trust state, rolling
+    figures and changes."""
     points = ControlPointResult.objects.filter(
         step_result__audit__in=audits.filter(config_id=config_id), human_status__isnull=False
     )
@@ -371,6 +389,7 @@ def calibration(
         (d.step_id, d.index): d
         for d in AuditControlPointDefinition.objects.filter(step_id__in={v[1] for v in latest.values()})
     }
+    trusts = trust_by_point(config_id) if with_trust else {}
     result: list[dict[str, Any]] = []
     for key, pairs in grouped.items():
         _, step_id, step_name = latest[key]
@@ -390,9 +409,11 @@ def calibration(
                 "agreements": agreed,
                 "agreement_rate": round(agreed / len(pairs), 4),
                 "kappa": cohen_kappa(pairs),
+                "kappa_ci95": kappa_interval(pairs),
                 "confusion": {ai: dict(humans) for ai, humans in sorted(confusion.items())},
                 "guided_reruns": len(guided[key]),
                 "guided_agreements": sum(guided[key]),
+                **({"trust": trust_dict(trusts.get(key))} if with_trust else {}),
             }
         )
     result.sort(key=lambda r: (r["kappa"] is None, r["kappa"] if r["kappa"] is not None else 0, -r["reviewed"]))
@@ -403,4 +424,176 @@ def calibration(
         "to": iso(date_to),
         "reviewed": total,
         "control_points": result,
+    }
+
+
+def kappa_interval(pairs: list[tuple[str, str]]) -> list[float] | None:
+    """A 95 % confidence interval of Cohen's kappa (the large-sample standard error of Cohen, 1960:
+    sqrt(po (1 - po) / (n (1 - pe)^2))), clipped to [-1, 1]; None when kappa is undefined."""
+    n = len(pairs)
+    kappa = cohen_kappa(pairs)
+    if not n or kappa is None:
+        return None
+    observed = sum(a == h for a, h in pairs) / n
+    ai, human = Counter(a for a, _ in pairs), Counter(h for _, h in pairs)
+    expected = sum(ai[label] * human[label] for label in set(ai) | set(human)) / (n * n)
+    se = math.sqrt(observed * (1 - observed) / (n * (1 - expected) ** 2))
+    return [round(max(-1.0, kappa - 1.96 * se), 4), round(min(1.0, kappa + 1.96 * se), 4)]
+
+
+# --- Trust per control point ------------------------------------------------------------------------------
+
+
+def trust_change_dict(change: ControlPointTrustChange) -> dict[str, Any]:
+    return {
+        "at": iso(change.at),
+        "state": change.state,
+        "previous_state": change.previous_state,
+        "kappa": change.kappa,
+        "agreement": change.agreement,
+        "sample_size": change.sample_size,
+    }
+
+
+def trust_dict(trust: ControlPointTrust | None) -> dict[str, Any]:
+    """A point's trust: state, the rolling window's figures, and every change of state (oldest first)."""
+    if trust is None:
+        return {
+            "state": "trusted",
+            "kappa": None,
+            "agreement": None,
+            "sample_size": 0,
+            "computed_at": None,
+            "changed_at": None,
+            "changes": [],
+        }
+    return {
+        "state": trust.state,
+        "kappa": trust.kappa,
+        "agreement": trust.agreement,
+        "sample_size": trust.sample_size,
+        "computed_at": iso(trust.computed_at),
+        "changed_at": iso(trust.changed_at),
+        "changes": [trust_change_dict(c) for c in trust.changes.all()],
+    }
+
+
+def trust_by_point(config_id: int) -> dict[tuple[int, int], ControlPointTrust]:
+    rows = ControlPointTrust.objects.filter(config_id=config_id).prefetch_related(
+        Prefetch("changes", queryset=ControlPointTrustChange.objects.order_by("at", "id"))
+    )
+    return {(t.step_position, t.control_point_index): t for t in rows}
+
+
+def config_trust(config_id: int) -> dict[str, Any]:
+    """Every control point of a config's current version with its trust (config data: audit-configs readers)."""
+    from audits.models import AuditConfig
+
+    config = AuditConfig.objects.select_related("current_version").filter(pk=config_id).first()
+    if config is None:
+        raise NotFoundError(f"No audit config {config_id}.", code="audit_config_not_found")
+    known = trust_by_point(config_id)
+    points = []
+    if config.current_version is not None:
+        for d in AuditControlPointDefinition.objects.filter(step__config_version=config.current_version).select_related(
+            "step"
+        ):
+            key = (d.step.position, d.index)
+            points.append(
+                {
+                    "step_position": key[0],
+                    "control_point_index": key[1],
+                    "question": d.question,
+                    "is_critical": d.is_critical,
+                    "trust": trust_dict(known.pop(key, None)),
+                }
+            )
+    for key, trust in sorted(known.items()):  # points of older versions
+        points.append(
+            {
+                "step_position": key[0],
+                "control_point_index": key[1],
+                "question": "",
+                "is_critical": False,
+                "trust": trust_dict(trust),
+            }
+        )
+    points.sort(key=lambda p: (p["step_position"], p["control_point_index"]))
+    return {"audit_config_id": config_id, "control_points": points}
+
+
+# --- Disputes ---------------------------------------------------------------------------------------------
+
+
+def dispute_dict(d: Dispute) -> dict[str, Any]:
+    return {
+        "id": str(d.pk),
+        "audit_id": str(d.audit_id),
+        "step_position": d.step_position,
+        "control_point_index": d.control_point_index,
+        "status": d.status,
+        "comment": d.comment,
+        "proposed_status": d.proposed_status,
+        "verdict_before": d.verdict_before,
+        "verdict_after": d.verdict_after or None,
+        "raised_by": _who(d.raised_by),
+        "created_at": iso(d.created_at),
+        "resolution_comment": d.resolution_comment or None,
+        "resolved_by": _who(d.resolved_by),
+        "resolved_at": iso(d.resolved_at),
+    }
+
+
+def disputes_for(user: User, *, action: str = "read") -> QuerySet[Dispute]:
+    """Disputes on audits in the user's ``audits`` scope."""
+    return Dispute.objects.filter(audit__in=audits_for(user, action=action)).select_related("raised_by", "resolved_by")
+
+
+def dispute_for_user(user: User, dispute_id: object, *, action: str = "read") -> Dispute:
+    try:
+        key = uuid.UUID(str(dispute_id))
+    except ValueError:
+        key = None
+    dispute = Dispute.objects.select_related("audit__fiche").filter(pk=key).first() if key else None
+    if dispute is None:
+        raise NotFoundError(f"No dispute {dispute_id}.", code="dispute_not_found")
+    audit_for_user(user, dispute.audit_id, action=action)
+    return dispute
+
+
+def dispute_metrics(disputes: QuerySet[Dispute], *, config_id: int) -> dict[str, Any]:
+    """Per control point of a config: disputes, open / accepted / rejected, acceptance rate (of the resolved)
+    and median days to resolve; most disputed first."""
+    rows = disputes.filter(audit__config_id=config_id).values_list(
+        "step_position", "control_point_index", "status", "created_at", "resolved_at"
+    )
+    grouped: dict[tuple[int, int], list[tuple[str, Any, Any]]] = defaultdict(list)
+    for position, index, status, created, resolved_at in rows:
+        grouped[(position, index)].append((status, created, resolved_at))
+    points: list[dict[str, Any]] = []
+    for (position, index), items in grouped.items():
+        counts = Counter(status for status, _, _ in items)
+        days = sorted((r - c).total_seconds() / 86400 for _, c, r in items if r is not None)
+        settled = counts[DisputeStatus.ACCEPTED] + counts[DisputeStatus.REJECTED]
+        points.append(
+            {
+                "step_position": position,
+                "control_point_index": index,
+                "disputes": len(items),
+                "open": counts[DisputeStatus.OPEN],
+                "accepted": counts[DisputeStatus.ACCEPTED],
+                "rejected": counts[DisputeStatus.REJECTED],
+                "acceptance_rate": round(counts[DisputeStatus.ACCEPTED] / settled, 4) if settled else None,
+                "median_days_to_resolve": round(statistics.median(days), 3) if days else None,
+            }
+        )
+    points.sort(key=lambda p: (-p["disputes"], p["step_position"], p["control_point_index"]))
+    total = sum(p["disputes"] for p in points)
+    accepted = sum(p["accepted"] for p in points)
+    settled_all = accepted + sum(p["rejected"] for p in points)
+    return {
+        "audit_config_id": config_id,
+        "disputes": total,
+        "acceptance_rate": round(accepted / settled_all, 4) if settled_all else None,
+        "control_points": points,
     }

@@ -23,6 +23,7 @@ MAX_PAYLOAD_BYTES = 10 * 1024  # Pusher's documented limit (the Python library c
 _CHANNEL_RE = re.compile(r"\A[-a-zA-Z0-9_=@,.;]+\Z")
 
 AUDIT, FICHE, JOB, GLOBAL, TRANSCRIPTION = "audit", "fiche", "job", "global", "transcription"
+REVIEW_QUEUE = "review_queue"  # private-review-queue-{queue_id}
 USER_CHANNEL_PREFIX = "private-user-"  # one user's own channel: full copies of what concerns them
 
 
@@ -115,6 +116,26 @@ EVENTS: dict[str, EventSpec] = {
         _AF,
     ),
     "audit.failed": EventSpec(("audit_id", "fiche_id", "error", "failed_at", "status"), _AF),
+    # the QA loop: reviews, disputes, trust per control point, review queues
+    "audit.reviewed": EventSpec(
+        ("audit_id", "step_position", "control_point_indexes", "review_status", "niveau", "status"), (AUDIT,)
+    ),
+    "audit.dispute_opened": EventSpec(
+        ("audit_id", "dispute_id", "step_position", "control_point_index", "status"), (AUDIT,)
+    ),
+    "audit.dispute_resolved": EventSpec(
+        ("audit_id", "dispute_id", "step_position", "control_point_index", "verdict_after", "status"), (AUDIT,)
+    ),
+    # A config's control point: its trust figures are config data (audit-configs readers); others get ids + state.
+    "audit.trust_changed": EventSpec(
+        ("config_id", "step_position", "control_point_index", "kappa", "sample_size", "status"),
+        (GLOBAL,),
+        reader="audit-configs",
+    ),
+    # Whole-queue counts: the queue's channel admits only users whose audits write scope holds the whole queue.
+    "review_queue.progress": EventSpec(
+        ("queue_id", "waiting", "claimed", "done", "median_review_seconds", "status"), (REVIEW_QUEUE,), reader=None
+    ),
     # transcriptions
     "transcription.started": EventSpec(
         ("fiche_id", "total_recordings", "priority", "started_at", "status"), _FT, reader=_TR
@@ -225,6 +246,8 @@ def channels_for(event: str, payload: dict, *, user_id: object = None) -> list[s
             channels.append(f"private-job-{payload['jobId']}")
         elif kind == TRANSCRIPTION and "fiche_id" in payload:
             channels.append(f"private-transcription-{payload['fiche_id']}")
+        elif kind == REVIEW_QUEUE and "queue_id" in payload:
+            channels.append(f"private-review-queue-{payload['queue_id']}")
         elif kind == GLOBAL:
             channels.append(GLOBAL_CHANNEL)
     channels = channels or [GLOBAL_CHANNEL]

@@ -165,7 +165,8 @@ class PointResultOutput(serializers.Serializer):
     question = serializers.CharField()
     is_critical = serializers.BooleanField()
     status = serializers.ChoiceField(
-        choices=["pass", "fail", "uncertain", "not_applicable"], help_text="The verdict that counts."
+        choices=["pass", "fail", "uncertain", "not_applicable", "pending"],
+        help_text="The verdict that counts (pending: an advisory AI verdict awaiting a reviewer).",
     )
     ai_status = serializers.ChoiceField(
         choices=["pass", "fail", "uncertain", "not_applicable"],
@@ -191,6 +192,10 @@ class PointResultOutput(serializers.Serializer):
     human_status = serializers.ChoiceField(
         choices=["pass", "fail", "not_applicable"], allow_null=True, help_text="A reviewer's verdict, if any."
     )
+    advisory = serializers.BooleanField(
+        help_text="The point's AI trust was withdrawn when it ran: the AI's verdict is advice."
+    )
+    pending_review = serializers.BooleanField(help_text="Advisory and no reviewer has decided: status is pending.")
     rationale = serializers.CharField()
     citations = CitationOutput(many=True)
     rejected_citations = RejectedCitationOutput(many=True)
@@ -315,6 +320,9 @@ class CalibrationPoint(serializers.Serializer):
     agreements = serializers.IntegerField()
     agreement_rate = serializers.FloatField()
     kappa = serializers.FloatField(allow_null=True, help_text="Cohen's kappa (null when undefined).")
+    kappa_ci95 = serializers.ListField(
+        child=serializers.FloatField(), allow_null=True, help_text="95 % confidence interval of kappa [low, high]."
+    )
     confusion = serializers.DictField(
         child=serializers.DictField(child=serializers.IntegerField()), help_text="AI verdict → reviewer → count."
     )
@@ -323,6 +331,11 @@ class CalibrationPoint(serializers.Serializer):
         "agreeing: agreement and kappa use the AI's verdict before guidance)."
     )
     guided_agreements = serializers.IntegerField(help_text="Of those, guided verdicts equal to the reviewer's.")
+    trust = serializers.DictField(
+        required=False,
+        help_text="The point's trust (state, rolling kappa, agreement, sample size, changes): for audit-configs "
+        "readers (config data).",
+    )
 
 
 class CalibrationOutput(serializers.Serializer):
@@ -347,3 +360,110 @@ class AuditBatchInput(serializers.Serializer):
 
 class AuditBatchCreated(serializers.Serializer):
     batch_id = serializers.CharField()
+
+
+# --- Disputes and trust ------------------------------------------------------------------------------------
+
+HUMAN_VERDICTS = ["pass", "fail", "not_applicable"]
+
+
+class DisputeInput(serializers.Serializer):
+    comment = serializers.CharField(max_length=4000, allow_blank=False, trim_whitespace=True)
+    proposed_status = serializers.ChoiceField(
+        choices=HUMAN_VERDICTS,
+        required=False,
+        allow_null=True,
+        default=None,
+        help_text="The verdict asked for (default: pass, or fail when the point passed).",
+    )
+
+
+class DisputeResolveInput(serializers.Serializer):
+    comment = serializers.CharField(max_length=4000, allow_blank=False, trim_whitespace=True)
+
+
+class DisputeAcceptInput(DisputeResolveInput):
+    status = serializers.ChoiceField(
+        choices=HUMAN_VERDICTS,
+        required=False,
+        allow_null=True,
+        default=None,
+        help_text="The new verdict (default: the one the agent proposed).",
+    )
+
+
+class DisputeOutput(serializers.Serializer):
+    id = serializers.CharField()
+    audit_id = serializers.CharField()
+    step_position = serializers.IntegerField()
+    control_point_index = serializers.IntegerField()
+    status = serializers.ChoiceField(choices=["open", "accepted", "rejected"])
+    comment = serializers.CharField()
+    proposed_status = serializers.CharField()
+    verdict_before = serializers.CharField()
+    verdict_after = serializers.CharField(allow_null=True)
+    raised_by = serializers.CharField(allow_null=True)
+    created_at = serializers.DateTimeField()
+    resolution_comment = serializers.CharField(allow_null=True)
+    resolved_by = serializers.CharField(allow_null=True)
+    resolved_at = serializers.DateTimeField(allow_null=True)
+
+
+class DisputeListQuery(serializers.Serializer):
+    status = serializers.ChoiceField(choices=["open", "accepted", "rejected"], required=False)
+    audit_config_id = serializers.IntegerField(min_value=1, required=False)
+    audit_id = serializers.UUIDField(required=False)
+
+
+class DisputeMetricsQuery(serializers.Serializer):
+    audit_config_id = serializers.IntegerField(min_value=1)
+
+
+class DisputeMetricsPoint(serializers.Serializer):
+    step_position = serializers.IntegerField()
+    control_point_index = serializers.IntegerField()
+    disputes = serializers.IntegerField()
+    open = serializers.IntegerField()
+    accepted = serializers.IntegerField()
+    rejected = serializers.IntegerField()
+    acceptance_rate = serializers.FloatField(allow_null=True, help_text="Accepted / resolved.")
+    median_days_to_resolve = serializers.FloatField(allow_null=True)
+
+
+class DisputeMetricsOutput(serializers.Serializer):
+    audit_config_id = serializers.IntegerField()
+    disputes = serializers.IntegerField()
+    acceptance_rate = serializers.FloatField(allow_null=True)
+    control_points = DisputeMetricsPoint(many=True)
+
+
+class TrustChangeOutput(serializers.Serializer):
+    at = serializers.DateTimeField()
+    state = serializers.ChoiceField(choices=["trusted", "withdrawn"])
+    previous_state = serializers.ChoiceField(choices=["trusted", "withdrawn"])
+    kappa = serializers.FloatField(allow_null=True)
+    agreement = serializers.FloatField(allow_null=True)
+    sample_size = serializers.IntegerField()
+
+
+class TrustOutput(serializers.Serializer):
+    state = serializers.ChoiceField(choices=["trusted", "withdrawn"])
+    kappa = serializers.FloatField(allow_null=True, help_text="Over the latest AUDIT_TRUST_WINDOW reviews.")
+    agreement = serializers.FloatField(allow_null=True)
+    sample_size = serializers.IntegerField()
+    computed_at = serializers.DateTimeField(allow_null=True)
+    changed_at = serializers.DateTimeField(allow_null=True)
+    changes = TrustChangeOutput(many=True)
+
+
+class TrustPointOutput(serializers.Serializer):
+    step_position = serializers.IntegerField()
+    control_point_index = serializers.IntegerField()
+    question = serializers.CharField()
+    is_critical = serializers.BooleanField()
+    trust = TrustOutput()
+
+
+class ConfigTrustOutput(serializers.Serializer):
+    audit_config_id = serializers.IntegerField()
+    control_points = TrustPointOutput(many=True)

@@ -19,4 +19,16 @@ audits_urlpatterns = [
         name="audit-control-point-rerun",
     ),
     path("audits/<uuid:audit_id>/steps/<int:position>/reviews", views.StepReviewView.as_view(), name="audit-reviews"),
+    path(
+        "audits/<uuid:audit_id>/steps/<int:position>/control-points/<int:index>/disputes",
+        views.DisputeCreateView.as_view(),
+        name="audit-dispute-create",
+    ),
+    path("audits/<uuid:audit_id>/disputes", views.AuditDisputesView.as_view(), name="audit-disputes"),
+    path("disputes", views.DisputeListView.as_view(), name="disputes"),
+    path("disputes/metrics", views.DisputeMetricsView.as_view(), name="dispute-metrics"),
+    path("disputes/<uuid:dispute_id>", views.DisputeDetailView.as_view(), name="dispute-detail"),
+    path("disputes/<uuid:dispute_id>/accept", views.DisputeAcceptView.as_view(), name="dispute-accept"),
+    path("disputes/<uuid:dispute_id>/reject", views.DisputeRejectView.as_view(), name="dispute-reject"),
+    path("audit-configs/<int:config_id>/trust", views.ConfigTrustView.as_view(), name="audit-config-trust"),
 ]

@@ -8,10 +8,11 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from accounts.grants import has_grant
 from accounts.permissions import HasGrant, request_user
 from audits import selectors
 from audits.api import serializers as s
-from audits.services import configs, reviews
+from audits.services import configs, disputes, reviews
 from audits.services import request as audit_requests
 from batches import services as batches
 from core.limits import spending
@@ -265,6 +266,11 @@ class CalibrationView(APIView):
     @extend_schema(
         tags=["audits"],
         summary="AI vs reviewers per control point of a config: agreement, Cohen's kappa, confusion (lowest first)",
+        description=(
+            "Over the reviewed audits in your audits scope. Each point: kappa with a 95 % confidence interval; for "
+            "audit-configs readers also its trust (state, rolling kappa over the last AUDIT_TRUST_WINDOW reviews, "
+            "sample size, changes of state)."
+        ),
         parameters=[
             OpenApiParameter("audit_config_id", int, required=True),
             OpenApiParameter("from", str, description="audits created from (ISO datetime)"),
@@ -276,12 +282,14 @@ class CalibrationView(APIView):
         query = s.CalibrationQuery(data=request.query_params)
         query.is_valid(raise_exception=True)
         f = query.validated_data
+        user = request_user(request)
         return Response(
             selectors.calibration(
-                selectors.audits_for(request_user(request)),
+                selectors.audits_for(user),
                 config_id=f["audit_config_id"],
                 date_from=f["date_from"],
                 date_to=f["date_to"],
+                with_trust=has_grant(user, "audit-configs", "read"),
             )
         )
 
@@ -323,3 +331,165 @@ class AuditBatchView(APIView):
             spend_kind="batch",
         )
         return Response({"batch_id": str(batch.pk)}, status=202)
+
+
+# --- Disputes and trust ------------------------------------------------------------------------------------
+
+DISPUTE_ID = OpenApiParameter("dispute_id", str, OpenApiParameter.PATH)
+
+
+class DisputeCreateView(APIView):
+    permission_classes = [HasGrant("audits", "read")]
+
+    @extend_schema(
+        tags=["disputes"],
+        summary="The sale's agent disputes a control point's verdict (within AUDIT_DISPUTE_WINDOW_DAYS)",
+        description=(
+            "Only the agent whose sale it is (their crm_user_id is the fiche's) with the audit in their audits "
+            "scope. One open dispute per point (409 `dispute_open`); none again on a verdict whose dispute was "
+            "resolved and has not changed since (409 `dispute_already_resolved`); after the window, 422 "
+            "`dispute_window_closed`."
+        ),
+        parameters=[AUDIT_ID, POSITION, INDEX],
+        request=s.DisputeInput,
+        responses={201: s.DisputeOutput, **errors(400, 401, 403, 404, 409, 422)},
+    )
+    def post(self, request: Request, audit_id: str, position: int, index: int) -> Response:
+        data = s.DisputeInput(data=request.data)
+        data.is_valid(raise_exception=True)
+        user = request_user(request)
+        audit = selectors.audit_for_user(user, audit_id)
+        dispute = disputes.dispute_open(
+            audit=audit,
+            position=position,
+            index=index,
+            comment=data.validated_data["comment"],
+            proposed_status=data.validated_data["proposed_status"],
+            user=user,
+        )
+        return Response(selectors.dispute_dict(selectors.dispute_for_user(user, dispute.pk)), status=201)
+
+
+class AuditDisputesView(APIView):
+    permission_classes = [HasGrant("audits", "read")]
+
+    @extend_schema(
+        tags=["disputes"],
+        summary="An audit's disputes, oldest first, with their outcome",
+        parameters=[AUDIT_ID],
+        responses={200: s.DisputeOutput(many=True), **errors(401, 403, 404)},
+    )
+    def get(self, request: Request, audit_id: str) -> Response:
+        user = request_user(request)
+        audit = selectors.audit_for_user(user, audit_id)
+        rows = selectors.disputes_for(user).filter(audit=audit).order_by("created_at", "id")
+        return Response([selectors.dispute_dict(d) for d in rows])
+
+
+class DisputeListView(APIView):
+    pagination_class = LimitOffset
+    permission_classes = [HasGrant("audits", "read")]
+
+    @extend_schema(
+        tags=["disputes"],
+        summary="Disputes on audits in your audits scope, oldest first (reviewers: ?status=open)",
+        parameters=[s.DisputeListQuery, OpenApiParameter("limit", int), OpenApiParameter("offset", int)],
+        responses={200: s.DisputeOutput(many=True), **errors(400, 401, 403)},
+    )
+    def get(self, request: Request) -> Response:
+        query = s.DisputeListQuery(data=request.query_params)
+        query.is_valid(raise_exception=True)
+        f = query.validated_data
+        rows = selectors.disputes_for(request_user(request)).order_by("created_at", "id")
+        if f.get("status"):
+            rows = rows.filter(status=f["status"])
+        if f.get("audit_config_id"):
+            rows = rows.filter(audit__config_id=f["audit_config_id"])
+        if f.get("audit_id"):
+            rows = rows.filter(audit_id=f["audit_id"])
+        paginator = LimitOffset()
+        page = paginator.page(rows, request, view=self)
+        return paginator.get_paginated_response([selectors.dispute_dict(d) for d in page])
+
+
+class DisputeDetailView(APIView):
+    permission_classes = [HasGrant("audits", "read")]
+
+    @extend_schema(
+        tags=["disputes"],
+        summary="A dispute and its outcome",
+        parameters=[DISPUTE_ID],
+        responses={200: s.DisputeOutput, **errors(401, 403, 404)},
+    )
+    def get(self, request: Request, dispute_id: str) -> Response:
+        return Response(selectors.dispute_dict(selectors.dispute_for_user(request_user(request), dispute_id)))
+
+
+class DisputeAcceptView(APIView):
+    permission_classes = [HasGrant("audits", "write")]
+    accept = True
+
+    @extend_schema(
+        tags=["disputes"],
+        summary="Accept a dispute: the verdict changes through the review path (rescored, history, events)",
+        parameters=[DISPUTE_ID],
+        request=s.DisputeAcceptInput,
+        responses={200: s.DisputeOutput, **errors(400, 401, 403, 404, 409)},
+    )
+    def post(self, request: Request, dispute_id: str) -> Response:
+        data = (s.DisputeAcceptInput if self.accept else s.DisputeResolveInput)(data=request.data)
+        data.is_valid(raise_exception=True)
+        user = request_user(request)
+        dispute = selectors.dispute_for_user(user, dispute_id, action="write")
+        disputes.dispute_resolve(
+            dispute_id=str(dispute.pk),
+            accept=self.accept,
+            comment=data.validated_data["comment"],
+            status=data.validated_data.get("status"),
+            user=user,
+        )
+        return Response(selectors.dispute_dict(selectors.dispute_for_user(user, dispute.pk)))
+
+
+class DisputeRejectView(DisputeAcceptView):
+    accept = False
+
+    @extend_schema(
+        tags=["disputes"],
+        summary="Reject a dispute: the verdict stays; the agent sees the comment",
+        parameters=[DISPUTE_ID],
+        request=s.DisputeResolveInput,
+        responses={200: s.DisputeOutput, **errors(400, 401, 403, 404, 409)},
+    )
+    def post(self, request: Request, dispute_id: str) -> Response:
+        return super().post(request, dispute_id)
+
+
+class DisputeMetricsView(APIView):
+    permission_classes = [HasGrant("audits", "read")]
+
+    @extend_schema(
+        tags=["disputes"],
+        summary="Disputes per control point of a config: acceptance rate, median days to resolve",
+        description="Over the disputes on audits in your audits scope.",
+        parameters=[OpenApiParameter("audit_config_id", int, required=True)],
+        responses={200: s.DisputeMetricsOutput, **errors(400, 401, 403)},
+    )
+    def get(self, request: Request) -> Response:
+        query = s.DisputeMetricsQuery(data=request.query_params)
+        query.is_valid(raise_exception=True)
+        rows = selectors.disputes_for(request_user(request))
+        return Response(selectors.dispute_metrics(rows, config_id=query.validated_data["audit_config_id"]))
+
+
+class ConfigTrustView(APIView):
+    permission_classes = [HasGrant("audit-configs", "read")]
+
+    @extend_schema(
+        tags=["audit-configs"],
+        summary="Trust per control point of a config: state, rolling kappa and agreement, every change",
+        parameters=[CONFIG_ID],
+        responses={200: s.ConfigTrustOutput, **errors(401, 403, 404)},
+    )
+    def get(self, request: Request, config_id: int) -> Response:
+        return Response(selectors.config_trust(config_id))
