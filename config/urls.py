@@ -11,6 +11,7 @@ from core.health import HealthView
 from fiches.api.urls import fiches_urlpatterns, recordings_urlpatterns
 from products.api.urls import products_urlpatterns
 from realtime.api.urls import delivery_urlpatterns, realtime_urlpatterns
+from review_queues.api.urls import review_queue_urlpatterns
 from transcriptions.api.urls import transcriptions_urlpatterns
 
 handler404 = "config.exceptions.not_found_handler"
@@ -31,6 +32,7 @@ urlpatterns = [
     path("api/", include(audits_urlpatterns)),
     path("api/", include(products_urlpatterns)),
     path("api/", include(automation_urlpatterns)),
+    path("api/", include(review_queue_urlpatterns)),
     path("api/schema/", SpectacularAPIView.as_view(), name="schema"),
     path("api/docs/", SpectacularSwaggerView.as_view(url_name="schema"), name="docs"),
 ]
