@@ -379,7 +379,9 @@ def sweep() -> dict[str, int]:
     recent = Audit.objects.filter(status=AuditStatus.COMPLETED, completed_at__gte=since)
     entered = floor = 0
     for queue in ReviewQueue.objects.filter(is_active=True).prefetch_related("configs"):
-        entered += enter_audits(queue, recent)
+        # Only the audits this queue holds no item of (those it holds stay as they are).
+        missing = recent.exclude(Exists(QueueItem.objects.filter(queue=queue, audit=OuterRef("pk"))))
+        entered += enter_audits(queue, missing)
         floor += top_up_closed_weeks(queue, recent)
     return {"returned_queues": len(changed), "entered": entered, "sample_floor": floor}
 

@@ -1,4 +1,4 @@
-"""Register the review queues' sweep (every minute: expired claims return, lost entries re-enter, closed
+"""Register the review queues' sweep (every five minutes: expired claims return, lost entries re-enter, closed
 weeks' samples are topped up) as a django-celery-beat periodic task."""
 
 from django.db import migrations
@@ -9,7 +9,7 @@ TASK_NAME = "Sweep review queues"
 def register(apps, schema_editor):
     IntervalSchedule = apps.get_model("django_celery_beat", "IntervalSchedule")
     PeriodicTask = apps.get_model("django_celery_beat", "PeriodicTask")
-    schedule, _ = IntervalSchedule.objects.get_or_create(every=1, period="minutes")
+    schedule, _ = IntervalSchedule.objects.get_or_create(every=5, period="minutes")
     PeriodicTask.objects.get_or_create(
         name=TASK_NAME,
         defaults={"task": "review_queues.tasks.sweep_review_queues", "interval": schedule, "enabled": True},
