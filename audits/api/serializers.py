@@ -370,11 +370,11 @@ HUMAN_VERDICTS = ["pass", "fail", "not_applicable"]
 class DisputeInput(serializers.Serializer):
     comment = serializers.CharField(max_length=4000, allow_blank=False, trim_whitespace=True)
     proposed_status = serializers.ChoiceField(
-        choices=HUMAN_VERDICTS,
+        choices=["pass", "not_applicable"],
         required=False,
         allow_null=True,
         default=None,
-        help_text="The verdict asked for (default: pass, or fail when the point passed).",
+        help_text="The verdict asked for (default: pass).",
     )
 
 

@@ -346,9 +346,9 @@ class DisputeCreateView(APIView):
         summary="The sale's agent disputes a control point's verdict (within AUDIT_DISPUTE_WINDOW_DAYS)",
         description=(
             "Only the agent whose sale it is (their crm_user_id is the fiche's) with the audit in their audits "
-            "scope. One open dispute per point (409 `dispute_open`); none again on a verdict whose dispute was "
-            "resolved and has not changed since (409 `dispute_already_resolved`); after the window, 422 "
-            "`dispute_window_closed`."
+            "scope, on a verdict held against them (fail, uncertain; 422 `verdict_not_disputable` otherwise). One "
+            "open dispute per point (409 `dispute_open`); none again on a verdict whose dispute was resolved and has "
+            "not changed since (409 `dispute_already_resolved`); after the window, 422 `dispute_window_closed`."
         ),
         parameters=[AUDIT_ID, POSITION, INDEX],
         request=s.DisputeInput,

@@ -3,7 +3,9 @@ verdict changes through the review path: rescored, a history row, events) or rej
 either way, and the agent sees the outcome.
 
 Rules: the disputer reads the audit in their ``audits`` scope **and** is the sale's agent (their
-``crm_user_id`` is the fiche's); within ``AUDIT_DISPUTE_WINDOW_DAYS`` of the audit's completion; one open
+``crm_user_id`` is the fiche's); only a verdict held against the agent (``fail``, ``uncertain``) is
+disputed, asking for ``pass`` (default) or ``not_applicable`` (422 ``verdict_not_disputable`` otherwise: a
+``pending`` point already awaits a reviewer); within ``AUDIT_DISPUTE_WINDOW_DAYS`` of the audit's completion; one open
 dispute per point (409 ``dispute_open``), and none again on a point whose last dispute was resolved while
 its verdict has not changed since (409 ``dispute_already_resolved``). The resolver holds ``audits`` write in
 scope and is not the disputer.
@@ -19,7 +21,16 @@ from django.conf import settings
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
-from audits.models import Audit, AuditStatus, AuditStepResult, ControlPointResult, Dispute, DisputeStatus, PointStatus
+from audits.models import (
+    PENDING,
+    Audit,
+    AuditStatus,
+    AuditStepResult,
+    ControlPointResult,
+    Dispute,
+    DisputeStatus,
+    PointStatus,
+)
 from audits.services import reviews
 from core.exceptions import ConflictError, DomainRuleError, InvalidInput, NotFoundError, PermissionDeniedError
 from core.formats import iso
@@ -29,6 +40,10 @@ if TYPE_CHECKING:
     from accounts.models import User
 
 logger = logging.getLogger("audits.disputes")
+
+# A dispute contests a verdict held against the agent, and asks for one in their favour.
+DISPUTABLE = (PointStatus.FAIL, PointStatus.UNCERTAIN)
+PROPOSABLE = (PointStatus.PASS, PointStatus.NOT_APPLICABLE)
 
 
 def _comment(text: str | None) -> str:
@@ -78,11 +93,19 @@ def dispute_open(
         Audit.objects.select_for_update().filter(pk=audit.pk).get()  # serializes with reviews and reruns
         row, point = _point(audit, position, index)
         current = point.effective_status
-        proposed = proposed_status or (PointStatus.FAIL if current == PointStatus.PASS else PointStatus.PASS)
-        if proposed not in reviews.HUMAN_STATUSES:
+        if current not in DISPUTABLE:
+            raise DomainRuleError(
+                f"A {current} verdict cannot be disputed: only a verdict held against the agent "
+                f"({', '.join(DISPUTABLE)}) can"
+                + (" (this one already awaits a reviewer)." if current == PENDING else "."),
+                code="verdict_not_disputable",
+                details={"step_position": position, "control_point_index": index, "verdict": current},
+            )
+        proposed = proposed_status or PointStatus.PASS
+        if proposed not in PROPOSABLE:
             raise InvalidInput(
-                f"proposed_status must be one of {', '.join(reviews.HUMAN_STATUSES)}.",
-                details={"proposed_status": proposed},
+                f"proposed_status must be one of {', '.join(PROPOSABLE)}.",
+                details={"proposed_status": [f"{proposed} is not a verdict in the agent's favour."]},
             )
         last = Dispute.objects.filter(step_result=row, control_point_index=index).order_by("-created_at").first()
         if last is not None and last.status != DisputeStatus.OPEN and last.verdict_after == current:

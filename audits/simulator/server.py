@@ -24,9 +24,9 @@ speaker), ``bad_json_rate``, ``length_rate``, ``refusal_rate``, ``content_filter
 (400 on a json_schema response format), ``args_as_object``, ``no_tool_ids``, ``fenced_json``, ``no_usage``;
 ``api_key`` (a different bearer → 401), ``model``, and ``wrong_point`` (a text: every control point whose question
 contains it, case-insensitively, is answered ``fail`` without quotes whatever the call says — a model
-systematically wrong on one point, for trust and calibration). The answer's dice are seeded by the seed and the request's
-content, so the same request gets the same answer whatever the order of requests; ``fail_rate`` draws from one
-seeded sequence per server, so a retried request may succeed.
+systematically wrong on one point, for trust and calibration). The answer's dice are seeded by the seed and
+the request's content, so the same request gets the same answer whatever the order of requests; ``fail_rate``
+draws from one seeded sequence per server, so a retried request may succeed.
 """
 
 from __future__ import annotations
@@ -68,8 +68,7 @@ _RATES = (
 _COUNTS = ("latency_ms", "stream_token_delay_ms", "burst_429", "bad_json_next")
 _QUIRKS = ("no_json_schema", "args_as_object", "no_tool_ids", "fenced_json", "no_usage")
 ENV_VARS: dict[str, str] = {
-    knob: f"LLM_SIM_{knob.upper()}"
-    for knob in ("seed", *_COUNTS, *_RATES, *_QUIRKS, "api_key", "model", "wrong_point")
+    knob: f"LLM_SIM_{knob.upper()}" for knob in ("seed", *_COUNTS, *_RATES, *_QUIRKS, "api_key", "model", "wrong_point")
 }
 CHAT_PATH = "/v1/chat/completions"
 MODELS_PATH = "/v1/models"
