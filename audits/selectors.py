@@ -356,7 +356,7 @@ def calibration(
     agreeing. Guided verdicts are reported beside it (``guided_reruns``, ``guided_agreements``), never in the
     agreement or kappa. Each point has a 95 % confidence interval of its kappa; ``with_trust`` (a reader of
     audit-configs: trust is config data, computed over every reviewer's window) adds its trust state, rolling
-    figures and changes."""
+    figures and changes; everyone sees the point's ``trust_state`` (its audits show it as ``advisory`` anyway)."""
     points = ControlPointResult.objects.filter(
         step_result__audit__in=audits.filter(config_id=config_id), human_status__isnull=False
     )
@@ -389,7 +389,7 @@ def calibration(
         (d.step_id, d.index): d
         for d in AuditControlPointDefinition.objects.filter(step_id__in={v[1] for v in latest.values()})
     }
-    trusts = trust_by_point(config_id) if with_trust else {}
+    trusts = trust_by_point(config_id)
     result: list[dict[str, Any]] = []
     for key, pairs in grouped.items():
         _, step_id, step_name = latest[key]
@@ -413,6 +413,7 @@ def calibration(
                 "confusion": {ai: dict(humans) for ai, humans in sorted(confusion.items())},
                 "guided_reruns": len(guided[key]),
                 "guided_agreements": sum(guided[key]),
+                "trust_state": trusts[key].state if key in trusts else "trusted",
                 **({"trust": trust_dict(trusts.get(key))} if with_trust else {}),
             }
         )

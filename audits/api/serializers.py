@@ -331,6 +331,9 @@ class CalibrationPoint(serializers.Serializer):
         "agreeing: agreement and kappa use the AI's verdict before guidance)."
     )
     guided_agreements = serializers.IntegerField(help_text="Of those, guided verdicts equal to the reviewer's.")
+    trust_state = serializers.ChoiceField(
+        choices=["trusted", "withdrawn"], help_text="withdrawn: new audits hold the AI's verdict as advice."
+    )
     trust = serializers.DictField(
         required=False,
         help_text="The point's trust (state, rolling kappa, agreement, sample size, changes): for audit-configs "
