@@ -238,6 +238,13 @@ SPECTACULAR_SETTINGS = {
         "ReviewerVerdictEnum": ["pass", "fail", "not_applicable"],
         "EvidenceSpeakerEnum": ["agent", "client", "any"],  # whose words prove a control point
         "TurnSpeakerEnum": ["agent", "client"],  # who speaks in a transcript turn
+        "EffectiveVerdictEnum": ["pass", "fail", "uncertain", "not_applicable", "pending"],  # pending: advisory
+        "DisputeProposalEnum": ["pass", "not_applicable"],
+        "DisputeStatusEnum": ["open", "accepted", "rejected"],
+        "TrustStateEnum": ["trusted", "withdrawn"],
+        "QueueItemStateEnum": ["waiting", "claimed", "done"],
+        "QueueProgressScopeEnum": ["queue", "yours"],
+        "ScopeEnum": ["SELF", "GROUP", "ALL"],
     },
 }
 

@@ -7,6 +7,7 @@ class ReviewQueuesConfig(AppConfig):
 
     default_auto_field = "django.db.models.BigAutoField"
     name = "review_queues"
+    verbose_name = "Review queues"
 
     def ready(self) -> None:
         from audits.services.finish import on_audit_finished

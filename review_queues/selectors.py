@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from django.db.models import Count, F, Q, QuerySet
+from django.db.models import Count, Q, QuerySet
 from django.utils import timezone
 
 from accounts.grants import Scope, scope_for
@@ -51,9 +51,9 @@ def progress(items: QuerySet[QueueItem]) -> dict[str, Any]:
     )
     durations = sorted(
         (done - claimed).total_seconds()
-        for done, claimed in items.filter(state=ItemState.DONE, claimed_at__isnull=False)
-        .annotate(d=F("done_at"))
-        .values_list("d", "claimed_at")
+        for done, claimed in items.filter(
+            state=ItemState.DONE, claimed_at__isnull=False, done_at__isnull=False
+        ).values_list("done_at", "claimed_at")
     )
     median = None
     if durations:

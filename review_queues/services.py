@@ -185,9 +185,11 @@ def enter_audits(queue: ReviewQueue, audits: QuerySet[Audit]) -> int:
 def _insert(queue: ReviewQueue, items: list[QueueItem]) -> int:
     if not items:
         return 0
-    before = QueueItem.objects.filter(queue=queue).count()
+    audit_ids = [item.audit_id for item in items]
+    held = QueueItem.objects.filter(queue=queue, audit_id__in=audit_ids)
+    before = held.count()
     QueueItem.objects.bulk_create(items, ignore_conflicts=True, batch_size=1000)
-    entered = QueueItem.objects.filter(queue=queue).count() - before
+    entered = held.count() - before  # of these audits only (another writer's inserts are not ours)
     if entered:
         announce(queue.pk)
     return entered
