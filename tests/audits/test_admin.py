@@ -1,17 +1,28 @@
 """The admin's audit pages: the list with its filters, and the audit page a reviewer reads (score and
 niveau, steps and control points, the timeline with verified citations marked where they were said,
-rejected quotes listed with their reason); the rerun action queues a new audit."""
+rejected quotes listed with their reason); the rerun action queues a new audit. The QA loop's pages:
+disputes (read-only, with the per-control-point metrics page), the AI's trust per control point with its
+changes, and the audit page's pending points and disputes."""
 
 from __future__ import annotations
 
-from datetime import UTC, date, datetime
+from datetime import UTC, date, datetime, timedelta
 
 import pytest
 from django.core.management import call_command
 
 from accounts.models import User
 from audits.evidence import EvidenceIndex
-from audits.models import Audit, AuditConfig, AuditStepResult, Citation, ControlPointResult
+from audits.models import (
+    Audit,
+    AuditConfig,
+    AuditStepResult,
+    Citation,
+    ControlPointResult,
+    ControlPointTrust,
+    ControlPointTrustChange,
+    Dispute,
+)
 from fiches.models import FicheCache
 from tests.support import transcribed_call
 from transcriptions.selectors import timeline_for
@@ -127,3 +138,146 @@ def test_the_list_filters_and_the_rerun_action_queues_a_new_audit(
     new = Audit.objects.exclude(pk=audit.pk).get()
     assert new.fiche_id == audit.fiche_id and new.status == "pending" and new.requested_by == staff
     assert queued == [str(new.pk)]
+
+
+# --- The QA loop ----------------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def agent(db) -> User:
+    return User.objects.create_user(email="agent@example.com", password="agent-pass-2026", crm_user_id="A-7")
+
+
+@pytest.fixture
+def disputes(audit, agent, staff) -> list[Dispute]:
+    """An open dispute on point 7.0, and an accepted one (resolved two days later) on point 3.0."""
+    step7 = AuditStepResult.objects.get(audit=audit, position=7)
+    step3 = AuditStepResult.objects.get(audit=audit, position=3)
+    opened = Dispute.objects.create(
+        audit=audit,
+        step_result=step7,
+        step_position=7,
+        control_point_index=0,
+        comment="J'ai bien cité les quatorze jours.",
+        proposed_status="pass",
+        verdict_before="uncertain",
+        raised_by=agent,
+    )
+    accepted = Dispute.objects.create(
+        audit=audit,
+        step_result=step3,
+        step_position=3,
+        control_point_index=0,
+        status="accepted",
+        comment="Le client a dit oui.",
+        proposed_status="fail",
+        verdict_before="pass",
+        verdict_after="fail",
+        raised_by=agent,
+        resolution_comment="Vérifié à l'écoute.",
+        resolved_by=staff,
+    )
+    Dispute.objects.filter(pk=accepted.pk).update(resolved_at=accepted.created_at + timedelta(days=2))
+    return [opened, accepted]
+
+
+def test_the_dispute_list_is_read_only_filtered_and_searchable(disputes, audit, staff, client):
+    client.force_login(staff)
+    response = client.get("/admin/audits/dispute/")
+    assert response.status_code == 200
+    page = response.content.decode()
+    assert f'href="/admin/audits/audit/{audit.pk}/change/"' in page and "fiche 2227002" in page
+    assert "uncertain → …" in page and "pass → fail" in page and "agent@example.com" in page
+    assert 'href="/admin/audits/dispute/metrics/"' in page  # the link to the metrics page
+    assert "delete_selected" not in page and "/admin/audits/dispute/add/" not in page
+    for query, shown in (
+        ("?status__exact=open", 1),
+        ("?status__exact=accepted", 1),
+        ("?status__exact=rejected", 0),
+        (f"?audit__config__id__exact={audit.config_id}", 2),
+        ("?q=2227002", 2),
+        (f"?q={audit.pk}", 2),
+        ("?q=9999999", 0),
+    ):
+        response = client.get(f"/admin/audits/dispute/{query}")
+        assert response.status_code == 200 and response.context["cl"].result_count == shown, query
+    view = client.get(f"/admin/audits/dispute/{disputes[0].pk}/change/")
+    assert view.status_code == 200
+    assert "J&#x27;ai bien cité les quatorze jours." in view.content.decode()
+    assert 'name="_save"' not in view.content.decode()  # nothing to change
+    assert client.get("/admin/audits/dispute/add/").status_code == 403
+    assert client.post(f"/admin/audits/dispute/{disputes[0].pk}/delete/").status_code == 403
+    assert Dispute.objects.count() == 2
+
+
+def test_the_dispute_metrics_page_shows_each_control_point_of_the_chosen_config(disputes, audit, staff, client):
+    client.force_login(staff)
+    for url in ("/admin/audits/dispute/metrics/", f"/admin/audits/dispute/metrics/?config={audit.config_id}"):
+        response = client.get(url)
+        assert response.status_code == 200, url
+        metrics = response.context["metrics"]
+        assert response.context["config"].pk == audit.config_id
+        assert metrics["disputes"] == 2 and metrics["acceptance_percent"] == 100.0
+        points = {(p["step_position"], p["control_point_index"]): p for p in metrics["control_points"]}
+        assert points[(7, 0)]["open"] == 1 and points[(7, 0)]["acceptance_rate"] is None
+        assert points[(3, 0)]["accepted"] == 1 and points[(3, 0)]["median_days_to_resolve"] == 2.0
+        assert "quatorze jours" in points[(7, 0)]["question"]  # the question of the current version
+    page = response.content.decode()
+    assert f'<option value="{audit.config_id}" selected>' in page
+    assert '<td class="num">2</td>' in page and "100.0 %" in page
+    unknown = client.get("/admin/audits/dispute/metrics/?config=999999")
+    assert unknown.status_code == 200 and unknown.context["metrics"] is None
+    assert "No audit config 999999." in unknown.content.decode()
+
+
+def test_the_dispute_metrics_page_needs_the_admin(disputes, client, agent):
+    response = client.get("/admin/audits/dispute/metrics/")
+    assert response.status_code == 302 and "/admin/login/" in response["Location"]
+    agent.is_staff = True
+    agent.save()
+    client.force_login(agent)  # staff without the dispute view permission
+    assert client.get("/admin/audits/dispute/metrics/").status_code == 403
+
+
+def test_the_trust_pages_show_the_state_and_its_changes(audit, staff, client):
+    trust = ControlPointTrust.objects.create(
+        config=audit.config,
+        step_position=7,
+        control_point_index=0,
+        state="withdrawn",
+        kappa=0.31,
+        agreement=0.62,
+        sample_size=24,
+        computed_at=T0,
+        changed_at=T0,
+    )
+    ControlPointTrustChange.objects.create(
+        trust=trust, state="withdrawn", previous_state="trusted", kappa=0.31, agreement=0.62, sample_size=24
+    )
+    ControlPointTrust.objects.create(config=audit.config, step_position=3, control_point_index=0, sample_size=3)
+    client.force_login(staff)
+    response = client.get("/admin/audits/controlpointtrust/")
+    assert response.status_code == 200
+    page = response.content.decode()
+    assert 'background:#b00020">withdrawn</span>' in page and 'background:#1b7f3b">trusted</span>' in page
+    assert "0.31" in page and "0.62" in page and "/admin/audits/controlpointtrust/add/" not in page
+    assert client.get("/admin/audits/controlpointtrust/?state__exact=withdrawn").context["cl"].result_count == 1
+    view = client.get(f"/admin/audits/controlpointtrust/{trust.pk}/change/")
+    assert view.status_code == 200
+    changes = view.content.decode()
+    assert "Control point trust changes" in changes and "trusted" in changes and "24" in changes
+    assert 'name="_save"' not in changes
+    assert client.get("/admin/audits/controlpointtrust/add/").status_code == 403
+
+
+def test_the_audit_page_marks_pending_points_and_lists_disputes_in_its_history(disputes, audit, staff, client):
+    ControlPointResult.objects.filter(step_result__audit=audit, step_result__position=7).update(advisory=True)
+    client.force_login(staff)
+    response = client.get(f"/admin/audits/audit/{audit.pk}/change/")
+    assert response.status_code == 200
+    page = response.content.decode()
+    assert "pending review (trust withdrawn)" in page and "AI advice: uncertain" in page
+    assert "History (reruns, reviews and disputes)" in page
+    assert f'href="/admin/audits/dispute/{disputes[0].pk}/change/"' in page
+    assert "verdict uncertain → … (open)" in page and "verdict pass → fail" in page
+    assert "Vérifié à l&#x27;écoute." in page and "resolved by ops@example.com" in page
