@@ -93,6 +93,19 @@ def dispute_open(
         Audit.objects.select_for_update().filter(pk=audit.pk).get()  # serializes with reviews and reruns
         row, point = _point(audit, position, index)
         current = point.effective_status
+        last = Dispute.objects.filter(step_result=row, control_point_index=index).order_by("-created_at").first()
+        if last is not None and last.status == DisputeStatus.OPEN:
+            raise ConflictError(
+                "This control point already has an open dispute.",
+                code="dispute_open",
+                details={"dispute_id": str(last.pk)},
+            )
+        if last is not None and last.verdict_after == current:
+            raise ConflictError(
+                "This verdict was disputed and the dispute resolved; it has not changed since.",
+                code="dispute_already_resolved",
+                details={"dispute_id": str(last.pk), "status": last.status},
+            )
         if current not in DISPUTABLE:
             raise DomainRuleError(
                 f"A {current} verdict cannot be disputed: only a verdict held against the agent "
@@ -106,13 +119,6 @@ def dispute_open(
             raise InvalidInput(
                 f"proposed_status must be one of {', '.join(PROPOSABLE)}.",
                 details={"proposed_status": [f"{proposed} is not a verdict in the agent's favour."]},
-            )
-        last = Dispute.objects.filter(step_result=row, control_point_index=index).order_by("-created_at").first()
-        if last is not None and last.status != DisputeStatus.OPEN and last.verdict_after == current:
-            raise ConflictError(
-                "This verdict was disputed and the dispute resolved; it has not changed since.",
-                code="dispute_already_resolved",
-                details={"dispute_id": str(last.pk), "status": last.status},
             )
         try:
             with transaction.atomic():
