@@ -32,6 +32,7 @@ from audits.models import (
     TrustState,
 )
 from audits.services.request import audit_request
+from core.admin_views import ReadOnlyAdminMixin
 from core.exceptions import ApplicationError
 
 
@@ -197,7 +198,7 @@ def _audit_link(audit: Audit) -> str:
 
 
 @admin.register(Dispute)
-class DisputeAdmin(admin.ModelAdmin):
+class DisputeAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
     """Read-only: a dispute is resolved through the API's review path (rescored, a history row, events).
     The "Dispute metrics" page (``metrics/``) shows the per-control-point figures of one config."""
 
@@ -233,15 +234,6 @@ class DisputeAdmin(admin.ModelAdmin):
         "review",
     )
     readonly_fields = fields
-
-    def has_add_permission(self, request: HttpRequest) -> bool:
-        return False
-
-    def has_change_permission(self, request: HttpRequest, obj: object = None) -> bool:
-        return False
-
-    def has_delete_permission(self, request: HttpRequest, obj: object = None) -> bool:
-        return False
 
     @admin.display(description="audit", ordering="audit__created_at")
     def audit_link(self, obj: Dispute) -> str:
@@ -335,7 +327,7 @@ TRUST_COLORS: dict[str, str] = {TrustState.TRUSTED: "#1b7f3b", TrustState.WITHDR
 
 
 @admin.register(ControlPointTrust)
-class ControlPointTrustAdmin(admin.ModelAdmin):
+class ControlPointTrustAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
     """Read-only: trust follows the reviews (``audits.services.trust``); each change is listed below."""
 
     list_display = (
@@ -363,15 +355,6 @@ class ControlPointTrustAdmin(admin.ModelAdmin):
     )
     readonly_fields = fields
     inlines = [ControlPointTrustChangeInline]
-
-    def has_add_permission(self, request: HttpRequest) -> bool:
-        return False
-
-    def has_change_permission(self, request: HttpRequest, obj: object = None) -> bool:
-        return False
-
-    def has_delete_permission(self, request: HttpRequest, obj: object = None) -> bool:
-        return False
 
     @admin.display(description="point (step.index)", ordering="step_position")
     def point(self, obj: ControlPointTrust) -> str:

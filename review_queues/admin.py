@@ -15,6 +15,7 @@ from django.urls import reverse
 from django.utils import timezone
 from django.utils.html import format_html
 
+from core.admin_views import ReadOnlyAdminMixin
 from review_queues import selectors, services
 from review_queues.models import ItemState, QueueItem, ReviewQueue
 
@@ -103,7 +104,7 @@ class ReviewQueueAdmin(admin.ModelAdmin):
 
 
 @admin.register(QueueItem)
-class QueueItemAdmin(admin.ModelAdmin):
+class QueueItemAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
     """Read-only: items enter through the rules and the sample, are claimed and done through the API. The
     one change here: claimed items back to waiting (a reviewer gone with a live lease)."""
 
@@ -139,15 +140,6 @@ class QueueItemAdmin(admin.ModelAdmin):
     )
     readonly_fields = fields
     actions = ["return_to_queue"]
-
-    def has_add_permission(self, request: HttpRequest) -> bool:
-        return False
-
-    def has_change_permission(self, request: HttpRequest, obj: object = None) -> bool:
-        return False
-
-    def has_delete_permission(self, request: HttpRequest, obj: object = None) -> bool:
-        return False
 
     def has_return_permission(self, request: HttpRequest) -> bool:
         """The action changes items: the model's real change permission, though the form is read-only."""

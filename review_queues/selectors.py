@@ -3,6 +3,7 @@ reader's audits write scope: ``services.items_in_scope``)."""
 
 from __future__ import annotations
 
+import statistics
 from typing import TYPE_CHECKING, Any
 
 from django.db.models import Count, Q, QuerySet
@@ -44,21 +45,19 @@ def progress(items: QuerySet[QueueItem]) -> dict[str, Any]:
     """Waiting (an expired claim counts as waiting), claimed, done, and the median seconds from claim to
     review of the done items."""
     now = timezone.now()
+    expired = Q(state=ItemState.CLAIMED) & (Q(lease_expires_at__lte=now) | Q(lease_expires_at__isnull=True))
     counts = items.aggregate(
-        waiting=Count("pk", filter=Q(state=ItemState.WAITING) | Q(state=ItemState.CLAIMED, lease_expires_at__lte=now)),
+        waiting=Count("pk", filter=Q(state=ItemState.WAITING) | expired),
         claimed=Count("pk", filter=Q(state=ItemState.CLAIMED, lease_expires_at__gt=now)),
         done=Count("pk", filter=Q(state=ItemState.DONE)),
     )
-    durations = sorted(
+    spans = items.filter(state=ItemState.DONE, claimed_at__isnull=False, done_at__isnull=False)
+    durations = [
         (done - claimed).total_seconds()
-        for done, claimed in items.filter(
-            state=ItemState.DONE, claimed_at__isnull=False, done_at__isnull=False
-        ).values_list("done_at", "claimed_at")
-    )
-    median = None
-    if durations:
-        mid = len(durations) // 2
-        median = durations[mid] if len(durations) % 2 else (durations[mid - 1] + durations[mid]) / 2
+        for done, claimed in spans.values_list("done_at", "claimed_at")
+        if done and claimed
+    ]
+    median = statistics.median(durations) if durations else None
     return {**counts, "median_review_seconds": None if median is None else round(median, 1)}
 
 

@@ -255,7 +255,8 @@ def audit_finished(audit: Audit) -> None:
 
 
 def _available(now: datetime) -> Q:
-    return Q(state=ItemState.WAITING) | Q(state=ItemState.CLAIMED, lease_expires_at__lte=now)
+    lapsed = Q(lease_expires_at__lte=now) | Q(lease_expires_at__isnull=True)
+    return Q(state=ItemState.WAITING) | (Q(state=ItemState.CLAIMED) & lapsed)
 
 
 @dataclass(frozen=True)
