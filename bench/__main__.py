@@ -38,7 +38,7 @@ def main() -> None:
 
     call_command("migrate", verbosity=0)
 
-    from bench import audits, automation, cache_write, evidence, jobs, transcriptions
+    from bench import audits, automation, cache_write, evidence, jobs, review_queues, transcriptions
 
     benchmarks = {
         "cache_write": cache_write.run,
@@ -51,6 +51,7 @@ def main() -> None:
         "audit_fanout": audits.audit_fanout,
         "audit_tokens": audits.audit_tokens,
         "automation": automation.run,
+        "review_queues": review_queues.run,
     }
     parser = argparse.ArgumentParser(prog="python -m bench")
     parser.add_argument("names", nargs="*", choices=list(benchmarks), help="benchmarks to run (default: all)")

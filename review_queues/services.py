@@ -31,7 +31,8 @@ from typing import TYPE_CHECKING, Any
 
 from django.conf import settings
 from django.db import transaction
-from django.db.models import Exists, OuterRef, Q, QuerySet
+from django.db.models import DateField, Exists, OuterRef, Q, QuerySet, Value
+from django.db.models.functions import Coalesce, TruncWeek
 from django.utils import timezone
 
 from accounts.grants import has_grant
@@ -49,6 +50,7 @@ if TYPE_CHECKING:
 logger = logging.getLogger("review_queues")
 
 RULE_PRIORITY, SAMPLE_PRIORITY = 0, 1
+FLOOR_WEEKS = 2  # the sweep tops up the weeks of sale closed in the last two weeks
 
 
 # --- Queues -------------------------------------------------------------------------------------------
@@ -201,11 +203,19 @@ def top_up_closed_weeks(queue: ReviewQueue, audits: QuerySet[Audit], *, today: d
     if not queue.is_active or queue.sample_percent <= 0:
         return 0
     current_week = week_of(today or timezone.localdate())
+    # Only the audits of closed weeks whose stratum holds no item yet (the covered ones cost one probe each).
+    held = QueueItem.objects.filter(queue=queue, agent=OuterRef("stratum_agent"), week=OuterRef("stratum_week"))
+    uncovered = (
+        _candidates(queue, audits.filter(fiche__sales_date__lt=current_week))
+        .annotate(
+            stratum_agent=Coalesce("fiche__crm_user_id", Value("")),
+            stratum_week=TruncWeek("fiche__sales_date", output_field=DateField()),
+        )
+        .exclude(Exists(held))
+    )
     strata: dict[tuple[str, date], tuple[float, Any]] = {}
-    for audit in _candidates(queue, audits).select_related("fiche").iterator(chunk_size=500):
+    for audit in uncovered.select_related("fiche").iterator(chunk_size=500):
         week = week_of(audit.fiche.sales_date)
-        if week >= current_week:
-            continue
         key = (audit.fiche.crm_user_id or "", week)
         draw = sample_draw(queue.seed, audit.pk)
         if key not in strata or draw < strata[key][0]:
@@ -374,18 +384,25 @@ def return_expired() -> list[int]:
 
 def sweep() -> dict[str, int]:
     """Beat: return expired claims, re-enter the audits completed in the last ``REVIEW_QUEUE_SWEEP_HOURS`` (an
-    entry lost with the broker) and top up the closed weeks among them."""
+    entry lost with the broker) and top up the weeks of sale closed in the last ``FLOOR_WEEKS``."""
     changed = return_expired()
     for queue_id in changed:
         announce(queue_id)
     since = timezone.now() - timedelta(hours=settings.REVIEW_QUEUE_SWEEP_HOURS)
     recent = Audit.objects.filter(status=AuditStatus.COMPLETED, completed_at__gte=since)
+    # The weeks of sale that closed lately (an audit completing a few days after its sale still counts).
+    current_week = week_of(timezone.localdate())
+    closed = Audit.objects.filter(
+        status=AuditStatus.COMPLETED,
+        fiche__sales_date__gte=current_week - timedelta(weeks=FLOOR_WEEKS),
+        fiche__sales_date__lt=current_week,
+    )
     entered = floor = 0
     for queue in ReviewQueue.objects.filter(is_active=True).prefetch_related("configs"):
         # Only the audits this queue holds no item of (those it holds stay as they are).
         missing = recent.exclude(Exists(QueueItem.objects.filter(queue=queue, audit=OuterRef("pk"))))
         entered += enter_audits(queue, missing)
-        floor += top_up_closed_weeks(queue, recent)
+        floor += top_up_closed_weeks(queue, closed)
     return {"returned_queues": len(changed), "entered": entered, "sample_floor": floor}
 
 
