@@ -37,7 +37,13 @@ def whole_queue_visible(user: User, queue: ReviewQueue) -> bool:
     if scope == Scope.ALL:
         return True
     if scope == Scope.GROUP:
-        return bool(queue.groupes) and set(queue.groupes) <= set(user.groupes or [])
+        groupes = set(user.groupes or [])
+        # The queue's rule and what it holds: an edit that narrowed its groups leaves the items it had.
+        return (
+            bool(queue.groupes)
+            and set(queue.groupes) <= groupes
+            and not QueueItem.objects.filter(queue=queue).exclude(audit__fiche__groupe__in=groupes).exists()
+        )
     return False
 
 

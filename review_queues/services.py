@@ -30,7 +30,7 @@ from datetime import date, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 from django.conf import settings
-from django.db import transaction
+from django.db import connection, transaction
 from django.db.models import DateField, Exists, OuterRef, Q, QuerySet, Value
 from django.db.models.functions import Coalesce, TruncWeek
 from django.utils import timezone
@@ -283,11 +283,15 @@ def item_claim_next(*, queue: ReviewQueue, user: User) -> Claim | None:
     """The reviewer's next item (their live claim if they hold one), or None when nothing is left for them."""
     require_active(queue)
     now = timezone.now()
-    mine = QueueItem.objects.filter(queue=queue, state=ItemState.CLAIMED, claimed_by=user, lease_expires_at__gt=now)
-    held = items_in_scope(user, mine).first()
-    if held is not None:
-        return Claim(held, resumed=True)
     with transaction.atomic():
+        with connection.cursor() as cursor:  # one pull per reviewer and queue at a time: never two live claims
+            cursor.execute(
+                "SELECT pg_advisory_xact_lock(hashtextextended(%s, 0))", [f"review-queue:{queue.pk}:{user.pk}"]
+            )
+        mine = QueueItem.objects.filter(queue=queue, state=ItemState.CLAIMED, claimed_by=user, lease_expires_at__gt=now)
+        held = items_in_scope(user, mine).first()
+        if held is not None:
+            return Claim(held, resumed=True)
         candidates = items_in_scope(user, QueueItem.objects.filter(queue=queue)).filter(_available(now))
         item = (
             candidates.order_by("priority", "entered_at", "id")

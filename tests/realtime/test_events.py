@@ -19,7 +19,7 @@ from realtime.events import (
 )
 from realtime.publisher import build_messages
 
-A, F, J, G, T = "audit", "fiche", "job", "global", "transcription"
+A, F, J, G, T, Q = "audit", "fiche", "job", "global", "transcription", "review_queue"
 _JOB = (
     "jobId",
     "status",
@@ -98,6 +98,22 @@ CONTRACT: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
         ),
     ),
     "audit.failed": ((A, F), ("audit_id", "fiche_id", "error", "failed_at", "status")),
+    # the QA loop: reviews, disputes, trust per control point (config data: global, audit-configs readers)
+    "audit.reviewed": (
+        (A,),
+        ("audit_id", "step_position", "control_point_indexes", "review_status", "niveau", "status"),
+    ),
+    "audit.dispute_opened": ((A,), ("audit_id", "dispute_id", "step_position", "control_point_index", "status")),
+    "audit.dispute_resolved": (
+        (A,),
+        ("audit_id", "dispute_id", "step_position", "control_point_index", "verdict_after", "status"),
+    ),
+    "audit.trust_changed": (
+        (G,),
+        ("config_id", "step_position", "control_point_index", "kappa", "sample_size", "status"),
+    ),
+    # review queues: whole-queue counts on the queue's own channel
+    "review_queue.progress": ((Q,), ("queue_id", "waiting", "claimed", "done", "median_review_seconds", "status")),
     "transcription.started": ((F, T), ("fiche_id", "total_recordings", "priority", "started_at", "status")),
     "transcription.status_check": (
         (F, T),
@@ -133,13 +149,19 @@ CONTRACT: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
     "fiches.progressive_fetch.failed": ((J,), _JOB),
 }
 
-IDS = {"audit_id": "aud-1", "fiche_id": "1234567", "jobId": "0f3c2f8e-aaaa-bbbb-cccc-000000000001"}
+IDS = {
+    "audit_id": "aud-1",
+    "fiche_id": "1234567",
+    "jobId": "0f3c2f8e-aaaa-bbbb-cccc-000000000001",
+    "queue_id": "42",
+}
 CHANNEL_OF = {
     A: "private-audit-aud-1",
     F: "private-fiche-1234567",
     J: f"private-job-{IDS['jobId']}",
     G: "private-global",
     T: "private-transcription-1234567",
+    Q: "private-review-queue-42",
 }
 
 
@@ -453,11 +475,41 @@ def test_batch_events_are_notify_only_on_the_global_channel_and_whole_on_their_r
         "audit_id": "aud-1",
         "fiche_id": "1234567",
         "jobId": IDS["jobId"],
+        "queue_id": IDS["queue_id"],
         "redacted": True,
     }
     assert sent["private-user-7"] == payload
     config = _payloads("audit.config_loaded", full_payload("audit.config_loaded"))
     assert config["private-global"]["redacted"] is True and "config_name" not in config["private-global"]
+
+
+def test_qa_loop_events_carry_whole_payloads_only_where_every_subscriber_may_read_them():
+    """A queue's progress (counts only) goes whole on its own channel; a point's trust (config data, for
+    audit-configs readers) reaches the global channel as ids and state; disputes stay on the audit."""
+    progress = {"queue_id": "42", "waiting": 3, "claimed": 1, "done": 2, "median_review_seconds": 61.5, "status": "p"}
+    assert _payloads("review_queue.progress", progress) == {"private-review-queue-42": progress}
+    trust = {
+        "config_id": "7",
+        "step_position": 7,
+        "control_point_index": 0,
+        "kappa": 0.12,
+        "agreement": 0.55,
+        "sample_size": 20,
+        "status": "withdrawn",
+    }
+    assert _payloads("audit.trust_changed", trust) == {
+        "private-global": {"config_id": "7", "status": "withdrawn", "redacted": True}
+    }
+    opened = {
+        "audit_id": "a1",
+        "dispute_id": "d1",
+        "step_position": 7,
+        "control_point_index": 0,
+        "verdict": "fail",
+        "proposed_status": "pass",
+        "status": "open",
+    }
+    assert _payloads("audit.dispute_opened", opened) == {"private-audit-a1": opened}
 
 
 def test_urls_and_secrets_never_go_out_through_pusher():
