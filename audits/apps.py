@@ -11,7 +11,7 @@ class AuditsConfig(AppConfig):
         from accounts.grants import has_grant
         from audits import selectors
         from audits.services import batch as audit_batch
-        from audits.services import finish, prepare
+        from audits.services import evaluations, finish, prepare
         from batches import services as batches
         from core import inbox
         from core.exceptions import PermissionDeniedError
@@ -29,3 +29,4 @@ class AuditsConfig(AppConfig):
         batches.register_operation("audit", audit_batch.start_batch_item, permission="audits")
         batches.register_item_state("audit", audit_batch.batch_item_state)
         inbox.register(finish.AUDIT_INBOX)  # step ends → the audit's serialized updater
+        finish.on_audit_finished(evaluations.audit_finished)  # an evaluation's audit ended → its settle

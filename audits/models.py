@@ -54,6 +54,21 @@ class AuditConfigVersion(models.Model):
         settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
     )
     created_at = models.DateTimeField(auto_now_add=True)
+    is_draft = models.BooleanField(
+        default=False, help_text="A draft never runs by default or in automation: only in an evaluation, on request."
+    )
+    activated_at = models.DateTimeField(null=True, blank=True)
+    activated_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    activated_from = models.ForeignKey(
+        "Evaluation",
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="+",
+        help_text="The evaluation the activation was based on.",
+    )
 
     class Meta:
         db_table = "audit_config_versions"
@@ -135,6 +150,11 @@ class Niveau(models.TextChoices):
     REJET = "REJET"
 
 
+class AuditPurpose(models.TextChoices):
+    PRODUCTION = "production"
+    EVALUATION = "evaluation"
+
+
 class Audit(TrackedRun):
     id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
     fiche = models.ForeignKey("fiches.FicheCache", on_delete=models.CASCADE, related_name="audits")
@@ -159,6 +179,27 @@ class Audit(TrackedRun):
     )
     batch = models.ForeignKey("batches.Batch", null=True, blank=True, on_delete=models.SET_NULL, related_name="audits")
     waiting_since = models.DateTimeField(null=True, blank=True, help_text="Waiting for the fiche's transcription.")
+    purpose = models.CharField(
+        max_length=16,
+        choices=AuditPurpose.choices,
+        default=AuditPurpose.PRODUCTION,
+        help_text="evaluation: made to evaluate a config version; never in compliance figures, queues or calibration.",
+    )
+    evaluation = models.ForeignKey("Evaluation", null=True, blank=True, on_delete=models.CASCADE, related_name="audits")
+    predecessor = models.ForeignKey(
+        "self",
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="successors",
+        help_text="A re-audit: the audit of the fiche it was made beside (kept as it was).",
+    )
+    pinned_at = models.DateTimeField(
+        null=True, blank=True, help_text="A reviewer pinned it: it is the one that counts for its fiche and config."
+    )
+    pinned_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
 
     TERMINAL_STATUSES = TERMINAL_AUDIT_STATUSES
 
@@ -513,3 +554,43 @@ class Dispute(models.Model):
 
     def __str__(self) -> str:
         return f"dispute of {self.step_position}.{self.control_point_index} ({self.status})"
+
+
+class EvaluationStatus(models.TextChoices):
+    PENDING = "pending"
+    RUNNING = "running"
+    COMPLETED = "completed"
+    FAILED = "failed"
+
+
+class Evaluation(TrackedRun):
+    """A config version (often a draft) run over an evaluation set beside the active version, each judged
+    against what reviewers decided on those fiches. Its audits are ``purpose=evaluation``."""
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    config = models.ForeignKey(AuditConfig, on_delete=models.CASCADE, related_name="evaluations")
+    version = models.ForeignKey(AuditConfigVersion, on_delete=models.CASCADE, related_name="evaluations")
+    baseline_version = models.ForeignKey(
+        AuditConfigVersion,
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="+",
+        help_text="The active version then (none: the evaluated version is the active one).",
+    )
+    fiche_ids = models.JSONField(default=list, help_text="The evaluation set.")
+    tools_mode = models.BooleanField(default=False)
+    status = models.CharField(max_length=16, choices=EvaluationStatus.choices, default=EvaluationStatus.PENDING)
+    result = models.JSONField(null=True, blank=True)
+    requested_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+
+    TERMINAL_STATUSES = (EvaluationStatus.COMPLETED, EvaluationStatus.FAILED)
+
+    class Meta:
+        db_table = "audit_evaluations"
+        ordering = ["-created_at"]
+
+    def __str__(self) -> str:
+        return f"evaluation {str(self.id)[:8]} of {self.version} ({self.status})"

@@ -20,7 +20,7 @@ from django.conf import settings
 
 from audits.evidence import EvidenceIndex
 from audits.models import Audit
-from audits.services import finish, prepare, reconcile, reviews, steps
+from audits.services import evaluations, finish, prepare, reconcile, reviews, steps
 from core.dispatch import fan_out, send
 from core.inbox import report
 from core.leases import keep_alive
@@ -180,3 +180,9 @@ def _rerun(task: Any, rerun_id: str) -> str:
         )
         applied = reviews.rerun_apply(rerun_id=rerun_id, asked=asked, gated=gated, token=event.claim_token)
         return "completed" if applied else "skipped"
+
+
+@shared_task(name="audits.tasks.reconcile_evaluations", ignore_result=True)
+def reconcile_evaluations() -> list[str]:
+    """Beat: settle running evaluations whose last audit's hook was lost."""
+    return evaluations.reconcile_evaluations()

@@ -415,6 +415,10 @@ if not 1 <= AUDIT_TRUST_MIN_REVIEWS <= AUDIT_TRUST_WINDOW:
         f"AUDIT_TRUST_MIN_REVIEWS ({AUDIT_TRUST_MIN_REVIEWS}) must be between 1 and AUDIT_TRUST_WINDOW "
         f"({AUDIT_TRUST_WINDOW})."
     )
+# Evaluations of a config version: the default set is the most recent AUDIT_EVALUATION_FICHES fiches reviewers
+# judged; at most AUDIT_EVALUATION_MAX_FICHES fiches named.
+AUDIT_EVALUATION_FICHES = env.int("AUDIT_EVALUATION_FICHES", default=20)
+AUDIT_EVALUATION_MAX_FICHES = env.int("AUDIT_EVALUATION_MAX_FICHES", default=50)
 # A reviewer's claim on a queue item lasts this long unless renewed; then the item returns to the queue.
 REVIEW_QUEUE_LEASE_SECONDS = env.int("REVIEW_QUEUE_LEASE_SECONDS", default=900)
 # Beat re-enters the audits completed in the last REVIEW_QUEUE_SWEEP_HOURS (an entry lost with the broker),

@@ -126,6 +126,25 @@ EVENTS: dict[str, EventSpec] = {
     "audit.dispute_resolved": EventSpec(
         ("audit_id", "dispute_id", "step_position", "control_point_index", "verdict_after", "status"), (AUDIT,)
     ),
+    # Evaluations of a config version: the requester's (full on their user channel, ids on the global one).
+    "audit.evaluation_progress": EventSpec(
+        ("evaluation_id", "audit_config_id", "completed_audits", "failed_audits", "total_audits", "status"),
+        (GLOBAL,),
+        reader="evaluations",
+    ),
+    "audit.evaluation_completed": EventSpec(
+        (
+            "evaluation_id",
+            "audit_config_id",
+            "version",
+            "completed_audits",
+            "failed_audits",
+            "changed_points",
+            "status",
+        ),
+        (GLOBAL,),
+        reader="evaluations",
+    ),
     # A config's control point: its trust figures are config data (audit-configs readers); others get ids + state.
     "audit.trust_changed": EventSpec(
         ("config_id", "step_position", "control_point_index", "kappa", "sample_size", "status"),

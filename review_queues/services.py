@@ -36,7 +36,7 @@ from django.db.models.functions import Coalesce, TruncWeek
 from django.utils import timezone
 
 from accounts.grants import has_grant
-from audits.models import Audit, AuditConfig, AuditStatus, ControlPointResult, Niveau, PointStatus
+from audits.models import Audit, AuditConfig, AuditPurpose, AuditStatus, ControlPointResult, Niveau, PointStatus
 from core.dispatch import send
 from core.exceptions import ConflictError, InvalidInput, NotFoundError, PermissionDeniedError
 from realtime.publisher import publish
@@ -131,7 +131,7 @@ def week_of(day: date) -> date:
 
 def _candidates(queue: ReviewQueue, audits: QuerySet[Audit]) -> QuerySet[Audit]:
     """Completed audits of ``audits`` the queue's configs and groups admit, with the rule flags."""
-    rows = audits.filter(status=AuditStatus.COMPLETED)
+    rows = audits.filter(status=AuditStatus.COMPLETED, purpose=AuditPurpose.PRODUCTION)  # never an evaluation's
     config_ids = [c.pk for c in queue.configs.all()]
     if config_ids:
         rows = rows.filter(config_id__in=config_ids)

@@ -3,11 +3,13 @@ an audit keeps the version it ran with), deactivated, and read back in the API's
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from django.db import transaction
 from django.db.models import Prefetch
+from django.utils import timezone
 
 from audits.models import (
     Audit,
@@ -44,7 +46,9 @@ def validate_content(data: Mapping[str, Any]) -> None:
             )
 
 
-def _write_version(config: AuditConfig, data: Mapping[str, Any], user: User | None) -> AuditConfigVersion:
+def _write_version(
+    config: AuditConfig, data: Mapping[str, Any], user: User | None, *, draft: bool = False
+) -> AuditConfigVersion:
     number = (config.versions.order_by("-version").values_list("version", flat=True).first() or 0) + 1
     version = AuditConfigVersion.objects.create(
         config=config,
@@ -53,6 +57,9 @@ def _write_version(config: AuditConfig, data: Mapping[str, Any], user: User | No
         description=data.get("description", ""),
         thresholds=dict(data["thresholds"]),
         created_by=user,
+        is_draft=draft,
+        activated_at=None if draft else timezone.now(),
+        activated_by=None if draft else user,
     )
     for position, step in enumerate(data["steps"], start=1):
         definition = AuditStepDefinition.objects.create(
@@ -76,6 +83,8 @@ def _write_version(config: AuditConfig, data: Mapping[str, Any], user: User | No
             )
             for index, point in enumerate(step["control_points"])
         )
+    if draft:  # the active version stays; the draft runs only in an evaluation
+        return version
     config.current_version = version
     config.name, config.description = version.name, version.description
     config.save(update_fields=["current_version", "name", "description", "updated_at"])
@@ -105,7 +114,7 @@ def config_update(*, config_id: int, patch: Mapping[str, Any], user: User | None
     effective = {**current, **{k: v for k, v in patch.items() if k in CONTENT_FIELDS}}
     validate_content(effective)
     if _comparable(effective) != _comparable(current):
-        _write_version(config, effective, user)
+        _write_version(config, effective, user, draft=bool(patch.get("draft")))
     if "is_active" in patch and patch["is_active"] != config.is_active:
         config.is_active = patch["is_active"]
         config.save(update_fields=["is_active", "updated_at"])
@@ -232,4 +241,88 @@ def steps_of(version: AuditConfigVersion) -> Sequence[AuditStepDefinition]:
         version.steps.prefetch_related(
             Prefetch("control_points", queryset=AuditControlPointDefinition.objects.order_by("index"))
         ).order_by("position")
+    )
+
+
+def version_get(config_id: object, number: object) -> AuditConfigVersion:
+    version = (
+        AuditConfigVersion.objects.select_related("config", "activated_by", "created_by")
+        .filter(config_id=_int_or_none(config_id) or 0, version=_int_or_none(number) or 0)
+        .first()
+    )
+    if version is None:
+        raise NotFoundError(
+            f"Audit config {config_id} has no version {number}.",
+            code="audit_config_version_not_found",
+            details={"audit_config_id": config_id, "version": number},
+        )
+    return version
+
+
+def _int_or_none(value: object) -> int | None:
+    try:
+        return int(str(value))
+    except ValueError:
+        return None
+
+
+@transaction.atomic
+def version_activate(
+    *, config_id: int, number: int, user: User | None, evaluation_id: str | None = None
+) -> AuditConfigVersion:
+    """Make a version the active one (a draft stops being one); who activated it and the evaluation it was
+    based on are recorded. Audits made before keep their version."""
+    from audits.models import Evaluation
+
+    config = AuditConfig.objects.select_for_update().filter(pk=config_id).first()
+    if config is None:
+        raise _not_found(config_id)
+    version = version_get(config_id, number)
+    evaluation = None
+    if evaluation_id is not None:
+        key = _uuid_or_none(evaluation_id)
+        evaluation = Evaluation.objects.filter(pk=key, version=version).first() if key else None
+        if evaluation is None:
+            raise InvalidInput(
+                f"No evaluation {evaluation_id} of version {number}.",
+                code="evaluation_not_found",
+                details={"evaluation_id": [f"No evaluation {evaluation_id} of this version."]},
+            )
+    version.is_draft = False
+    version.activated_at, version.activated_by, version.activated_from = timezone.now(), user, evaluation
+    version.save(update_fields=["is_draft", "activated_at", "activated_by", "activated_from"])
+    config.current_version = version
+    config.name, config.description = version.name, version.description
+    config.save(update_fields=["current_version", "name", "description", "updated_at"])
+    return version
+
+
+def _uuid_or_none(value: object) -> uuid.UUID | None:
+    try:
+        return uuid.UUID(str(value))
+    except ValueError:
+        return None
+
+
+def version_dict(version: AuditConfigVersion) -> dict[str, Any]:
+    active = version.config.current_version_id == version.pk
+    return {
+        "version": version.version,
+        "name": version.name,
+        "is_draft": version.is_draft,
+        "is_active": active,
+        "created_at": version.created_at.isoformat(),
+        "created_by": version.created_by.email if version.created_by else None,
+        "activated_at": version.activated_at.isoformat() if version.activated_at else None,
+        "activated_by": version.activated_by.email if version.activated_by else None,
+        "activated_from_evaluation": str(version.activated_from_id) if version.activated_from_id else None,
+    }
+
+
+def versions_of(config_id: object) -> list[AuditConfigVersion]:
+    config_get(config_id)
+    return list(
+        AuditConfigVersion.objects.select_related("config", "created_by", "activated_by")
+        .filter(config_id=_int_or_none(config_id))
+        .order_by("-version")
     )

@@ -24,6 +24,7 @@ from django.utils import timezone
 from audits.models import (
     PENDING,
     Audit,
+    AuditPurpose,
     AuditStatus,
     AuditStepResult,
     ControlPointResult,
@@ -74,6 +75,12 @@ def dispute_open(
         raise PermissionDeniedError(
             "Only the agent whose sale it is may dispute its audit.",
             code="not_the_agent",
+            details={"audit_id": str(audit.pk)},
+        )
+    if audit.purpose != AuditPurpose.PRODUCTION:
+        raise ConflictError(
+            "An evaluation's audit judges a config version, not the agent: it cannot be disputed.",
+            code="evaluation_audit",
             details={"audit_id": str(audit.pk)},
         )
     if audit.status != AuditStatus.COMPLETED or audit.completed_at is None:

@@ -13,6 +13,8 @@ from django.db import connection, transaction
 from audits.models import (
     Audit,
     AuditConfig,
+    AuditConfigVersion,
+    AuditPurpose,
     AuditStatus,
 )
 from core.exceptions import (
@@ -96,25 +98,33 @@ def audit_request_or_reuse(
     tools_mode: bool = False,
     user: User | None = None,
     batch_id: str | None = None,
+    version: AuditConfigVersion | None = None,
+    evaluation_id: str | None = None,
+    predecessor_id: str | None = None,
 ) -> AuditRequested:
-    """A pending audit of ``fiche`` with the config's current version; its orchestrator runs after
-    commit. An identical audit (same fiche, config version and mode) still pending, waiting for its
-    transcripts or running is returned instead (``reused``), whoever asked for it: one request per
-    (fiche, version, mode) at a time decides (a transaction-scoped advisory lock), so concurrent
-    identical requests make one audit. A reused audit keeps its own ``batch_id``: a batch item that
-    follows it ends with it (``batch_ref_done``)."""
-    config = runnable_config(config_id)
-    version = config.current_version
+    """A pending audit of ``fiche`` with the config's current version (or ``version``: a re-audit's, an
+    evaluation's); its orchestrator runs after commit. An identical audit (same fiche, config version, mode
+    and evaluation) still pending, waiting for its transcripts or running is returned instead (``reused``),
+    whoever asked for it: one request per (fiche, version, mode, evaluation) at a time decides (a
+    transaction-scoped advisory lock), so concurrent identical requests make one audit. A reused audit keeps
+    its own ``batch_id``: a batch item that follows it ends with it (``batch_ref_done``). An evaluation's
+    audits (``evaluation_id``) are ``purpose=evaluation``: they never reuse nor are reused by others."""
+    config = runnable_config(config_id) if evaluation_id is None else AuditConfig.objects.get(pk=config_id)
+    version = version or config.current_version
     assert version is not None  # runnable_config checked it
     with transaction.atomic():
         with connection.cursor() as cursor:
             cursor.execute(
                 "SELECT pg_advisory_xact_lock(hashtextextended(%s, 0))",
-                [f"audit:{fiche.pk}:{version.pk}:{tools_mode:d}"],
+                [f"audit:{fiche.pk}:{version.pk}:{tools_mode:d}:{evaluation_id or ''}"],
             )
         active = (
             Audit.objects.filter(
-                fiche=fiche, config_version=version, tools_mode=tools_mode, status__in=ACTIVE_AUDIT_STATUSES
+                fiche=fiche,
+                config_version=version,
+                tools_mode=tools_mode,
+                evaluation_id=evaluation_id,  # type: ignore[misc]  # None: a production audit
+                status__in=ACTIVE_AUDIT_STATUSES,
             )
             .order_by("created_at")
             .first()
@@ -138,6 +148,9 @@ def audit_request_or_reuse(
             model=str(settings.LLM_MODEL),
             requested_by=user,
             batch_id=batch_id,
+            evaluation_id=evaluation_id,
+            purpose=AuditPurpose.EVALUATION if evaluation_id else AuditPurpose.PRODUCTION,
+            predecessor_id=predecessor_id,
         )
         from audits.tasks import audit_run
 

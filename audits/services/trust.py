@@ -26,7 +26,7 @@ from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
 
-from audits.models import ControlPointTrust, ControlPointTrustChange, HumanReview, TrustState
+from audits.models import AuditPurpose, ControlPointTrust, ControlPointTrustChange, HumanReview, TrustState
 from audits.selectors import cohen_kappa
 from core.formats import iso
 from realtime.publisher import publish
@@ -61,7 +61,10 @@ def window(config_id: int, step_position: int, control_point_index: int, *, size
     size = settings.AUDIT_TRUST_WINDOW if size is None else size
     rows = (
         HumanReview.objects.filter(
-            config_id=config_id, step_position=step_position, control_point_index=control_point_index
+            config_id=config_id,
+            step_position=step_position,
+            control_point_index=control_point_index,
+            step_result__audit__purpose=AuditPurpose.PRODUCTION,  # an evaluation's audits never count
         )
         .order_by("-created_at", "-id")
         .values_list("step_result_id", "ai_first_status", "ai_status", "status")
