@@ -19,6 +19,7 @@ from audits.models import (
     PENDING,
     Audit,
     AuditControlPointDefinition,
+    AuditPurpose,
     AuditStepResult,
     Citation,
     ControlPointResult,
@@ -26,6 +27,7 @@ from audits.models import (
     ControlPointTrustChange,
     Dispute,
     DisputeStatus,
+    Evaluation,
     HumanReview,
     RerunEvent,
 )
@@ -36,10 +38,14 @@ if TYPE_CHECKING:
     from accounts.models import User
 
 
-def audits_for(user: User, *, action: str = "read") -> QuerySet[Audit]:
-    """Audits whose fiche is in the user's ``audits`` scope."""
+def audits_for(user: User, *, action: str = "read", purpose: str | None = AuditPurpose.PRODUCTION) -> QuerySet[Audit]:
+    """Audits whose fiche is in the user's ``audits`` scope; production ones unless ``purpose`` says otherwise
+    (None: every purpose). An evaluation's audits never count in compliance figures or calibration."""
+    audits = Audit.objects.select_related("fiche", "config_version")
+    if purpose is not None:
+        audits = audits.filter(purpose=purpose)
     return scope_queryset(
-        Audit.objects.select_related("fiche", "config_version"),
+        audits,
         user,
         "audits",
         action="read" if action == "read" else "write",
@@ -63,7 +69,11 @@ def audit_for_user(user: User, audit_id: object, *, action: str = "read") -> Aud
     return audit
 
 
-def audit_summary_dict(audit: Audit) -> dict[str, Any]:
+def audit_summary_dict(audit: Audit, *, counts: bool | None = None) -> dict[str, Any]:
+    """The audit's summary; ``counts``: whether it is the audit that counts for its fiche and config (computed
+    when not given: pass it for a page, from ``counting_audit_ids``)."""
+    if counts is None:
+        counts = str(audit.pk) in counting_audit_ids([audit])
     return {
         "audit_id": str(audit.pk),
         "fiche_id": audit.fiche.fiche_id,
@@ -84,6 +94,11 @@ def audit_summary_dict(audit: Audit) -> dict[str, Any]:
         "error": audit.error,
         "created_at": iso(audit.created_at),
         "completed_at": iso(audit.completed_at),
+        "purpose": audit.purpose,
+        "evaluation_id": str(audit.evaluation_id) if audit.evaluation_id else None,
+        "predecessor_id": str(audit.predecessor_id) if audit.predecessor_id else None,
+        "pinned": audit.pinned_at is not None,
+        "counts": counts,
     }
 
 
@@ -597,4 +612,195 @@ def dispute_metrics(disputes: QuerySet[Dispute], *, config_id: int) -> dict[str,
         "disputes": total,
         "acceptance_rate": round(accepted / settled_all, 4) if settled_all else None,
         "control_points": points,
+    }
+
+
+# --- Re-audits: the diff beside the predecessor, the summary of a re-audit, the audit that counts ------------
+
+
+def _points_of(audit: Audit) -> dict[tuple[int, int], dict[str, Any]]:
+    """Each control point of an audit as it counts: its verdict (the reviewer's, else the AI's) and verified
+    quotes, with the step's score."""
+    rows = _with_results(AuditStepResult.objects.filter(audit=audit))
+    points: dict[tuple[int, int], dict[str, Any]] = {}
+    for row in rows:
+        questions = {d.index: d.question for d in row.step.control_points.all()}
+        for p in row.control_points.all():
+            points[(row.position, p.index)] = {
+                "status": p.effective_status,
+                "quotes": [c.text for c in p.citations.all() if c.verified],
+                "question": questions.get(p.index, ""),
+                "step_score": row.score,
+            }
+    return points
+
+
+def audit_diff(audit: Audit) -> dict[str, Any]:
+    """A re-audit beside its predecessor: niveau, score, and every control point whose verdict changed
+    (with both verdicts and both verified quotes); points only one of the two versions has count as changed."""
+    predecessor = audit.predecessor
+    if predecessor is None:
+        raise NotFoundError(
+            f"Audit {audit.pk} is not a re-audit: it has no predecessor.",
+            code="no_predecessor",
+            details={"audit_id": str(audit.pk)},
+        )
+    before, after = _points_of(predecessor), _points_of(audit)
+    changed = []
+    for key in sorted(set(before) | set(after)):
+        b, a = before.get(key), after.get(key)
+        if b is not None and a is not None and b["status"] == a["status"]:
+            continue
+        changed.append(
+            {
+                "step_position": key[0],
+                "control_point_index": key[1],
+                "question": (a or b or {}).get("question", ""),
+                "before": None if b is None else {"status": b["status"], "quotes": b["quotes"]},
+                "after": None if a is None else {"status": a["status"], "quotes": a["quotes"]},
+            }
+        )
+    return {
+        "audit_id": str(audit.pk),
+        "predecessor_id": str(predecessor.pk),
+        "fiche_id": audit.fiche.fiche_id,
+        "config_version": {"before": predecessor.config_version.version, "after": audit.config_version.version},
+        "status": {"before": predecessor.status, "after": audit.status},
+        "niveau": {"before": predecessor.niveau, "after": audit.niveau, "changed": predecessor.niveau != audit.niveau},
+        "score_percentage": {"before": predecessor.score_percentage, "after": audit.score_percentage},
+        "is_compliant": {"before": predecessor.is_compliant, "after": audit.is_compliant},
+        "changed_points": changed,
+        "unchanged_points": len(set(before) & set(after)) - sum(1 for c in changed if c["before"] and c["after"]),
+    }
+
+
+def reaudit_summary(audits: QuerySet[Audit], *, batch_id: str) -> dict[str, Any]:
+    """A re-audit (its batch's audits, in the reader's scope): fiches whose niveau changed and the points that
+    moved most."""
+    rows = list(
+        audits.filter(batch_id=batch_id, predecessor__isnull=False)
+        .select_related("predecessor__config_version", "fiche", "config_version")
+        .order_by("fiche__fiche_id")
+    )
+    moved: Counter[tuple[int, int]] = Counter()
+    fiches: list[dict[str, Any]] = []
+    changed_niveau = 0
+    for audit in rows:
+        if audit.status != "completed":
+            fiches.append({"fiche_id": audit.fiche.fiche_id, "audit_id": str(audit.pk), "status": audit.status})
+            continue
+        diff = audit_diff(audit)
+        changed_niveau += bool(diff["niveau"]["changed"])
+        for point in diff["changed_points"]:
+            moved[(point["step_position"], point["control_point_index"])] += 1
+        fiches.append(
+            {
+                "fiche_id": audit.fiche.fiche_id,
+                "audit_id": str(audit.pk),
+                "predecessor_id": diff["predecessor_id"],
+                "status": audit.status,
+                "niveau": diff["niveau"],
+                "changed_points": len(diff["changed_points"]),
+            }
+        )
+    return {
+        "batch_id": str(batch_id),
+        "fiches": len(rows),
+        "completed": sum(1 for f in fiches if f["status"] == "completed"),
+        "niveau_changed": changed_niveau,
+        "points_moved": [
+            {"step_position": p, "control_point_index": i, "fiches": n}
+            for (p, i), n in sorted(moved.items(), key=lambda kv: (-kv[1], kv[0]))
+        ],
+        "results": fiches,
+    }
+
+
+def counting_audit_ids(audits: list[Audit]) -> set[str]:
+    """Of these audits, those that count for their fiche and config: the pinned one, else the latest completed
+    production audit of the config's active version."""
+    pairs = {(a.fiche_id, a.config_id) for a in audits}
+    if not pairs:
+        return set()
+    fiche_ids = {f for f, _ in pairs}
+    config_ids = {c for _, c in pairs}
+    candidates = (
+        Audit.objects.filter(
+            fiche_id__in=fiche_ids,
+            config_id__in=config_ids,
+            purpose=AuditPurpose.PRODUCTION,
+            status="completed",
+        )
+        .select_related("config")
+        .order_by("completed_at", "created_at")
+        .values_list("pk", "fiche_id", "config_id", "config_version_id", "config__current_version_id", "pinned_at")
+    )
+    pinned: dict[tuple[int, int], tuple[Any, str]] = {}
+    latest: dict[tuple[int, int], str] = {}
+    for pk, fiche_id, config_id, version_id, active_id, pinned_at in candidates:
+        key = (fiche_id, config_id)
+        if key not in pairs:
+            continue
+        if pinned_at is not None and (key not in pinned or pinned_at > pinned[key][0]):
+            pinned[key] = (pinned_at, str(pk))
+        if version_id == active_id:
+            latest[key] = str(pk)  # ordered by completion: the last one wins
+    return {pinned[k][1] if k in pinned else latest[k] for k in pairs if k in pinned or k in latest}
+
+
+# --- Evaluations --------------------------------------------------------------------------------------------
+
+
+def _fiches_readable(user: User, fiche_ids: list[str]) -> bool:
+    from fiches.models import FicheCache
+
+    if not fiche_ids:
+        return True
+    readable = scope_queryset(FicheCache.objects.filter(fiche_id__in=fiche_ids), user, "audits", action="read")
+    return readable.count() == len(set(fiche_ids))
+
+
+def evaluations_for(user: User) -> list[Evaluation]:
+    """Evaluations whose every fiche lies in the user's ``audits`` read scope (their result quotes those calls)."""
+    rows = Evaluation.objects.select_related("version", "baseline_version", "requested_by").order_by("-created_at")
+    return [e for e in rows[:500] if _fiches_readable(user, e.fiche_ids)]
+
+
+def evaluation_for_user(user: User, evaluation_id: object) -> Evaluation:
+    try:
+        key = uuid.UUID(str(evaluation_id))
+    except ValueError:
+        key = None
+    evaluation = (
+        Evaluation.objects.select_related("version", "baseline_version", "requested_by").filter(pk=key).first()
+        if key
+        else None
+    )
+    if evaluation is None:
+        raise NotFoundError(f"No evaluation {evaluation_id}.", code="evaluation_not_found")
+    if not _fiches_readable(user, evaluation.fiche_ids):
+        raise PermissionDeniedError(
+            "This evaluation's fiches are not all in your audits scope.",
+            code="scope_denied",
+            details={"evaluation_id": str(evaluation.pk)},
+        )
+    return evaluation
+
+
+def evaluation_dict(evaluation: Evaluation) -> dict[str, Any]:
+    statuses = Counter(Audit.objects.filter(evaluation=evaluation).values_list("status", flat=True))
+    return {
+        "id": str(evaluation.pk),
+        "audit_config_id": evaluation.config_id,
+        "version": evaluation.version.version,
+        "baseline_version": evaluation.baseline_version.version if evaluation.baseline_version else None,
+        "fiche_ids": list(evaluation.fiche_ids),
+        "use_rlm": evaluation.tools_mode,
+        "status": evaluation.status,
+        "audits": dict(statuses),
+        "result": evaluation.result,
+        "error": evaluation.error,
+        "requested_by": _who(evaluation.requested_by),
+        "created_at": iso(evaluation.created_at),
+        "completed_at": iso(evaluation.completed_at),
     }

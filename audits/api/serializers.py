@@ -89,6 +89,11 @@ class AuditConfigPatchInput(serializers.Serializer):
     is_active = serializers.BooleanField(required=False)
     thresholds = ThresholdsInput(required=False)
     steps = StepInput(many=True, allow_empty=False, required=False, max_length=MAX_STEPS)  # type: ignore[call-arg]
+    draft = serializers.BooleanField(
+        required=False,
+        default=False,
+        help_text="true: a changed content makes a draft version (the active one stays; evaluate it, then activate).",
+    )
 
 
 class ControlPointOutput(ControlPointInput):
@@ -145,6 +150,15 @@ class AuditListQuery(serializers.Serializer):
     needs_review = serializers.BooleanField(required=False, allow_null=True, default=None)
     created_from = DateTimeInput(required=False)
     created_to = DateTimeInput(required=False)
+    purpose = serializers.ChoiceField(
+        choices=["production", "evaluation"],
+        required=False,
+        default="production",
+        help_text="evaluation: the audits made by config evaluations (never in compliance figures).",
+    )
+    counts = serializers.BooleanField(
+        required=False, allow_null=True, default=None, help_text="true: only the audit that counts for each fiche."
+    )
 
 
 class CitationOutput(serializers.Serializer):
@@ -235,6 +249,14 @@ class AuditSummaryOutput(serializers.Serializer):
     error = serializers.CharField(allow_null=True)
     created_at = serializers.DateTimeField()
     completed_at = serializers.DateTimeField(allow_null=True)
+    purpose = serializers.ChoiceField(choices=["production", "evaluation"])
+    evaluation_id = serializers.CharField(allow_null=True)
+    predecessor_id = serializers.CharField(allow_null=True, help_text="A re-audit: the audit it was made beside.")
+    pinned = serializers.BooleanField(help_text="A reviewer pinned it as the audit that counts.")
+    counts = serializers.BooleanField(
+        help_text="The audit that counts for its fiche and config: the pinned one, else the latest completed "
+        "production audit of the active version."
+    )
 
 
 class AuditOutput(AuditSummaryOutput):
@@ -470,3 +492,108 @@ class TrustPointOutput(serializers.Serializer):
 class ConfigTrustOutput(serializers.Serializer):
     audit_config_id = serializers.IntegerField()
     control_points = TrustPointOutput(many=True)
+
+
+# --- Config versions, evaluations, re-audits ----------------------------------------------------------------
+
+
+class VersionOutput(serializers.Serializer):
+    version = serializers.IntegerField()
+    name = serializers.CharField()
+    is_draft = serializers.BooleanField()
+    is_active = serializers.BooleanField()
+    created_at = serializers.DateTimeField()
+    created_by = serializers.CharField(allow_null=True)
+    activated_at = serializers.DateTimeField(allow_null=True)
+    activated_by = serializers.CharField(allow_null=True)
+    activated_from_evaluation = serializers.CharField(allow_null=True)
+
+
+class ActivateInput(serializers.Serializer):
+    evaluation_id = serializers.UUIDField(required=False, allow_null=True, default=None)
+
+
+class EvaluationInput(serializers.Serializer):
+    version = serializers.IntegerField(
+        min_value=1, required=False, allow_null=True, default=None, help_text="Default: the active version."
+    )
+    fiche_ids = serializers.ListField(
+        child=serializers.CharField(max_length=64),
+        required=False,
+        allow_empty=True,
+        default=list,
+        max_length=1000,
+        help_text="Default: the most recent fiches reviewers judged for this config (AUDIT_EVALUATION_FICHES).",
+    )
+    use_rlm = serializers.BooleanField(required=False, default=False)
+
+
+class EvaluationOutput(serializers.Serializer):
+    id = serializers.CharField()
+    audit_config_id = serializers.IntegerField()
+    version = serializers.IntegerField()
+    baseline_version = serializers.IntegerField(allow_null=True, help_text="The active version it runs beside.")
+    fiche_ids = serializers.ListField(child=serializers.CharField())
+    use_rlm = serializers.BooleanField()
+    status = serializers.ChoiceField(choices=["pending", "running", "completed", "failed"])
+    audits = serializers.DictField(help_text="Counts of its audits by status.")
+    result = serializers.DictField(
+        allow_null=True,
+        help_text="Per control point and overall, beside the active version: agreement with reviewers, kappa; "
+        "the changed verdicts with both quotes; tokens and wall time.",
+    )
+    error = serializers.CharField(allow_null=True)
+    requested_by = serializers.CharField(allow_null=True)
+    created_at = serializers.DateTimeField()
+    completed_at = serializers.DateTimeField(allow_null=True)
+
+
+class EvaluationCreated(serializers.Serializer):
+    evaluation_id = serializers.CharField()
+    status = serializers.CharField()
+    fiches = serializers.IntegerField()
+
+
+class ReauditInput(serializers.Serializer):
+    audit_config_id = serializers.IntegerField(min_value=1)
+    version = serializers.IntegerField(min_value=1, required=False, allow_null=True, default=None)
+    fiche_ids = serializers.ListField(
+        child=serializers.CharField(max_length=64), required=False, allow_empty=True, default=list, max_length=1000
+    )
+    date_from = serializers.DateField(required=False, allow_null=True, default=None)
+    date_to = serializers.DateField(required=False, allow_null=True, default=None)
+    use_rlm = serializers.BooleanField(required=False, default=False)
+
+    def validate(self, attrs: dict[str, Any]) -> dict[str, Any]:
+        if not attrs["fiche_ids"] and not (attrs["date_from"] and attrs["date_to"]):
+            raise serializers.ValidationError({"fiche_ids": ["Name the fiches, or give date_from and date_to."]})
+        if attrs["date_from"] and attrs["date_to"] and attrs["date_from"] > attrs["date_to"]:
+            raise serializers.ValidationError({"date_from": ["date_from is after date_to."]})
+        return attrs
+
+
+class ReauditCreated(serializers.Serializer):
+    batch_id = serializers.CharField()
+    fiches = serializers.IntegerField()
+
+
+class DiffOutput(serializers.Serializer):
+    audit_id = serializers.CharField()
+    predecessor_id = serializers.CharField()
+    fiche_id = serializers.CharField()
+    config_version = serializers.DictField()
+    status = serializers.DictField()
+    niveau = serializers.DictField()
+    score_percentage = serializers.DictField()
+    is_compliant = serializers.DictField()
+    changed_points = serializers.ListField(child=serializers.DictField())
+    unchanged_points = serializers.IntegerField()
+
+
+class ReauditSummaryOutput(serializers.Serializer):
+    batch_id = serializers.CharField()
+    fiches = serializers.IntegerField()
+    completed = serializers.IntegerField()
+    niveau_changed = serializers.IntegerField()
+    points_moved = serializers.ListField(child=serializers.DictField())
+    results = serializers.ListField(child=serializers.DictField())

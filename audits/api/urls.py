@@ -31,4 +31,20 @@ audits_urlpatterns = [
     path("disputes/<uuid:dispute_id>/accept", views.DisputeAcceptView.as_view(), name="dispute-accept"),
     path("disputes/<uuid:dispute_id>/reject", views.DisputeRejectView.as_view(), name="dispute-reject"),
     path("audit-configs/<int:config_id>/trust", views.ConfigTrustView.as_view(), name="audit-config-trust"),
+    path("audit-configs/<int:config_id>/versions", views.ConfigVersionsView.as_view(), name="audit-config-versions"),
+    path(
+        "audit-configs/<int:config_id>/versions/<int:version>/activate",
+        views.ConfigVersionActivateView.as_view(),
+        name="audit-config-version-activate",
+    ),
+    path(
+        "audit-configs/<int:config_id>/evaluations",
+        views.ConfigEvaluationsView.as_view(),
+        name="audit-config-evaluations",
+    ),
+    path("evaluations/<uuid:evaluation_id>", views.EvaluationDetailView.as_view(), name="evaluation-detail"),
+    path("audits/reaudit", views.ReauditView.as_view(), name="audit-reaudit"),
+    path("audits/reaudit/<uuid:batch_id>", views.ReauditSummaryView.as_view(), name="audit-reaudit-summary"),
+    path("audits/<uuid:audit_id>/diff", views.AuditDiffView.as_view(), name="audit-diff"),
+    path("audits/<uuid:audit_id>/pin", views.AuditPinView.as_view(), name="audit-pin"),
 ]

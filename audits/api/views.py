@@ -12,7 +12,7 @@ from accounts.grants import has_grant
 from accounts.permissions import HasGrant, request_user
 from audits import selectors
 from audits.api import serializers as s
-from audits.services import configs, disputes, reviews
+from audits.services import configs, disputes, evaluations, reaudit, reviews
 from audits.services import request as audit_requests
 from batches import services as batches
 from core.limits import spending
@@ -141,7 +141,7 @@ class AuditListView(APIView):
         query = s.AuditListQuery(data=request.query_params)
         query.is_valid(raise_exception=True)
         f = query.validated_data
-        queryset = selectors.audits_for(request_user(request)).order_by("-created_at", "-id")
+        queryset = selectors.audits_for(request_user(request), purpose=f["purpose"]).order_by("-created_at", "-id")
         for field, lookup in (
             ("fiche_id", "fiche__fiche_id"),
             ("status", "status"),
@@ -155,9 +155,15 @@ class AuditListView(APIView):
         for flag in ("is_compliant", "needs_review"):
             if f.get(flag) is not None:
                 queryset = queryset.filter(**{flag: f[flag]})
+        if f.get("counts") is not None:
+            counting = selectors.counting_audit_ids(list(queryset.filter(status="completed")))
+            queryset = queryset.filter(pk__in=counting) if f["counts"] else queryset.exclude(pk__in=counting)
         paginator = LimitOffset()
         page = paginator.page(queryset, request, view=self)
-        return paginator.get_paginated_response([selectors.audit_summary_dict(a) for a in page])
+        counting = selectors.counting_audit_ids(list(page))
+        return paginator.get_paginated_response(
+            [selectors.audit_summary_dict(a, counts=str(a.pk) in counting) for a in page]
+        )
 
 
 class AuditDetailView(APIView):
@@ -493,3 +499,202 @@ class ConfigTrustView(APIView):
     )
     def get(self, request: Request, config_id: int) -> Response:
         return Response(selectors.config_trust(config_id))
+
+
+# --- Config versions and evaluations ------------------------------------------------------------------------
+
+VERSION = OpenApiParameter("version", int, OpenApiParameter.PATH)
+EVALUATION_ID = OpenApiParameter("evaluation_id", str, OpenApiParameter.PATH)
+
+
+class ConfigVersionsView(APIView):
+    permission_classes = [HasGrant("audit-configs", "read")]
+
+    @extend_schema(
+        tags=["audit-configs"],
+        summary="A config's versions, newest first: drafts, the active one, who activated each and from what",
+        parameters=[CONFIG_ID],
+        responses={200: s.VersionOutput(many=True), **errors(401, 403, 404)},
+    )
+    def get(self, request: Request, config_id: int) -> Response:
+        return Response([configs.version_dict(v) for v in configs.versions_of(config_id)])
+
+
+class ConfigVersionActivateView(APIView):
+    permission_classes = [HasGrant("audit-configs", "write")]
+
+    @extend_schema(
+        tags=["audit-configs"],
+        summary="Activate a version (a draft stops being one); records who and the evaluation it was based on",
+        parameters=[CONFIG_ID, VERSION],
+        request=s.ActivateInput,
+        responses={200: s.VersionOutput, **errors(400, 401, 403, 404)},
+    )
+    def post(self, request: Request, config_id: int, version: int) -> Response:
+        data = s.ActivateInput(data=request.data)
+        data.is_valid(raise_exception=True)
+        evaluation_id = data.validated_data["evaluation_id"]
+        activated = configs.version_activate(
+            config_id=config_id,
+            number=version,
+            user=request_user(request),
+            evaluation_id=str(evaluation_id) if evaluation_id else None,
+        )
+        return Response(configs.version_dict(configs.version_get(config_id, activated.version)))
+
+
+class ConfigEvaluationsView(APIView):
+    def get_permissions(self):
+        if self.request.method == "GET":
+            return [HasGrant("audit-configs", "read")()]
+        return [HasGrant("audit-configs", "write")(), HasGrant("audits", "write")()]
+
+    @extend_schema(
+        tags=["evaluations"],
+        summary="A config's evaluations whose fiches all lie in your audits scope, newest first",
+        parameters=[CONFIG_ID],
+        responses={200: s.EvaluationOutput(many=True), **errors(401, 403, 404)},
+    )
+    def get(self, request: Request, config_id: int) -> Response:
+        configs.config_get(config_id)
+        rows = [e for e in selectors.evaluations_for(request_user(request)) if e.config_id == config_id]
+        return Response([selectors.evaluation_dict(e) for e in rows[:100]])
+
+    @extend_schema(
+        tags=["evaluations"],
+        summary="Evaluate a version (a draft, or any) beside the active one against reviewers' verdicts",
+        description=(
+            "Runs the version and the active one over the evaluation set — by default the most recent fiches "
+            "reviewers judged for this config (AUDIT_EVALUATION_FICHES), or `fiche_ids` — as audits marked "
+            "`purpose: evaluation` (never in compliance figures, queues, calibration or trust). Follow it with "
+            "GET /api/evaluations/{id} or audit.evaluation_* events on your private-user-{id} channel. Its audits "
+            "count against your batch budget (BATCH_USER_RATE)."
+        ),
+        parameters=[CONFIG_ID],
+        request=s.EvaluationInput,
+        responses={202: s.EvaluationCreated, **errors(400, 401, 403, 404, 409, 429, 503)},
+    )
+    def post(self, request: Request, config_id: int) -> Response:
+        data = s.EvaluationInput(data=request.data)
+        data.is_valid(raise_exception=True)
+        f = data.validated_data
+        evaluation = evaluations.evaluation_create(
+            config_id=config_id,
+            version_number=f["version"],
+            fiche_ids=f["fiche_ids"] or None,
+            tools_mode=f["use_rlm"],
+            user=request_user(request),
+        )
+        return Response(
+            {"evaluation_id": str(evaluation.pk), "status": evaluation.status, "fiches": len(evaluation.fiche_ids)},
+            status=202,
+        )
+
+
+class EvaluationDetailView(APIView):
+    permission_classes = [HasGrant("audit-configs", "read")]
+
+    @extend_schema(
+        tags=["evaluations"],
+        summary="An evaluation: progress, then its result per control point and overall beside the active version",
+        description="Readable when every fiche of its set lies in your audits read scope.",
+        parameters=[EVALUATION_ID],
+        responses={200: s.EvaluationOutput, **errors(401, 403, 404)},
+    )
+    def get(self, request: Request, evaluation_id: str) -> Response:
+        evaluation = selectors.evaluation_for_user(request_user(request), evaluation_id)
+        return Response(selectors.evaluation_dict(evaluation))
+
+
+# --- Re-audits -----------------------------------------------------------------------------------------------
+
+
+class ReauditView(APIView):
+    permission_classes = [HasGrant("audits", "write")]
+
+    @extend_schema(
+        tags=["audits"],
+        summary="Re-audit past sales with a config version: new audits beside the old ones (never overwritten)",
+        description=(
+            "Every selected fiche (`fiche_ids`, or the fiches sold between `date_from` and `date_to` that have a "
+            "completed audit of the config, in your audits write scope) gets a new audit with the version "
+            "(default: the active one; a draft is refused, 409 `version_is_draft`), linked to the fiche's last "
+            "audit as `predecessor_id`. An audit batch: GET /api/batches/{batch_id}, batch.* events, each fiche "
+            "started once; counts against BATCH_USER_RATE; at most AUDIT_BATCH_MAX fiches. "
+            "GET /api/audits/reaudit/{batch_id} summarizes it, GET /api/audits/{id}/diff shows each fiche's diff."
+        ),
+        request=s.ReauditInput,
+        responses={202: s.ReauditCreated, **errors(400, 401, 403, 404, 409, 429, 503)},
+    )
+    def post(self, request: Request) -> Response:
+        data = s.ReauditInput(data=request.data)
+        data.is_valid(raise_exception=True)
+        require_redis("Re-audits")
+        f = data.validated_data
+        batch, total = reaudit.reaudit_create(
+            user=request_user(request),
+            config_id=f["audit_config_id"],
+            version_number=f["version"],
+            fiche_ids=f["fiche_ids"] or None,
+            date_from=f["date_from"],
+            date_to=f["date_to"],
+            tools_mode=f["use_rlm"],
+        )
+        return Response({"batch_id": str(batch.pk), "fiches": total}, status=202)
+
+
+class ReauditSummaryView(APIView):
+    permission_classes = [HasGrant("audits", "read")]
+
+    @extend_schema(
+        tags=["audits"],
+        summary="A re-audit's summary: fiches whose niveau changed, the points that moved most (your scope)",
+        parameters=[OpenApiParameter("batch_id", str, OpenApiParameter.PATH)],
+        responses={200: s.ReauditSummaryOutput, **errors(401, 403)},
+    )
+    def get(self, request: Request, batch_id: str) -> Response:
+        return Response(selectors.reaudit_summary(selectors.audits_for(request_user(request)), batch_id=batch_id))
+
+
+class AuditDiffView(APIView):
+    permission_classes = [HasGrant("audits", "read")]
+
+    @extend_schema(
+        tags=["audits"],
+        summary="A re-audit beside its predecessor: niveau, score, and each control point whose verdict changed",
+        parameters=[AUDIT_ID],
+        responses={200: s.DiffOutput, **errors(401, 403, 404)},
+    )
+    def get(self, request: Request, audit_id: str) -> Response:
+        user = request_user(request)
+        audit = selectors.audit_for_user(user, audit_id)
+        if audit.predecessor_id is not None:
+            selectors.audit_for_user(user, audit.predecessor_id)  # the same fiche: the same scope, checked anyway
+        return Response(selectors.audit_diff(audit))
+
+
+class AuditPinView(APIView):
+    permission_classes = [HasGrant("audits", "write")]
+
+    @extend_schema(
+        tags=["audits"],
+        summary="Pin this audit as the one that counts for its fiche and config",
+        parameters=[AUDIT_ID],
+        request=None,
+        responses={200: s.AuditSummaryOutput, **errors(401, 403, 404, 409)},
+    )
+    def post(self, request: Request, audit_id: str) -> Response:
+        user = request_user(request)
+        audit = reaudit.audit_pin(audit=selectors.audit_for_user(user, audit_id, action="write"), user=user, pin=True)
+        return Response(selectors.audit_summary_dict(audit))
+
+    @extend_schema(
+        tags=["audits"],
+        summary="Unpin: the latest completed audit of the active version counts again",
+        parameters=[AUDIT_ID],
+        responses={200: s.AuditSummaryOutput, **errors(401, 403, 404)},
+    )
+    def delete(self, request: Request, audit_id: str) -> Response:
+        user = request_user(request)
+        audit = reaudit.audit_pin(audit=selectors.audit_for_user(user, audit_id, action="write"), user=user, pin=False)
+        return Response(selectors.audit_summary_dict(audit))

@@ -5,8 +5,8 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from audits.models import Audit, AuditStatus
-from audits.services.request import audit_request
+from audits.models import Audit, AuditConfigVersion, AuditPurpose, AuditStatus
+from audits.services.request import audit_request_or_reuse
 from core.exceptions import InvalidInput
 from fiches.models import FicheCache
 
@@ -39,13 +39,27 @@ def start_batch_item(batch: Any, item: Any) -> str | None:
     from batches.services import batch_item_fiche
 
     fiche = batch_item_fiche(batch, item, app="audits")
-    audit = audit_request(
+    config_id = config_for_fiche(fiche, batch.options.get("audit_config_id"))
+    version, predecessor = None, None
+    if batch.options.get("reaudit"):  # a re-audit: the version asked for, beside the fiche's last audit
+        version = AuditConfigVersion.objects.get(pk=batch.options["version_id"])
+        predecessor = (
+            Audit.objects.filter(
+                fiche=fiche, config_id=config_id, purpose=AuditPurpose.PRODUCTION, status=AuditStatus.COMPLETED
+            )
+            .exclude(batch_id=batch.pk)
+            .order_by("-completed_at", "-created_at")
+            .first()
+        )
+    audit = audit_request_or_reuse(
         fiche=fiche,
-        config_id=config_for_fiche(fiche, batch.options.get("audit_config_id")),
+        config_id=config_id,
         tools_mode=bool(batch.options.get("tools_mode", batch.options.get("use_rlm"))),
         user=batch.requested_by,
         batch_id=str(batch.pk),
-    )
+        version=version,
+        predecessor_id=str(predecessor.pk) if predecessor is not None else None,
+    ).audit
     return str(audit.pk)
 
 

@@ -57,6 +57,11 @@ SUMMARY_KEYS = {
     "error",
     "created_at",
     "completed_at",
+    "purpose",
+    "evaluation_id",
+    "predecessor_id",
+    "pinned",
+    "counts",
 }
 
 
@@ -824,6 +829,11 @@ def test_an_audit_in_the_documented_shape(audits, config, auditor, auth_client):
         "error": None,
         "created_at": T0.isoformat(),
         "completed_at": (T0 + timedelta(seconds=13)).isoformat(),
+        "purpose": "production",
+        "evaluation_id": None,
+        "predecessor_id": None,
+        "pinned": False,
+        "counts": True,  # the fiche's latest completed audit of the config's active version
     }
     assert body["steps"] == [
         {

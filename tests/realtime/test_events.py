@@ -140,6 +140,22 @@ CONTRACT: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
         ("fiche_id", "total_recordings", "transcribed", "failed", "duration_seconds", "completed_at", "status"),
     ),
     "transcription.failed": ((F, T), ("fiche_id", "error", "failed_at", "status")),
+    "audit.evaluation_progress": (
+        (G,),
+        ("evaluation_id", "audit_config_id", "completed_audits", "failed_audits", "total_audits", "status"),
+    ),
+    "audit.evaluation_completed": (
+        (G,),
+        (
+            "evaluation_id",
+            "audit_config_id",
+            "version",
+            "completed_audits",
+            "failed_audits",
+            "changed_points",
+            "status",
+        ),
+    ),
     "batch.progress": ((G,), ("batch_id", "operation_type", "total", "completed", "failed", "progress_percentage")),
     "batch.completed": ((G,), ("batch_id", "operation_type", "total", "completed", "failed", "duration_ms")),
     "notification": ((G,), ("type", "message", "duration")),
