@@ -228,7 +228,10 @@ def test_a_failing_transcription_is_retried_up_to_max_retries_and_continue_on_er
     assert rows["2227002"].status == "failed" and run.failed == 1
     assert run.successful + run.failed + run.skipped + run.ignored == 4 and run.skipped >= 1
     assert all(r.reason == "stopped after a failure" for r in rows.values() if r.status == "skipped")
-    names = [n for n, _ in run_events(pusher, run)]
+    names = wait_for(  # published after the commit that ended the run: it may land just after the status
+        lambda: (seen := [n for n, _ in run_events(pusher, run)]).count("automation.run.failed") and seen,
+        message="the run's failed event",
+    )
     assert names.count("automation.run.failed") == 1 and "automation.run.completed" not in names
 
 
