@@ -100,7 +100,7 @@ def queue_progress_for(user: User, queue: ReviewQueue) -> tuple[dict[str, Any], 
     return progress(items if whole else items_in_scope(user, items)), whole
 
 
-def item_dict(item: QueueItem) -> dict[str, Any]:
+def item_dict(item: QueueItem, *, counts: bool | None = None) -> dict[str, Any]:
     return {
         "id": item.pk,
         "queue_id": item.queue_id,
@@ -113,7 +113,7 @@ def item_dict(item: QueueItem) -> dict[str, Any]:
         "claimed_at": iso(item.claimed_at),
         "lease_expires_at": iso(item.lease_expires_at),
         "done_at": iso(item.done_at),
-        "audit": audit_summary_dict(item.audit),
+        "audit": audit_summary_dict(item.audit, counts=counts),
     }
 
 

@@ -9,6 +9,7 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from accounts.permissions import HasGrant, request_user
+from audits.selectors import counting_audit_ids
 from core.openapi import errors
 from core.pagination import LimitOffset
 from review_queues import selectors, services
@@ -145,7 +146,10 @@ class QueueItemsView(APIView):
         page = paginator.page(
             selectors.items_with_audits(items).order_by("priority", "entered_at", "id"), request, view=self
         )
-        return paginator.get_paginated_response([selectors.item_dict(i) for i in page])
+        counting = counting_audit_ids([i.audit for i in page])
+        return paginator.get_paginated_response(
+            [selectors.item_dict(i, counts=str(i.audit_id) in counting) for i in page]
+        )
 
 
 class ItemRenewView(APIView):
