@@ -31,7 +31,7 @@ from audits.models import (
     HumanReview,
     RerunEvent,
 )
-from core.exceptions import NotFoundError, PermissionDeniedError
+from core.exceptions import ConflictError, NotFoundError, PermissionDeniedError
 from core.formats import iso
 
 if TYPE_CHECKING:
@@ -644,6 +644,12 @@ def audit_diff(audit: Audit) -> dict[str, Any]:
             f"Audit {audit.pk} is not a re-audit: it has no predecessor.",
             code="no_predecessor",
             details={"audit_id": str(audit.pk)},
+        )
+    if audit.status != "completed":
+        raise ConflictError(
+            f"Audit {audit.pk} is {audit.status}: it is compared with its predecessor once it completed.",
+            code="audit_not_completed",
+            details={"audit_id": str(audit.pk), "status": audit.status},
         )
     before, after = _points_of(predecessor), _points_of(audit)
     changed = []

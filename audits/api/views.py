@@ -662,8 +662,9 @@ class AuditDiffView(APIView):
     @extend_schema(
         tags=["audits"],
         summary="A re-audit beside its predecessor: niveau, score, and each control point whose verdict changed",
+        description="404 `no_predecessor` for an audit that is not a re-audit; 409 until the re-audit completed.",
         parameters=[AUDIT_ID],
-        responses={200: s.DiffOutput, **errors(401, 403, 404)},
+        responses={200: s.DiffOutput, **errors(401, 403, 404, 409)},
     )
     def get(self, request: Request, audit_id: str) -> Response:
         user = request_user(request)

@@ -280,10 +280,12 @@ def evaluation_result(evaluation: Evaluation) -> dict[str, Any]:
         lambda: {"candidate": [], "baseline": []}
     )
     for key, human in truth.items():
+        # Both versions on the same points: a verdict only one of them has (its audit failed) is left out.
+        if key not in candidate or (baseline is not None and key not in baseline):
+            continue
         point = key[1:]
-        if key in candidate:
-            points[point]["candidate"].append((candidate[key]["status"], human))
-        if baseline is not None and key in baseline:
+        points[point]["candidate"].append((candidate[key]["status"], human))
+        if baseline is not None:
             points[point]["baseline"].append((baseline[key]["status"], human))
     per_point = []
     for (position, index), pairs in sorted(points.items()):
