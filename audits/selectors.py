@@ -683,8 +683,12 @@ def audit_diff(audit: Audit) -> dict[str, Any]:
 def reaudit_summary(audits: QuerySet[Audit], *, batch_id: str) -> dict[str, Any]:
     """A re-audit (its batch's audits, in the reader's scope): fiches whose niveau changed and the points that
     moved most."""
+    from batches.models import BatchItem
+
+    # The batch's items name their audits (one it followed, already running for the fiche, included).
+    refs = BatchItem.objects.filter(batch_id=batch_id, ref_id__isnull=False).values_list("ref_id", flat=True)
     rows = list(
-        audits.filter(batch_id=batch_id, predecessor__isnull=False)
+        audits.filter(pk__in=[r for r in refs if r and _is_uuid(r)], predecessor__isnull=False)
         .select_related("predecessor__config_version", "fiche", "config_version")
         .order_by("fiche__fiche_id")
     )
@@ -720,6 +724,14 @@ def reaudit_summary(audits: QuerySet[Audit], *, batch_id: str) -> dict[str, Any]
         ],
         "results": fiches,
     }
+
+
+def _is_uuid(value: str) -> bool:
+    try:
+        uuid.UUID(value)
+    except ValueError:
+        return False
+    return True
 
 
 def counting_audit_ids(audits: list[Audit]) -> set[str]:

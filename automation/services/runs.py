@@ -45,7 +45,7 @@ from django.db import IntegrityError, transaction
 from django.db.models import Count, Max
 from django.utils import timezone
 
-from audits.models import TERMINAL_AUDIT_STATUSES, Audit, AuditStatus
+from audits.models import TERMINAL_AUDIT_STATUSES, Audit, AuditPurpose, AuditStatus
 from automation import access
 from automation.fields import schedule_settings
 from automation.models import (
@@ -188,7 +188,7 @@ def _select(
             rows = rows.filter(groupe__in=selection["groupes"])
         if selection.get("only_unaudited"):
             configs = list(run.config.get("audit_config_ids") or [])
-            done = Audit.objects.filter(status=AuditStatus.COMPLETED)
+            done = Audit.objects.filter(status=AuditStatus.COMPLETED, purpose=AuditPurpose.PRODUCTION)
             if configs:  # audited: a completed audit for every chosen config
                 audited = list(
                     done.filter(config_id__in=configs)
