@@ -28,3 +28,24 @@ def cached_fiches(*fiches: tuple[str, str], on: date = date(2026, 2, 2)) -> dict
         )
         for fiche_id, groupe in fiches
     }
+
+
+@pytest.fixture
+def offline_llm(settings):
+    """An LLM key (the services refuse without one) and a CRM nobody listens to: no test may call either."""
+    settings.LLM_API_KEY = "sk-test"
+    settings.CRM_BASE_URL = "http://127.0.0.1:9"
+
+
+@pytest.fixture
+def sent(monkeypatch) -> list[tuple[str, tuple]]:
+    """Tasks sent to the broker (after commit): recorded, never sent (no worker runs here)."""
+    calls: list[tuple[str, tuple]] = []
+
+    def fake_send(task, *args, **kwargs):
+        calls.append((getattr(task, "name", repr(task)), args))
+        return True
+
+    monkeypatch.setattr("core.dispatch.send", fake_send)
+    monkeypatch.setattr("review_queues.services.send", fake_send)
+    return calls

@@ -41,7 +41,7 @@ from fiches.models import FicheCache
 from review_queues.models import QueueItem, ReviewQueue
 from review_queues.services import backfill, enter_audit
 
-pytestmark = pytest.mark.django_db
+pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("offline_llm", "sent")]
 
 CONFIGS = "/api/audit-configs"
 SALE_DAY = date(2026, 2, 2)
@@ -52,26 +52,6 @@ NEW_WORDING = "L'agent indique-t-il qu'une copie de l'enregistrement peut être 
 
 
 # --- Fixtures and helpers ------------------------------------------------------------------------------------
-
-
-@pytest.fixture(autouse=True)
-def _settings(settings):
-    settings.LLM_API_KEY = "sk-test"
-    settings.CRM_BASE_URL = "http://127.0.0.1:9"  # nothing listens: no test may need the CRM
-
-
-@pytest.fixture(autouse=True)
-def sent(monkeypatch) -> list[tuple[str, tuple]]:
-    """Tasks sent to the broker (after commit): recorded, never sent (no worker runs here)."""
-    calls: list[tuple[str, tuple]] = []
-
-    def fake_send(task, *args, **kwargs):
-        calls.append((getattr(task, "name", repr(task)), args))
-        return True
-
-    monkeypatch.setattr("core.dispatch.send", fake_send)
-    monkeypatch.setattr("review_queues.services.send", fake_send)
-    return calls
 
 
 @pytest.fixture

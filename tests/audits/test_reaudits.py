@@ -33,7 +33,7 @@ from batches.models import Batch, BatchItem
 from batches.services import batch_start_items
 from fiches.models import FicheCache
 
-pytestmark = pytest.mark.django_db
+pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("offline_llm", "sent")]
 
 REAUDIT = "/api/audits/reaudit"
 T0 = datetime(2026, 2, 3, 8, 0, tzinfo=UTC)
@@ -44,26 +44,6 @@ OFFER = 6  # "Présentation de l'offre": three points, none critical
 
 
 # --- Fixtures and helpers ------------------------------------------------------------------------------------
-
-
-@pytest.fixture(autouse=True)
-def _settings(settings):
-    settings.LLM_API_KEY = "sk-test"
-    settings.CRM_BASE_URL = "http://127.0.0.1:9"  # nothing listens: no test may need the CRM
-
-
-@pytest.fixture(autouse=True)
-def sent(monkeypatch) -> list[tuple[str, tuple]]:
-    """Tasks sent to the broker (after commit): recorded, never sent (no worker runs here)."""
-    calls: list[tuple[str, tuple]] = []
-
-    def fake_send(task, *args, **kwargs):
-        calls.append((getattr(task, "name", repr(task)), args))
-        return True
-
-    monkeypatch.setattr("core.dispatch.send", fake_send)
-    monkeypatch.setattr("review_queues.services.send", fake_send)
-    return calls
 
 
 def fiche(fiche_id: str, groupe: str, on: date = FROM) -> FicheCache:
