@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import math
 import statistics
-import uuid
 from collections import Counter, defaultdict
 from dataclasses import dataclass
 from datetime import datetime
@@ -32,7 +31,7 @@ from audits.models import (
     RerunEvent,
 )
 from core.exceptions import ConflictError, NotFoundError, PermissionDeniedError
-from core.formats import iso
+from core.formats import iso, uuid_or_none
 
 if TYPE_CHECKING:
     from accounts.models import User
@@ -55,10 +54,7 @@ def audits_for(user: User, *, action: str = "read", purpose: str | None = AuditP
 
 
 def audit_for_user(user: User, audit_id: object, *, action: str = "read") -> Audit:
-    try:
-        key = uuid.UUID(str(audit_id))
-    except ValueError:
-        key = None
+    key = uuid_or_none(audit_id)
     audit = Audit.objects.select_related("fiche", "config_version").filter(pk=key).first() if key else None
     if audit is None:
         raise NotFoundError(f"No audit {audit_id}.", code="audit_not_found", details={"audit_id": str(audit_id)})
@@ -566,10 +562,7 @@ def disputes_for(user: User, *, action: str = "read") -> QuerySet[Dispute]:
 
 
 def dispute_for_user(user: User, dispute_id: object, *, action: str = "read") -> Dispute:
-    try:
-        key = uuid.UUID(str(dispute_id))
-    except ValueError:
-        key = None
+    key = uuid_or_none(dispute_id)
     dispute = Dispute.objects.select_related("audit__fiche").filter(pk=key).first() if key else None
     if dispute is None:
         raise NotFoundError(f"No dispute {dispute_id}.", code="dispute_not_found")
@@ -688,7 +681,7 @@ def reaudit_summary(audits: QuerySet[Audit], *, batch_id: str) -> dict[str, Any]
     # The batch's items name their audits (one it followed, already running for the fiche, included).
     refs = BatchItem.objects.filter(batch_id=batch_id, ref_id__isnull=False).values_list("ref_id", flat=True)
     rows = list(
-        audits.filter(pk__in=[r for r in refs if r and _is_uuid(r)], predecessor__isnull=False)
+        audits.filter(pk__in=[r for r in refs if uuid_or_none(r)], predecessor__isnull=False)
         .select_related("predecessor__config_version", "fiche", "config_version")
         .order_by("fiche__fiche_id")
     )
@@ -726,14 +719,6 @@ def reaudit_summary(audits: QuerySet[Audit], *, batch_id: str) -> dict[str, Any]
     }
 
 
-def _is_uuid(value: str) -> bool:
-    try:
-        uuid.UUID(value)
-    except ValueError:
-        return False
-    return True
-
-
 def counting_audit_ids(audits: list[Audit]) -> set[str]:
     """Of these audits, those that count for their fiche and config: the pinned one, else the latest completed
     production audit of the config's active version."""
@@ -749,7 +734,6 @@ def counting_audit_ids(audits: list[Audit]) -> set[str]:
             purpose=AuditPurpose.PRODUCTION,
             status="completed",
         )
-        .select_related("config")
         .order_by("completed_at", "created_at")
         .values_list("pk", "fiche_id", "config_id", "config_version_id", "config__current_version_id", "pinned_at")
     )
@@ -769,26 +753,33 @@ def counting_audit_ids(audits: list[Audit]) -> set[str]:
 # --- Evaluations --------------------------------------------------------------------------------------------
 
 
-def _fiches_readable(user: User, fiche_ids: list[str]) -> bool:
+def _readable_fiches(user: User, fiche_ids: set[str]) -> set[str]:
+    """Of these fiche ids, those in the user's ``audits`` read scope (one query)."""
     from fiches.models import FicheCache
 
-    if not fiche_ids:
-        return True
-    readable = scope_queryset(FicheCache.objects.filter(fiche_id__in=fiche_ids), user, "audits", action="read")
-    return readable.count() == len(set(fiche_ids))
+    rows = scope_queryset(FicheCache.objects.filter(fiche_id__in=fiche_ids), user, "audits", action="read")
+    return set(rows.values_list("fiche_id", flat=True))
 
 
-def evaluations_for(user: User) -> list[Evaluation]:
-    """Evaluations whose every fiche lies in the user's ``audits`` read scope (their result quotes those calls)."""
+def evaluations_for(user: User, *, config_id: int | None = None, limit: int = 100) -> list[Evaluation]:
+    """The latest evaluations whose every fiche lies in the user's ``audits`` read scope (their result quotes
+    those calls), with their audits' counts by status (``audit_counts``)."""
     rows = Evaluation.objects.select_related("version", "baseline_version", "requested_by").order_by("-created_at")
-    return [e for e in rows[:500] if _fiches_readable(user, e.fiche_ids)]
+    if config_id is not None:
+        rows = rows.filter(config_id=config_id)
+    candidates = list(rows[: limit * 5])
+    readable = _readable_fiches(user, {f for e in candidates for f in e.fiche_ids})
+    chosen = [e for e in candidates if readable.issuperset(e.fiche_ids)][:limit]
+    counts: dict[Any, Counter[str]] = defaultdict(Counter)
+    for evaluation_id, status in Audit.objects.filter(evaluation__in=chosen).values_list("evaluation_id", "status"):
+        counts[evaluation_id][status] += 1
+    for e in chosen:
+        e.audit_counts = dict(counts[e.pk])  # type: ignore[attr-defined]
+    return chosen
 
 
 def evaluation_for_user(user: User, evaluation_id: object) -> Evaluation:
-    try:
-        key = uuid.UUID(str(evaluation_id))
-    except ValueError:
-        key = None
+    key = uuid_or_none(evaluation_id)
     evaluation = (
         Evaluation.objects.select_related("version", "baseline_version", "requested_by").filter(pk=key).first()
         if key
@@ -796,7 +787,7 @@ def evaluation_for_user(user: User, evaluation_id: object) -> Evaluation:
     )
     if evaluation is None:
         raise NotFoundError(f"No evaluation {evaluation_id}.", code="evaluation_not_found")
-    if not _fiches_readable(user, evaluation.fiche_ids):
+    if not _readable_fiches(user, set(evaluation.fiche_ids)).issuperset(evaluation.fiche_ids):
         raise PermissionDeniedError(
             "This evaluation's fiches are not all in your audits scope.",
             code="scope_denied",
@@ -806,7 +797,9 @@ def evaluation_for_user(user: User, evaluation_id: object) -> Evaluation:
 
 
 def evaluation_dict(evaluation: Evaluation) -> dict[str, Any]:
-    statuses = Counter(Audit.objects.filter(evaluation=evaluation).values_list("status", flat=True))
+    statuses = getattr(evaluation, "audit_counts", None)
+    if statuses is None:
+        statuses = Counter(Audit.objects.filter(evaluation=evaluation).values_list("status", flat=True))
     return {
         "id": str(evaluation.pk),
         "audit_config_id": evaluation.config_id,

@@ -557,8 +557,8 @@ class ConfigEvaluationsView(APIView):
     )
     def get(self, request: Request, config_id: int) -> Response:
         configs.config_get(config_id)
-        rows = [e for e in selectors.evaluations_for(request_user(request)) if e.config_id == config_id]
-        return Response([selectors.evaluation_dict(e) for e in rows[:100]])
+        rows = selectors.evaluations_for(request_user(request), config_id=config_id)
+        return Response([selectors.evaluation_dict(e) for e in rows])
 
     @extend_schema(
         tags=["evaluations"],

@@ -51,7 +51,7 @@ def start_batch_item(batch: Any, item: Any) -> str | None:
             .order_by("-completed_at", "-created_at")
             .first()
         )
-    requested = audit_request_or_reuse(
+    audit = audit_request_or_reuse(
         fiche=fiche,
         config_id=config_id,
         tools_mode=bool(batch.options.get("tools_mode", batch.options.get("use_rlm"))),
@@ -59,14 +59,8 @@ def start_batch_item(batch: Any, item: Any) -> str | None:
         batch_id=str(batch.pk),
         version=version,
         predecessor_id=str(predecessor.pk) if predecessor is not None else None,
-    )
-    if requested.reused and predecessor is not None:
-        # The same version already running for the fiche (someone else's request) is this re-audit's new audit:
-        # it is made beside the same last audit, so it gets that predecessor unless it has one.
-        Audit.objects.filter(pk=requested.audit.pk, predecessor__isnull=True).exclude(pk=predecessor.pk).update(
-            predecessor=predecessor
-        )
-    return str(requested.audit.pk)
+    ).audit
+    return str(audit.pk)
 
 
 def batch_item_state(item: Any) -> tuple[bool, str | None] | None:

@@ -3,7 +3,6 @@ an audit keeps the version it ran with), deactivated, and read back in the API's
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -20,6 +19,7 @@ from audits.models import (
     EvidenceSpeaker,
 )
 from core.exceptions import InvalidInput, NotFoundError
+from core.formats import uuid_or_none
 
 if TYPE_CHECKING:
     from accounts.models import User
@@ -280,7 +280,7 @@ def version_activate(
     version = version_get(config_id, number)
     evaluation = None
     if evaluation_id is not None:
-        key = _uuid_or_none(evaluation_id)
+        key = uuid_or_none(evaluation_id)
         evaluation = Evaluation.objects.filter(pk=key, version=version).first() if key else None
         if evaluation is None:
             raise InvalidInput(
@@ -295,13 +295,6 @@ def version_activate(
     config.name, config.description = version.name, version.description
     config.save(update_fields=["current_version", "name", "description", "updated_at"])
     return version
-
-
-def _uuid_or_none(value: object) -> uuid.UUID | None:
-    try:
-        return uuid.UUID(str(value))
-    except ValueError:
-        return None
 
 
 def version_dict(version: AuditConfigVersion) -> dict[str, Any]:

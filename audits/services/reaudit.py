@@ -9,6 +9,8 @@ from datetime import date
 from typing import TYPE_CHECKING
 
 from django.conf import settings
+from django.db import transaction
+from django.utils import timezone
 
 from accounts.permissions import scope_queryset
 from audits.models import Audit, AuditPurpose, AuditStatus
@@ -90,9 +92,6 @@ def reaudit_create(
 def audit_pin(*, audit: Audit, user: User, pin: bool) -> Audit:
     """A reviewer pins the audit that counts for its fiche and config (any other pin of theirs is lifted), or
     unpins it (the latest completed audit of the active version counts again)."""
-    from django.db import transaction
-    from django.utils import timezone
-
     if pin and (audit.purpose != AuditPurpose.PRODUCTION or audit.status != AuditStatus.COMPLETED):
         raise ConflictError(
             "Only a completed production audit can be pinned.",

@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING
 
 from django.conf import settings
 from django.db import connection, transaction
+from django.db.models import Q
 
 from audits.models import (
     Audit,
@@ -108,7 +109,9 @@ def audit_request_or_reuse(
     whoever asked for it: one request per (fiche, version, mode, evaluation) at a time decides (a
     transaction-scoped advisory lock), so concurrent identical requests make one audit. A reused audit keeps
     its own ``batch_id``: a batch item that follows it ends with it (``batch_ref_done``). An evaluation's
-    audits (``evaluation_id``) are ``purpose=evaluation``: they never reuse nor are reused by others."""
+    audits (``evaluation_id``) are ``purpose=evaluation``: they never reuse nor are reused by others. A re-audit's
+    ``predecessor_id`` is given to the audit it follows when that one has none (the same version, made beside
+    the same last audit)."""
     config = runnable_config(config_id) if evaluation_id is None else AuditConfig.objects.get(pk=config_id)
     version = version or config.current_version
     assert version is not None  # runnable_config checked it
@@ -120,10 +123,10 @@ def audit_request_or_reuse(
             )
         active = (
             Audit.objects.filter(
+                Q(evaluation_id=evaluation_id) if evaluation_id else Q(evaluation__isnull=True),
                 fiche=fiche,
                 config_version=version,
                 tools_mode=tools_mode,
-                evaluation_id=evaluation_id,  # type: ignore[misc]  # None: a production audit
                 status__in=ACTIVE_AUDIT_STATUSES,
             )
             .order_by("created_at")
@@ -139,6 +142,10 @@ def audit_request_or_reuse(
                     "batch_id": batch_id,
                 },
             )
+            if predecessor_id is not None and active.predecessor_id is None and str(active.pk) != predecessor_id:
+                # A re-audit following the same version already running for the fiche: made beside the same
+                # last audit, it takes that predecessor.
+                Audit.objects.filter(pk=active.pk).update(predecessor_id=predecessor_id)
             return AuditRequested(active, reused=True)
         audit = Audit.objects.create(
             fiche=fiche,

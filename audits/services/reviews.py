@@ -126,7 +126,6 @@ def recompute_audit(audit: Audit) -> compliance.Summary:
 @dataclass(frozen=True)
 class Reviewed:
     audit: Audit
-    position: int
     user: User | None
 
 
@@ -212,7 +211,7 @@ def review_create(
                 "status": "reviewed",
             },
         )
-        audit_reviewed.fire(Reviewed(audit=locked, position=position, user=user))
+        audit_reviewed.fire(Reviewed(audit=locked, user=user))
     logger.info(
         "audit_reviewed",
         extra={"audit_id": str(audit.pk), "position": position, "index": control_point_index, "status": status},
