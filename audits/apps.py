@@ -28,5 +28,6 @@ class AuditsConfig(AppConfig):
         on_run_finished(prepare.resume_waiting_audits)
         batches.register_operation("audit", audit_batch.start_batch_item, permission="audits")
         batches.register_item_state("audit", audit_batch.batch_item_state)
+        batches.register_items_waiting("audit", audit_batch.batch_items_waiting)
         inbox.register(finish.AUDIT_INBOX)  # step ends → the audit's serialized updater
         finish.on_audit_finished(evaluations.audit_finished)  # an evaluation's audit ended → its settle

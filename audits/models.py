@@ -134,6 +134,7 @@ class AuditControlPointDefinition(models.Model):
 class AuditStatus(models.TextChoices):
     PENDING = "pending"
     WAITING_TRANSCRIPTION = "waiting_transcription"
+    WAITING_BUDGET = "waiting_budget"  # the daily LLM budget is reached: it goes on when it allows (costs)
     RUNNING = "running"
     COMPLETED = "completed"
     FAILED = "failed"
@@ -178,7 +179,9 @@ class Audit(TrackedRun):
         settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
     )
     batch = models.ForeignKey("batches.Batch", null=True, blank=True, on_delete=models.SET_NULL, related_name="audits")
-    waiting_since = models.DateTimeField(null=True, blank=True, help_text="Waiting for the fiche's transcription.")
+    waiting_since = models.DateTimeField(
+        null=True, blank=True, help_text="Waiting for the fiche's transcription, or for the daily LLM budget."
+    )
     purpose = models.CharField(
         max_length=16,
         choices=AuditPurpose.choices,

@@ -32,6 +32,7 @@ from audits.models import (
 )
 from core.exceptions import ConflictError, NotFoundError, PermissionDeniedError
 from core.formats import iso, uuid_or_none
+from costs.selectors import audit_cost_block
 
 if TYPE_CHECKING:
     from accounts.models import User
@@ -156,8 +157,9 @@ def _with_results(steps: QuerySet[AuditStepResult]) -> QuerySet[AuditStepResult]
 
 
 def audit_dict(audit: Audit) -> dict[str, Any]:
+    """The audit with its steps, and ``cost``: what its LLM calls (steps and reruns) cost (one query)."""
     steps = _with_results(AuditStepResult.objects.filter(audit=audit)).order_by("position")
-    return {**audit_summary_dict(audit), "steps": [step_dict(s) for s in steps]}
+    return {**audit_summary_dict(audit), "steps": [step_dict(s) for s in steps], "cost": audit_cost_block(audit.pk)}
 
 
 # --- The admin's audit page ------------------------------------------------------------------------

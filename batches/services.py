@@ -307,11 +307,22 @@ def register_item_state(operation_type: str, state: ItemState) -> None:
     _item_states[operation_type] = state
 
 
+ItemsWaiting = Callable[[list[str]], bool]
+_items_waiting: dict[str, ItemsWaiting] = {}
+
+
+def register_items_waiting(operation_type: str, waiting: ItemsWaiting) -> None:
+    """``waiting(ref_ids)`` → whether any of these items' work is waiting on purpose (for the daily budget):
+    its batch is then not timed out, it waits as long as its work does."""
+    _items_waiting[operation_type] = waiting
+
+
 def batch_reconcile(*, now: datetime | None = None) -> dict[str, list[str]]:
     """Every batch ends (beat): items whose work ended are reported; items never started, or whose
     start's claim outlived ``BATCH_ITEM_CLAIM_LEASE_SECONDS``, are started again (their batch is listed
     under ``restarted``; an item a pass is starting right now is left to it); a batch without progress
-    for ``BATCH_DEADLINE_SECONDS`` ends with its pending items failed ("timed out")."""
+    for ``BATCH_DEADLINE_SECONDS`` ends with its pending items failed ("timed out"), unless some of its work waits
+    for the daily budget (``register_items_waiting``)."""
     now = now or timezone.now()
     deadline = timedelta(seconds=settings.BATCH_DEADLINE_SECONDS)
     actions: dict[str, list[str]] = {"reported": [], "restarted": [], "timed_out": []}
@@ -330,6 +341,10 @@ def batch_reconcile(*, now: datetime | None = None) -> dict[str, list[str]]:
         if any(item.ref_id is None or (is_claim(item.ref_id) and item.updated_at < stale_claim) for item in pending):
             actions["restarted"].append(str(batch.pk))
         progressed = batch.last_progress_at or batch.started_at
+        waiting = _items_waiting.get(batch.operation_type)
+        refs = [item.ref_id for item in pending if item.ref_id and not is_claim(item.ref_id)]
+        if now - progressed > deadline and waiting is not None and refs and waiting(refs):
+            continue  # its work waits for the daily budget: so does the batch, without a deadline
         if now - progressed > deadline:
             for item in BatchItem.objects.filter(batch=batch, status=BatchItemStatus.PENDING):
                 batch_item_done(batch_id=str(batch.pk), fiche_id=item.fiche_id, ok=False, error="timed out")

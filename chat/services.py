@@ -37,8 +37,11 @@ from chat.exceptions import ChatBusy, ChatLlmNotConfigured, ChatSlotsUnavailable
 from chat.models import ChatConversation, ChatMessage, MessageRole, MessageStatus
 from chat.selectors import ChatEntity, chat_entity_for_user, history_for_llm
 from core.limits import LimitBusy, Semaphore
+from costs import budgets
+from costs.models import UsagePurpose
+from costs.services import record_llm_usage
 from fiches.selectors import fiche_payload
-from llm.client import ChatEvent, LlmError, LlmTransientError, stream_chat
+from llm.client import CHARS_PER_TOKEN, ChatEvent, LlmError, LlmTransientError, Usage, stream_chat
 from llm.slots import llm_semaphore
 from transcriptions.selectors import Timeline, timeline_for
 from transcriptions.timeline import format_offset
@@ -252,12 +255,17 @@ class ChatStream:
         messages: list[dict[str, str]],
         turns: list[dict[str, Any]],
         slot: ExitStack,
+        fiche_id: int | None = None,
+        user_id: int | None = None,
     ) -> None:
         self.conversation_id = conversation_id
         self._messages = messages
         self._turns = turns
         self._slot = slot
+        self._fiche_id = fiche_id
+        self._user_id = user_id
         self._llm: Iterator[ChatEvent] | None = None
+        self._usage: Usage | None = None  # what the server reported (its final usage chunk)
         self._events = self._run()
 
     def __iter__(self) -> ChatStream:
@@ -283,14 +291,33 @@ class ChatStream:
             self._slot.close()
 
     def _store(self, content: str, status: str, gated: dict[str, Any] | None = None, tokens: int | None = None) -> int:
-        message = chat_message_store(
-            conversation_id=self.conversation_id,
-            role=MessageRole.ASSISTANT,
-            content=content,
-            status=status,
-            citations=gated or {"citations": [], "rejected": []},
-            tokens=tokens,
-        )
+        """Store the answer and, in the same transaction, the LLM usage it cost (once: the answer is stored
+        once). An answer cut short (the client went away, the LLM failed mid-answer) before the server's
+        usage arrived is recorded as estimated (characters / 4 of the request and of what had arrived): the
+        provider bills what it generated."""
+        usage = self._usage
+        if usage is None and self._llm is not None and content:
+            prompt = math.ceil(sum(len(m.get("content") or "") for m in self._messages) / CHARS_PER_TOKEN)
+            completion = math.ceil(len(content) / CHARS_PER_TOKEN)
+            usage = Usage(prompt, completion, prompt + completion, True)
+        with transaction.atomic():
+            message = chat_message_store(
+                conversation_id=self.conversation_id,
+                role=MessageRole.ASSISTANT,
+                content=content,
+                status=status,
+                citations=gated or {"citations": [], "rejected": []},
+                tokens=tokens,
+            )
+            if usage is not None:
+                record_llm_usage(
+                    purpose=UsagePurpose.CHAT,
+                    usage=usage,
+                    model=str(settings.LLM_MODEL),
+                    conversation_id=self.conversation_id,
+                    fiche_id=self._fiche_id,
+                    user_id=self._user_id,
+                )
         return message.pk
 
     def _run(self) -> Generator[bytes, None, None]:
@@ -306,6 +333,7 @@ class ChatStream:
                     yield sse("token", {"delta": event.text})
                 elif event.usage is not None:
                     tokens = event.usage.total_tokens
+                    self._usage = event.usage
             self._release()  # the LLM is done: free the slot before gating and storing
             content = "".join(parts)
             gated = gate_quotes(content, self._turns)
@@ -389,11 +417,13 @@ def _take_slots(user: User) -> ExitStack:
 
 def chat_start(*, user: User, entity_type: str, entity_id: str, message: str) -> ChatStream:
     """Check the scope and what of the entity the user may read (before reading anything else), the LLM
-    configuration and free slots (waiting up to ``SLOT_WAIT_SECONDS``), build the context from the
-    readable parts only, store the user message, and return the answer's stream. Raises 404/403
-    (entity), 503 (LLM not configured, Redis down), 429 (per-user stream cap, no slot)."""
+    configuration, the daily LLM budget and free slots (waiting up to ``SLOT_WAIT_SECONDS``), build the
+    context from the readable parts only, store the user message, and return the answer's stream. Raises
+    404/403 (entity), 503 (LLM not configured, Redis down), 429 (per-user stream cap, no slot, the daily LLM
+    budget reached: ``budget_exhausted``)."""
     entity = chat_entity_for_user(user, entity_type, entity_id)
     _require_llm()
+    budgets.check("llm", user)  # at the daily LLM budget (global or the user's): 429 budget_exhausted
     slot = _take_slots(user)
     try:
         conversation, _ = ChatConversation.objects.get_or_create(
@@ -412,4 +442,11 @@ def chat_start(*, user: User, entity_type: str, entity_id: str, message: str) ->
     except BaseException:
         slot.close()
         raise
-    return ChatStream(conversation_id=conversation.pk, messages=messages, turns=timeline.turns, slot=slot)
+    return ChatStream(
+        conversation_id=conversation.pk,
+        messages=messages,
+        turns=timeline.turns,
+        slot=slot,
+        fiche_id=entity.fiche.pk,
+        user_id=user.pk,
+    )

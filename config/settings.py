@@ -6,6 +6,7 @@ Every setting has a default that works on a developer machine (Postgres and Redi
 """
 
 from datetime import timedelta
+from decimal import Decimal, InvalidOperation
 from pathlib import Path
 
 import environ
@@ -52,6 +53,7 @@ INSTALLED_APPS = [
     "chat.apps.ChatConfig",
     "automation.apps.AutomationConfig",
     "review_queues.apps.ReviewQueuesConfig",
+    "costs.apps.CostsConfig",
 ]
 
 MIDDLEWARE = [
@@ -232,7 +234,7 @@ SPECTACULAR_SETTINGS = {
     "ENUM_NAME_OVERRIDES": {
         "JobStatusEnum": ["pending", "processing", "complete", "failed"],
         "HealthStatusEnum": ["ok", "error"],
-        "AuditStatusEnum": ["pending", "waiting_transcription", "running", "completed", "failed"],
+        "AuditStatusEnum": ["pending", "waiting_transcription", "waiting_budget", "running", "completed", "failed"],
         "AuditStepStatusEnum": ["pending", "running", "completed", "failed"],
         "ControlPointStatusEnum": ["pass", "fail", "uncertain", "not_applicable"],
         "ReviewerVerdictEnum": ["pass", "fail", "not_applicable"],
@@ -245,6 +247,11 @@ SPECTACULAR_SETTINGS = {
         "QueueItemStateEnum": ["waiting", "claimed", "done"],
         "QueueProgressScopeEnum": ["queue", "yours"],
         "ScopeEnum": ["SELF", "GROUP", "ALL"],
+        "UsageKindEnum": ["llm", "stt"],
+        "UsagePurposeEnum": ["audit_step", "rerun", "chat", "transcription"],
+        "BudgetModeEnum": ["wait", "refuse"],
+        "ModeEnum": ["dateRange", "relative", "manual"],  # automation's fiche selection (named before BudgetMode)
+        "BudgetScopeEnum": ["global", "user"],
     },
 }
 
@@ -447,6 +454,69 @@ BATCH_USER_BURST = env.int("BATCH_USER_BURST", default=max(AUDIT_BATCH_MAX, TRAN
 # Chat messages (used by the chat app).
 CHAT_USER_RATE = env.str("CHAT_USER_RATE", default="20/m")
 CHAT_USER_BURST = env.int("CHAT_USER_BURST", default=5)
+
+# --- Costs and daily budgets (the costs app) ------------------------------------------------------
+# Every LLM call records its usage (prompt, completion and cached tokens, the model) and every speech-to-text
+# call its audio seconds; cost is computed from these prices, never stored (a price change re-prices history).
+# LLM_PRICES: JSON {"<model>": {"input": <per million prompt tokens>, "cached_input": <per million cached
+# prompt tokens>, "output": <per million completion tokens>}}; cached tokens (part of the prompt tokens, as
+# providers report them) are billed at cached_input (default: input). A model not listed is priced at
+# LLM_DEFAULT_PRICE (and flagged `priced_by_default` in the costs API).
+COST_CURRENCY = env.str("COST_CURRENCY", default="USD")
+_DEFAULT_LLM_PRICES = {
+    "sim-judge-1": {"input": 0.15, "cached_input": 0.075, "output": 0.60},
+    "gpt-4o-mini": {"input": 0.15, "cached_input": 0.075, "output": 0.60},
+    "gpt-4o": {"input": 2.50, "cached_input": 1.25, "output": 10.00},
+}
+LLM_PRICES = env.json("LLM_PRICES", default=_DEFAULT_LLM_PRICES)
+LLM_DEFAULT_PRICE = env.json("LLM_DEFAULT_PRICE", default={"input": 2.50, "cached_input": 1.25, "output": 10.00})
+STT_PRICE_PER_HOUR = env.str("STT_PRICE_PER_HOUR", default="0.40")
+
+
+def _money_setting(name: str, value: object, *, allow_none: bool = False) -> Decimal | None:
+    """A non-negative amount; with ``allow_none`` empty or 0 is None (no budget)."""
+    text = str(value if value is not None else "").strip()
+    if allow_none and text in ("", "0", "0.0"):
+        return None
+    try:
+        amount = Decimal(text)
+    except InvalidOperation:
+        raise ImproperlyConfigured(f"{name} must be an amount in COST_CURRENCY, got {value!r}.") from None
+    if not amount.is_finite() or amount < 0:
+        raise ImproperlyConfigured(f"{name} must be a non-negative amount, got {value!r}.")
+    return None if allow_none and amount == 0 else amount
+
+
+def _check_price(name: str, price: object) -> None:
+    keys = set(price) if isinstance(price, dict) else set()
+    if not isinstance(price, dict) or not {"input", "output"} <= keys or keys - {"input", "cached_input", "output"}:
+        raise ImproperlyConfigured(f"{name} must be {{'input': n, 'cached_input': n, 'output': n}}, got {price!r}.")
+    for key, value in price.items():
+        _money_setting(f"{name}.{key}", value)
+
+
+if not isinstance(LLM_PRICES, dict):
+    raise ImproperlyConfigured("LLM_PRICES must be a JSON object of model → prices.")
+for _model, _price in LLM_PRICES.items():
+    _check_price(f"LLM_PRICES[{_model!r}]", _price)
+_check_price("LLM_DEFAULT_PRICE", LLM_DEFAULT_PRICE)
+_money_setting("STT_PRICE_PER_HOUR", STT_PRICE_PER_HOUR)
+# Daily budgets in COST_CURRENCY (empty or 0: none), global and per user (the user the work is for), for the
+# LLM (audits, reruns, chat) and speech-to-text. The day is TIME_ZONE's. At the limit, new work waits for the
+# next day (BUDGET_MODE=wait: audits `waiting_budget`, transcription runs pending) or is refused
+# (BUDGET_MODE=refuse: 429 `budget_exhausted`, background work fails with the reason); chat messages and
+# reruns are refused either way. Work already started finishes (the overshoot is bounded by work in flight).
+BUDGET_LLM_DAILY = _money_setting("BUDGET_LLM_DAILY", env.str("BUDGET_LLM_DAILY", default=""), allow_none=True)
+BUDGET_LLM_USER_DAILY = _money_setting(
+    "BUDGET_LLM_USER_DAILY", env.str("BUDGET_LLM_USER_DAILY", default=""), allow_none=True
+)
+BUDGET_STT_DAILY = _money_setting("BUDGET_STT_DAILY", env.str("BUDGET_STT_DAILY", default=""), allow_none=True)
+BUDGET_STT_USER_DAILY = _money_setting(
+    "BUDGET_STT_USER_DAILY", env.str("BUDGET_STT_USER_DAILY", default=""), allow_none=True
+)
+BUDGET_MODE = env.str("BUDGET_MODE", default="wait").strip().lower()
+if BUDGET_MODE not in ("wait", "refuse"):
+    raise ImproperlyConfigured(f"BUDGET_MODE must be 'wait' or 'refuse', got {BUDGET_MODE!r}.")
 
 # --- Automation ----------------------------------------------------------------------------------
 # A run skips revalidating its range's sales list when a fiche of that range was revalidated this recently.

@@ -8,6 +8,7 @@ from automation.api.urls import automation_urlpatterns
 from batches.api.urls import batch_urlpatterns
 from chat.api.urls import chat_urlpatterns
 from core.health import HealthView
+from costs.api.urls import costs_urlpatterns
 from fiches.api.urls import fiches_urlpatterns, recordings_urlpatterns
 from products.api.urls import products_urlpatterns
 from realtime.api.urls import delivery_urlpatterns, realtime_urlpatterns
@@ -33,6 +34,7 @@ urlpatterns = [
     path("api/", include(products_urlpatterns)),
     path("api/", include(automation_urlpatterns)),
     path("api/", include(review_queue_urlpatterns)),
+    path("api/analytics/", include(costs_urlpatterns)),
     path("api/schema/", SpectacularAPIView.as_view(), name="schema"),
     path("api/docs/", SpectacularSwaggerView.as_view(url_name="schema"), name="docs"),
 ]

@@ -140,12 +140,17 @@ ResponseFormatUsed = Literal["json_schema", "json_object"]
 
 @dataclasses.dataclass(frozen=True)
 class Usage:
-    """Tokens of one or more requests; ``estimated`` when any part was estimated (characters / 4)."""
+    """Tokens of one or more requests; ``estimated`` when any part was estimated (characters / 4).
+
+    ``cached_tokens``: the part of ``prompt_tokens`` the server read from its prompt cache
+    (``usage.prompt_tokens_details.cached_tokens``, OpenAI's shape; 0 when the server does not say), which
+    providers bill at a lower price (``costs.pricing``)."""
 
     prompt_tokens: int
     completion_tokens: int
     total_tokens: int
     estimated: bool = False
+    cached_tokens: int = 0
 
     def __add__(self, other: Usage) -> Usage:
         if not isinstance(other, Usage):
@@ -155,6 +160,7 @@ class Usage:
             completion_tokens=self.completion_tokens + other.completion_tokens,
             total_tokens=self.total_tokens + other.total_tokens,
             estimated=self.estimated or other.estimated,
+            cached_tokens=self.cached_tokens + other.cached_tokens,
         )
 
     @classmethod
@@ -412,13 +418,23 @@ def _message_chars(messages: Sequence[Mapping[str, Any]]) -> int:
     return total
 
 
+def _cached_tokens(details: Any, prompt: int) -> int:
+    """``prompt_tokens_details.cached_tokens`` (a dict, or the SDK's object in a stream), within
+    ``[0, prompt]``; 0 when absent or not an integer."""
+    cached = details.get("cached_tokens") if isinstance(details, dict) else getattr(details, "cached_tokens", None)
+    if not isinstance(cached, int) or isinstance(cached, bool):
+        return 0
+    return min(max(cached, 0), prompt)
+
+
 def _usage_of(data: Mapping[str, Any], sent: Sequence[Mapping[str, Any]], answer_chars: int) -> Usage:
     usage = data.get("usage")
     if isinstance(usage, dict):
         prompt, completion = usage.get("prompt_tokens"), usage.get("completion_tokens")
         if isinstance(prompt, int) and isinstance(completion, int):
             total = usage.get("total_tokens")
-            return Usage(prompt, completion, total if isinstance(total, int) else prompt + completion, False)
+            cached = _cached_tokens(usage.get("prompt_tokens_details"), prompt)
+            return Usage(prompt, completion, total if isinstance(total, int) else prompt + completion, False, cached)
     prompt_tokens = _estimate_tokens(_message_chars(sent))
     completion_tokens = _estimate_tokens(answer_chars)
     return Usage(prompt_tokens, completion_tokens, prompt_tokens + completion_tokens, True)
@@ -613,13 +629,14 @@ def complete_structured(
         used: ResponseFormatUsed = "json_schema" if use_json_schema else "json_object"
         logger.info(
             "llm_structured_done schema=%s model=%s rounds=%s tool_calls=%s prompt_tokens=%s completion_tokens=%s "
-            "estimated=%s latency_ms=%s response_format=%s",
+            "cached_tokens=%s estimated=%s latency_ms=%s response_format=%s",
             schema_name,
             answered_model,
             rounds,
             len(tool_log),
             usage.prompt_tokens,
             usage.completion_tokens,
+            usage.cached_tokens,
             usage.estimated,
             latency_ms,
             used,
@@ -719,10 +736,11 @@ def stream_chat(*, messages: list[dict[str, Any]]) -> Iterator[ChatEvent]:
         completion = _estimate_tokens(sum(len(part) for part in parts))
         usage = Usage(prompt, completion, prompt + completion, True)
     logger.info(
-        "llm_chat_done finish_reason=%s prompt_tokens=%s completion_tokens=%s estimated=%s",
+        "llm_chat_done finish_reason=%s prompt_tokens=%s completion_tokens=%s cached_tokens=%s estimated=%s",
         finish_reason,
         usage.prompt_tokens,
         usage.completion_tokens,
+        usage.cached_tokens,
         usage.estimated,
     )
     yield ChatEvent(kind="done", usage=usage, finish_reason=finish_reason)
@@ -736,4 +754,5 @@ def _stream_usage(raw: Any) -> Usage | None:
     completion = getattr(raw, "completion_tokens", None)
     completion = completion if isinstance(completion, int) else 0
     total = getattr(raw, "total_tokens", None)
-    return Usage(prompt, completion, total if isinstance(total, int) else prompt + completion, False)
+    cached = _cached_tokens(getattr(raw, "prompt_tokens_details", None), prompt)
+    return Usage(prompt, completion, total if isinstance(total, int) else prompt + completion, False, cached)

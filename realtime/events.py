@@ -196,6 +196,11 @@ EVENTS: dict[str, EventSpec] = {
     ),
     # A toast for everyone: its text must be generic (what concerns one user goes to their user channel).
     "notification": EventSpec(("type", "message", "duration"), (GLOBAL,), reader=None),
+    # Daily budgets (costs): the global budget's on the global channel, where it is notify-only (budget_id and
+    # status: its figures are for whom GET /api/analytics/budgets shows them); a user's own in full on their
+    # user channel (publish(..., user_id=)).
+    "budget.exhausted": EventSpec(("budget_id", "kind", "scope", "day", "mode", "resets_at", "status"), (GLOBAL,)),
+    "budget.resumed": EventSpec(("budget_id", "kind", "scope", "day", "status"), (GLOBAL,)),
     # progressive fetch jobs
     "fiches.progressive_fetch.created": EventSpec(_JOB_FIELDS, (JOB,), reader="fiches"),
     "fiches.progressive_fetch.progress": EventSpec((*_JOB_FIELDS, "latestDate"), (JOB,), reader="fiches"),

@@ -20,5 +20,6 @@ class TranscriptionsConfig(AppConfig):
         )
         batches.register_operation("transcription", batch.start_batch_item, permission="transcriptions")
         batches.register_item_state("transcription", batch.batch_item_state)
+        batches.register_items_waiting("transcription", batch.batch_items_waiting)
         runs.on_run_finished(batch.report_run_to_batch)
         inbox.register(runs.RUN_INBOX)  # recording outcomes → the run's serialized updater

@@ -112,6 +112,12 @@ class TranscriptionRun(TrackedRun):
         settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
     )
     batch = models.ForeignKey("batches.Batch", null=True, blank=True, on_delete=models.SET_NULL, related_name="runs")
+    waiting_budget_since = models.DateTimeField(
+        null=True,
+        blank=True,
+        help_text="Pending, not dispatched: the daily speech-to-text budget is reached (costs); the reconciler "
+        "dispatches it when the budget allows.",
+    )
 
     TERMINAL_STATUSES = TERMINAL_RUN_STATUSES
 

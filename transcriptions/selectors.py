@@ -15,6 +15,7 @@ from redis.exceptions import RedisError
 
 from core.formats import iso
 from core.redis import get_redis
+from costs.selectors import stt_cost_block
 from fiches.models import FicheCache, Recording
 from transcriptions.models import (
     TERMINAL_RUN_STATUSES,
@@ -53,7 +54,8 @@ def fiche_status(fiche: FicheCache, *, include_words: bool = False) -> dict[str,
     """``{fiche_id, status, total_recordings, transcribed, failed, recordings: [...]}``: the status is
     the latest run's while it runs, else derived from the recordings (``none`` when nothing was asked,
     ``completed`` when every recording is transcribed, ``failed`` when none is and some failed,
-    ``partial`` otherwise)."""
+    ``partial`` otherwise); ``waiting_budget``: its latest run waits for the daily speech-to-text budget;
+    ``cost``: what transcribing the fiche's recordings cost, and its latest run (one query)."""
     recordings = list(Recording.objects.filter(fiche=fiche).order_by("started_at", "call_id"))
     rows = {t.call_id: t for t in Transcription.objects.filter(fiche=fiche)}
     transcribed = sum(1 for r in recordings if (t := rows.get(r.call_id)) and t.status == TranscriptionStatus.COMPLETED)
@@ -78,7 +80,9 @@ def fiche_status(fiche: FicheCache, *, include_words: bool = False) -> dict[str,
         "transcribed": transcribed,
         "failed": failed,
         "run_id": str(latest.pk) if latest else None,
+        "waiting_budget": latest is not None and latest.waiting_budget_since is not None,
         "recordings": [recording_dict(rows.get(r.call_id), r, include_words=include_words) for r in recordings],
+        "cost": stt_cost_block(fiche_id=fiche.pk, run_id=latest.pk if latest else None),
     }
 
 

@@ -149,6 +149,8 @@ def reconcile_transcription_runs() -> dict[str, list[str]]:
     actions = runs.run_reconcile()
     for run_id in actions["redrive"]:
         send(transcribe_fiche, run_id, redrive=True)
+    for run_id in actions.get("resumed", []):  # waited for the daily speech-to-text budget, which allows again
+        send(transcribe_fiche, run_id)
     for unit in actions["recordings"]:
         run_id, call_id = unit.split(":", 1)
         send(transcribe_recording, run_id, call_id, queue=queue_of(run_id))

@@ -131,6 +131,10 @@ class AuditRunInput(serializers.Serializer):
         return super().to_internal_value(_alias_use_rlm(data))
 
 
+# Non-terminal: pending, waiting_transcription, waiting_budget, running.
+AUDIT_STATUSES = ["pending", "waiting_transcription", "waiting_budget", "running", "completed", "failed"]
+
+
 class AuditRunOutput(serializers.Serializer):
     audit_id = serializers.CharField()
     status = serializers.CharField()
@@ -141,9 +145,7 @@ class AuditRunOutput(serializers.Serializer):
 
 class AuditListQuery(serializers.Serializer):
     fiche_id = serializers.CharField(required=False)
-    status = serializers.ChoiceField(
-        choices=["pending", "waiting_transcription", "running", "completed", "failed"], required=False
-    )
+    status = serializers.ChoiceField(choices=AUDIT_STATUSES, required=False)
     audit_config_id = serializers.IntegerField(required=False)
     niveau = serializers.ChoiceField(choices=["EXCELLENT", "BON", "ACCEPTABLE", "INSUFFISANT", "REJET"], required=False)
     is_compliant = serializers.BooleanField(required=False, allow_null=True, default=None)
@@ -234,7 +236,10 @@ class AuditSummaryOutput(serializers.Serializer):
     fiche_id = serializers.CharField()
     audit_config_id = serializers.IntegerField()
     config_version = serializers.IntegerField()
-    status = serializers.ChoiceField(choices=["pending", "waiting_transcription", "running", "completed", "failed"])
+    status = serializers.ChoiceField(
+        choices=AUDIT_STATUSES,
+        help_text="waiting_budget: the daily LLM budget is reached; it goes on when it allows (e.g. the next day).",
+    )
     use_rlm = serializers.BooleanField()
     model = serializers.CharField()
     overall_score = serializers.FloatField(allow_null=True)
@@ -259,8 +264,25 @@ class AuditSummaryOutput(serializers.Serializer):
     )
 
 
+class AuditCostOutput(serializers.Serializer):
+    currency = serializers.CharField(help_text="COST_CURRENCY")
+    llm_cost = serializers.DecimalField(
+        max_digits=20,
+        decimal_places=6,
+        coerce_to_string=True,
+        help_text="Its LLM calls (steps and reruns), priced from LLM_PRICES (cached prompt tokens at their price).",
+    )
+    prompt_tokens = serializers.IntegerField(help_text="Cached ones included.")
+    completion_tokens = serializers.IntegerField()
+    cached_tokens = serializers.IntegerField()
+    calls = serializers.IntegerField()
+    priced_by_default = serializers.BooleanField(help_text="A model not in LLM_PRICES (priced at LLM_DEFAULT_PRICE).")
+    priced_by_default_models = serializers.ListField(child=serializers.CharField())
+
+
 class AuditOutput(AuditSummaryOutput):
     steps = StepResultOutput(many=True)
+    cost = AuditCostOutput()
 
 
 def _alias_use_rlm(data: Any) -> Any:

@@ -19,6 +19,7 @@ from core.limits import spending
 from core.openapi import errors
 from core.pagination import LimitOffset
 from core.redis import require_redis
+from costs import budgets
 
 CONFIG_ID = OpenApiParameter("config_id", int, OpenApiParameter.PATH)
 AUDIT_ID = OpenApiParameter("audit_id", str, OpenApiParameter.PATH)
@@ -105,7 +106,9 @@ class AuditRunView(APIView):
             "An identical audit (same fiche, config version and use_rlm) still pending, waiting for transcripts "
             "or running is returned instead of a second one, with `reused: true`. Counts against the user's "
             "AUDIT_USER_RATE (429 `audit_requests_throttled` with Retry-After beyond it; refused requests do not "
-            "count)."
+            "count). At the daily LLM budget (global or yours), BUDGET_MODE=wait queues it (status "
+            "`waiting_budget` until the budget allows, e.g. the next day); BUDGET_MODE=refuse answers 429 "
+            "`budget_exhausted` with Retry-After (seconds to the reset at local midnight)."
         ),
         request=s.AuditRunInput,
         responses={202: s.AuditRunOutput, **errors(400, 401, 403, 404, 409, 429, 503)},
@@ -115,6 +118,7 @@ class AuditRunView(APIView):
         data.is_valid(raise_exception=True)
         audit_requests.require_llm_configured()
         user = request_user(request)
+        budgets.check_new_work("llm", user)  # refuse mode: 429 budget_exhausted before anything is created
         with spending(user, "audit"):
             fiche = audit_requests.fiche_for_audit(user=user, fiche_id=data.validated_data["fiche_id"])
             requested = audit_requests.audit_request_or_reuse(
@@ -190,7 +194,8 @@ class StepRerunView(APIView):
             "Async on the LLM queue, through the same prompt, client and evidence gate as a first run. Optional "
             "reviewer guidance (instructions) and mode (use_rlm). One rerun of a step at a time (409 otherwise). "
             "Follow it on private-audit-{audit_id} (audit.step_started / audit.step_completed with rerun_id) or "
-            "GET /api/audits/{id}/history."
+            "GET /api/audits/{id}/history. At the daily LLM budget (global or yours): 429 `budget_exhausted` with "
+            "Retry-After, whatever BUDGET_MODE (nobody waits a day for a rerun)."
         ),
         parameters=[AUDIT_ID, POSITION],
         request=s.RerunInput,
@@ -201,6 +206,7 @@ class StepRerunView(APIView):
         data.is_valid(raise_exception=True)
         user = request_user(request)
         audit = selectors.audit_for_user(user, audit_id, action="write")
+        budgets.check("llm", user)  # interactive: refused at the daily LLM budget whatever the mode
         with spending(user, "rerun"):  # RERUN_USER_RATE; a refused rerun (404, 409, 503) does not count
             event = reviews.rerun_request(
                 audit=audit,
@@ -311,7 +317,8 @@ class AuditBatchView(APIView):
             "the others). Without audit_config_id, each fiche's product picks its config. Needs Redis (503 at once "
             "otherwise). Follow it with GET /api/batches/{batch_id} or batch.* events on your private-user-{id} "
             "channel. Counts its fiches against the user's BATCH_USER_RATE (shared with transcription batches; 429 "
-            "`batch_requests_throttled`). A fiche whose identical audit is already going follows that audit."
+            "`batch_requests_throttled`). A fiche whose identical audit is already going follows that audit. "
+            "BUDGET_MODE=refuse at the daily LLM budget: 429 `budget_exhausted` (wait mode: its audits wait)."
         ),
         request=s.AuditBatchInput,
         responses={202: s.AuditBatchCreated, **errors(400, 401, 403, 409, 429, 503)},
@@ -322,6 +329,7 @@ class AuditBatchView(APIView):
         require_redis("Batch audits")
         audit_requests.require_llm_configured()
         user = request_user(request)
+        budgets.check_new_work("llm", user)
         f = data.validated_data
         if f["audit_config_id"] is not None:
             audit_requests.runnable_config(
@@ -577,6 +585,7 @@ class ConfigEvaluationsView(APIView):
     def post(self, request: Request, config_id: int) -> Response:
         data = s.EvaluationInput(data=request.data)
         data.is_valid(raise_exception=True)
+        budgets.check_new_work("llm", request_user(request))  # refuse mode: 429 budget_exhausted
         f = data.validated_data
         evaluation = evaluations.evaluation_create(
             config_id=config_id,
@@ -630,6 +639,7 @@ class ReauditView(APIView):
         data = s.ReauditInput(data=request.data)
         data.is_valid(raise_exception=True)
         require_redis("Re-audits")
+        budgets.check_new_work("llm", request_user(request))  # refuse mode: 429 budget_exhausted
         f = data.validated_data
         batch, total = reaudit.reaudit_create(
             user=request_user(request),

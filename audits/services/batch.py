@@ -63,6 +63,11 @@ def start_batch_item(batch: Any, item: Any) -> str | None:
     return str(audit.pk)
 
 
+def batch_items_waiting(ref_ids: list[str]) -> bool:
+    """Whether any of these audits waits for the daily LLM budget (its batch then waits as long)."""
+    return Audit.objects.filter(pk__in=ref_ids, status=AuditStatus.WAITING_BUDGET).exists()
+
+
 def batch_item_state(item: Any) -> tuple[bool, str | None] | None:
     """The batch reconciler's view of an item: its audit's outcome once it ended."""
     audit = Audit.objects.filter(pk=item.ref_id).only("status", "error").first()

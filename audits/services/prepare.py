@@ -23,6 +23,7 @@ from audits.services.finish import fail
 from audits.services.steps import steps_count
 from core.dispatch import send
 from core.exceptions import ApplicationError
+from costs import budgets
 from fiches.models import Recording
 from fiches.services.access import fiche_with_details
 from realtime.publisher import publish, publish_many
@@ -46,7 +47,9 @@ def audit_prepare(*, audit_id: str) -> Prepared:
     """Everything before the LLM: config, fiche, transcripts (triggered and waited for when
     missing), timeline; then the step results to analyze. Idempotent: a re-drive returns the steps
     still to do."""
-    audit = Audit.objects.select_related("fiche", "config", "config_version").filter(pk=audit_id).first()
+    audit = (
+        Audit.objects.select_related("fiche", "config", "config_version", "requested_by").filter(pk=audit_id).first()
+    )
     if audit is None or audit.is_terminal:
         return Prepared("ended", [])
     fiche = audit.fiche
@@ -100,6 +103,9 @@ def audit_prepare(*, audit_id: str) -> Prepared:
             return Prepared("ended", [])
         # Some recordings failed to transcribe: the audit goes on with the others.
 
+    if _waits_for_budget(audit):
+        return Prepared("waiting" if audit.status == AuditStatus.WAITING_BUDGET else "ended", [])
+
     timeline = timeline_for(fiche)
     publish(*events.timeline_generated(fiche_id, timeline))
     with transaction.atomic():
@@ -116,6 +122,28 @@ def audit_prepare(*, audit_id: str) -> Prepared:
         locked.save(update_fields=["status", "dispatched_at", "last_progress_at"])
         publish(*events.analysis_started(audit, total_steps=len(steps)))
     return Prepared("analyze", positions_left(locked))
+
+
+def _waits_for_budget(audit: Audit) -> bool:
+    """The daily LLM budget (global, or the audit's requester's) gate, before any step is dispatched: the steps
+    of a dispatched audit always finish (``costs.budgets``). At the limit, ``wait`` mode: the audit is
+    ``waiting_budget`` (the reconciler re-drives it when the budget allows, e.g. the next day; it never times
+    out meanwhile); ``refuse`` mode: it fails with the reason. Whether it stopped here (``audit.status`` says
+    how)."""
+    state = budgets.blocking("llm", audit.requested_by)
+    if state is None:
+        return False
+    if budgets.budget_mode() == "refuse":
+        fail(audit, state.reason(), phase="preparation")
+        audit.status = AuditStatus.FAILED
+        return True
+    now = timezone.now()
+    waiting = Audit.objects.filter(pk=audit.pk).exclude(status__in=TERMINAL_AUDIT_STATUSES)
+    if audit.status != AuditStatus.WAITING_BUDGET:
+        waiting.update(status=AuditStatus.WAITING_BUDGET, waiting_since=now, last_progress_at=now)
+        logger.info("audit_waiting_budget", extra={"audit_id": str(audit.pk), "scope": state.scope})
+    audit.status = AuditStatus.WAITING_BUDGET
+    return True
 
 
 def positions_left(audit: Audit) -> list[int]:

@@ -2,9 +2,11 @@
 within a lease.
 
 On the kernel's ``Reconciler`` (``core.reconcile``): an audit waiting for its transcripts longer than
-``AUDIT_TRANSCRIPTION_WAIT_SECONDS`` fails, and one whose transcription ended but whose resume was lost
-is re-driven; no progress for ``AUDIT_DEADLINE_SECONDS`` → failed; every step ended → ended; no progress
-for ``AUDIT_STALL_SECONDS`` since its last progress or re-drive (or never dispatched) → re-driven.
+``AUDIT_TRANSCRIPTION_WAIT_SECONDS`` fails (not while its transcription waits for the daily speech-to-text
+budget), and one whose transcription ended but whose resume was lost is re-driven; one waiting for the daily
+LLM budget (``waiting_budget``) waits without a deadline and is re-driven once the budget allows; no
+progress for ``AUDIT_DEADLINE_SECONDS`` → failed; every step ended → ended; no progress for
+``AUDIT_STALL_SECONDS`` since its last progress or re-drive (or never dispatched) → re-driven.
 Besides, the steps a dead worker took with it are sent again at once (``steps``), without waiting for
 the audit's stall: a step whose claim's lease (``CLAIM_LEASE_SECONDS``, renewed by its worker's
 heartbeat) ran out, and the steps still to do of an audit idle for a lease whose messages can only
@@ -24,24 +26,42 @@ from audits.services.finish import audit_step_settled, fail
 from audits.services.prepare import positions_left
 from core.leases import lease_seconds
 from core.reconcile import Reconciler, units_may_be_lost
+from costs import budgets
 from llm.slots import llm_semaphore
 from transcriptions.models import TERMINAL_RUN_STATUSES, TranscriptionRun
 
 logger = logging.getLogger("audits.reconcile")
 
 
+def _waiting_budget(audit: Audit, actions: dict[str, list[str]]) -> bool:
+    """An audit waiting for the daily LLM budget never times out: re-driven once the budget (global or its
+    requester's) allows again (e.g. the next day), failed with the reason if the mode became ``refuse``."""
+    state = budgets.blocking("llm", audit.requested_by)
+    if state is None:
+        actions["redrive"].append(str(audit.pk))
+    elif budgets.budget_mode() == "refuse" and fail(audit, state.reason(), phase="preparation"):
+        actions["failed"].append(str(audit.pk))
+    return True
+
+
 def _waiting(audit: Audit, now: datetime, actions: dict[str, list[str]]) -> bool:
-    """An audit waiting for its fiche's transcripts: failed past the wait limit, re-driven when its
-    transcription ended but the resume was lost; otherwise it just waits."""
+    """An audit waiting for its fiche's transcripts: failed past the wait limit (unless its transcription waits
+    for the daily speech-to-text budget: then it waits as long), re-driven when its transcription ended but the
+    resume was lost; otherwise it just waits. An audit waiting for the daily LLM budget: ``_waiting_budget``."""
+    if audit.status == AuditStatus.WAITING_BUDGET:
+        return _waiting_budget(audit, actions)
     if audit.status != AuditStatus.WAITING_TRANSCRIPTION:
         return False
     audit_id = str(audit.pk)
     wait_limit = timedelta(seconds=settings.AUDIT_TRANSCRIPTION_WAIT_SECONDS)
+    runs = TranscriptionRun.objects.filter(fiche=audit.fiche).exclude(status__in=TERMINAL_RUN_STATUSES)
+    if runs.filter(waiting_budget_since__isnull=False).exists():
+        return True  # its transcription waits for the speech-to-text budget: so does the audit, without a limit
     if audit.waiting_since and now - audit.waiting_since > wait_limit:
         if fail(audit, "the fiche's transcription did not finish in time", phase="transcription"):
             actions["failed"].append(audit_id)
         return True
-    if not TranscriptionRun.objects.filter(fiche=audit.fiche).exclude(status__in=TERMINAL_RUN_STATUSES).exists():
+    if not runs.exists():
         actions["redrive"].append(audit_id)  # its transcription ended but the resume was lost
     return True
 
@@ -88,7 +108,8 @@ def steps_to_resend(*, now: datetime | None = None) -> list[tuple[str, int]]:
 def audit_reconcile(*, now: datetime | None = None) -> dict[str, list[str]]:
     """Every audit ends (see the module); ``steps``: the steps of dead workers to send again."""
     now = now or timezone.now()
-    actions = RECONCILER.run(Audit.objects.exclude(status__in=TERMINAL_AUDIT_STATUSES).select_related("fiche"), now=now)
+    unfinished = Audit.objects.exclude(status__in=TERMINAL_AUDIT_STATUSES).select_related("fiche", "requested_by")
+    actions = RECONCILER.run(unfinished, now=now)
     redriven = set(actions["redrive"])  # their orchestrator sends every step left again
     actions["steps"] = [
         f"{audit_id}:{position}" for audit_id, position in steps_to_resend(now=now) if audit_id not in redriven

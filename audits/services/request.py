@@ -52,7 +52,12 @@ def fiche_for_audit(*, user: User | None, fiche_id: str, action: str = "write") 
     )
 
 
-ACTIVE_AUDIT_STATUSES = (AuditStatus.PENDING, AuditStatus.WAITING_TRANSCRIPTION, AuditStatus.RUNNING)
+ACTIVE_AUDIT_STATUSES = (
+    AuditStatus.PENDING,
+    AuditStatus.WAITING_TRANSCRIPTION,
+    AuditStatus.WAITING_BUDGET,
+    AuditStatus.RUNNING,
+)
 
 
 @dataclass(frozen=True)

@@ -35,6 +35,8 @@ from core.exceptions import ConflictError, InvalidInput, NotFoundError
 from core.formats import iso
 from core.hooks import FinishHooks
 from core.leases import Lease, claim_lease, lease_seconds, new_token
+from costs.models import UsagePurpose
+from costs.services import record_llm_usage
 from realtime.publisher import publish
 
 if TYPE_CHECKING:
@@ -357,6 +359,16 @@ def rerun_apply(
         event.prompt_tokens, event.completion_tokens = usage.prompt_tokens, usage.completion_tokens
         event.status, event.completed_at, event.claim_token = RerunStatus.COMPLETED, now, None
         event.save()
+        # Under the rerun's claim, in the store's transaction: a late or duplicate holder records nothing.
+        record_llm_usage(
+            purpose=UsagePurpose.RERUN,
+            usage=usage,
+            model=asked.result.model,
+            audit_id=audit.pk,
+            rerun_id=event.pk,
+            fiche_id=audit.fiche_id,
+            user_id=event.requested_by_id,
+        )
         publish(
             "audit.step_completed",
             {

@@ -32,6 +32,8 @@ from audits.services import trust
 from audits.transcript_tools import TOOL_SPECS, TranscriptTools
 from core.leases import Lease, lease_seconds, new_token
 from core.leases import claim_lease as lease_of
+from costs.models import UsagePurpose
+from costs.services import record_llm_usage
 from fiches.models import FicheCache
 from llm import client as llm
 from llm.slots import llm_semaphore
@@ -256,6 +258,15 @@ def step_store(
         row.latency_ms, row.tool_calls = asked.result.latency_ms, len(asked.result.tool_calls)
         row.save()
         audit = Audit.objects.select_related("fiche").get(pk=audit_id)
+        # Under the claim that fences the store: a duplicate or late holder records nothing (counted once).
+        record_llm_usage(
+            purpose=UsagePurpose.AUDIT_STEP,
+            usage=usage,
+            model=asked.result.model,
+            audit_id=audit.pk,
+            fiche_id=audit.fiche_id,
+            user_id=audit.requested_by_id,
+        )
         publish(
             "audit.step_completed",
             {

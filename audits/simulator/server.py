@@ -3,7 +3,11 @@
 Serves ``POST /v1/chat/completions`` (answers from the deterministic lexical judge of
 ``audits.simulator.judge``; ``response_format`` json_schema / json_object, ``tools``, ``stream`` with
 ``stream_options.include_usage``) and ``GET /v1/models``. ``usage`` is estimated as characters / 4 of the
-request's messages (content plus tool calls) and of the answer. Without auth and not logged:
+request's messages (content plus tool calls) and of the answer, with ``prompt_tokens_details.cached_tokens``
+as OpenAI's prompt caching reports it: the longest prefix of whole messages (same model, tools and response
+format) already sent in an earlier request (a bounded in-process LRU of prefix hashes, ``PROMPT_CACHE_ENTRIES``),
+counted only from ``PROMPT_CACHE_MIN_TOKENS`` tokens and rounded down to a multiple of
+``PROMPT_CACHE_INCREMENT``. Without auth and not logged:
 ``GET/POST /__sim__/config`` (the knobs) and ``GET/DELETE /__sim__/requests`` (the log: method, path, headers
 without ``Authorization``, ``body`` the request JSON, status, ``start``/``end`` epoch seconds, ``stream``,
 ``cancelled`` when a stream's client went away before its end, and a ``response`` summary with kind, finish
@@ -42,6 +46,7 @@ import select
 import socket
 import threading
 import time
+from collections import OrderedDict
 from collections.abc import Mapping
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -74,6 +79,10 @@ CHAT_PATH = "/v1/chat/completions"
 MODELS_PATH = "/v1/models"
 RETRY_AFTER_SECONDS = 1
 CHARS_PER_TOKEN = 4
+# OpenAI's prompt caching: prefixes from 1024 tokens, cached in increments of 128 tokens.
+PROMPT_CACHE_MIN_TOKENS = 1024
+PROMPT_CACHE_INCREMENT = 128
+PROMPT_CACHE_ENTRIES = 20_000  # prefix hashes remembered (least recently used forgotten first)
 _SECRET_HEADERS = frozenset({"authorization", "api-key", "x-api-key", "cookie", "proxy-authorization"})
 _POLL_INTERVAL_S = 0.05
 _Response = tuple[HTTPStatus, Mapping[str, Any], Mapping[str, str]]
@@ -231,6 +240,33 @@ def _tokens(characters: int) -> int:
     return math.ceil(characters / CHARS_PER_TOKEN)
 
 
+def prefix_hashes(body: Mapping[str, Any]) -> list[tuple[str, int]]:
+    """``(hash, characters)`` of each prefix of whole messages of the request (the first message, the first two,
+    ...), keyed by what else makes the prompt a provider caches: the model, the tools and the response format."""
+    seed = json.dumps(
+        [body.get("model"), body.get("tools"), body.get("response_format")], sort_keys=True, ensure_ascii=False
+    )
+    digest = hashlib.sha256(seed.encode())
+    prefixes = []
+    characters = 0
+    messages = body.get("messages")
+    for message in messages if isinstance(messages, list) else []:
+        digest.update(json.dumps(message, sort_keys=True, ensure_ascii=False).encode())
+        characters += message_chars([message])
+        prefixes.append((digest.copy().hexdigest(), characters))
+    return prefixes
+
+
+def cached_tokens_of(cached_characters: int, prompt_tokens: int) -> int:
+    """The cached tokens a provider reports for a cached prefix of ``cached_characters``: none below
+    ``PROMPT_CACHE_MIN_TOKENS``, else rounded down to a multiple of ``PROMPT_CACHE_INCREMENT`` (at most the
+    prompt's tokens)."""
+    tokens = min(_tokens(cached_characters), prompt_tokens)
+    if tokens < PROMPT_CACHE_MIN_TOKENS:
+        return 0
+    return tokens - tokens % PROMPT_CACHE_INCREMENT
+
+
 class _Server(ThreadingHTTPServer):
     """The HTTP server, with the state its handler threads share: the request log and the counters."""
 
@@ -245,7 +281,29 @@ class _Server(ThreadingHTTPServer):
         self._fail_rng = random.Random(simulator.config.seed)
         self.in_flight = 0  # chat completion requests between arrival and answer
         self.max_in_flight = 0
+        self._prompt_cache: OrderedDict[str, None] = OrderedDict()  # prefix hashes, least recently used first
+        self._prompt_cache_lock = threading.Lock()
         super().__init__(address, _Handler)
+
+    def prompt_cache(self, body: Mapping[str, Any]) -> int:
+        """Characters of the longest prefix of whole messages of ``body`` seen in an earlier request; this
+        request's prefixes are remembered for the next ones."""
+        prefixes = prefix_hashes(body)
+        cached = 0
+        with self._prompt_cache_lock:
+            for digest, characters in prefixes:
+                if digest in self._prompt_cache:
+                    cached = characters
+            for digest, _ in prefixes:
+                self._prompt_cache[digest] = None
+                self._prompt_cache.move_to_end(digest)
+            while len(self._prompt_cache) > PROMPT_CACHE_ENTRIES:
+                self._prompt_cache.popitem(last=False)
+        return cached
+
+    def clear_prompt_cache(self) -> None:
+        with self._prompt_cache_lock:
+            self._prompt_cache.clear()
 
     def arrive(self) -> None:
         with self._counter_lock:
@@ -432,6 +490,7 @@ class _Handler(BaseHTTPRequestHandler):
                 code="unsupported_parameter",
             )
 
+        cached_chars = self.server.prompt_cache(body)
         message, finish_reason, kind = self._reply(config, body, response_format, digest)
         completion_chars = len(message.get("content") or message.get("refusal") or "") + (
             len(json.dumps(message["tool_calls"], ensure_ascii=False)) if message.get("tool_calls") else 0
@@ -441,6 +500,7 @@ class _Handler(BaseHTTPRequestHandler):
             "prompt_tokens": prompt_tokens,
             "completion_tokens": completion_tokens,
             "total_tokens": prompt_tokens + completion_tokens,
+            "prompt_tokens_details": {"cached_tokens": cached_tokens_of(cached_chars, prompt_tokens)},
         }
         entry["response"] = {"kind": kind, "finish_reason": finish_reason, "usage": usage}
         model = str(body.get("model") or config.model)
@@ -579,7 +639,7 @@ class _Handler(BaseHTTPRequestHandler):
         model: str,
         message: Mapping[str, Any],
         finish_reason: str,
-        usage: dict[str, int] | None,
+        usage: dict[str, Any] | None,
     ) -> bool:
         """Send the answer as SSE chunks; False when the client went away before the end."""
         self.close_connection = True
@@ -756,6 +816,10 @@ class LlmSimulator:
         """Forget the logged requests (and the in-flight peak)."""
         self._server.clear_requests()
         self._server.max_in_flight = self._server.in_flight
+
+    def clear_prompt_cache(self) -> None:
+        """Forget the prompt prefixes seen so far (the next requests report no cached tokens)."""
+        self._server.clear_prompt_cache()
 
     def current_in_flight(self) -> int:
         """Requests arrived and not yet answered (an answer's latency included)."""

@@ -808,8 +808,9 @@ def test_an_audit_in_the_documented_shape(audits, config, auditor, auth_client):
     response = auth_client(auditor).get(f"{AUDITS}/{done.pk}")
     assert response.status_code == 200, response.content
     body = response.json()
-    assert set(body) == SUMMARY_KEYS | {"steps"}
-    assert {k: v for k, v in body.items() if k != "steps"} == {
+    assert set(body) == SUMMARY_KEYS | {"steps", "cost"}
+    assert body["cost"]["llm_cost"] == "0.000000" and body["cost"]["calls"] == 0  # no usage recorded here
+    assert {k: v for k, v in body.items() if k not in ("steps", "cost")} == {
         "audit_id": str(done.pk),
         "fiche_id": "F-LYON",
         "audit_config_id": config.pk,
@@ -964,7 +965,7 @@ def test_the_list_newest_first_without_steps(audits, auditor, auth_client):
     assert [r["audit_id"] for r in body["results"]] == [str(audits[k].pk) for k in order]
     assert all(set(r) == SUMMARY_KEYS for r in body["results"])
     detail = auth_client(auditor).get(f"{AUDITS}/{audits['done'].pk}").json()
-    assert body["results"][3] == {k: v for k, v in detail.items() if k != "steps"}
+    assert body["results"][3] == {k: v for k, v in detail.items() if k not in ("steps", "cost")}
 
 
 @pytest.mark.parametrize(

@@ -159,6 +159,8 @@ CONTRACT: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
     "batch.progress": ((G,), ("batch_id", "operation_type", "total", "completed", "failed", "progress_percentage")),
     "batch.completed": ((G,), ("batch_id", "operation_type", "total", "completed", "failed", "duration_ms")),
     "notification": ((G,), ("type", "message", "duration")),
+    "budget.exhausted": ((G,), ("budget_id", "kind", "scope", "day", "mode", "resets_at", "status")),
+    "budget.resumed": ((G,), ("budget_id", "kind", "scope", "day", "status")),
     "fiches.progressive_fetch.created": ((J,), _JOB),
     "fiches.progressive_fetch.progress": ((J,), (*_JOB, "latestDate")),
     "fiches.progressive_fetch.complete": ((J,), _JOB),

@@ -488,6 +488,8 @@ def test_reruns_replace_the_stored_step_and_rescore_the_audit_and_reviews_overri
     start("aud8")
     audit_id = run_audit(auditor, COMPLIANT)
     assert audit_ended(audit_id).niveau == "EXCELLENT"
+    # The end's events leave after its commit: let them arrive before listening for the rerun's alone.
+    wait_for(lambda: pusher_events(pusher, f"private-audit-{audit_id}", "audit.completed"), message="audit.completed")
     with pusher.lock:
         pusher.records.clear()
 

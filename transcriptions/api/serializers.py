@@ -38,6 +38,18 @@ class RecordingTranscriptOutput(serializers.Serializer):
     speaker_map = serializers.DictField(required=False, help_text="Diarized speaker id → agent | client.")
 
 
+class SttCostOutput(serializers.Serializer):
+    currency = serializers.CharField(help_text="COST_CURRENCY")
+    stt_cost = serializers.DecimalField(
+        max_digits=20, decimal_places=6, coerce_to_string=True, help_text="The fiche's recordings (STT_PRICE_PER_HOUR)."
+    )
+    audio_seconds = serializers.FloatField()
+    run_stt_cost = serializers.DecimalField(
+        max_digits=20, decimal_places=6, coerce_to_string=True, allow_null=True, help_text="Its latest run's."
+    )
+    run_audio_seconds = serializers.FloatField(allow_null=True)
+
+
 class StatusOutput(serializers.Serializer):
     fiche_id = serializers.CharField()
     status = serializers.ChoiceField(choices=["none", "pending", "processing", "completed", "partial", "failed"])
@@ -45,7 +57,11 @@ class StatusOutput(serializers.Serializer):
     transcribed = serializers.IntegerField()
     failed = serializers.IntegerField()
     run_id = serializers.CharField(allow_null=True)
+    waiting_budget = serializers.BooleanField(
+        help_text="Its latest run waits for the daily speech-to-text budget (until it allows, e.g. the next day)."
+    )
     recordings = RecordingTranscriptOutput(many=True)
+    cost = SttCostOutput()
 
 
 class TurnOutput(serializers.Serializer):

@@ -11,6 +11,7 @@ from batches import services as batches
 from core.exceptions import NotFoundError
 from core.limits import spending
 from core.openapi import errors
+from costs import budgets
 from fiches.services.access import fiche_with_details
 from transcriptions import selectors
 from transcriptions.api import serializers as s
@@ -32,7 +33,9 @@ class FicheTranscriptionView(APIView):
             "nothing is left to do, or `no_recordings`. Follow it on `private-fiche-{fiche_id}` or by polling GET. "
             "Every request, forced or not (one can start vendor work when nothing is transcribed yet), counts "
             "against the user's TRANSCRIPTION_USER_RATE: 429 `transcription_requests_throttled` with Retry-After "
-            "beyond it; refused requests (403, 404, 409, 503) do not count."
+            "beyond it; refused requests (403, 404, 409, 503) do not count. At the daily speech-to-text budget "
+            "(global or yours), BUDGET_MODE=wait queues the run (pending until the budget allows, e.g. the next "
+            "day); BUDGET_MODE=refuse answers 429 `budget_exhausted` with Retry-After."
         ),
         parameters=[FICHE_ID],
         request=s.TranscribeInput,
@@ -45,6 +48,7 @@ class FicheTranscriptionView(APIView):
         user = request_user(request)
         with spending(user, "transcription"):
             fiche = fiche_with_details(fiche_id=fiche_id, user=user, key="transcriptions", action="write")
+            budgets.check_new_work("stt", user)  # refuse mode: 429 budget_exhausted before a run is made
             result = runs.transcription_request(fiche=fiche, user=user, **data.validated_data)
         return Response(result.as_dict(), status=202 if result.run_id else 200)
 
@@ -108,7 +112,8 @@ class TranscriptionBatchView(APIView):
             "comes for the others). Follow it with GET /api/batches/{batch_id} or batch.* events on your "
             "private-user-{id} channel. "
             "Counts its fiches against the user's BATCH_USER_RATE (shared with audit batches; 429 "
-            "`batch_requests_throttled` with Retry-After)."
+            "`batch_requests_throttled` with Retry-After). BUDGET_MODE=refuse at the daily speech-to-text budget: 429 "
+            "`budget_exhausted` (wait mode: its runs wait)."
         ),
         request=s.BatchInput,
         responses={202: s.BatchCreated, **errors(400, 401, 403, 429, 503)},
@@ -117,6 +122,7 @@ class TranscriptionBatchView(APIView):
         data = s.BatchInput(data=request.data)
         data.is_valid(raise_exception=True)
         runs.require_vendor_configured()
+        budgets.check_new_work("stt", request_user(request))
         batch = batches.batch_create(
             user=request_user(request),
             operation_type="transcription",

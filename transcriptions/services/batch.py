@@ -34,6 +34,11 @@ def _run_outcome(run: TranscriptionRun) -> tuple[bool, str | None]:
     return False, run.error or f"transcription {run.status}"
 
 
+def batch_items_waiting(ref_ids: list[str]) -> bool:
+    """Whether any of these runs waits for the daily speech-to-text budget (its batch then waits as long)."""
+    return TranscriptionRun.objects.filter(pk__in=ref_ids, waiting_budget_since__isnull=False).exists()
+
+
 def batch_item_state(item: Any) -> tuple[bool, str | None] | None:
     run = TranscriptionRun.objects.filter(pk=item.ref_id).first()
     if run is None:

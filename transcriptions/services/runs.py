@@ -29,6 +29,8 @@ from core.leases import Lease, lease_seconds, new_token
 from core.leases import claim_lease as lease_of
 from core.limits import Semaphore
 from core.reconcile import Reconciler, units_may_be_lost
+from costs import budgets
+from costs.services import record_stt_usage
 from fiches.models import FicheCache, Recording
 from realtime.publisher import publish, publish_many
 from transcriptions.clients import elevenlabs
@@ -172,9 +174,32 @@ def _claimable(run: TranscriptionRun, recordings: list[Recording]) -> None:
 # --- The orchestrator ------------------------------------------------------------------------------
 
 
+def _budget_gate(run_id: str) -> bool:
+    """Whether the daily speech-to-text budget (global, or the run's requester's) stops this run now. Only
+    new work is gated: a run not dispatched yet; a dispatched run's recordings always finish (``costs.budgets``).
+    ``wait`` mode: the run stays pending with ``waiting_budget_since`` (the reconciler dispatches it when the
+    budget allows); ``refuse`` mode: its recordings fail with the reason and it ends."""
+    run = TranscriptionRun.objects.select_related("requested_by").filter(pk=run_id).first()
+    if run is None or run.is_terminal or run.dispatched_at is not None:
+        return False
+    state = budgets.blocking("stt", run.requested_by)
+    if state is None:
+        return False
+    if budgets.budget_mode() == "refuse":
+        run_finalize_now(run_id=run_id, reason=state.reason())
+        return True
+    waiting = TranscriptionRun.objects.filter(pk=run_id, dispatched_at__isnull=True, waiting_budget_since__isnull=True)
+    if waiting.update(waiting_budget_since=timezone.now()):
+        logger.info("transcription_waiting_budget", extra={"run_id": run_id, "scope": state.scope})
+    return True
+
+
 def run_dispatch(*, run_id: str, redrive: bool = False) -> list[str]:
     """Mark the run processing and return the call ids to fan out (once; ``redrive`` sends the
-    remaining ones again). Publishes ``transcription.started`` and ``transcription.status_check``."""
+    remaining ones again). Publishes ``transcription.started`` and ``transcription.status_check``. A run not
+    dispatched yet waits (or fails) at the daily speech-to-text budget (``_budget_gate``)."""
+    if _budget_gate(run_id):
+        return []
     with transaction.atomic():
         run = TranscriptionRun.objects.select_for_update().select_related("fiche").filter(pk=run_id).first()
         if run is None or run.is_terminal:
@@ -187,7 +212,8 @@ def run_dispatch(*, run_id: str, redrive: bool = False) -> list[str]:
         run.started_at = run.started_at or now
         run.dispatched_at = now
         run.last_progress_at = run.last_progress_at or now
-        run.save(update_fields=["status", "started_at", "dispatched_at", "last_progress_at"])
+        run.waiting_budget_since = None
+        run.save(update_fields=["status", "started_at", "dispatched_at", "last_progress_at", "waiting_budget_since"])
         remaining = run.remaining_call_ids
         if first:
             already = run.total_recordings - len(run.call_ids)
@@ -355,6 +381,7 @@ def recording_store(
         )
         if updated != 1:  # the claim was taken over (this holder outlived it): the new holder decides
             return RecordingOutcome(call_id, False, skipped=CLAIM_LOST)
+        _record_usage(run_id=run_id, call_id=call_id, seconds=result.audio_duration_secs)
         publish(
             "transcription.recording_completed",
             {
@@ -368,6 +395,22 @@ def recording_store(
         )
     logger.info("recording_transcribed", extra={"run_id": run_id, "call_id": call_id, "words": len(result.words)})
     return RecordingOutcome(call_id, True, transcription_id=result.transcription_id)
+
+
+def _record_usage(*, run_id: str, call_id: str, seconds: float | None) -> None:
+    """The vendor call's audio seconds (the recording's own duration when the vendor did not say), on the
+    transcription, its run, its fiche and the run's requester; in the store's transaction, under its claim
+    (a call is counted once)."""
+    row = Transcription.objects.filter(call_id=call_id).values("pk", "fiche_id", "recording__duration_seconds").get()
+    requested_by = TranscriptionRun.objects.filter(pk=run_id).values_list("requested_by_id", flat=True).first()
+    record_stt_usage(
+        audio_seconds=seconds if seconds is not None else row["recording__duration_seconds"] or 0.0,
+        model=settings.ELEVENLABS_MODEL_ID,
+        transcription_id=row["pk"],
+        transcription_run_id=run_id,
+        fiche_id=row["fiche_id"],
+        user_id=requested_by,
+    )
 
 
 def recording_fail(*, run_id: str, call_id: str, error: str, token: str | None = None) -> RecordingOutcome:
@@ -559,8 +602,22 @@ def run_finalize_now(*, run_id: str, reason: str) -> bool:
         return _finalize_locked(run, reason=run.error)
 
 
+def _waiting_budget(run: TranscriptionRun, now: datetime, actions: dict[str, list[str]]) -> bool:
+    """A run waiting for the daily speech-to-text budget: never stalled nor timed out while it waits;
+    ``resumed`` (dispatched) once the budget allows, failed with the reason if the mode became ``refuse``."""
+    if run.waiting_budget_since is None or run.dispatched_at is not None:
+        return False
+    state = budgets.blocking("stt", run.requested_by)
+    if state is None:
+        actions.setdefault("resumed", []).append(str(run.pk))
+    elif budgets.budget_mode() == "refuse" and run_finalize_now(run_id=str(run.pk), reason=state.reason()):
+        actions.setdefault("budget_refused", []).append(str(run.pk))
+    return True
+
+
 RECONCILER: Reconciler[TranscriptionRun] = Reconciler(
     name="transcriptions",
+    special=_waiting_budget,
     stall_seconds=lambda: settings.TRANSCRIPTION_STALL_SECONDS,
     deadline_seconds=lambda: settings.TRANSCRIPTION_DEADLINE_SECONDS,
     time_out=lambda run: run_finalize_now(run_id=str(run.pk), reason="timed out (no progress)"),
@@ -614,7 +671,7 @@ def run_reconcile(*, now: datetime | None = None) -> dict[str, list[str]]:
     ``TRANSCRIPTION_DEADLINE_SECONDS`` → the rest fails ("timed out"); nothing remaining → ended; no
     progress for ``TRANSCRIPTION_STALL_SECONDS`` since its last progress or re-drive → returned under
     ``redrive``. ``recordings``: the recordings of dead workers to send again at once
-    (``recordings_to_resend``)."""
+    (``recordings_to_resend``). A run waiting for the daily budget only waits: ``resumed`` once it allows."""
     now = now or timezone.now()
     unfinished = TranscriptionRun.objects.filter(status__in=[RunStatus.PENDING, RunStatus.PROCESSING]).only(
         "id",
@@ -625,6 +682,8 @@ def run_reconcile(*, now: datetime | None = None) -> dict[str, list[str]]:
         "call_ids",
         "done_call_ids",
         "failed_call_ids",
+        "waiting_budget_since",
+        "requested_by",
     )
     actions = RECONCILER.run(unfinished, now=now)
     redriven = set(actions["redrive"])  # their orchestrator sends every recording left again
