@@ -53,6 +53,7 @@ INSTALLED_APPS = [
     "chat.apps.ChatConfig",
     "automation.apps.AutomationConfig",
     "review_queues.apps.ReviewQueuesConfig",
+    "analytics.apps.AnalyticsConfig",
     "costs.apps.CostsConfig",
 ]
 

@@ -3,6 +3,7 @@ from django.urls import include, path
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
 from accounts.api.urls import admin_urlpatterns, auth_urlpatterns
+from analytics.api.urls import analytics_urlpatterns
 from audits.api.urls import audits_urlpatterns
 from automation.api.urls import automation_urlpatterns
 from batches.api.urls import batch_urlpatterns
@@ -34,6 +35,7 @@ urlpatterns = [
     path("api/", include(products_urlpatterns)),
     path("api/", include(automation_urlpatterns)),
     path("api/", include(review_queue_urlpatterns)),
+    path("api/analytics/", include(analytics_urlpatterns)),
     path("api/analytics/", include(costs_urlpatterns)),
     path("api/schema/", SpectacularAPIView.as_view(), name="schema"),
     path("api/docs/", SpectacularSwaggerView.as_view(url_name="schema"), name="docs"),

@@ -18,6 +18,7 @@ from audits.models import (
     AuditStepDefinition,
     EvidenceSpeaker,
 )
+from audits.services.counting import counting_changed
 from core.exceptions import InvalidInput, NotFoundError
 from core.formats import uuid_or_none
 
@@ -88,6 +89,7 @@ def _write_version(
     config.current_version = version
     config.name, config.description = version.name, version.description
     config.save(update_fields=["current_version", "name", "description", "updated_at"])
+    counting_changed(config_id=config.pk)
     return version
 
 
@@ -294,6 +296,7 @@ def version_activate(
     config.current_version = version
     config.name, config.description = version.name, version.description
     config.save(update_fields=["current_version", "name", "description", "updated_at"])
+    counting_changed(config_id=config.pk)
     return version
 
 

@@ -13,6 +13,7 @@ from django.utils import timezone
 
 from audits import compliance
 from audits.models import TERMINAL_AUDIT_STATUSES, Audit, AuditStatus, AuditStepResult, StepStatus
+from audits.services.counting import counting_changed
 from audits.services.steps import score_row, verdicts
 from core.formats import iso
 from core.hooks import FinishHooks
@@ -159,6 +160,7 @@ def _finish(audit: Audit, *, completed: int, failed: int) -> bool:
     )
     _tell_batch(audit, ok=True)
     audit_finished.fire(audit)
+    counting_changed(config_id=audit.config_id, fiche_id=audit.fiche_id)
     return True
 
 

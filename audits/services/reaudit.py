@@ -15,6 +15,7 @@ from django.utils import timezone
 from accounts.permissions import scope_queryset
 from audits.models import Audit, AuditPurpose, AuditStatus
 from audits.services import configs
+from audits.services.counting import counting_changed
 from audits.services.request import require_llm_configured, runnable_config
 from core.exceptions import ConflictError, InvalidInput
 from fiches.models import FicheCache
@@ -104,5 +105,6 @@ def audit_pin(*, audit: Audit, user: User, pin: bool) -> Audit:
         ).update(pinned_at=None, pinned_by=None)
         if pin:
             Audit.objects.filter(pk=audit.pk).update(pinned_at=timezone.now(), pinned_by=user)
+        counting_changed(config_id=audit.config_id, fiche_id=audit.fiche_id)
     audit.refresh_from_db()
     return audit

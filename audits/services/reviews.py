@@ -30,6 +30,7 @@ from audits.models import (
     StepStatus,
 )
 from audits.services import finish, request, steps, trust
+from audits.services.counting import counting_changed
 from core.dispatch import dispatch_on_commit
 from core.exceptions import ConflictError, InvalidInput, NotFoundError
 from core.formats import iso
@@ -119,6 +120,7 @@ def recompute_audit(audit: Audit) -> compliance.Summary:
     )
     summary = finish.summarize(audit, steps)
     Audit.objects.filter(pk=audit.pk).update(**summary.audit_fields())
+    counting_changed(config_id=audit.config_id, fiche_id=audit.fiche_id)
     return summary
 
 
