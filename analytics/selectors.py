@@ -383,56 +383,35 @@ def worst(user: User, q: Query, *, limit: int = 10, min_count: int = 5) -> dict[
 
 # --- Export ---------------------------------------------------------------------------------------------------
 
-AUDIT_EXPORT_COLUMNS = (
-    "audit_id",
-    "fiche_id",
-    "sales_date",
-    "group",
-    "agent_id",
-    "agent_name",
-    "product",
-    "config_id",
-    "config_version_id",
-    "score_percentage",
-    "niveau",
-    "is_compliant",
-    "critical_misses",
-    "needs_review",
-    "audited_minutes",
-    "llm_cost",
-    "stt_cost",
-    "completed_at",
+# (column, fact field): one row per audit that counts.
+_AUDIT_EXPORT = (
+    ("audit_id", "audit_id"),
+    ("fiche_id", "fiche__fiche_id"),
+    ("sales_date", "sales_date"),
+    ("group", "groupe"),
+    ("agent_id", "crm_user_id"),
+    ("agent_name", "agent_name"),
+    ("product", "produit"),
+    ("config_id", "config_id"),
+    ("config_version_id", "config_version_id"),
+    ("score_percentage", "score_percentage"),
+    ("niveau", "niveau"),
+    ("is_compliant", "is_compliant"),
+    ("critical_misses", "critical_misses"),
+    ("needs_review", "needs_review"),
+    ("audited_minutes", "audited_seconds"),
+    ("llm_cost", "llm_cost"),
+    ("stt_cost", "stt_cost"),
+    ("completed_at", "completed_at"),
 )
+AUDIT_EXPORT_COLUMNS = tuple(column for column, _ in _AUDIT_EXPORT)
 EXPORT_CHUNK = 2000
 
 
 def audit_export_rows(user: User, q: Query) -> Iterator[list[Any]]:
     """One row per audit that counts, read from the database in chunks (a server-side cursor): never the
     whole export in memory."""
-    rows = (
-        audit_facts_for(user, q)
-        .order_by("sales_date", "audit_id")
-        .values_list(
-            "audit_id",
-            "fiche__fiche_id",
-            "sales_date",
-            "groupe",
-            "crm_user_id",
-            "agent_name",
-            "produit",
-            "config_id",
-            "config_version_id",
-            "score_percentage",
-            "niveau",
-            "is_compliant",
-            "critical_misses",
-            "needs_review",
-            "audited_seconds",
-            "llm_cost",
-            "stt_cost",
-            "completed_at",
-        )
-    )
+    rows = audit_facts_for(user, q).order_by("sales_date", "audit_id").values_list(*(f for _, f in _AUDIT_EXPORT))
     for r in rows.iterator(chunk_size=EXPORT_CHUNK):
         out: list[Any] = list(r)
         out[0] = str(out[0])

@@ -171,28 +171,18 @@ def _fill_costs(cursor: Any, facts: QuerySet[AuditFact]) -> None:
     from costs.pricing import cost_expression
 
     chosen, chosen_params = facts.values("audit_id").query.sql_with_params()
-    llm = (
-        UsageRecord.objects.filter(kind=UsageKind.LLM, audit_id__in=facts.values("audit_id"))
-        .values("audit_id")
-        .annotate(cost=Sum(cost_expression()))
-    )
-    sql, params = llm.query.sql_with_params()
-    cursor.execute(
-        f"UPDATE analytics_audit_facts f SET llm_cost = COALESCE(c.cost, 0) FROM ({sql}) c "
-        f"WHERE f.audit_id = c.audit_id AND f.audit_id IN ({chosen})",
-        [*params, *chosen_params],
-    )
-    stt = (
-        UsageRecord.objects.filter(kind=UsageKind.STT, fiche_id__in=facts.values("fiche_id"))
-        .values("fiche_id")
-        .annotate(cost=Sum(cost_expression()))
-    )
-    sql, params = stt.query.sql_with_params()
-    cursor.execute(
-        f"UPDATE analytics_audit_facts f SET stt_cost = COALESCE(c.cost, 0) FROM ({sql}) c "
-        f"WHERE f.fiche_id = c.fiche_id AND f.audit_id IN ({chosen})",
-        [*params, *chosen_params],
-    )
+    for kind, key, column in ((UsageKind.LLM, "audit_id", "llm_cost"), (UsageKind.STT, "fiche_id", "stt_cost")):
+        costs = (
+            UsageRecord.objects.filter(kind=kind, **{f"{key}__in": facts.values(key)})
+            .values(key)
+            .annotate(cost=Sum(cost_expression()))
+        )
+        sql, params = costs.query.sql_with_params()
+        cursor.execute(
+            f"UPDATE analytics_audit_facts f SET {column} = COALESCE(c.cost, 0) FROM ({sql}) c "
+            f"WHERE f.{key} = c.{key} AND f.audit_id IN ({chosen})",
+            [*params, *chosen_params],
+        )
 
 
 # --- Hooks and reconciliation -------------------------------------------------------------------------------

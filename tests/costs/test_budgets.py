@@ -168,18 +168,23 @@ def test_the_global_channel_gets_only_which_budget_and_the_user_channel_the_figu
     assert '"spent":"0.15"' in user_copy[1]["data"] and '"spent"' not in user_copy[0]["data"]
 
 
-def test_a_waiting_audit_never_times_out_and_is_redriven_once_the_budget_allows(exhausted, audit, chatter, settings):
+def waiting_for_two_days(audit: Audit, user) -> Audit:
+    """An audit of the same fiche waiting for the LLM budget for two days, without progress since."""
     long_ago = timezone.now() - timedelta(days=2)
-    waiting = Audit.objects.create(
+    return Audit.objects.create(
         fiche=audit.fiche,
         config=audit.config,
         config_version=audit.config_version,
         status=AuditStatus.WAITING_BUDGET,
-        requested_by=chatter,
+        requested_by=user,
         started_at=long_ago,
         waiting_since=long_ago,
         last_progress_at=long_ago,
     )
+
+
+def test_a_waiting_audit_never_times_out_and_is_redriven_once_the_budget_allows(exhausted, audit, chatter, settings):
+    waiting = waiting_for_two_days(audit, chatter)
     actions = audit_reconcile()
     assert str(waiting.pk) not in actions["redrive"] + actions["failed"]
     waiting.refresh_from_db()
@@ -250,15 +255,7 @@ def test_a_batch_whose_audit_waits_for_the_budget_waits_as_long_then_times_out_a
     from batches.services import batch_reconcile
 
     long_ago = timezone.now() - timedelta(days=2)
-    waiting = Audit.objects.create(
-        fiche=audit.fiche,
-        config=audit.config,
-        config_version=audit.config_version,
-        status=AuditStatus.WAITING_BUDGET,
-        requested_by=chatter,
-        waiting_since=long_ago,
-        last_progress_at=long_ago,
-    )
+    waiting = waiting_for_two_days(audit, chatter)
     batch = Batch.objects.create(operation_type="audit", status="running", total=1, requested_by=chatter)
     BatchItem.objects.create(batch=batch, fiche_id=audit.fiche.fiche_id, ref_id=str(waiting.pk))
     Batch.objects.filter(pk=batch.pk).update(started_at=long_ago, last_progress_at=long_ago)
