@@ -702,11 +702,23 @@ def _time_out(run: AutomationRun) -> bool:
     return run_fail_now(run_id=str(run.pk), error="timed out (no progress)")
 
 
+def _waits_for_budget(run: AutomationRun, now: datetime, actions: dict[str, list[str]]) -> bool:
+    """A run whose pending fiches' audits or transcription runs wait for the daily budget waits as long: neither
+    re-driven nor timed out meanwhile (its work is resumed by its own reconcilers, and reports back here)."""
+    pending = AutomationRunFicheResult.objects.filter(run=run, status=FicheStatus.PENDING)
+    audit_ids = [a for ids in pending.values_list("audit_ids", flat=True) for a in ids]
+    if audit_ids and Audit.objects.filter(pk__in=audit_ids, status=AuditStatus.WAITING_BUDGET).exists():
+        return True
+    tx_runs = pending.exclude(transcription_run_id=None).values("transcription_run_id")
+    return TranscriptionRun.objects.filter(pk__in=tx_runs, waiting_budget_since__isnull=False).exists()
+
+
 RECONCILER: Reconciler[AutomationRun] = Reconciler(
     name="automation",
     stall_seconds=lambda: settings.AUTOMATION_STALL_SECONDS,
     deadline_seconds=lambda: settings.AUTOMATION_DEADLINE_SECONDS,
     progressed_at=lambda run: run.last_progress_at or run.created_at,
+    special=_waits_for_budget,
     time_out=_time_out,
     is_done=lambda run: run.dispatched_at is not None and run.done >= run.total_fiches,
     finish=lambda run: _finish_if_done(str(run.pk)),
@@ -719,9 +731,9 @@ def run_reconcile(*, now: datetime | None = None) -> dict[str, list[str]]:
     """Every run ends (beat, on the kernel's ``Reconciler``): a run never started or without progress for
     ``AUTOMATION_STALL_SECONDS`` is re-driven (its orchestrator again: ``restart``, or each pending
     fiche's next step: ``advance``); one without progress for ``AUTOMATION_DEADLINE_SECONDS`` ends
-    ``failed`` with its pending fiches failed ("timed out"). Every ended run is notified: ``notify``
-    lists the runs whose notifications were due more than ``NOTIFY_GRACE_SECONDS`` ago and are still
-    not sent (at least once: see ``automation.notifications``)."""
+    ``failed`` with its pending fiches failed ("timed out"), unless its work waits for the daily budget.
+    Every ended run is notified: ``notify`` lists the runs whose notifications were due more than
+    ``NOTIFY_GRACE_SECONDS`` ago and are still not sent (at least once: see ``automation.notifications``)."""
     now = now or timezone.now()
     active = {
         str(run.pk): run for run in AutomationRun.objects.filter(status__in=[RunStatus.PENDING, RunStatus.RUNNING])

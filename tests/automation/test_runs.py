@@ -310,3 +310,20 @@ def test_the_reconciler_redrives_a_stalled_run_then_fails_it_at_the_deadline(con
     assert set(late["timed_out"]) == {str(never_started.pk), str(stalled.pk)}
     stalled.refresh_from_db()
     assert (stalled.status, stalled.failed, stalled.error) == ("failed", 1, "timed out (no progress)")
+
+
+def test_a_run_whose_audit_waits_for_the_daily_budget_is_neither_redriven_nor_timed_out(config, settings):
+    settings.AUTOMATION_STALL_SECONDS, settings.AUTOMATION_DEADLINE_SECONDS = 60, 600
+    fiches(("F1", "Lyon-1"))
+    fiche = FicheCache.objects.get(fiche_id="F1")
+    run = runs.run_create(schedule=make_schedule(mode="manual", fiche_ids=["F1"]))
+    runs.run_start(run_id=str(run.pk))
+    waiting = Audit.objects.create(
+        fiche=fiche, config=config, config_version=config.current_version, status="waiting_budget"
+    )
+    AutomationRunFicheResult.objects.filter(run=run, fiche_id="F1").update(audit_ids=[str(waiting.pk)])
+    late = timezone.now() + timedelta(seconds=3600)
+    actions = runs.run_reconcile(now=late)
+    assert str(run.pk) not in actions["timed_out"] and actions["advance"] == []
+    Audit.objects.filter(pk=waiting.pk).update(status="running")  # no longer waiting, still no progress
+    assert str(run.pk) in runs.run_reconcile(now=late)["timed_out"]
