@@ -10,7 +10,9 @@ TASK_NAME = "Reconcile analytics facts"
 TRIGGER = """
 CREATE FUNCTION analytics_point_day_refresh(p_config bigint, p_day date) RETURNS void AS $$
 BEGIN
-    -- One (config, day) at a time: the statements below then see every fact committed before (read committed).
+    -- Never during the config's rebuild (it holds the config's lock exclusively and writes the whole rollup),
+    -- and one (config, day) at a time: the statements below then see every fact committed before.
+    PERFORM pg_advisory_xact_lock_shared(22001, p_config::int);
     PERFORM pg_advisory_xact_lock(22003, hashtext(p_config::text || ':' || p_day::text));
     DELETE FROM analytics_point_days WHERE config_id = p_config AND sales_date = p_day;
     INSERT INTO analytics_point_days (
@@ -29,6 +31,11 @@ CREATE FUNCTION analytics_fiche_changed() RETURNS trigger AS $$
 DECLARE
     cfg bigint;
 BEGIN
+    -- The configs' locks first (as the services take them), so a rebuild running now is waited for before any
+    -- fact of this fiche is touched.
+    FOR cfg IN SELECT DISTINCT config_id FROM analytics_audit_facts WHERE fiche_id = NEW.id ORDER BY 1 LOOP
+        PERFORM pg_advisory_xact_lock_shared(22001, cfg::int);
+    END LOOP;
     UPDATE analytics_audit_facts
        SET groupe = NEW.groupe, crm_user_id = NEW.crm_user_id, agent_name = NEW.agent_name, produit = NEW.produit,
            sales_date = NEW.sales_date, week = date_trunc('week', NEW.sales_date)::date,
