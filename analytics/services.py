@@ -25,7 +25,7 @@ from collections.abc import Iterable
 from typing import Any
 
 from django.db import connection, transaction
-from django.db.models import QuerySet, Sum
+from django.db.models import QuerySet
 
 from analytics.models import AuditFact
 from audits.services.counting import CountingChange
@@ -167,19 +167,14 @@ def rebuild_all() -> int:
 def _fill_costs(cursor: Any, facts: QuerySet[AuditFact]) -> None:
     """The facts' LLM cost (the audit's steps and reruns) and speech-to-text cost (its fiche's calls), from the
     usage ledger at the configured prices (``costs.pricing.cost_expression``): one set-based UPDATE each."""
-    from costs.models import UsageKind, UsageRecord
-    from costs.pricing import cost_expression
+    from costs.models import UsageKind
+    from costs.selectors import cost_per
 
     chosen, chosen_params = facts.values("audit_id").query.sql_with_params()
     for kind, key, column in ((UsageKind.LLM, "audit_id", "llm_cost"), (UsageKind.STT, "fiche_id", "stt_cost")):
-        costs = (
-            UsageRecord.objects.filter(kind=kind, **{f"{key}__in": facts.values(key)})
-            .values(key)
-            .annotate(cost=Sum(cost_expression()))
-        )
-        sql, params = costs.query.sql_with_params()
+        sql, params = cost_per(kind, key, facts.values(key)).query.sql_with_params()
         cursor.execute(
-            f"UPDATE analytics_audit_facts f SET {column} = COALESCE(c.cost, 0) FROM ({sql}) c "
+            f"UPDATE analytics_audit_facts f SET {column} = COALESCE(c.sum_cost, 0) FROM ({sql}) c "
             f"WHERE f.{key} = c.{key} AND f.audit_id IN ({chosen})",
             [*params, *chosen_params],
         )

@@ -191,6 +191,15 @@ def check(kind: str, user: User | None) -> None:
         raise state.error()
 
 
+def new_work(kind: str, user: User | None) -> tuple[str, BudgetState | None]:
+    """What background work of ``kind`` for ``user`` does now, in the worker: ``("go", None)``, or at the limit
+    ``("wait", state)`` / ``("refuse", state)`` per ``BUDGET_MODE``."""
+    state = blocking(kind, user)
+    if state is None:
+        return "go", None
+    return ("refuse" if budget_mode() == BudgetMode.REFUSE else "wait"), state
+
+
 def check_new_work(kind: str, user: User | None) -> None:
     """Background work asked through the API (an audit, a batch, a transcription): refused (429
     ``budget_exhausted``) at the limit in ``refuse`` mode; in ``wait`` mode it is accepted and waits in the

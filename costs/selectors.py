@@ -191,29 +191,27 @@ def budgets_for_user(user: User) -> dict[str, Any]:
 # --- Cost blocks of other apps ----------------------------------------------------------------------------
 
 
+def cost_per(kind: str, key: str, among: Iterable[Any] | QuerySet[Any]) -> QuerySet[Any]:
+    """Rows ``{key, sum_cost, sum_seconds}``: the cost (and audio seconds) of the usage of ``kind`` per ``key``
+    (``audit_id``, ``fiche_id``) among ``among`` (ids, or a subquery: the analytics facts update from it in SQL)."""
+    return (
+        UsageRecord.objects.filter(kind=kind, **{f"{key}__in": among})
+        .values(key)
+        .annotate(sum_cost=Sum(cost_expression()), sum_seconds=Sum("audio_seconds"))
+    )
+
+
 def audit_costs(audit_ids: Iterable[object]) -> dict[str, Decimal]:
     """The LLM cost of each audit, its reruns included (one query); audits without usage are absent."""
     ids = [str(pk) for pk in audit_ids]
-    if not ids:
-        return {}
-    rows = (
-        UsageRecord.objects.filter(audit_id__in=ids, kind=UsageKind.LLM)
-        .values("audit_id")
-        .annotate(sum_cost=Sum(cost_expression()))
-    )
+    rows = cost_per(UsageKind.LLM, "audit_id", ids) if ids else []
     return {str(row["audit_id"]): money(row["sum_cost"]) for row in rows}
 
 
 def fiche_stt_costs(fiche_ids: Iterable[int]) -> dict[int, tuple[Decimal, float]]:
     """``fiche pk → (speech-to-text cost, audio seconds)`` of each fiche's transcriptions (one query)."""
     ids = list(fiche_ids)
-    if not ids:
-        return {}
-    rows = (
-        UsageRecord.objects.filter(fiche_id__in=ids, kind=UsageKind.STT)
-        .values("fiche_id")
-        .annotate(sum_cost=Sum(cost_expression()), sum_seconds=Sum("audio_seconds"))
-    )
+    rows = cost_per(UsageKind.STT, "fiche_id", ids) if ids else []
     return {int(row["fiche_id"]): (money(row["sum_cost"]), float(row["sum_seconds"] or 0.0)) for row in rows}
 
 

@@ -130,10 +130,10 @@ def _waits_for_budget(audit: Audit) -> bool:
     ``waiting_budget`` (the reconciler re-drives it when the budget allows, e.g. the next day; it never times
     out meanwhile); ``refuse`` mode: it fails with the reason. Whether it stopped here (``audit.status`` says
     how)."""
-    state = budgets.blocking("llm", audit.requested_by)
+    verdict, state = budgets.new_work("llm", audit.requested_by)
     if state is None:
         return False
-    if budgets.budget_mode() == "refuse":
+    if verdict == "refuse":
         fail(audit, state.reason(), phase="preparation")
         audit.status = AuditStatus.FAILED
         return True

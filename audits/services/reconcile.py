@@ -36,10 +36,10 @@ logger = logging.getLogger("audits.reconcile")
 def _waiting_budget(audit: Audit, actions: dict[str, list[str]]) -> bool:
     """An audit waiting for the daily LLM budget never times out: re-driven once the budget (global or its
     requester's) allows again (e.g. the next day), failed with the reason if the mode became ``refuse``."""
-    state = budgets.blocking("llm", audit.requested_by)
+    verdict, state = budgets.new_work("llm", audit.requested_by)
     if state is None:
         actions["redrive"].append(str(audit.pk))
-    elif budgets.budget_mode() == "refuse" and fail(audit, state.reason(), phase="preparation"):
+    elif verdict == "refuse" and fail(audit, state.reason(), phase="preparation"):
         actions["failed"].append(str(audit.pk))
     return True
 

@@ -182,10 +182,10 @@ def _budget_gate(run_id: str) -> bool:
     run = TranscriptionRun.objects.select_related("requested_by").filter(pk=run_id).first()
     if run is None or run.is_terminal or run.dispatched_at is not None:
         return False
-    state = budgets.blocking("stt", run.requested_by)
+    verdict, state = budgets.new_work("stt", run.requested_by)
     if state is None:
         return False
-    if budgets.budget_mode() == "refuse":
+    if verdict == "refuse":
         run_finalize_now(run_id=run_id, reason=state.reason())
         return True
     waiting = TranscriptionRun.objects.filter(pk=run_id, dispatched_at__isnull=True, waiting_budget_since__isnull=True)
@@ -607,10 +607,10 @@ def _waiting_budget(run: TranscriptionRun, now: datetime, actions: dict[str, lis
     ``resumed`` (dispatched) once the budget allows, failed with the reason if the mode became ``refuse``."""
     if run.waiting_budget_since is None or run.dispatched_at is not None:
         return False
-    state = budgets.blocking("stt", run.requested_by)
+    verdict, state = budgets.new_work("stt", run.requested_by)
     if state is None:
         actions.setdefault("resumed", []).append(str(run.pk))
-    elif budgets.budget_mode() == "refuse" and run_finalize_now(run_id=str(run.pk), reason=state.reason()):
+    elif verdict == "refuse" and run_finalize_now(run_id=str(run.pk), reason=state.reason()):
         actions.setdefault("budget_refused", []).append(str(run.pk))
     return True
 
