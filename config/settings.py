@@ -55,6 +55,7 @@ INSTALLED_APPS = [
     "review_queues.apps.ReviewQueuesConfig",
     "analytics.apps.AnalyticsConfig",
     "costs.apps.CostsConfig",
+    "privacy.apps.PrivacyConfig",
 ]
 
 MIDDLEWARE = [
@@ -518,6 +519,27 @@ BUDGET_STT_USER_DAILY = _money_setting(
 BUDGET_MODE = env.str("BUDGET_MODE", default="wait").strip().lower()
 if BUDGET_MODE not in ("wait", "refuse"):
     raise ImproperlyConfigured(f"BUDGET_MODE must be 'wait' or 'refuse', got {BUDGET_MODE!r}.")
+
+# --- Personal data (privacy) -----------------------------------------------------------------
+# What goes to the LLM (audits, reruns, chat, tools-mode results) is redacted: card numbers, IBAN, NIR,
+# phone numbers, e-mails, SMS/OTP codes, dates of birth and announced addresses become typed placeholders
+# ([CARTE], [IBAN], ...). Card numbers and codes are redacted at ingestion whatever this says (never stored).
+LLM_REDACT_PII = env.bool("LLM_REDACT_PII", default=True)
+# Retention per kind of data, in days (0 = kept forever). A beat task purges what is due, in batches.
+# Transcripts and their words: as long as the call recordings (2 years after the sale, décret 2022-34).
+RETENTION_TRANSCRIPT_DAYS = env.int("RETENTION_TRANSCRIPT_DAYS", default=730)
+# The audits' quotes of the calls (verdicts and scores stay: the company's compliance record).
+RETENTION_AUDIT_QUOTE_DAYS = env.int("RETENTION_AUDIT_QUOTE_DAYS", default=730)
+RETENTION_CHAT_DAYS = env.int("RETENTION_CHAT_DAYS", default=180)
+# Bodies of webhook deliveries and of their attempts' responses (delivered ones are deleted after
+# WEBHOOK_RETENTION_DAYS already; this blanks the bodies of every delivery, failed ones included).
+RETENTION_WEBHOOK_BODY_DAYS = env.int("RETENTION_WEBHOOK_BODY_DAYS", default=30)
+RETENTION_WORKFLOW_LOG_DAYS = env.int("RETENTION_WORKFLOW_LOG_DAYS", default=90)
+# The timeline cache (a fiche's conversation derived from its transcripts, in Redis): its TTL in seconds.
+RETENTION_TIMELINE_CACHE_SECONDS = env.int("RETENTION_TIMELINE_CACHE_SECONDS", default=3600)
+# One purge statement touches at most this many rows; one run does at most this many statements per kind.
+RETENTION_PURGE_BATCH_SIZE = env.int("RETENTION_PURGE_BATCH_SIZE", default=500)
+RETENTION_PURGE_MAX_BATCHES = env.int("RETENTION_PURGE_MAX_BATCHES", default=200)
 
 # --- Automation ----------------------------------------------------------------------------------
 # A run skips revalidating its range's sales list when a fiche of that range was revalidated this recently.
