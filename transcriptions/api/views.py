@@ -13,6 +13,7 @@ from core.limits import spending
 from core.openapi import errors
 from costs import budgets
 from fiches.services.access import fiche_with_details
+from privacy.access import sees_personal_data
 from transcriptions import selectors
 from transcriptions.api import serializers as s
 from transcriptions.services import runs
@@ -62,7 +63,10 @@ class FicheTranscriptionView(APIView):
         query = s.StatusQuery(data=request.query_params)
         query.is_valid(raise_exception=True)
         fiche = fiche_with_details(fiche_id=fiche_id, user=request_user(request), key="transcriptions")
-        return Response(selectors.fiche_status(fiche, include_words=query.validated_data["include_words"]))
+        redacted = not sees_personal_data(request_user(request))
+        return Response(
+            selectors.fiche_status(fiche, include_words=query.validated_data["include_words"], redacted=redacted)
+        )
 
 
 class TimelineView(APIView):
@@ -76,7 +80,7 @@ class TimelineView(APIView):
     )
     def get(self, request: Request, fiche_id: str) -> Response:
         fiche = fiche_with_details(fiche_id=fiche_id, user=request_user(request), key="transcriptions")
-        timeline = selectors.timeline_for(fiche)
+        timeline = selectors.timeline_for(fiche, redacted=not sees_personal_data(request_user(request)))
         return Response({"fiche_id": fiche.fiche_id, "recordings": timeline.recordings, "turns": timeline.turns})
 
 
@@ -91,7 +95,7 @@ class RecordingTranscriptionView(APIView):
     )
     def get(self, request: Request, fiche_id: str, call_id: str) -> Response:
         fiche = fiche_with_details(fiche_id=fiche_id, user=request_user(request), key="transcriptions")
-        data = selectors.recording_for_fiche(fiche, call_id)
+        data = selectors.recording_for_fiche(fiche, call_id, redacted=not sees_personal_data(request_user(request)))
         if data is None:
             raise NotFoundError(
                 f"Fiche {fiche.fiche_id} has no recording {call_id}.",

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import logging
 import uuid
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
@@ -32,6 +32,7 @@ from core.reconcile import Reconciler, units_may_be_lost
 from costs import budgets
 from costs.services import record_stt_usage
 from fiches.models import FicheCache, Recording
+from privacy import redaction
 from realtime.publisher import publish, publish_many
 from transcriptions.clients import elevenlabs
 from transcriptions.models import (
@@ -353,7 +354,9 @@ def recording_claim(*, run_id: str, call_id: str) -> tuple[Transcription | None,
 def recording_store(
     *, run_id: str, call_id: str, result: elevenlabs.SttResult, token: str | None = None
 ) -> RecordingOutcome:
-    """Store a vendor result, only while this worker's claim (``token``) holds the recording for this run."""
+    """Store a vendor result, only while this worker's claim (``token``) holds the recording for this run.
+    Card numbers and one-time codes are redacted first (``redact_at_ingestion``): never stored in clear."""
+    result = redact_at_ingestion(result)
     ctx = recording_context(run_id=run_id, call_id=call_id)
     speaker_map = map_speakers(
         result.words,
@@ -395,6 +398,17 @@ def recording_store(
         )
     logger.info("recording_transcribed", extra={"run_id": run_id, "call_id": call_id, "words": len(result.words)})
     return RecordingOutcome(call_id, True, transcription_id=result.transcription_id)
+
+
+def redact_at_ingestion(result: elevenlabs.SttResult) -> elevenlabs.SttResult:
+    """The vendor's result with the kinds never stored (``privacy.redaction.STORAGE_KINDS``: card numbers, their
+    expiry and security codes, SMS / one-time codes) replaced by placeholders in its words (one placeholder word
+    per run, with the run's times) and its text (rebuilt from the redacted words when they changed)."""
+    words = redaction.redact_words(result.words, redaction.STORAGE_KINDS)
+    if len(words) != len(result.words) or any(a["text"] != b["text"] for a, b in zip(words, result.words, strict=True)):
+        return replace(result, words=words, text=redaction.words_text(words))
+    text = redaction.redact_text(result.text, redaction.STORAGE_KINDS)
+    return result if text == result.text else replace(result, text=text)
 
 
 def _record_usage(*, run_id: str, call_id: str, seconds: float | None) -> None:

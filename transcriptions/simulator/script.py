@@ -246,7 +246,8 @@ def french_number(n: int) -> str:
         head = "cent" if hundreds == 1 else f"{_UNITS[hundreds]} cent{'s' if rest == 0 else ''}"
         return head if rest == 0 else f"{head} {french_number(rest)}"
     thousands, rest = divmod(n, 1000)
-    head = "mille" if thousands == 1 else f"{french_number(thousands).removesuffix('s')} mille"
+    # "quatre-vingt mille", "deux cent mille": no plural s before "mille" (but "trois", "six" keep theirs)
+    head = "mille" if thousands == 1 else f"{re.sub(r'(vingt|cent)s$', r'\g<1>', french_number(thousands))} mille"
     return head if rest == 0 else f"{head} {french_number(rest)}"
 
 
@@ -1382,6 +1383,74 @@ def _cast(call_id: str, crm_seed: int) -> _Cast:
     )
 
 
+# Personal data said aloud (``pii``): what the redaction must catch (tests of the redactor, of the redaction at
+# ingestion and of what reaches the LLM). The client gives an e-mail (spelled out), a phone number (pairs in
+# words), a NIR, an IBAN, then a Luhn-valid card number (in one of three spoken forms) and its security code.
+PERSONAL_DATA_EXCHANGE: Wording = (
+    (AGENT, "Pour le dossier, quelle est votre adresse e-mail ?"),
+    (CLIENT, "C'est {pii_email_spoken}."),
+    (AGENT, "Et un numéro où vous joindre ?"),
+    (CLIENT, "Le {pii_phone_spoken}."),
+    (AGENT, "Votre numéro de sécurité sociale, s'il vous plaît ?"),
+    (CLIENT, "{pii_nir_spoken}."),
+    (AGENT, "Pour le prélèvement, il me faut votre IBAN."),
+    (CLIENT, "Alors, {pii_iban_spoken}."),
+    (AGENT, "Et pour la première cotisation, votre numéro de carte bancaire ?"),
+    (CLIENT, "Oui, attendez... alors c'est {pii_card_spoken}."),
+    (AGENT, "Et le cryptogramme, les trois chiffres au dos ?"),
+    (CLIENT, "{pii_card_cvv}."),
+)
+
+
+def _luhn_digit(body: str) -> str:
+    total = 0
+    for i, ch in enumerate(reversed(body)):
+        d = int(ch) * (2 if i % 2 == 0 else 1)
+        total += d - 9 if d > 9 else d
+    return str((10 - total % 10) % 10)
+
+
+def personal_data(call_id: str, seed: int = DEFAULT_SEED) -> dict[str, str]:
+    """What the client of ``call_id`` says with ``pii``: ``card_number`` (16 digits, Visa, Luhn-valid),
+    ``card_cvv``, ``phone`` (10 digits), ``email``, ``nir`` (15 digits, key checked), ``iban`` (French, compact),
+    and how each is said (``*_spoken``)."""
+    rng = _rng(seed, call_id, "personal-data")
+    body = "497" + "".join(str(rng.randint(0, 9)) for _ in range(12))
+    card = body + _luhn_digit(body)
+    phone = "0" + rng.choice("67") + "".join(f"{rng.randint(0, 99):02d}" for _ in range(4))
+    nir_body = f"{rng.choice('12')}{rng.randint(40, 99):02d}{rng.randint(1, 12):02d}{rng.randint(1, 95):02d}"
+    nir_body += f"{rng.randint(1, 999):03d}{rng.randint(1, 999):03d}"
+    nir = nir_body + f"{97 - int(nir_body) % 97:02d}"
+    bban = "".join(str(rng.randint(0, 9)) for _ in range(23))
+    check = 98 - int(bban + "152700") % 97  # F=15, R=27, check digits 00
+    iban = f"FR{check:02d}{bban}"
+    name = normalize(rng.choice(crm_data.NOMS)).replace(" ", "")
+    number = rng.randint(10, 99)
+    say = _rng(seed, call_id, "personal-data-spoken")
+    groups = [card[i : i + 4] for i in range(0, 16, 4)]
+    card_forms = (
+        " ".join(groups),
+        ", ".join(french_number(int(g)) if g[0] != "0" else " ".join(_UNITS[int(c)] for c in g) for g in groups),
+        ", ".join(" ".join(_UNITS[int(c)] for c in g) for g in groups),
+    )
+    pairs = [phone[i : i + 2] for i in range(0, 10, 2)]
+    return {
+        "card_number": card,
+        "card_cvv": f"{rng.randint(0, 999):03d}",
+        "phone": phone,
+        "email": f"{name}.{number}@exemple.fr",
+        "nir": nir,
+        "iban": iban,
+        "card_spoken": say.choice(card_forms),
+        "phone_spoken": ", ".join(
+            (f"zéro {_UNITS[int(p[1])]}" if p[0] == "0" else french_number(int(p))) for p in pairs
+        ),
+        "email_spoken": f"{name} point {number} arobase exemple point fr",
+        "nir_spoken": " ".join((nir[0], nir[1:3], nir[3:5], nir[5:7], nir[7:10], nir[10:13], nir[13:])),
+        "iban_spoken": " ".join(iban[i : i + 4] for i in range(0, len(iban), 4)),
+    }
+
+
 def _first_of_next_month(day: date) -> date:
     return date(day.year + day.month // 12, day.month % 12 + 1, 1)
 
@@ -1528,8 +1597,16 @@ def _segment_wording(key: str, variant: str, cast: _Cast, rng: random.Random) ->
     return rng.choice(options)
 
 
-def _script(cast: _Cast, seed: int) -> tuple[str, dict[str, str], bool, list[_Utterance]]:
-    """``(kind, variants, client_first, utterances)``: the scripted call, with its filler."""
+def _personal_data(writer: _Writer, cast: _Cast, seed: int) -> list[_Utterance]:
+    """The exchange of a call whose client gives personal data (``personal_data``; no draw from the call's own
+    generator: the rest of the call is the same as without it)."""
+    writer.static.update({f"pii_{key}": value for key, value in personal_data(cast.call_id, seed).items()})
+    return [_Utterance(speaker, writer.fill(template), None) for speaker, template in PERSONAL_DATA_EXCHANGE]
+
+
+def _script(cast: _Cast, seed: int, pii: bool = False) -> tuple[str, dict[str, str], bool, list[_Utterance]]:
+    """``(kind, variants, client_first, utterances)``: the scripted call, with its filler (and the payment
+    personal data exchange after the offer, or before the end of a short call, when ``pii``)."""
     kind, variants, rng = _plan(cast, seed)
     writer = _Writer(cast, rng, variants)
     budget = round(WORDS_PER_SECOND * cast.duration)
@@ -1549,7 +1626,8 @@ def _script(cast: _Cast, seed: int) -> tuple[str, dict[str, str], bool, list[_Ut
             ending = writer.utterances(rng.choice(CALLBACK_LINES), None)
         words_so_far = _count_words(opening + body + ending)
         filler = _filler(writer, [SMALL_TALK], budget - words_so_far, rng)
-        return kind, variants, client_first, opening + body + filler + ending
+        said = _personal_data(writer, cast, seed) if pii else []
+        return kind, variants, client_first, opening + body + filler + said + ending
 
     order = [IDENTITY, COMMERCIAL_PURPOSE, CONSENT, RECORDING_NOTICE, NEEDS_ANALYSIS, OFFER]
     if rng.random() < 0.3:  # the recording notice right after the introduction
@@ -1583,6 +1661,8 @@ def _script(cast: _Cast, seed: int) -> tuple[str, dict[str, str], bool, list[_Ut
     utterances = list(opening)
     for key in order:
         utterances += segments[key]
+        if key == OFFER and pii:
+            utterances += _personal_data(writer, cast, seed)
         utterances += fillers.get(key, [])
     return kind, variants, client_first, utterances
 
@@ -1651,9 +1731,9 @@ def _timestamps(
 
 
 @lru_cache(maxsize=32)
-def _build(call_id: str, seed: int, crm_seed: int) -> _Call:
+def _build(call_id: str, seed: int, crm_seed: int, pii: bool = False) -> _Call:
     cast = _cast(call_id, crm_seed)
-    kind, variants, client_first, utterances = _script(cast, seed)
+    kind, variants, client_first, utterances = _script(cast, seed, pii)
     rng = _rng(seed, call_id, "speakers")
     agent_id = "speaker_0" if rng.random() < 0.5 else "speaker_1"
     client_id = "speaker_1" if agent_id == "speaker_0" else "speaker_0"
@@ -1672,9 +1752,12 @@ def _build(call_id: str, seed: int, crm_seed: int) -> _Call:
 # --- Public API --------------------------------------------------------------------------------------
 
 
-def transcript_for(call_id: str, *, seed: int = DEFAULT_SEED, crm_seed: int = DEFAULT_CRM_SEED) -> dict[str, Any]:
-    """The vendor's 200 body for the recording ``call_id`` (a fresh dict: callers may change it)."""
-    call = _build(call_id, seed, crm_seed)
+def transcript_for(
+    call_id: str, *, seed: int = DEFAULT_SEED, crm_seed: int = DEFAULT_CRM_SEED, pii: bool = False
+) -> dict[str, Any]:
+    """The vendor's 200 body for the recording ``call_id`` (a fresh dict: callers may change it); ``pii``:
+    the client gives personal data (``personal_data``: e-mail, phone, NIR, IBAN, card number) after the offer."""
+    call = _build(call_id, seed, crm_seed, pii)
     words: list[dict[str, Any]] = [
         {"text": text, "start": start, "end": end, "type": kind, "speaker_id": speaker}
         | ({"logprob": logprob} if logprob is not None else {})
@@ -1691,12 +1774,15 @@ def transcript_for(call_id: str, *, seed: int = DEFAULT_SEED, crm_seed: int = DE
     }
 
 
-def truth_for(call_id: str, *, seed: int = DEFAULT_SEED, crm_seed: int = DEFAULT_CRM_SEED) -> dict[str, Any]:
+def truth_for(
+    call_id: str, *, seed: int = DEFAULT_SEED, crm_seed: int = DEFAULT_CRM_SEED, pii: bool = False
+) -> dict[str, Any]:
     """What the call holds: ``{"call_id", "duration", "agent_speaker_id", "segments": [{"key", "variant", "start",
     "end"}] (every key of SEGMENT_KEYS in that order; start/end None when missing), "company", "agent_name",
     "orias"}`` plus ``kind``, ``direction``, ``client_first``, ``fiche_id``, ``from_crm``, ``product``,
-    ``formula``, ``premium``, ``words`` (count of word items) and ``words_per_second``."""
-    call = _build(call_id, seed, crm_seed)
+    ``formula``, ``premium``, ``words`` (count of word items) and ``words_per_second``; with ``pii``,
+    ``personal_data`` (what the client says: ``personal_data``)."""
+    call = _build(call_id, seed, crm_seed, pii)
     cast = call.cast
     segments = []
     for key in SEGMENT_KEYS:
@@ -1724,7 +1810,7 @@ def truth_for(call_id: str, *, seed: int = DEFAULT_SEED, crm_seed: int = DEFAULT
         "premium": cast.premium,
         "words": word_count,
         "words_per_second": round(word_count / cast.duration, 3) if cast.duration else 0.0,
-    }
+    } | ({"personal_data": personal_data(call_id, seed)} if pii else {})
 
 
 def recording_duration(call_id: str, *, crm_seed: int = DEFAULT_CRM_SEED) -> float:

@@ -13,8 +13,10 @@ Knobs (``SttSimulatorConfig``, from ``STT_SIM_*`` variables, command-line flags 
 latency (fixed per request, plus per audio minute), ``fail_rate`` (503), ``fail_call_ids`` (always 500),
 ``burst_429`` (the next N requests answer 429 ``system_busy`` with ``Retry-After: 1``), ``concurrency_limit``
 (a request arriving while that many are being processed answers 429 ``too_many_concurrent_requests``),
-``api_key`` (a wrong or missing ``xi-api-key`` answers 401) and ``missing_words_call_ids`` (200 without
-``words``). Order of checks: auth, burst, concurrency, form validation (422), latency, failures, transcript.
+``api_key`` (a wrong or missing ``xi-api-key`` answers 401), ``missing_words_call_ids`` (200 without
+``words``) and ``pii_call_ids`` (the client says an e-mail, a phone number, a NIR, an IBAN and a card number aloud: see
+``script.personal_data``). Order of checks: auth, burst, concurrency, form validation (422), latency, failures,
+transcript.
 
 The request log records, for each non-admin request: ``method``, ``path``, ``call_id``, ``fields`` (form
 fields; an uploaded file as ``{"filename", "size", "content_type"}``; never the key), ``status``, ``detail_status``
@@ -64,6 +66,7 @@ ENV_VARS: dict[str, str] = {
     "concurrency_limit": "STT_SIM_CONCURRENCY_LIMIT",
     "api_key": "STT_SIM_API_KEY",
     "missing_words_call_ids": "STT_SIM_MISSING_WORDS_CALL_IDS",
+    "pii_call_ids": "STT_SIM_PII_CALL_IDS",
 }
 STT_PATH = "/v1/speech-to-text"
 RECORDINGS_PREFIX = "/recordings/"
@@ -92,6 +95,7 @@ class SttSimulatorConfig:
     concurrency_limit: int | None = None  # None: no limit
     api_key: str | None = None  # None: no auth
     missing_words_call_ids: frozenset[str] = frozenset()
+    pii_call_ids: frozenset[str] = frozenset()  # calls whose client says personal data aloud
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> SttSimulatorConfig:
@@ -125,6 +129,7 @@ class SttSimulatorConfig:
         knobs = dataclasses.asdict(self)
         knobs["fail_call_ids"] = sorted(self.fail_call_ids)
         knobs["missing_words_call_ids"] = sorted(self.missing_words_call_ids)
+        knobs["pii_call_ids"] = sorted(self.pii_call_ids)
         knobs["api_key"] = "(set)" if self.api_key else None
         return knobs
 
@@ -148,6 +153,7 @@ _TEXT_PARSERS: dict[str, Callable[[str], Any]] = {
     "concurrency_limit": _optional_int,
     "api_key": lambda text: text or None,
     "missing_words_call_ids": _split_csv,
+    "pii_call_ids": _split_csv,
 }
 
 
@@ -201,6 +207,7 @@ _VALIDATORS: dict[str, _Validator] = {
     "concurrency_limit": _integer(1, optional=True),
     "api_key": _api_key,
     "missing_words_call_ids": _ids,
+    "pii_call_ids": _ids,
 }
 
 
@@ -412,7 +419,9 @@ class _Handler(BaseHTTPRequestHandler):
                 raise _ApiError(
                     HTTPStatus.SERVICE_UNAVAILABLE, _detail("service_unavailable", "Service temporarily unavailable")
                 )
-            transcript = script.transcript_for(call_id, seed=config.seed, crm_seed=config.crm_seed)
+            transcript = script.transcript_for(
+                call_id, seed=config.seed, crm_seed=config.crm_seed, pii=call_id in config.pii_call_ids
+            )
             if call_id in config.missing_words_call_ids:
                 del transcript["words"]
             return HTTPStatus.OK, {}, transcript
@@ -462,7 +471,10 @@ class _Handler(BaseHTTPRequestHandler):
                 return HTTPStatus.NOT_FOUND, {"detail": "Not Found"}, {}
             if self.command == "GET":
                 config = simulator.config
-                return HTTPStatus.OK, script.truth_for(call_id, seed=config.seed, crm_seed=config.crm_seed), {}
+                truth = script.truth_for(
+                    call_id, seed=config.seed, crm_seed=config.crm_seed, pii=call_id in config.pii_call_ids
+                )
+                return HTTPStatus.OK, truth, {}
         else:
             return HTTPStatus.NOT_FOUND, {"detail": "Not Found"}, {}
         return HTTPStatus.METHOD_NOT_ALLOWED, {"detail": "Method Not Allowed"}, {}

@@ -24,6 +24,7 @@ KNOB_HELP = {
     "concurrency_limit": "transcription requests processed at once; more answer 429 (0 or none: no limit)",
     "api_key": "xi-api-key required on the API (none by default)",
     "missing_words_call_ids": "comma-separated call ids answered without 'words' (breaks the contract)",
+    "pii_call_ids": "comma-separated call ids whose client says personal data aloud (redaction tests)",
 }
 
 
