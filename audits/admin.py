@@ -45,6 +45,7 @@ from audits.models import (
 from audits.services.request import audit_request
 from core.admin_views import ReadOnlyAdminMixin
 from core.exceptions import ApplicationError
+from privacy.access import sees_personal_data
 
 # --- Shared pieces of these pages ------------------------------------------------------------------
 
@@ -308,7 +309,9 @@ class AuditAdmin(admin.ModelAdmin):
             diff = selectors.audit_diff(audit)  # a re-audit still running would list every point as changed
         extra_context = {
             **(extra_context or {}),
-            "report": selectors.audit_admin_report(audit) if audit else None,
+            "report": (
+                selectors.audit_admin_report(audit, redacted=not sees_personal_data(request.user)) if audit else None
+            ),
             "audit_obj": audit,
             "diff": diff,
             "successors": list(audit.successors.order_by("created_at")) if audit else [],

@@ -7,6 +7,7 @@ from __future__ import annotations
 import math
 import statistics
 from collections import Counter, defaultdict
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
@@ -33,6 +34,7 @@ from audits.models import (
 from core.exceptions import ConflictError, NotFoundError, PermissionDeniedError
 from core.formats import iso, uuid_or_none
 from costs.selectors import audit_cost_block
+from privacy.redaction import redact_text
 
 if TYPE_CHECKING:
     from accounts.models import User
@@ -99,11 +101,21 @@ def audit_summary_dict(audit: Audit, *, counts: bool | None = None) -> dict[str,
     }
 
 
-def _citation(c: Citation) -> dict[str, Any]:
-    return {"text": c.text, "speaker": c.speaker, "call_id": c.call_id, "start": c.start, "end": c.end}
+def _citation(c: Citation, shown: Callable[[str], str]) -> dict[str, Any]:
+    return {"text": shown(c.text), "speaker": c.speaker, "call_id": c.call_id, "start": c.start, "end": c.end}
 
 
-def _point(result: ControlPointResult, definition: Any) -> dict[str, Any]:
+def _clear(text: str) -> str:
+    return text
+
+
+def _shown(redacted: bool) -> Callable[[str], str]:
+    """How a text of the calls (quote, rationale) is shown: as stored, or with its personal data replaced by
+    placeholders for a reader who does not see it in clear (``privacy.access``)."""
+    return redact_text if redacted else _clear
+
+
+def _point(result: ControlPointResult, definition: Any, shown: Callable[[str], str] = _clear) -> dict[str, Any]:
     citations = list(result.citations.all())
     return {
         "index": result.index,
@@ -120,13 +132,13 @@ def _point(result: ControlPointResult, definition: Any) -> dict[str, Any]:
         "human_status": result.human_status,
         "advisory": result.advisory,
         "pending_review": result.effective_status == PENDING,
-        "rationale": result.rationale,
-        "citations": [_citation(c) for c in citations if c.verified],
-        "rejected_citations": [{"text": c.quote, "reason": c.reason} for c in citations if not c.verified],
+        "rationale": shown(result.rationale),
+        "citations": [_citation(c, shown) for c in citations if c.verified],
+        "rejected_citations": [{"text": shown(c.quote), "reason": c.reason} for c in citations if not c.verified],
     }
 
 
-def step_dict(row: AuditStepResult) -> dict[str, Any]:
+def step_dict(row: AuditStepResult, *, redacted: bool = False) -> dict[str, Any]:
     definitions = {p.index: p for p in row.step.control_points.all()}
     return {
         "position": row.position,
@@ -139,7 +151,7 @@ def step_dict(row: AuditStepResult) -> dict[str, Any]:
         "conforme": row.conforme,
         "tokens_used": row.tokens_used,
         "error": row.error,
-        "control_points": [_point(r, definitions.get(r.index)) for r in row.control_points.all()],
+        "control_points": [_point(r, definitions.get(r.index), _shown(redacted)) for r in row.control_points.all()],
     }
 
 
@@ -156,10 +168,15 @@ def _with_results(steps: QuerySet[AuditStepResult]) -> QuerySet[AuditStepResult]
     )
 
 
-def audit_dict(audit: Audit) -> dict[str, Any]:
-    """The audit with its steps, and ``cost``: what its LLM calls (steps and reruns) cost (one query)."""
+def audit_dict(audit: Audit, *, redacted: bool = False) -> dict[str, Any]:
+    """The audit with its steps, and ``cost``: what its LLM calls (steps and reruns) cost (one query).
+    ``redacted``: quotes and rationales with their personal data replaced by placeholders."""
     steps = _with_results(AuditStepResult.objects.filter(audit=audit)).order_by("position")
-    return {**audit_summary_dict(audit), "steps": [step_dict(s) for s in steps], "cost": audit_cost_block(audit.pk)}
+    return {
+        **audit_summary_dict(audit),
+        "steps": [step_dict(s, redacted=redacted) for s in steps],
+        "cost": audit_cost_block(audit.pk),
+    }
 
 
 # --- The admin's audit page ------------------------------------------------------------------------
@@ -209,19 +226,23 @@ def _pieces(text: str, spans: list[tuple[int, int, str]]) -> list[TimelinePiece]
     return pieces or [TimelinePiece(text, [])]
 
 
-def audit_admin_report(audit: Audit) -> dict[str, Any]:
+def audit_admin_report(audit: Audit, *, redacted: bool = False) -> dict[str, Any]:
     """What a reviewer reads on the admin's audit page: the summary, each step and control point with
     its verified and rejected citations, and the timeline with the verified citations marked where
-    they were said."""
+    they were said; ``redacted`` (a reader who does not see personal data in clear): all of it with
+    placeholders."""
     from transcriptions.selectors import timeline_for
 
-    data = audit_dict(audit)
+    data = audit_dict(audit, redacted=redacted)
     citations = list(
         Citation.objects.filter(control_point__step_result__audit=audit, verified=True)
         .select_related("control_point__step_result")
         .order_by("control_point__step_result__position", "control_point__index", "position")
     )
-    turns = timeline_for(audit.fiche).turns if citations or audit.is_terminal else []
+    turns = timeline_for(audit.fiche, redacted=redacted).turns if citations or audit.is_terminal else []
+    if redacted:
+        for c in citations:  # located in the redacted turns (a quote made on a redacted timeline is unchanged)
+            c.text = redact_text(c.text)
     spans: dict[int, list[tuple[int, int, str]]] = {}
     anchors: dict[tuple[int, int, int], str] = {}
     ordinal: dict[tuple[int, int], int] = {}  # the n-th verified citation of a point, as in the API's list

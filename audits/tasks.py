@@ -35,7 +35,7 @@ from core.retry import (
     wait_backoff,
 )
 from llm import client as llm
-from transcriptions.selectors import timeline_for
+from transcriptions.selectors import llm_timeline_for
 
 logger = logging.getLogger("audits.tasks")
 
@@ -90,7 +90,7 @@ def _analyze(task: Any, audit_id: str, position: int) -> str:
     token = row.claim_token
     with keep_alive(steps.claim_lease(row)):
         audit = Audit.objects.select_related("fiche").get(pk=audit_id)
-        timeline = timeline_for(audit.fiche)
+        timeline = llm_timeline_for(audit.fiche)
         try:
             asked = steps.step_ask_llm(audit=audit, definition=row.step, timeline=timeline)
         except LimitBusy:
@@ -150,7 +150,7 @@ def _rerun(task: Any, rerun_id: str) -> str:
         return "skipped"
     with keep_alive(reviews.rerun_lease(event)):
         audit, definition = event.audit, event.step_result.step
-        timeline = timeline_for(audit.fiche)
+        timeline = llm_timeline_for(audit.fiche)
         try:
             asked = steps.step_ask_llm(
                 audit=audit,

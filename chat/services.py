@@ -43,6 +43,8 @@ from costs.services import record_llm_usage
 from fiches.selectors import fiche_payload
 from llm.client import CHARS_PER_TOKEN, ChatEvent, LlmError, LlmTransientError, Usage, stream_chat
 from llm.slots import llm_semaphore
+from privacy.access import sees_personal_data
+from privacy.redaction import ALL_KINDS, STORAGE_KINDS, redact_data, redact_text
 from transcriptions.selectors import Timeline, timeline_for
 from transcriptions.timeline import format_offset
 
@@ -117,9 +119,12 @@ def _json(value: Any) -> str:
     return orjson.dumps(value, default=str).decode()
 
 
-def fiche_context(fiche: FicheCache) -> str:
-    """The fiche's basics (information and prospect; never ``mail_devis``)."""
+def fiche_context(fiche: FicheCache, *, redacted: bool = False) -> str:
+    """The fiche's basics (information and prospect; never ``mail_devis``); ``redacted``: its personal data
+    (phone, e-mail, date of birth, address...) replaced by placeholders."""
     body = fiche_payload(fiche)["fiche"]
+    if redacted:
+        body = redact_data(body)
     lines = [f"## Fiche {fiche.fiche_id}"]
     lines += [f"{section} : {_json(body[section])}" for section in FICHE_SECTIONS if body.get(section)]
     return "\n".join(lines)
@@ -135,10 +140,10 @@ def _yes_no(value: bool | None) -> str:
     return "non déterminé" if value is None else ("oui" if value else "non")
 
 
-def audit_context(audit: Audit) -> str:
+def audit_context(audit: Audit, *, redacted: bool = False) -> str:
     """The audit's results: niveau, score, each step and control point with its verified citations
-    (written as timeline lines)."""
-    data = audit_dict(audit)
+    (written as timeline lines; ``redacted``: with placeholders)."""
+    data = audit_dict(audit, redacted=redacted)
     lines = [
         "## Résultats de l'audit",
         f"Statut : {data['status']} ; niveau : {data['niveau'] or 'non déterminé'} ; "
@@ -180,10 +185,17 @@ def timeline_context(timeline: Timeline, question: str) -> str:
 
 
 def build_messages(
-    *, entity: ChatEntity, timeline: Timeline, history: Sequence[Mapping[str, str]], question: str
+    *,
+    entity: ChatEntity,
+    timeline: Timeline,
+    history: Sequence[Mapping[str, str]],
+    question: str,
+    redacted: bool = False,
 ) -> list[dict[str, str]]:
     """The request's messages: one system message (rules, fiche, audit results, calls), the history in
-    chronological order, then the question."""
+    chronological order, then the question. ``redacted``: personal data replaced by placeholders in all of it
+    (``timeline`` must then be the redacted one); card numbers and codes are never sent either way."""
+    kinds = ALL_KINDS if redacted else STORAGE_KINDS
     allowed = entity.parts
     named = [("la fiche du client", allowed.fiche)]
     if entity.audit is not None:
@@ -200,15 +212,15 @@ def build_messages(
             + ". Si la question porte sur ces éléments, répondez que vous n'y avez pas accès."
         )
     if allowed.fiche:
-        sections.append(fiche_context(entity.fiche))
+        sections.append(fiche_context(entity.fiche, redacted=redacted))
     if entity.audit is not None and allowed.audit:
-        sections.append(audit_context(entity.audit))
+        sections.append(audit_context(entity.audit, redacted=redacted))
     if allowed.transcript:
         sections.append(timeline_context(timeline, question))
     return [
         {"role": "system", "content": "\n\n".join(sections)},
-        *({"role": item["role"], "content": item["content"]} for item in history),
-        {"role": "user", "content": question},
+        *({"role": item["role"], "content": redact_text(item["content"], kinds)} for item in history),
+        {"role": "user", "content": redact_text(question, kinds)},
     ]
 
 
@@ -429,16 +441,25 @@ def chat_start(*, user: User, entity_type: str, entity_id: str, message: str) ->
         conversation, _ = ChatConversation.objects.get_or_create(
             user=user, entity_type=entity.entity_type, entity_id=entity.entity_id
         )
+        # Redacted for the LLM (LLM_REDACT_PII), and always for a reader who does not see personal data in
+        # clear (privacy.access): the answer, its quotes and citations hold nothing they could not read.
+        redacted = settings.LLM_REDACT_PII or not sees_personal_data(user)
         no_calls = Timeline(entity.fiche.fiche_id, [], [], "", 0)
-        timeline = timeline_for(entity.fiche) if entity.parts.transcript else no_calls
+        timeline = timeline_for(entity.fiche, redacted=redacted) if entity.parts.transcript else no_calls
         messages = build_messages(
-            entity=entity, timeline=timeline, history=history_for_llm(conversation), question=message
+            entity=entity,
+            timeline=timeline,
+            history=history_for_llm(conversation),
+            question=message,
+            redacted=redacted,
         )
     except BaseException:
         slot.close()
         raise
     try:
-        chat_message_store(conversation_id=conversation.pk, role=MessageRole.USER, content=message)
+        # A card number or a code typed in a question is never stored (nor sent).
+        stored_question = redact_text(message, STORAGE_KINDS)
+        chat_message_store(conversation_id=conversation.pk, role=MessageRole.USER, content=stored_question)
     except BaseException:
         slot.close()
         raise

@@ -20,6 +20,7 @@ from core.openapi import errors
 from core.pagination import LimitOffset
 from core.redis import require_redis
 from costs import budgets
+from privacy.access import sees_personal_data
 
 CONFIG_ID = OpenApiParameter("config_id", int, OpenApiParameter.PATH)
 AUDIT_ID = OpenApiParameter("audit_id", str, OpenApiParameter.PATH)
@@ -180,8 +181,9 @@ class AuditDetailView(APIView):
         responses={200: s.AuditOutput, **errors(401, 403, 404)},
     )
     def get(self, request: Request, audit_id: str) -> Response:
-        audit = selectors.audit_for_user(request_user(request), audit_id)
-        return Response(selectors.audit_dict(audit))
+        user = request_user(request)
+        audit = selectors.audit_for_user(user, audit_id)
+        return Response(selectors.audit_dict(audit, redacted=not sees_personal_data(user)))
 
 
 class StepRerunView(APIView):

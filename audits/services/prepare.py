@@ -28,7 +28,7 @@ from fiches.models import Recording
 from fiches.services.access import fiche_with_details
 from realtime.publisher import publish, publish_many
 from transcriptions.models import TERMINAL_RUN_STATUSES, Transcription, TranscriptionRun
-from transcriptions.selectors import timeline_for
+from transcriptions.selectors import llm_timeline_for
 from transcriptions.services.runs import transcription_request
 
 logger = logging.getLogger("audits.prepare")
@@ -106,7 +106,7 @@ def audit_prepare(*, audit_id: str) -> Prepared:
     if _waits_for_budget(audit):
         return Prepared("waiting" if audit.status == AuditStatus.WAITING_BUDGET else "ended", [])
 
-    timeline = timeline_for(fiche)
+    timeline = llm_timeline_for(fiche)
     publish(*events.timeline_generated(fiche_id, timeline))
     with transaction.atomic():
         locked = Audit.objects.select_for_update().get(pk=audit.pk)
