@@ -38,7 +38,7 @@ def main() -> None:
 
     call_command("migrate", verbosity=0)
 
-    from bench import analytics, audits, automation, cache_write, evidence, jobs, review_queues, transcriptions
+    from bench import analytics, audits, automation, cache_write, evidence, jobs, pii, review_queues, transcriptions
 
     benchmarks = {
         "cache_write": cache_write.run,
@@ -53,6 +53,7 @@ def main() -> None:
         "automation": automation.run,
         "review_queues": review_queues.run,
         "analytics": analytics.run,
+        "pii": pii.run,
     }
     parser = argparse.ArgumentParser(prog="python -m bench")
     parser.add_argument("names", nargs="*", choices=list(benchmarks), help="benchmarks to run (default: all)")

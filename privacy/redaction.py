@@ -148,7 +148,11 @@ _NUMBER_WORDS = frozenset(
         "et",
     ]
 )
-_FILLERS = frozenset({"euh", "heu", "hum", "hmm", "hm", "bah", "ben", "alors", "donc", "puis", "ensuite", "tiret"})
+_FILLERS = frozenset(
+    {"euh", "heu", "hum", "hmm", "hm", "bah", "ben", "alors", "donc", "puis", "ensuite", "tiret", "cle"}
+)
+# A unit ending with one of these ends the number being said ("soixante-seize, mille cent trente": 76 then 1130).
+_GROUP_END = (",", ".", ";", ":", "?", "!", "…")
 _CURRENCY = frozenset({"euro", "euros", "eur", "€", "centimes", "centime", "dollars", "pourcent", "pour", "%"})
 _MONTHS = {
     "janvier": 1,
@@ -257,6 +261,18 @@ def _word_groups(texts: Sequence[str]) -> list[tuple[str | None, int, int]]:
     return groups
 
 
+def _number_words(stream: _Stream, s: int) -> list[str]:
+    """The number words said from stream index ``s`` on, up to 8, stopping after one that ends a group."""
+    texts: list[str] = []
+    u = s
+    while u < len(stream.positions) and stream.unit(u).number_word and len(texts) < 8:
+        texts.append(stream.unit(u).clean)
+        if stream.unit(u).text.rstrip().endswith(_GROUP_END):
+            break
+        u += 1
+    return texts
+
+
 class _Stream:
     """The units of one speaker, in order, with their number runs."""
 
@@ -296,6 +312,8 @@ class _Stream:
                 close()
             if unit.number_word:
                 words.append(s)
+                if unit.text.rstrip().endswith(_GROUP_END):
+                    flush_words()
             elif unit.digits is not None:
                 flush_words()
                 if unit.plus and current.groups:
@@ -343,7 +361,11 @@ class _Context:
         for i, (_g, part) in enumerate(parts):
             if part in _CODE_WORDS:
                 following = parts[i + 1][1] if i + 1 < len(parts) else ""
-                if part == "code" and following in {"postal", "promo", "de", "secret", "civil"}:
+                after = parts[i + 2][1] if i + 2 < len(parts) else ""
+                if part == "code" and (
+                    following in {"postal", "promo", "secret", "civil", "pin"}
+                    or (following == "de" and after == "securite")
+                ):
                     continue
                 return True
         return False
@@ -360,6 +382,19 @@ class _Context:
                     return True
         return False
 
+    def cvv(self, position: int) -> bool:
+        """A card's security code was asked for ("cryptogramme", "les trois chiffres au dos", "code de
+        sécurité")."""
+        parts = [part for _g, part in self.before(position, 10)]
+        for i, part in enumerate(parts):
+            if part in _CVV_WORDS:
+                return True
+            if part == "securite" and parts[max(0, i - 2) : i] == ["code", "de"]:
+                return True
+            if part == "dos" and ("chiffres" in parts or self.card(position)):  # not "mal au dos"
+                return True
+        return False
+
     def orias(self, position: int) -> bool:
         return any(part == "orias" or part.startswith("immatricul") for _g, part in self.before(position, 8))
 
@@ -367,16 +402,30 @@ class _Context:
         """The index of the nearest birth cue ("né", "née", "naissance") in the ``window`` units before."""
         for g in range(position - 1, max(0, position - window) - 1, -1):
             unit = self.units[g]
-            if unit.clean in {"né", "née", "nés", "nées"} or "naissance" in unit.parts or "naissances" in unit.parts:
+            if unit.placeholder and PLACEHOLDERS[Kind.DOB] in unit.text:
+                return None  # that cue's date is said (and redacted) already
+            if self._birth_cue(g):
                 return g
         return None
+
+    def birth_after(self, position: int, window: int = 8) -> bool:
+        """A birth cue just after a date ("le 2 mai 2001, c'est sa date de naissance")."""
+        return any(self._birth_cue(g) for g in range(position + 1, min(len(self.units), position + 1 + window)))
+
+    def _birth_cue(self, g: int) -> bool:
+        unit = self.units[g]
+        if unit.clean in {"né", "née", "nés", "nées"}:
+            return True
+        if "naissance" in unit.parts:  # "date de naissance", not "en cas de naissance d'un enfant"
+            before = [part for i in range(max(0, g - 2), g) for part in self.units[i].parts]
+            return bool(set(before[-2:]) & {"date", "jour", "annee", "lieu"}) or "de" not in before[-1:]
+        return False
 
 
 _CODE_WORDS = frozenset({"code", "codes", "sms", "texto", "textos", "otp"})
 _CARD_WORDS = frozenset({"cb", "visa", "mastercard", "amex", "bancaire", "bleue", "credit", "debit"})
 _NOT_PAYMENT_CARDS = frozenset({"vitale", "grise", "d", "identite", "fidelite", "mutuelle", "tiers", "sim", "de"})
-_CVV_WORDS = frozenset({"cryptogramme", "cvv", "cvc", "crypto", "securite", "dos"})
-_CVV_STRONG = frozenset({"cryptogramme", "cvv", "cvc"})
+_CVV_WORDS = frozenset({"cryptogramme", "cvv", "cvc", "crypto"})
 _EXPIRY_WORDS = frozenset({"expiration", "expire", "validite", "jusqu", "expirer"})
 _NIR_WORDS = frozenset({"secu", "sociale", "nir", "insee", "vitale"})
 _IBAN_WORDS = frozenset({"iban", "rib", "bancaires"})
@@ -406,6 +455,7 @@ _STREET_WEAK = frozenset(
 )
 _STREET_SUFFIX = frozenset({"bis", "ter", "b"})
 _EMAIL_AT = frozenset({"arobase", "arrobase", "arobas", "@"})
+_EMAIL_STOP = frozenset({"c", "est", "cest", "mail", "email", "e", "adresse", "le", "la", "mon", "ma", "a"})
 _EMAIL_JOINERS = frozenset({"point", "tiret", "underscore", "moins", "-", "_", "."})
 
 
@@ -508,11 +558,11 @@ class _Scanner:
                 return Kind.CARD, b
             if _valid_phone(window, international):
                 return Kind.PHONE, b
-        if ctx.has(start, 10, _CVV_WORDS) and (card_context or ctx.has(start, 10, _CVV_STRONG)):
+        if ctx.cvv(start):
             for b, window in windows:
                 if 3 <= len(window) <= 4 and not self._priced(stream, groups[b].last):
                     return Kind.CARD, b
-        if card_context and ctx.has(start, 12, _EXPIRY_WORDS):
+        if ctx.has(start, 12, _EXPIRY_WORDS):  # a month and year after "expiration": the card's
             for b, window in windows:
                 if _month_year(window):
                     return Kind.CARD, b
@@ -534,7 +584,8 @@ class _Scanner:
             if not match:
                 continue
             g = stream.positions[s]
-            if self.context.has(g, 12, _EXPIRY_WORDS) and self.context.card(g):
+            month_year = match.group(3) is None and 1 <= int(match.group(1)) <= 12
+            if month_year and self.context.has(g, 12, _EXPIRY_WORDS):  # a card's expiry: "12/26"
                 self._add(Kind.CARD, stream, s, s)
             elif self.context.birth(g) is not None:
                 self._add(Kind.DOB, stream, s, s)
@@ -548,9 +599,9 @@ class _Scanner:
             if chars is None:
                 s += 1
                 continue
-            best: int | None = None
             text = chars
             t = pieces
+            best: int | None = t - 1 if 15 <= len(text) <= 34 and stdnum_iban.is_valid(text) else None
             while t < n and len(text) < 34:
                 unit = stream.unit(t)
                 piece = self._iban_piece(stream, t)
@@ -594,12 +645,7 @@ class _Scanner:
         if unit.digits is not None and not unit.plus:
             return unit.digits, t
         if unit.number_word and unit.word != "et":
-            texts: list[str] = []
-            u = t
-            while u < len(stream.positions) and stream.unit(u).number_word and len(texts) < 8:
-                texts.append(stream.unit(u).clean)
-                u += 1
-            digits, _first, last = _word_groups(texts)[0]
+            digits, _first, last = _word_groups(_number_words(stream, t))[0]
             return (digits, t + last) if digits is not None else None
         if _ALNUM.match(bare) and any(ch.isdigit() for ch in bare):
             return bare.upper(), t
@@ -634,6 +680,10 @@ class _Scanner:
                 first = s = s - 2
             elif len(previous.clean) == 1 and previous.clean.isalnum() and len(stream.unit(s).clean) <= 1:
                 first = s = s - 1  # spelled letter by letter
+            elif (stream.unit(s).digits is not None or stream.unit(s).number_word) and previous.parts and (
+                previous.word not in _EMAIL_STOP
+            ):
+                first = s = s - 1  # "leroy 75 arobase": the name before the number
             elif previous.digits is not None and len(stream.unit(s).clean) <= 1:
                 first = s = s - 1
             else:
@@ -661,14 +711,14 @@ class _Scanner:
         s = 0
         while s < n:
             cue = self.context.birth(stream.positions[s])
-            if cue is None or cue in used:
-                s += 1
-                continue
+            if cue is not None and cue in used:
+                cue = None
             end = self._date_at(stream, s)
-            if end is None:
+            if end is None or (cue is None and not self.context.birth_after(stream.positions[end])):
                 s += 1
                 continue
-            used.add(cue)
+            if cue is not None:
+                used.add(cue)
             self._add(Kind.DOB, stream, s, end)
             s = end + 1
 
@@ -685,18 +735,16 @@ class _Scanner:
         if unit.clean in {"1er", "premier", "1ᵉʳ"} or unit.digits is not None and not unit.plus:
             day_last = s
         elif unit.number_word:
-            texts: list[str] = []
-            u = s
-            while u < n and stream.unit(u).number_word and len(texts) < 8:
-                texts.append(stream.unit(u).clean)
-                u += 1
-            digits, _f, last = _word_groups(texts)[0]
+            digits, _f, last = _word_groups(_number_words(stream, s))[0]
             if digits is None:
                 return None
             day_last = s + last
         if day_last is None:
             return None
         first_digits = unit.digits if unit.digits is not None else None
+        numeric = self._numeric_date(stream, s)
+        if numeric is not None:
+            return numeric
         if day_last + 1 < n and stream.unit(day_last + 1).word in _MONTHS:
             month = day_last + 1
             end = month
@@ -712,6 +760,24 @@ class _Scanner:
             return day_last
         return None
 
+    def _numeric_date(self, stream: _Stream, s: int) -> int | None:
+        """The last stream index of a date said as three numbers from ``s`` ("11 01 1975"), else None."""
+        values: list[str] = []
+        t = s
+        while t < len(stream.positions) and len(values) < 3:
+            end = self._number_end(stream, t)
+            if end is None:
+                break
+            unit = stream.unit(t)
+            spoken = [stream.unit(u).clean for u in range(t, end + 1)]
+            values.append(unit.digits if unit.digits is not None else (_word_groups(spoken)[0][0] or ""))
+            t = end + 1
+        if len(values) == 3 and all(v.isdigit() for v in values):
+            day, month, year = (int(v) for v in values)
+            if 1 <= day <= 31 and 1 <= month <= 12 and len(values[2]) == 4:
+                return t - 1
+        return None
+
     def _number_end(self, stream: _Stream, s: int) -> int | None:
         """The last stream index of the number starting at ``s`` (a digit token or number words), else None."""
         unit = stream.unit(s)
@@ -719,12 +785,7 @@ class _Scanner:
             return s
         if not unit.number_word:
             return None
-        texts: list[str] = []
-        u = s
-        while u < len(stream.positions) and stream.unit(u).number_word and len(texts) < 8:
-            texts.append(stream.unit(u).clean)
-            u += 1
-        digits, _first, last = _word_groups(texts)[0]
+        digits, _first, last = _word_groups(_number_words(stream, s))[0]
         return s + last if digits is not None else None
 
     # Addresses: "12 rue des Lilas, 69003 Lyon", announced.
@@ -746,6 +807,10 @@ class _Scanner:
                 s += 1
                 continue
             last = self._street_name_end(stream, s)
+            named = any(stream.unit(t).text[:1].isupper() for t in range(s + 1, last + 1))
+            if first is None and not named:  # "la rue d'à côté": no number, no name
+                s += 1
+                continue
             self._add(Kind.ADDRESS, stream, first if first is not None else s, last)
             s = last + 1
 
@@ -787,8 +852,8 @@ class _Scanner:
             t += 1
         # A postal code and the city: "69003 Lyon" / "69003, Lyon".
         t = last + 1
-        if t < n and stream.unit(t).word in {"a"}:
-            t += 0  # "à Lyon" without a postal code: the city alone is left
+        while t < n and stream.unit(t).word in _FILLERS:
+            t += 1
         if t < n and (stream.unit(t).digits or "") and len(stream.unit(t).digits or "") == 5:
             last = t
             if t + 1 < n and stream.unit(t + 1).parts and stream.unit(t + 1).text[:1].isupper():
