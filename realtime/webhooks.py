@@ -384,12 +384,21 @@ def _record_attempt(
 # --- Operator actions and the sweeper -----------------------------------------------------
 
 
+# What the retention purge leaves of an ended delivery's body (privacy.retention).
+PURGED_PAYLOAD = "{}"
+
+
 def delivery_redeliver(*, delivery: WebhookDelivery) -> None:
     """Manual redelivery (same ``webhook-id``, a new attempt with trigger ``manual``): allowed
     for a failed delivery; a successful one may be redelivered too (receivers deduplicate by id)."""
 
     if delivery.status == DeliveryStatus.PENDING:
         raise ConflictError("This delivery is still pending; wait for it or cancel it.", code="delivery_pending")
+    if delivery.payload == PURGED_PAYLOAD:
+        raise ConflictError(
+            "This delivery's body was purged (retention of personal data): it cannot be sent again.",
+            code="delivery_purged",
+        )
     # Due now: if the message is lost (a broker down), the sweeper sends the attempt.
     WebhookDelivery.objects.filter(pk=delivery.pk).update(status=DeliveryStatus.PENDING, next_retry_at=timezone.now())
     dispatch_on_commit(deliver_webhook, delivery.pk, trigger=AttemptTrigger.MANUAL)
