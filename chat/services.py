@@ -41,6 +41,7 @@ from costs import budgets
 from costs.models import UsagePurpose
 from costs.services import record_llm_usage
 from fiches.selectors import fiche_payload
+from fiches.services.access import require_not_erased
 from llm.client import CHARS_PER_TOKEN, ChatEvent, LlmError, LlmTransientError, Usage, stream_chat
 from llm.slots import llm_semaphore
 from privacy.access import sees_personal_data
@@ -434,6 +435,7 @@ def chat_start(*, user: User, entity_type: str, entity_id: str, message: str) ->
     404/403 (entity), 503 (LLM not configured, Redis down), 429 (per-user stream cap, no slot, the daily LLM
     budget reached: ``budget_exhausted``)."""
     entity = chat_entity_for_user(user, entity_type, entity_id)
+    require_not_erased(entity.fiche, lock=False)  # nothing of an erased sale is sent to the LLM (privacy)
     _require_llm()
     budgets.check("llm", user)  # at the daily LLM budget (global or the user's): 429 budget_exhausted
     slot = _take_slots(user)

@@ -8,6 +8,7 @@ from fiches.models import FicheCache, ProgressiveFetchJob, Recording, SalesDateS
 from fiches.notifications import JOB_WEBHOOK_SOURCE
 from fiches.services.jobs import progressive_fetch_finalize_now
 from fiches.tasks import progressive_fetch_continue
+from privacy.admin import erase_prospect_data
 from realtime.selectors import deliveries_of
 
 
@@ -57,8 +58,9 @@ class FicheCacheAdmin(admin.ModelAdmin):
         "has_details",
         "last_revalidated_at",
     )
-    list_filter = ("sales_date", "groupe", HasDetailsFilter, "has_recordings")
+    list_filter = ("sales_date", "groupe", HasDetailsFilter, "has_recordings", "erased_at")
     search_fields = ("fiche_id", "prospect_nom", "prospect_prenom")
+    actions = [erase_prospect_data]  # users.write only (privacy.admin)
     date_hierarchy = "sales_date"
     ordering = ("-sales_date", "fiche_id")
     readonly_fields = [f.name for f in FicheCache._meta.fields]

@@ -30,6 +30,24 @@ DETAIL_SECTIONS: tuple[str, ...] = (
     "tarification",
 )
 
+# What an erased fiche keeps of the CRM's data (``privacy.erasure``): the sale, not the person. The keys of
+# ``raw_data`` and of the details' ``information`` outside this list are dropped, on erasure and on every later
+# fetch or revalidation of the fiche (``fiches.services.cache``).
+ERASED_FICHE_KEEPS: frozenset[str] = frozenset(
+    {
+        "fiche_id",
+        "cle",
+        "sales_date",
+        "groupe",
+        "crm_user_id",
+        "agent_name",
+        "statut",
+        "produit",
+        "date_creation",
+        "date_modification",
+    }
+)
+
 
 class FicheCache(models.Model):
     """One cached fiche. Narrow on purpose: range reads only touch this table."""
@@ -55,6 +73,12 @@ class FicheCache(models.Model):
     last_revalidated_at = models.DateTimeField(null=True, blank=True)
     recordings_count = models.PositiveIntegerField(default=0)
     has_recordings = models.BooleanField(default=False)
+    erased_at = models.DateTimeField(
+        null=True,
+        blank=True,
+        help_text="The prospect's personal data was erased on request (privacy): a later fetch or revalidation "
+        "stores the sale's columns only.",
+    )
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
 

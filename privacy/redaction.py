@@ -680,8 +680,10 @@ class _Scanner:
                 first = s = s - 2
             elif len(previous.clean) == 1 and previous.clean.isalnum() and len(stream.unit(s).clean) <= 1:
                 first = s = s - 1  # spelled letter by letter
-            elif (stream.unit(s).digits is not None or stream.unit(s).number_word) and previous.parts and (
-                previous.word not in _EMAIL_STOP
+            elif (
+                (stream.unit(s).digits is not None or stream.unit(s).number_word)
+                and previous.parts
+                and (previous.word not in _EMAIL_STOP)
             ):
                 first = s = s - 1  # "leroy 75 arobase": the name before the number
             elif previous.digits is not None and len(stream.unit(s).clean) <= 1:

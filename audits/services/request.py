@@ -24,7 +24,7 @@ from core.exceptions import (
     InvalidInput,
 )
 from fiches.models import FicheCache
-from fiches.services.access import fiche_with_details
+from fiches.services.access import fiche_with_details, require_not_erased
 
 if TYPE_CHECKING:
     from accounts.models import User
@@ -126,6 +126,7 @@ def audit_request_or_reuse(
                 "SELECT pg_advisory_xact_lock(hashtextextended(%s, 0))",
                 [f"audit:{fiche.pk}:{version.pk}:{tools_mode:d}:{evaluation_id or ''}"],
             )
+        require_not_erased(fiche)  # an erased sale is never audited again (privacy)
         active = (
             Audit.objects.filter(
                 Q(evaluation_id=evaluation_id) if evaluation_id else Q(evaluation__isnull=True),

@@ -38,6 +38,7 @@ from core.hooks import FinishHooks
 from core.leases import Lease, claim_lease, lease_seconds, new_token
 from costs.models import UsagePurpose
 from costs.services import record_llm_usage
+from fiches.services.access import require_not_erased
 from realtime.publisher import publish
 
 if TYPE_CHECKING:
@@ -239,6 +240,7 @@ def rerun_request(
     commit on the LLM queue. A second rerun of a step while one is pending or running: 409."""
     request.require_llm_configured()
     with transaction.atomic():
+        require_not_erased(audit.fiche)  # the fiche's lock first, as an erasure takes them (privacy)
         locked = Audit.objects.select_for_update().get(pk=audit.pk)
         _require_completed(locked)
         row = _step_row(locked, position)

@@ -10,6 +10,7 @@ from django.conf import settings
 
 from accounts.grants import Action
 from accounts.permissions import can_access
+from core.exceptions import DomainRuleError
 from core.limits import LimitBusy, throttle_crm_requests
 from core.locks import LockNotAcquired
 from fiches.clients import crm
@@ -53,3 +54,19 @@ def fiche_with_details(
         if user is not None and not can_access(user, key, row, action=action):
             raise fiche_refused(row.fiche_id, key)
     return row
+
+
+def require_not_erased(fiche: FicheCache, *, lock: bool = True) -> None:
+    """422 ``fiche_erased`` when the prospect's personal data was erased on request (``privacy.erasure``): the
+    sale is never transcribed, audited or discussed again. With ``lock`` (inside a transaction), the flag is
+    read under the fiche's row lock: a request racing an erasure waits for it, then sees it."""
+    rows = FicheCache.objects.filter(pk=fiche.pk)
+    if lock:
+        rows = rows.select_for_update(no_key=True)
+    if rows.values_list("erased_at", flat=True).first() is not None:
+        raise DomainRuleError(
+            "The personal data of this sale was erased on request: it cannot be transcribed, audited or "
+            "discussed again.",
+            code="fiche_erased",
+            details={"fiche_id": fiche.fiche_id},
+        )

@@ -11,7 +11,10 @@ upserted with ``INSERT … ON CONFLICT`` for fiches, recordings and per-date sta
 - ``recordings_count`` / ``has_recordings`` equal the recordings stored for the fiche;
 - ``last_revalidated_at`` is bumped (never moved back) for every fiche in the list;
 - additive: recordings are never deleted;
-- every date of ``covered_dates`` is marked fetched, even when its list was empty.
+- every date of ``covered_dates`` is marked fetched, even when its list was empty;
+- an erased fiche (``erased_at``: its prospect's data was erased on request, ``privacy.erasure``) stays
+  erased: its prospect columns stay empty, its ``raw_data`` is not replaced, its recordings are stored
+  without numbers, URL or extra fields, and a details fetch stores the sale's ``information`` only.
 
 ``fiche_details_persist`` stores one fiche's full details (sections, mail_devis, recordings).
 """
@@ -30,7 +33,13 @@ from django.db import connection, transaction
 from django.db.backends.utils import CursorWrapper
 from django.utils import timezone
 
-from fiches.models import DETAIL_SECTIONS, FicheCache, FicheCacheDetails, FicheCacheMailDevis
+from fiches.models import (
+    DETAIL_SECTIONS,
+    ERASED_FICHE_KEEPS,
+    FicheCache,
+    FicheCacheDetails,
+    FicheCacheMailDevis,
+)
 from fiches.selectors import bump_cache_version
 
 logger = logging.getLogger("fiches.cache")
@@ -112,8 +121,10 @@ INSERT INTO recordings AS r (
     call_id, fiche_id, recording_url, started_at, duration_seconds, direction, from_number, to_number,
     raw_data, created_at, updated_at
 )
-SELECT i.call_id, f.id, i.recording_url, i.started_at, i.duration_seconds, i.direction, i.from_number,
-       i.to_number, i.raw_data, now(), now()
+SELECT i.call_id, f.id, CASE WHEN f.erased_at IS NULL THEN i.recording_url END, i.started_at, i.duration_seconds,
+       i.direction, CASE WHEN f.erased_at IS NULL THEN i.from_number END,
+       CASE WHEN f.erased_at IS NULL THEN i.to_number END,
+       CASE WHEN f.erased_at IS NULL THEN i.raw_data ELSE '{}'::jsonb END, now(), now()
 FROM _rec_in i JOIN fiche_cache f ON f.fiche_id = i.fiche_ext
 ORDER BY i.call_id
 ON CONFLICT (call_id) DO UPDATE SET
@@ -169,6 +180,17 @@ _SUMMARY = (
     "statut",
     "produit",
 )
+# The prospect's columns: an erased fiche (``erased_at``, privacy) keeps them empty whatever the CRM sends.
+_PERSONAL = frozenset({"prospect_nom", "prospect_prenom"})
+
+
+def _incoming(column: str) -> str:
+    """The value an upsert writes to ``column`` of an existing fiche."""
+    if column in _PERSONAL:
+        return f"CASE WHEN f.erased_at IS NULL THEN EXCLUDED.{column} END"
+    return f"EXCLUDED.{column}"
+
+
 _FICHE_UPSERT = f"""
 INSERT INTO fiche_cache AS f (
     {_FICHE_COLUMNS}, last_revalidated_at, recordings_count, has_recordings, created_at, updated_at
@@ -176,13 +198,14 @@ INSERT INTO fiche_cache AS f (
 SELECT {_FICHE_COLUMNS}, %(revalidated_at)s, rec_count, rec_count > 0, now(), now()
 FROM _fiche_in ORDER BY fiche_id
 ON CONFLICT (fiche_id) DO UPDATE SET
-    {", ".join(f"{c} = EXCLUDED.{c}" for c in _SUMMARY)},
-    raw_data = CASE WHEN f.details_fetched_at IS NULL THEN EXCLUDED.raw_data ELSE f.raw_data END,
+    {", ".join(f"{c} = {_incoming(c)}" for c in _SUMMARY)},
+    raw_data = CASE WHEN f.details_fetched_at IS NULL AND f.erased_at IS NULL THEN EXCLUDED.raw_data
+                    ELSE f.raw_data END,
     last_revalidated_at = GREATEST(f.last_revalidated_at, EXCLUDED.last_revalidated_at),
     updated_at = EXCLUDED.updated_at
-WHERE ({", ".join(f"f.{c}" for c in _SUMMARY)}) IS DISTINCT FROM ({", ".join(f"EXCLUDED.{c}" for c in _SUMMARY)})
+WHERE ({", ".join(f"f.{c}" for c in _SUMMARY)}) IS DISTINCT FROM ({", ".join(_incoming(c) for c in _SUMMARY)})
    OR f.last_revalidated_at IS NULL OR f.last_revalidated_at < EXCLUDED.last_revalidated_at
-   OR (f.details_fetched_at IS NULL AND f.raw_data IS DISTINCT FROM EXCLUDED.raw_data)
+   OR (f.details_fetched_at IS NULL AND f.erased_at IS NULL AND f.raw_data IS DISTINCT FROM EXCLUDED.raw_data)
 """
 # The dates fiches move away from (read before the upsert: a fiche leaving a date changes that date
 # too), and the upsert.
@@ -437,12 +460,18 @@ def fiche_details_persist(*, envelope: dict, fetched_at: datetime | None = None)
     fetched_at = fetched_at or timezone.now()
     fiche = envelope["fiche"]
     information = fiche["information"]
-    previous_day = (
-        FicheCache.objects.filter(fiche_id=information["fiche_id"]).values_list("sales_date", flat=True).first()
-    )
+    # Locked before anything is read of it: an erasure committing meanwhile is seen here, not overwritten.
+    previous_day, erased_at = (
+        FicheCache.objects.select_for_update()
+        .filter(fiche_id=information["fiche_id"])
+        .values_list("sales_date", "erased_at")
+        .first()
+    ) or (None, None)
     prospect = fiche.get("prospect") or {}
     known = {*DETAIL_SECTIONS, "mail_devis", "recordings"}
     raw = {k: v for k, v in fiche.items() if k not in known}
+    if erased_at is not None:  # the sale's columns only: nothing of the person comes back
+        return _erased_details_persist(envelope, information, raw, fetched_at, previous_day)
     raw[SALES_LIST_ONLY] = False
     row, _ = FicheCache.objects.select_for_update().update_or_create(
         fiche_id=information["fiche_id"],
@@ -475,4 +504,39 @@ def fiche_details_persist(*, envelope: dict, fetched_at: datetime | None = None)
     touched = {row.sales_date} | ({previous_day} if previous_day else set())
     transaction.on_commit(lambda: bump_cache_version(touched))
     logger.info("fiche_details_cached", extra={"fiche_id": row.fiche_id, "recordings": row.recordings_count})
+    return row
+
+
+def _erased_details_persist(
+    envelope: dict, information: dict, raw: dict, fetched_at: datetime, previous_day: date | None
+) -> FicheCache:
+    """``fiche_details_persist`` of an erased fiche: the sale's columns and ``information`` (the keys of
+    ``ERASED_FICHE_KEEPS``), recordings without numbers; no prospect, no other section, no mail devis."""
+    fiche = envelope["fiche"]
+    row = FicheCache.objects.select_for_update().get(fiche_id=information["fiche_id"])
+    for column, value in _summary(information, {}).items():
+        setattr(row, column, value)
+    row.cle = envelope.get("cle")
+    row.raw_data = {**{k: v for k, v in raw.items() if k in ERASED_FICHE_KEEPS}, SALES_LIST_ONLY: False}
+    row.details_success = bool(envelope.get("success", True))
+    row.details_message = (envelope.get("message") or "")[:255] or None
+    row.details_fetched_at = fetched_at
+    row.save()
+    FicheCacheDetails.objects.update_or_create(
+        fiche=row,
+        defaults={
+            **{section: None for section in DETAIL_SECTIONS if section != "information"},
+            "information": {k: v for k, v in information.items() if k in ERASED_FICHE_KEEPS},
+            "present_sections": [s for s in fiche if s in ("information", "recordings")],
+        },
+    )
+    FicheCacheMailDevis.objects.filter(fiche=row).delete()
+    with connection.cursor() as cursor:
+        _upsert_recordings(
+            cursor, _dedupe_recordings(_recording_row(row.fiche_id, rec) for rec in fiche.get("recordings") or ())
+        )
+    row.refresh_from_db()
+    touched = {row.sales_date} | ({previous_day} if previous_day else set())
+    transaction.on_commit(lambda: bump_cache_version(touched))
+    logger.info("fiche_details_cached_erased", extra={"fiche_id": row.fiche_id, "recordings": row.recordings_count})
     return row

@@ -32,6 +32,7 @@ from core.reconcile import Reconciler, units_may_be_lost
 from costs import budgets
 from costs.services import record_stt_usage
 from fiches.models import FicheCache, Recording
+from fiches.services.access import require_not_erased
 from privacy import redaction
 from realtime.publisher import publish, publish_many
 from transcriptions.clients import elevenlabs
@@ -108,6 +109,7 @@ def transcription_request(
     with transaction.atomic():
         with connection.cursor() as cursor:  # one request per fiche at a time decides
             cursor.execute("SELECT pg_advisory_xact_lock(hashtextextended(%s, 0))", [f"transcribe:{fiche.pk}"])
+        require_not_erased(fiche)  # an erased sale is never transcribed again (privacy)
         active = (
             TranscriptionRun.objects.filter(fiche=fiche)
             .exclude(status__in=TERMINAL_RUN_STATUSES)
