@@ -306,7 +306,8 @@ class AuditAdmin(admin.ModelAdmin):
         )
         diff = None
         if audit is not None and audit.predecessor_id is not None and audit.status == AuditStatus.COMPLETED:
-            diff = selectors.audit_diff(audit)  # a re-audit still running would list every point as changed
+            # a re-audit still running would list every point as changed
+            diff = selectors.audit_diff(audit, redacted=not sees_personal_data(request.user))
         extra_context = {
             **(extra_context or {}),
             "report": (
@@ -656,7 +657,7 @@ def _header(result: dict[str, Any], baseline_label: str) -> list[dict[str, Any]]
     return cards
 
 
-def _evaluation_report(evaluation: Evaluation) -> dict[str, Any]:
+def _evaluation_report(evaluation: Evaluation, *, redacted: bool = False) -> dict[str, Any]:
     """What the evaluation page shows: its audits by status (the progress of a running one), links to them,
     and the result at a glance — the overall figures of both versions, each control point's, and the verdicts
     that changed with both verified quotes and which version the reviewer agrees with."""
@@ -697,7 +698,7 @@ def _evaluation_report(evaluation: Evaluation) -> dict[str, Any]:
         "baseline_label": baseline_label,
         "result": None,
     }
-    result = evaluation.result
+    result = selectors.evaluation_dict(evaluation, redacted=redacted)["result"]  # quotes shown as the reader may
     if not result:
         return report
     audit_of = {(fiche, version_id): pk for pk, fiche, version_id, _ in audits}
@@ -881,6 +882,8 @@ class EvaluationAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
         extra_context = {
             **(extra_context or {}),
             "evaluation": evaluation,
-            "evaluation_report": _evaluation_report(evaluation) if evaluation else None,
+            "evaluation_report": (
+                _evaluation_report(evaluation, redacted=not sees_personal_data(request.user)) if evaluation else None
+            ),
         }
         return super().change_view(request, object_id, form_url, extra_context)

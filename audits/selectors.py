@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
+from django.conf import settings
 from django.db.models import Prefetch, QuerySet
 
 from accounts.permissions import can_access, scope_queryset
@@ -229,8 +230,8 @@ def _pieces(text: str, spans: list[tuple[int, int, str]]) -> list[TimelinePiece]
 def audit_admin_report(audit: Audit, *, redacted: bool = False) -> dict[str, Any]:
     """What a reviewer reads on the admin's audit page: the summary, each step and control point with
     its verified and rejected citations, and the timeline with the verified citations marked where
-    they were said; ``redacted`` (a reader who does not see personal data in clear): all of it with
-    placeholders."""
+    they were said (the calls as the LLM read them); ``redacted`` (a reader who does not see personal data in
+    clear): all of it with placeholders."""
     from transcriptions.selectors import timeline_for
 
     data = audit_dict(audit, redacted=redacted)
@@ -239,8 +240,11 @@ def audit_admin_report(audit: Audit, *, redacted: bool = False) -> dict[str, Any
         .select_related("control_point__step_result")
         .order_by("control_point__step_result__position", "control_point__index", "position")
     )
-    turns = timeline_for(audit.fiche, redacted=redacted).turns if citations or audit.is_terminal else []
-    if redacted:
+    # The calls as the auditor read them (redacted with LLM_REDACT_PII: the quotes hold its placeholders), and
+    # always redacted for a reader who does not see personal data in clear.
+    as_read = redacted or settings.LLM_REDACT_PII
+    turns = timeline_for(audit.fiche, redacted=as_read).turns if citations or audit.is_terminal else []
+    if as_read:
         for c in citations:  # located in the redacted turns (a quote made on a redacted timeline is unchanged)
             c.text = redact_text(c.text)
     spans: dict[int, list[tuple[int, int, str]]] = {}
@@ -651,9 +655,24 @@ def _points_of(audit: Audit) -> dict[tuple[int, int], dict[str, Any]]:
     return points
 
 
-def audit_diff(audit: Audit) -> dict[str, Any]:
+def _quotes_shown(value: Any, shown: Callable[[str], str]) -> Any:
+    """``value`` (a diff's or an evaluation's result) with every ``quotes`` list of texts passed through ``shown``."""
+    if isinstance(value, dict):
+        return {
+            key: [shown(q) if isinstance(q, str) else q for q in item]
+            if key == "quotes" and isinstance(item, list)
+            else _quotes_shown(item, shown)
+            for key, item in value.items()
+        }
+    if isinstance(value, list):
+        return [_quotes_shown(item, shown) for item in value]
+    return value
+
+
+def audit_diff(audit: Audit, *, redacted: bool = False) -> dict[str, Any]:
     """A re-audit beside its predecessor: niveau, score, and every control point whose verdict changed
-    (with both verdicts and both verified quotes); points only one of the two versions has count as changed."""
+    (with both verdicts and both verified quotes; ``redacted``: with placeholders); points only one of the two
+    versions has count as changed."""
     predecessor = audit.predecessor
     if predecessor is None:
         raise NotFoundError(
@@ -691,7 +710,7 @@ def audit_diff(audit: Audit) -> dict[str, Any]:
         "niveau": {"before": predecessor.niveau, "after": audit.niveau, "changed": predecessor.niveau != audit.niveau},
         "score_percentage": {"before": predecessor.score_percentage, "after": audit.score_percentage},
         "is_compliant": {"before": predecessor.is_compliant, "after": audit.is_compliant},
-        "changed_points": changed,
+        "changed_points": _quotes_shown(changed, _shown(redacted)),
         "unchanged_points": len(set(before) & set(after)) - sum(1 for c in changed if c["before"] and c["after"]),
     }
 
@@ -819,7 +838,8 @@ def evaluation_for_user(user: User, evaluation_id: object) -> Evaluation:
     return evaluation
 
 
-def evaluation_dict(evaluation: Evaluation) -> dict[str, Any]:
+def evaluation_dict(evaluation: Evaluation, *, redacted: bool = False) -> dict[str, Any]:
+    """An evaluation and its result (``redacted``: the quotes of the changed points with placeholders)."""
     statuses = getattr(evaluation, "audit_counts", None)
     if statuses is None:
         statuses = Counter(Audit.objects.filter(evaluation=evaluation).values_list("status", flat=True))
@@ -832,7 +852,7 @@ def evaluation_dict(evaluation: Evaluation) -> dict[str, Any]:
         "use_rlm": evaluation.tools_mode,
         "status": evaluation.status,
         "audits": dict(statuses),
-        "result": evaluation.result,
+        "result": _quotes_shown(evaluation.result, _shown(redacted)),
         "error": evaluation.error,
         "requested_by": _who(evaluation.requested_by),
         "created_at": iso(evaluation.created_at),

@@ -567,8 +567,10 @@ class ConfigEvaluationsView(APIView):
     )
     def get(self, request: Request, config_id: int) -> Response:
         configs.config_get(config_id)
-        rows = selectors.evaluations_for(request_user(request), config_id=config_id)
-        return Response([selectors.evaluation_dict(e) for e in rows])
+        user = request_user(request)
+        rows = selectors.evaluations_for(user, config_id=config_id)
+        redacted = not sees_personal_data(user)
+        return Response([selectors.evaluation_dict(e, redacted=redacted) for e in rows])
 
     @extend_schema(
         tags=["evaluations"],
@@ -613,8 +615,9 @@ class EvaluationDetailView(APIView):
         responses={200: s.EvaluationOutput, **errors(401, 403, 404)},
     )
     def get(self, request: Request, evaluation_id: str) -> Response:
-        evaluation = selectors.evaluation_for_user(request_user(request), evaluation_id)
-        return Response(selectors.evaluation_dict(evaluation))
+        user = request_user(request)
+        evaluation = selectors.evaluation_for_user(user, evaluation_id)
+        return Response(selectors.evaluation_dict(evaluation, redacted=not sees_personal_data(user)))
 
 
 # --- Re-audits -----------------------------------------------------------------------------------------------
@@ -683,7 +686,7 @@ class AuditDiffView(APIView):
         audit = selectors.audit_for_user(user, audit_id)
         if audit.predecessor_id is not None:
             selectors.audit_for_user(user, audit.predecessor_id)  # the same fiche: the same scope, checked anyway
-        return Response(selectors.audit_diff(audit))
+        return Response(selectors.audit_diff(audit, redacted=not sees_personal_data(user)))
 
 
 class AuditPinView(APIView):
