@@ -77,6 +77,8 @@ from rapidfuzz import fuzz
 from rapidfuzz.distance import Indel, Levenshtein
 from text_to_num import alpha2digit
 
+from core.french import NUMBER_WORDS
+
 __all__ = ["REASONS", "EvidenceIndex", "QuoteCheck", "normalize", "verify_quotes"]
 
 REASONS = (
@@ -96,45 +98,6 @@ SPAN_MARGIN = 2  # tokens added on each side of rapidfuzz's character window bef
 _TOKEN_RE = re.compile(r"\d+(?:[.,]\d+)*|[nN]°|[^\W\d_]+|[€%]")
 _FILLER_RE = re.compile(r"(?:e+u+h*m*|h+e+u+h*|h+u+m+|h*m+h*m*|b+a+h+|b+e+h+|b+e+n+|h+e+i+n+|a+h+|o+h+|e+h+)")
 _DECIMAL_RE = re.compile(r"\d+(?:,\d+)?")
-_NUMBER_WORDS = frozenset(
-    [
-        "zero",
-        "un",
-        "une",
-        "deux",
-        "trois",
-        "quatre",
-        "cinq",
-        "six",
-        "sept",
-        "huit",
-        "neuf",
-        "dix",
-        "onze",
-        "douze",
-        "treize",
-        "quatorze",
-        "quinze",
-        "seize",
-        "vingt",
-        "vingts",
-        "trente",
-        "quarante",
-        "cinquante",
-        "soixante",
-        "septante",
-        "huitante",
-        "octante",
-        "nonante",
-        "cent",
-        "cents",
-        "mille",
-        "million",
-        "millions",
-        "milliard",
-        "milliards",
-    ]
-)
 _NUMBER_JOINERS = frozenset({"et", "virgule"})
 _WORD_MAP = {
     "euro": "euros",
@@ -389,12 +352,12 @@ def _read_number_words(toks: list[_Tok]) -> list[_Tok]:
     out: list[_Tok] = []
     i, n = 0, len(toks)
     while i < n:
-        if toks[i].num or toks[i].text not in _NUMBER_WORDS:
+        if toks[i].num or toks[i].text not in NUMBER_WORDS:
             out.append(toks[i])
             i += 1
             continue
         j = i + 1
-        while j < n and not toks[j].num and (toks[j].text in _NUMBER_WORDS or toks[j].text in _NUMBER_JOINERS):
+        while j < n and not toks[j].num and (toks[j].text in NUMBER_WORDS or toks[j].text in _NUMBER_JOINERS):
             j += 1
         while toks[j - 1].text in _NUMBER_JOINERS:
             j -= 1
@@ -505,7 +468,7 @@ def normalize(text: str) -> Normalized:
         word = _WORD_MAP.get(word, word)
         if toks and not toks[-1].num:
             prev = toks[-1]
-            if word == prev.text and word not in _NUMBER_WORDS:  # stutter: "le le", "je je"
+            if word == prev.text and word not in NUMBER_WORDS:  # stutter: "le le", "je je"
                 prev.end = m.end()
                 continue
             if prev.text == "e" and word == "mail":  # e-mail, e mail
@@ -516,7 +479,7 @@ def normalize(text: str) -> Normalized:
             and toks
             and toks[-1].text == "pour"
             and len(toks) >= 2
-            and (toks[-2].num or toks[-2].text in _NUMBER_WORDS)
+            and (toks[-2].num or toks[-2].text in NUMBER_WORDS)
         ):
             toks[-1] = _Tok("pourcent", toks[-1].start, m.end())
             continue

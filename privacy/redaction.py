@@ -1,4 +1,4 @@
-"""The redactor of French call transcripts. Pure functions: no ORM, no I/O, no import of the project.
+"""The redactor of French call transcripts. Pure functions: no ORM, no I/O; of the project only ``core.french``.
 
 What it finds (``Kind``), each replaced by a typed placeholder (``PLACEHOLDERS``): card numbers (Luhn-checked;
 their expiry date and security code too), IBANs (ISO 7064 mod 97 checksum), NIRs (social security numbers, key
@@ -52,6 +52,8 @@ from stdnum import iban as stdnum_iban
 from stdnum import luhn
 from stdnum.fr import nir as stdnum_nir
 from text_to_num import alpha2digit
+
+from core.french import NUMBER_WORDS
 
 
 class Kind(StrEnum):
@@ -112,42 +114,7 @@ _DIGITS = re.compile(r"^\+?\d+(?:[.\-]\d+)*$")
 _SLASH_DATE = re.compile(r"^(\d{1,2})[/.\-](\d{1,2})(?:[/.\-](\d{2}|\d{4}))?$")
 _ALNUM = re.compile(r"^[A-Za-z0-9]+$")
 _EMAIL_WRITTEN = re.compile(r"^[\w.+\-]+@[\w\-]+(?:\.[\w\-]+)+$")
-_NUMBER_WORDS = frozenset(
-    [
-        "zero",
-        "un",
-        "une",
-        "deux",
-        "trois",
-        "quatre",
-        "cinq",
-        "six",
-        "sept",
-        "huit",
-        "neuf",
-        "dix",
-        "onze",
-        "douze",
-        "treize",
-        "quatorze",
-        "quinze",
-        "seize",
-        "vingt",
-        "vingts",
-        "trente",
-        "quarante",
-        "cinquante",
-        "soixante",
-        "septante",
-        "huitante",
-        "octante",
-        "nonante",
-        "cent",
-        "cents",
-        "mille",
-        "et",
-    ]
-)
+_NUMBER_WORDS = NUMBER_WORDS | {"et"}  # "et" only inside a number ("vingt et un")
 _FILLERS = frozenset(
     {"euh", "heu", "hum", "hmm", "hm", "bah", "ben", "alors", "donc", "puis", "ensuite", "tiret", "cle"}
 )
