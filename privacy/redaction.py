@@ -118,6 +118,8 @@ _NUMBER_WORDS = NUMBER_WORDS | {"et"}  # "et" only inside a number ("vingt et un
 _FILLERS = frozenset(
     {"euh", "heu", "hum", "hmm", "hm", "bah", "ben", "alors", "donc", "puis", "ensuite", "tiret", "cle"}
 )
+_CORRECTIONS = frozenset({"pardon", "plutot", "corrige", "erreur", "trompe"})
+_KEY_LEAD = frozenset({"et", "la", "sa", "avec"})
 # A unit ending with one of these ends the number being said ("soixante-seize, mille cent trente": 76 then 1130).
 _GROUP_END = (",", ".", ";", ":", "?", "!", "…")
 _CURRENCY = frozenset({"euro", "euros", "eur", "€", "centimes", "centime", "dollars", "pourcent", "pour", "%"})
@@ -240,6 +242,18 @@ def _number_words(stream: _Stream, s: int) -> list[str]:
     return texts
 
 
+def _spelled_letter(stream: _Stream, s: int) -> tuple[str, int] | None:
+    """A letter spelled at stream index ``s`` ("F", or "F comme France"): the letter and the index after it."""
+    if s >= len(stream.positions):
+        return None
+    bare = stream.unit(s).text.strip(_EDGE_PUNCTUATION)
+    if len(bare) != 1 or not bare.isalpha():
+        return None
+    if s + 2 < len(stream.positions) and stream.unit(s + 1).word == "comme" and stream.unit(s + 2).parts:
+        return bare.upper(), s + 3
+    return bare.upper(), s + 1
+
+
 class _Stream:
     """The units of one speaker, in order, with their number runs."""
 
@@ -250,6 +264,10 @@ class _Stream:
 
     def unit(self, s: int) -> _Unit:
         return self.units[self.positions[s]]
+
+    def _key_follows(self, s: int) -> bool:
+        """Whether "clé" comes within the next two units ("et la clé", "la clé", "et clé")."""
+        return any(self.unit(t).word == "cle" for t in range(s + 1, min(len(self.positions), s + 3)))
 
     def _runs(self) -> list[_Run]:
         runs: list[_Run] = []
@@ -277,6 +295,9 @@ class _Stream:
             if s and self.positions[s] - self.positions[s - 1] > 1 + MAX_INTERRUPTION_WORDS:
                 flush_words()  # the other speaker said more than an interjection: a new utterance
                 close()
+            if unit.word in _KEY_LEAD and (current.groups or words) and self._key_follows(s):
+                flush_words()
+                continue  # "2 91 02 59 350 127 et la clé 34": the key is part of the number
             if unit.number_word:
                 words.append(s)
                 if unit.text.rstrip().endswith(_GROUP_END):
@@ -358,7 +379,7 @@ class _Context:
                 return True
             if part == "securite" and parts[max(0, i - 2) : i] == ["code", "de"]:
                 return True
-            if part == "dos" and ("chiffres" in parts or self.card(position)):  # not "mal au dos"
+            if part in {"dos", "derriere", "verso"} and ("chiffres" in parts or self.card(position)):  # not "au dos"
                 return True
         return False
 
@@ -466,6 +487,8 @@ class _Scanner:
             speakers.setdefault(unit.speaker, []).append(g)
         self.streams = [_Stream(units, positions) for positions in speakers.values()]
         self.findings: list[_Finding] = []
+        # A birth cue introduces one date (a contract date said next is no birth date), unless it is corrected.
+        self.used_cues: set[int] = set()
 
     def scan(self) -> list[_Finding]:
         for stream in self.streams:
@@ -554,8 +577,9 @@ class _Scanner:
             month_year = match.group(3) is None and 1 <= int(match.group(1)) <= 12
             if month_year and self.context.has(g, 12, _EXPIRY_WORDS):  # a card's expiry: "12/26"
                 self._add(Kind.CARD, stream, s, s)
-            elif self.context.birth(g) is not None:
+            elif (cue := self.context.birth(g)) is not None and cue not in self.used_cues:
                 self._add(Kind.DOB, stream, s, s)
+                self._consume(cue, g)
 
     # IBAN: two letters and check digits, then the BBAN in any grouping.
     def _ibans(self, stream: _Stream) -> None:
@@ -599,10 +623,11 @@ class _Scanner:
             return bare.upper(), s + 1
         if re.fullmatch(r"[A-Za-z]{2}", bare) and bare.isupper():
             return bare, s + 1
-        if len(bare) == 1 and bare.isalpha() and s + 1 < len(stream.positions):
-            nxt = stream.unit(s + 1).text.strip(_EDGE_PUNCTUATION)
-            if len(nxt) == 1 and nxt.isalpha() and (bare + nxt).upper() in _IBAN_COUNTRIES:
-                return (bare + nxt).upper(), s + 2
+        first = _spelled_letter(stream, s)
+        if first is not None:
+            second = _spelled_letter(stream, first[1])
+            if second is not None and (first[0] + second[0]) in _IBAN_COUNTRIES:
+                return first[0] + second[0], second[1]
         return None, s
 
     def _iban_piece(self, stream: _Stream, t: int) -> tuple[str, int] | None:
@@ -676,20 +701,26 @@ class _Scanner:
     # Dates of birth: a date said after "né(e) le", "date de naissance"...
     def _birth_dates(self, stream: _Stream) -> None:
         n = len(stream.positions)
-        used: set[int] = set()  # a birth cue introduces one date (a contract date said next is no birth date)
         s = 0
         while s < n:
             cue = self.context.birth(stream.positions[s])
-            if cue is not None and cue in used:
+            if cue is not None and cue in self.used_cues:
                 cue = None
             end = self._date_at(stream, s)
             if end is None or (cue is None and not self.context.birth_after(stream.positions[end])):
                 s += 1
                 continue
             if cue is not None:
-                used.add(cue)
+                self._consume(cue, stream.positions[end])
             self._add(Kind.DOB, stream, s, end)
             s = end + 1
+
+    def _consume(self, cue: int, end: int) -> None:
+        """The birth cue ``cue`` has its date (ending at global index ``end``), unless a correction follows it
+        ("non pardon, le 5 juin")."""
+        following = {part for g in range(end + 1, min(len(self.units), end + 5)) for part in self.units[g].parts}
+        if not following & _CORRECTIONS:
+            self.used_cues.add(cue)
 
     def _date_at(self, stream: _Stream, s: int) -> int | None:
         """The last stream index of a spoken date starting at ``s`` ("[le] 12 mars [1985]", "en 1985"), else None."""
@@ -743,7 +774,7 @@ class _Scanner:
             t = end + 1
         if len(values) == 3 and all(v.isdigit() for v in values):
             day, month, year = (int(v) for v in values)
-            if 1 <= day <= 31 and 1 <= month <= 12 and len(values[2]) == 4:
+            if 1 <= day <= 31 and 1 <= month <= 12 and len(values[2]) in (2, 4):
                 return t - 1
         return None
 
@@ -772,11 +803,11 @@ class _Scanner:
             if first is None and not announced:
                 s += 1
                 continue
-            if unit.word in _STREET_WEAK and not announced:
-                s += 1
-                continue
             last = self._street_name_end(stream, s)
             named = any(stream.unit(t).text[:1].isupper() for t in range(s + 1, last + 1))
+            if unit.word in _STREET_WEAK and not announced and not (first is not None and named):
+                s += 1  # "place", "route", "cours"...: an address when announced, or numbered and named
+                continue
             if first is None and not named:  # "la rue d'à côté": no number, no name
                 s += 1
                 continue
@@ -819,8 +850,18 @@ class _Scanner:
                 break
             last = t
             t += 1
-        # A postal code and the city: "69003 Lyon" / "69003, Lyon".
+        # The city after "à" when it ends the sentence or clause ("15 chemin des Vignes à Avignon, ...").
         t = last + 1
+        if (
+            t + 1 < n
+            and stream.unit(t).word == "a"
+            and stream.unit(t + 1).parts
+            and not stream.unit(t).text.endswith(_GROUP_END)
+        ):
+            city = stream.unit(t + 1)
+            if city.text.rstrip().endswith(_GROUP_END) or t + 2 >= n:
+                return t + 1
+        # A postal code and the city: "69003 Lyon" / "69003, Lyon".
         while t < n and stream.unit(t).word in _FILLERS:
             t += 1
         if t < n and (stream.unit(t).digits or "") and len(stream.unit(t).digits or "") == 5:

@@ -39,18 +39,23 @@ ALWAYS_KINDS = frozenset({Kind.CARD, Kind.CODE})  # asserted on every line, know
 ALWAYS_CATEGORIES = frozenset({"price", "orias"})
 
 
-def _lines() -> list[dict[str, Any]]:
-    return [json.loads(line) for line in DATA.read_text(encoding="utf-8").splitlines() if line.strip()]
+# Written blind to the redactor (its first-run figures are in the bench's history); asserted span by span too.
+HOLDOUT = DATA.with_name("pii_fr_holdout.jsonl")
+
+
+def _lines(path: Path = DATA) -> list[dict[str, Any]]:
+    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
 
 
 LINES = _lines()
+SPAN_LINES = LINES + _lines(HOLDOUT)
 
 
 def _cases(key: str, wanted: Iterable[str], *, skip_known_miss: bool) -> list[Any]:
     field = "kind" if key == "pii" else "category"
     wanted = frozenset(wanted)
     cases = []
-    for line in LINES:
+    for line in SPAN_LINES:
         if skip_known_miss and line.get("known_miss"):
             continue
         seen: dict[str, int] = {}
