@@ -14,10 +14,13 @@ run seed: export LLM_API_KEY ?= local-llm-simulator-key
 run seed: export LLM_MODEL ?= sim-judge-1
 run seed: export AUTH_SEED_ADMIN_EMAIL ?= admin@example.com
 run seed: export AUTH_SEED_ADMIN_PASSWORD ?= admin-pass-2026
+# Metrics: every process of `make run` records into one directory, emptied at each start; /metrics needs the token.
+run: export PROMETHEUS_MULTIPROC_DIR ?= $(CURDIR)/.prometheus
+run: export METRICS_TOKEN ?= local-metrics-token
 PORT ?= 8000
 export PORT
 
-.PHONY: run test check install services migrate seed bench clean help
+.PHONY: run test test-rabbitmq check install services migrate seed bench clean help
 
 help:
 	@echo "make run    set everything up and run web + workers + beat (+ CRM, speech-to-text and LLM simulators)"
@@ -49,10 +52,12 @@ seed: migrate
 
 run: seed
 	$(PY) manage.py collectstatic --noinput --verbosity 0
+	rm -rf "$$PROMETHEUS_MULTIPROC_DIR" && mkdir -p "$$PROMETHEUS_MULTIPROC_DIR"
 	@echo
 	@echo "  API docs  http://127.0.0.1:$(PORT)/api/docs/"
 	@echo "  Admin     http://127.0.0.1:$(PORT)/admin/   ($(AUTH_SEED_ADMIN_EMAIL) / $(AUTH_SEED_ADMIN_PASSWORD))"
 	@echo "  Health    curl -s http://127.0.0.1:$(PORT)/api/health"
+	@echo "  Metrics   curl -s http://127.0.0.1:$(PORT)/metrics -H 'Authorization: Bearer $$METRICS_TOKEN'"
 	@echo "  Try       TOKEN=\$$(curl -s -X POST http://127.0.0.1:$(PORT)/api/auth/login -H 'Content-Type: application/json' \\"
 	@echo "              -d '{\"email\": \"manager@demo.example\", \"password\": \"demo-pass-2026\"}' | $(PY) -c 'import json,sys; print(json.load(sys.stdin)[\"access\"])')"
 	@echo "            curl -s http://127.0.0.1:$(PORT)/api/auth/me -H \"Authorization: Bearer \$$TOKEN\""
@@ -62,6 +67,10 @@ run: seed
 
 test: services
 	$(PY) -m pytest $(PYTEST_ARGS)
+
+# The workflow suites again with RabbitMQ as the broker (quorum queues); the broker-restart test runs in `make test`.
+test-rabbitmq: services
+	TEST_BROKER_URL=$${TEST_BROKER_URL:-amqp://guest:guest@127.0.0.1:5672//} $(PY) -m pytest tests/workflow -m "workflow and not faults" $(PYTEST_ARGS)
 
 # Production-like settings for `check --deploy` (a throw-away key; nothing runs with them).
 CHECK_ENV := DEBUG=false ALLOWED_HOSTS=api.example.com SECRET_KEY=check-deploy-$(shell $(PYTHON) -c 'import secrets; print(secrets.token_hex(24))' 2>/dev/null || echo 0123456789abcdef0123456789abcdef)

@@ -62,6 +62,7 @@ are interpolated inside the turn by character position.
 from __future__ import annotations
 
 import heapq
+import logging
 import math
 import re
 import unicodedata
@@ -78,6 +79,9 @@ from rapidfuzz.distance import Indel, Levenshtein
 from text_to_num import alpha2digit
 
 from core.french import NUMBER_WORDS
+from core.metrics import EVIDENCE_VERDICTS
+
+logger = logging.getLogger("audits.evidence")
 
 __all__ = ["REASONS", "EvidenceIndex", "QuoteCheck", "normalize", "verify_quotes"]
 
@@ -652,6 +656,12 @@ class EvidenceIndex:
     # ----------------------------------------------------------------------- public
 
     def check(self, quote: str, *, speaker: str | None = None) -> QuoteCheck:
+        """The verdict on ``quote`` (said by ``speaker`` when given), counted in the gate's metrics."""
+        result = self._check(quote, speaker)
+        _count_verdict(result)
+        return result
+
+    def _check(self, quote: str, speaker: str | None) -> QuoteCheck:
         q = normalize(quote)
         wanted = speaker.strip().lower() if speaker else None
         if q.word_count < MIN_WORDS and not any(q.nums):
@@ -749,6 +759,18 @@ class EvidenceIndex:
             end=round(turn.start + duration * char_hi / length, 3),
             matched_text=turn.text[char_lo:char_hi],
         )
+
+
+def _count_verdict(result: QuoteCheck) -> None:
+    """``evidence_gate_verdicts_total{verified, reason}``: ``ok`` when verified, else one of ``REASONS``
+    (``other`` for anything else, so the label stays a bounded set). A metric never fails a check."""
+    try:
+        if result.verified:
+            EVIDENCE_VERDICTS.labels("true", "ok").inc()
+        else:
+            EVIDENCE_VERDICTS.labels("false", result.reason if result.reason in REASONS else "other").inc()
+    except Exception:
+        logger.warning("evidence_metrics_failed", exc_info=True)
 
 
 def _refine_span(quote: list[str], turn: list[str], first: int, last: int) -> tuple[int, int] | None:

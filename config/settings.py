@@ -56,9 +56,12 @@ INSTALLED_APPS = [
     "analytics.apps.AnalyticsConfig",
     "costs.apps.CostsConfig",
     "privacy.apps.PrivacyConfig",
+    "ops.apps.OpsConfig",
+    "django_prometheus",
 ]
 
 MIDDLEWARE = [
+    "django_prometheus.middleware.PrometheusBeforeMiddleware",
     "core.logging.RequestIdMiddleware",
     "core.request_guards.BodySizeLimitMiddleware",  # 413 before a body over API_MAX_BODY_BYTES is read
     "core.request_guards.NulCharacterMiddleware",  # a NUL in the path is a 404 (Postgres refuses it: was a 500)
@@ -70,6 +73,7 @@ MIDDLEWARE = [
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    "django_prometheus.middleware.PrometheusAfterMiddleware",
 ]
 
 # Largest request body in bytes (default 1 MiB): over it, 413 payload_too_large in the error
@@ -144,7 +148,36 @@ CELERY_TASK_DEFAULT_QUEUE = "default"
 # slow network calls, each on an I/O worker pool of its own (threads). stt_high/stt/stt_low carry
 # a transcription's priority: a worker consuming them in that order takes high first.
 CELERY_QUEUE_NAMES = ("default", "crm", "webhooks", "stt_high", "stt", "stt_low", "llm")
-CELERY_TASK_QUEUES = tuple(Queue(name, Exchange(name), routing_key=name) for name in CELERY_QUEUE_NAMES)
+# RabbitMQ (CELERY_BROKER_URL=amqp://...), the durable broker: every queue is a quorum queue (durable,
+# replicated; Celery then takes its prefetch per consumer and delays countdown/ETA tasks in RabbitMQ itself,
+# "native delayed delivery", which needs topic exchanges); publisher confirms (a publish returns once the
+# broker has the message). RabbitMQ's consumer_timeout (default 30 min) must exceed CELERY_TASK_TIME_LIMIT:
+# acks are late, so a task's message stays unacknowledged while it runs (deploy/rabbitmq.conf). Redis stays
+# the default broker and keeps locks, semaphores, inboxes and caches either way.
+CELERY_BROKER_IS_AMQP = CELERY_BROKER_URL.split("://", 1)[0] in {"amqp", "amqps", "pyamqp"}
+if CELERY_BROKER_IS_AMQP:
+    CELERY_TASK_QUEUES = tuple(
+        Queue(
+            name,
+            Exchange(name, type="topic", durable=True),
+            routing_key=name,
+            durable=True,
+            queue_arguments={"x-queue-type": "quorum"},
+        )
+        for name in CELERY_QUEUE_NAMES
+    )
+    CELERY_TASK_DEFAULT_EXCHANGE_TYPE = "topic"
+    CELERY_BROKER_TRANSPORT_OPTIONS = {"confirm_publish": True}
+    CELERY_WORKER_DETECT_QUORUM_QUEUES = True
+    # A publish during a broker restart waits for it (up to ~10 s) instead of leaving the work to a reconciler.
+    CELERY_TASK_PUBLISH_RETRY_POLICY = {
+        "max_retries": 12,
+        "interval_start": 0.2,
+        "interval_step": 0.4,
+        "interval_max": 1.0,
+    }
+else:
+    CELERY_TASK_QUEUES = tuple(Queue(name, Exchange(name), routing_key=name) for name in CELERY_QUEUE_NAMES)
 CELERY_TASK_ROUTES = {
     # Tasks that call the CRM run on the "crm" queue, outgoing webhooks on "webhooks".
     "fiches.tasks.crm.*": {"queue": "crm"},
@@ -156,7 +189,9 @@ CELERY_TASK_ROUTES = {
 }
 CELERY_BEAT_SCHEDULER = "django_celery_beat.schedulers:DatabaseScheduler"
 CELERY_WORKER_HIJACK_ROOT_LOGGER = False
-if not CELERY_TASK_SOFT_TIME_LIMIT < CELERY_TASK_TIME_LIMIT < _VISIBILITY_TIMEOUT:
+# (The visibility timeout is Redis's: RabbitMQ re-delivers a message when its consumer's connection drops.)
+_LIMIT_CEILING = float("inf") if CELERY_BROKER_IS_AMQP else _VISIBILITY_TIMEOUT
+if not CELERY_TASK_SOFT_TIME_LIMIT < CELERY_TASK_TIME_LIMIT < _LIMIT_CEILING:
     raise ImproperlyConfigured(
         "Celery time limits must satisfy CELERY_TASK_SOFT_TIME_LIMIT < CELERY_TASK_TIME_LIMIT < "
         f"CELERY_VISIBILITY_TIMEOUT (got {CELERY_TASK_SOFT_TIME_LIMIT}, {CELERY_TASK_TIME_LIMIT}, "
@@ -520,6 +555,17 @@ BUDGET_MODE = env.str("BUDGET_MODE", default="wait").strip().lower()
 if BUDGET_MODE not in ("wait", "refuse"):
     raise ImproperlyConfigured(f"BUDGET_MODE must be 'wait' or 'refuse', got {BUDGET_MODE!r}.")
 
+# --- Metrics (ops) ------------------------------------------------------------------------------
+# GET /metrics (Prometheus) answers only with "Authorization: Bearer <METRICS_TOKEN>"; unset: metrics are off (404).
+METRICS_TOKEN = env.str("METRICS_TOKEN", default="")
+# Every process of a host (gunicorn workers, Celery pools) records into this directory and /metrics (or
+# `manage.py metrics_server` on a worker host) adds them up. Empty it when the host's processes start.
+# Unset: each process keeps its own metrics (fine for one process; wrong for gunicorn with several workers).
+METRICS_MULTIPROC_DIR = env.str("PROMETHEUS_MULTIPROC_DIR", default="")
+# django-prometheus: latency buckets of HTTP requests (seconds).
+PROMETHEUS_LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, float("inf"))
+PROMETHEUS_EXPORT_MIGRATIONS = False
+
 # --- Personal data (privacy) -----------------------------------------------------------------
 # What goes to the LLM (audits, reruns, chat, tools-mode results) is redacted: card numbers, IBAN, NIR,
 # phone numbers, e-mails, SMS/OTP codes, dates of birth and announced addresses become typed placeholders
@@ -588,7 +634,7 @@ SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
 # Production serves HTTPS only (behind a TLS-terminating proxy that sets X-Forwarded-Proto). The
 # health check stays reachable over plain HTTP for load balancers.
 SECURE_SSL_REDIRECT = env.bool("SECURE_SSL_REDIRECT", default=not DEBUG)
-SECURE_REDIRECT_EXEMPT = [r"^api/health$"]
+SECURE_REDIRECT_EXEMPT = [r"^api/health$", r"^metrics$"]
 # HSTS: start small (the default, 60 s) and raise it (e.g. 31536000) once HTTPS is known to work.
 SECURE_HSTS_SECONDS = env.int("SECURE_HSTS_SECONDS", default=0 if DEBUG else 60)
 SECURE_HSTS_INCLUDE_SUBDOMAINS = env.bool("SECURE_HSTS_INCLUDE_SUBDOMAINS", default=not DEBUG)

@@ -1,13 +1,19 @@
 """Settings for the test suite: the same as production settings, on a dedicated Redis database.
 
 Tests flush that Redis database, so it must never be the one a running system uses
-(``TEST_REDIS_URL``, default db 15 of the local Redis).
+(``TEST_REDIS_URL``, default db 15 of the local Redis). The Celery broker is that database too, unless
+``TEST_BROKER_URL`` names another (RabbitMQ).
 """
 
 import os
 
 os.environ["REDIS_URL"] = os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379/15")
-os.environ.pop("CELERY_BROKER_URL", None)
+# The broker is the test Redis database, or TEST_BROKER_URL (e.g. amqp://guest:guest@127.0.0.1:5672// to run the
+# workflow suites on RabbitMQ: `make test-rabbitmq`).
+if os.environ.get("TEST_BROKER_URL"):
+    os.environ["CELERY_BROKER_URL"] = os.environ["TEST_BROKER_URL"]
+else:
+    os.environ.pop("CELERY_BROKER_URL", None)
 for _name in (
     "AUTH_SEED_ADMIN_EMAIL",
     "AUTH_SEED_ADMIN_PASSWORD",

@@ -11,6 +11,7 @@ from chat.api.urls import chat_urlpatterns
 from core.health import HealthView
 from costs.api.urls import costs_urlpatterns
 from fiches.api.urls import fiches_urlpatterns, recordings_urlpatterns
+from ops import views as ops_views
 from products.api.urls import products_urlpatterns
 from realtime.api.urls import delivery_urlpatterns, realtime_urlpatterns
 from review_queues.api.urls import review_queue_urlpatterns
@@ -22,6 +23,7 @@ handler500 = "config.exceptions.server_error_handler"
 urlpatterns = [
     path("admin/", admin.site.urls),
     path("api/health", HealthView.as_view(), name="health"),
+    path("metrics", ops_views.metrics, name="metrics"),
     path("api/auth/", include(auth_urlpatterns)),
     path("api/admin/", include(admin_urlpatterns)),
     path("api/fiches/webhooks/deliveries/", include(delivery_urlpatterns)),

@@ -63,16 +63,31 @@ def fan_out(task: Any, arg_lists: Iterable[Sequence[Any]], *, queue: str | None 
 def queue_depth(queue: str) -> int | None:
     """Messages waiting in the broker's ``queue`` (not those a worker reserved); ``None`` when the broker
     cannot tell (it is down). A queue that does not exist holds none."""
+    return queue_depths([queue]).get(queue)
+
+
+def queue_depths(queues: Iterable[str]) -> dict[str, int | None]:
+    """``queue_depth`` of each queue over one broker connection (Redis lists, RabbitMQ queues alike); every
+    value ``None`` when the broker is down."""
     from celery import current_app
     from kombu.exceptions import ChannelError
 
+    names = list(queues)
     try:
         with current_app.connection_for_read() as conn:
-            try:
-                channel: Any = conn.default_channel
-                return int(channel.queue_declare(queue=queue, passive=True).message_count)
-            except ChannelError:
-                return 0
+            depths: dict[str, int | None] = {}
+            for name in names:
+                channel: Any = conn.channel()  # one per queue: a failed passive declare closes its channel (AMQP)
+                try:
+                    depths[name] = int(channel.queue_declare(queue=name, passive=True).message_count)
+                except ChannelError:
+                    depths[name] = 0
+                finally:
+                    try:
+                        channel.close()
+                    except Exception:  # closed by the broker already
+                        pass
+            return depths
     except Exception:
-        logger.warning("queue_depth_unknown", exc_info=True, extra={"queue": queue})
-        return None
+        logger.warning("queue_depth_unknown", exc_info=True, extra={"queues": ",".join(names)})
+        return dict.fromkeys(names)

@@ -25,6 +25,8 @@ from typing import Any
 
 from django.utils import timezone
 
+from core.metrics import RECONCILER_ACTIONS
+
 logger = logging.getLogger("core.reconcile")
 
 
@@ -57,19 +59,30 @@ class Reconciler[R]:
             if now - progressed > deadline:
                 if self.time_out(run):
                     actions[self.key("timed_out")].append(run_id)
+                    self._count("timed_out")
                     logger.warning("reconcile_timed_out", extra={"workflow": self.name, "run_id": run_id})
                 continue
             if self.is_done(run):
                 if self.finish(run):
                     actions[self.key("finished")].append(run_id)
+                    self._count("finished")
                     logger.info("reconcile_finished", extra={"workflow": self.name, "run_id": run_id})
                 continue
             redriven: Any = getattr(run, "redriven_at", None)
             if now - max(progressed, redriven or progressed) > stall:
                 self.mark_redriven(run, now)
                 actions[self.key("redrive")].append(run_id)
+                self._count("redrive")
                 logger.warning("reconcile_redrive", extra={"workflow": self.name, "run_id": run_id})
         return actions
+
+    def _count(self, action: str) -> None:
+        """``reconciler_actions_total{workflow, action}`` (``redrive``, ``timed_out``, ``finished``: the generic
+        names, not the workflow's ``names``); a metric never fails a pass."""
+        try:
+            RECONCILER_ACTIONS.labels(self.name, action).inc()
+        except Exception:
+            logger.warning("reconcile_metrics_failed", extra={"workflow": self.name}, exc_info=True)
 
 
 def units_may_be_lost(*, queue: str, free_slots: int) -> bool:

@@ -16,6 +16,7 @@ from typing import Any
 
 import redis
 from celery import Task
+from django.conf import settings
 from django.db import InterfaceError, OperationalError
 from kombu.exceptions import OperationalError as BrokerOperationalError
 
@@ -45,6 +46,15 @@ INFRA_RETRY: dict[str, Any] = {
 }
 
 
+def delay(seconds: float) -> float:
+    """A countdown the broker can honour: on RabbitMQ, Celery delays a message in the broker in whole seconds
+    (native delayed delivery, with quorum queues) and refuses one under a second, so a sub-second delay is
+    rounded up to one second there; on Redis it is kept as it is."""
+    if getattr(settings, "CELERY_BROKER_IS_AMQP", False) and 0 < seconds < 1:
+        return 1.0
+    return seconds
+
+
 def backoff_seconds(attempt: int, *, base: float = 2.0, cap: float = 60.0) -> float:
     """Full-jitter exponential backoff: uniform in [base/2, min(cap, base * 2**attempt)]."""
     ceiling = min(cap, base * (2**attempt))
@@ -57,13 +67,14 @@ def wait_backoff(task: Task, *, base: float = 0.5, cap: float = 30.0, counter: s
     polling at a fixed pace. Not an error."""
     attempt = int(_kwargs(task).get(counter) or 0)
     kwargs = {**_kwargs(task), counter: attempt + 1}
-    return task.retry(countdown=backoff_seconds(attempt, base=base, cap=cap), max_retries=MAX_REENQUEUES, kwargs=kwargs)
+    countdown = delay(backoff_seconds(attempt, base=base, cap=cap))
+    return task.retry(countdown=countdown, max_retries=MAX_REENQUEUES, kwargs=kwargs)
 
 
 def retry_waiting(task: Task, *, countdown: float, kwargs: dict | None = None):
     """Re-enqueue the task after ``countdown`` seconds (not an error), unchanged or with ``kwargs``
     (e.g. where to resume)."""
-    return task.retry(countdown=countdown, max_retries=MAX_REENQUEUES, kwargs=kwargs)
+    return task.retry(countdown=delay(countdown), max_retries=MAX_REENQUEUES, kwargs=kwargs)
 
 
 def _kwargs(task: Task) -> dict[str, Any]:
@@ -87,9 +98,8 @@ def retry_after_error(
     after a jittered exponential backoff; ``extra_kwargs`` are added to the task's kwargs."""
     attempt = int(_kwargs(task).get(counter) or 0)
     kwargs = {**_kwargs(task), **(extra_kwargs or {}), counter: attempt + 1}
-    return task.retry(
-        exc=exc, kwargs=kwargs, countdown=backoff_seconds(attempt, base=base, cap=cap), max_retries=MAX_REENQUEUES
-    )
+    countdown = delay(backoff_seconds(attempt, base=base, cap=cap))
+    return task.retry(exc=exc, kwargs=kwargs, countdown=countdown, max_retries=MAX_REENQUEUES)
 
 
 def retry_infra(task: Task, exc: Exception, *, keep: dict[str, Any] | None = None) -> None:

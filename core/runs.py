@@ -14,11 +14,16 @@ Each subclass declares its ``status`` field (its own states) and ``TERMINAL_STAT
 
 from __future__ import annotations
 
+import logging
 from datetime import datetime
 from typing import Any, ClassVar
 
-from django.db import models
+from django.db import models, transaction
 from django.utils import timezone
+
+from core.metrics import RUN_DURATION, RUN_ENDED, run_kind
+
+logger = logging.getLogger("core.runs")
 
 
 class TrackedRun(models.Model):
@@ -52,7 +57,24 @@ class TrackedRun(models.Model):
         fields.setdefault("completed_at", now)
         fields.setdefault("last_progress_at", now)
         rows = cls._default_manager.filter(pk=pk).exclude(**{"status__in": cls.TERMINAL_STATUSES})
-        return rows.update(**{"status": status, **fields}) == 1  # (status: declared by each subclass)
+        ended = rows.update(**{"status": status, **fields}) == 1  # (status: declared by each subclass)
+        if ended:
+            ended_at = fields["completed_at"]
+            transaction.on_commit(lambda: cls._count_end(pk, status, ended_at), robust=True)
+        return ended
+
+    @classmethod
+    def _count_end(cls, pk: Any, status: str, ended_at: Any) -> None:
+        """The end in the metrics, once its transaction committed (the one ender: counted once):
+        ``workflow_runs_ended_total`` and ``workflow_run_duration_seconds`` (created to ended)."""
+        try:
+            kind = run_kind(cls)
+            RUN_ENDED.labels(kind, str(status)).inc()
+            created_at = cls._default_manager.filter(pk=pk).values_list("created_at", flat=True).first()
+            if isinstance(created_at, datetime) and isinstance(ended_at, datetime):
+                RUN_DURATION.labels(kind, str(status)).observe(max((ended_at - created_at).total_seconds(), 0.0))
+        except Exception:  # a metric never fails an end
+            logger.warning("run_end_metrics_failed", extra={"kind": cls.__name__, "status": status}, exc_info=True)
 
     @classmethod
     def mark_progress(cls, pk: Any, *, now: datetime | None = None) -> None:

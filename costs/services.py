@@ -13,9 +13,12 @@ from __future__ import annotations
 
 import logging
 import uuid
+from collections.abc import Callable
 
+from django.db import transaction
 from django.utils import timezone
 
+from core.metrics import LLM_TOKENS, STT_AUDIO_SECONDS
 from costs.models import UsageKind, UsageRecord
 from llm.client import Usage
 
@@ -36,7 +39,7 @@ def record_llm_usage(
     """One LLM call's usage (or a tool loop's, summed): tokens including the cached ones, the model that
     answered; on the work it served and for whom (``user_id``: the work's requester)."""
     now = timezone.now()
-    return UsageRecord.objects.create(
+    record = UsageRecord.objects.create(
         at=now,
         day=timezone.localdate(now),
         kind=UsageKind.LLM,
@@ -52,6 +55,13 @@ def record_llm_usage(
         fiche_id=fiche_id,
         user_id=user_id,
     )
+    tokens = {
+        "prompt": record.prompt_tokens,
+        "completion": record.completion_tokens,
+        "cached": record.cached_tokens,
+    }
+    _count_after_commit(lambda: _count_llm_tokens(record.model, tokens))
+    return record
 
 
 def record_stt_usage(
@@ -66,15 +76,36 @@ def record_stt_usage(
 ) -> UsageRecord:
     """One speech-to-text call's audio seconds, on the transcription and run it served."""
     now = timezone.now()
-    return UsageRecord.objects.create(
+    seconds = max(float(audio_seconds or 0.0), 0.0)
+    record = UsageRecord.objects.create(
         at=now,
         day=timezone.localdate(now),
         kind=UsageKind.STT,
         purpose=purpose,
         model=(model or "")[:128],
-        audio_seconds=max(float(audio_seconds or 0.0), 0.0),
+        audio_seconds=seconds,
         transcription_id=transcription_id,
         transcription_run_id=transcription_run_id,
         fiche_id=fiche_id,
         user_id=user_id,
     )
+    _count_after_commit(lambda: STT_AUDIO_SECONDS.labels(_model_label(record.model)).inc(seconds))
+    return record
+
+
+# --- Metrics: counted when the usage's transaction commits (a rolled-back store counted nothing) ---------------
+
+
+def _model_label(model: str) -> str:
+    return model or "unknown"
+
+
+def _count_llm_tokens(model: str, tokens: dict[str, int]) -> None:
+    for kind, count in tokens.items():  # prompt includes cached (as the usage record)
+        if count:
+            LLM_TOKENS.labels(_model_label(model), kind).inc(count)
+
+
+def _count_after_commit(count: Callable[[], None]) -> None:
+    """``count`` once the current transaction commits (now without one); a metric never fails the store."""
+    transaction.on_commit(count, robust=True)

@@ -43,6 +43,8 @@ import openai
 import pydantic
 from django.conf import settings
 
+from core.metrics import record_outbound
+
 logger = logging.getLogger("audits.llm")
 
 CHARS_PER_TOKEN = 4
@@ -356,6 +358,22 @@ def _map_error(exc: openai.OpenAIError) -> LlmError:
     return LlmPermanentError(f"LLM client error on {where}: {type(exc).__name__}")
 
 
+def _record_call(started: float, *, status: int | None = None, error: BaseException | None = None) -> None:
+    """One SDK call in the outbound metrics (``llm``): its time and outcome (``error``: what it raised).
+
+    Per SDK call, not per HTTP attempt: the SDK's own retries (``LLM_MAX_RETRIES``: 408/409/429/5xx, timeouts,
+    connection errors) happen inside one call, so a call that succeeded on its second attempt counts once, as
+    ``ok``, with the time of both attempts and the backoff between them. A metric never fails the call."""
+    if error is not None:
+        status = error.status_code if isinstance(error, openai.APIStatusError) else None
+    try:
+        record_outbound(
+            "llm", time.perf_counter() - started, status=status, timeout=isinstance(error, openai.APITimeoutError)
+        )
+    except Exception:
+        logger.warning("llm_metrics_failed", exc_info=True)
+
+
 def _rejects_json_schema(exc: openai.APIStatusError) -> bool:
     """A 400 that names the response format: the server does not do ``json_schema``."""
     if exc.status_code != 400:
@@ -385,7 +403,13 @@ def _create(
         params["tools"] = list(tools)
         if tool_choice is not None:
             params["tool_choice"] = tool_choice
-    raw = client.chat.completions.with_raw_response.create(**params)
+    started = time.perf_counter()
+    try:
+        raw = client.chat.completions.with_raw_response.create(**params)
+    except Exception as exc:
+        _record_call(started, error=exc)
+        raise
+    _record_call(started, status=raw.status_code)
     try:
         data = json.loads(raw.text)
     except ValueError:
@@ -699,6 +723,7 @@ def stream_chat(*, messages: list[dict[str, Any]]) -> Iterator[ChatEvent]:
     the server at once. Errors raise the client's exceptions.
     """
     client = _client()
+    started = time.perf_counter()
     try:
         request: dict[str, Any] = {
             "model": settings.LLM_MODEL,
@@ -710,10 +735,12 @@ def stream_chat(*, messages: list[dict[str, Any]]) -> Iterator[ChatEvent]:
         }
         stream = client.chat.completions.create(**request)
     except openai.OpenAIError as exc:
+        _record_call(started, error=exc)
         raise _map_error(exc) from None
     parts: list[str] = []
     finish_reason: str | None = None
     usage: Usage | None = None
+    failure: BaseException | None = None
     try:
         for chunk in stream:
             usage = _stream_usage(getattr(chunk, "usage", None)) or usage
@@ -728,9 +755,15 @@ def stream_chat(*, messages: list[dict[str, Any]]) -> Iterator[ChatEvent]:
                     parts.append(text)
                     yield ChatEvent(kind="delta", text=text)
     except openai.OpenAIError as exc:
+        failure = exc
         raise _map_error(exc) from None
+    except Exception as exc:
+        failure = exc
+        raise
     finally:
         stream.close()
+        # Its time to the end of the stream, or to our consumer closing it (GeneratorExit: not a failure).
+        _record_call(started, status=getattr(getattr(stream, "response", None), "status_code", 200), error=failure)
     if usage is None:
         prompt = _estimate_tokens(_message_chars(messages))
         completion = _estimate_tokens(sum(len(part) for part in parts))

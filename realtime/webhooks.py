@@ -46,12 +46,13 @@ from standardwebhooks.webhooks import Webhook
 from core.dispatch import dispatch_on_commit
 from core.exceptions import ConflictError, InvalidInput
 from core.locks import LockNotAcquired, redis_lock
-from core.retry import backoff_seconds, retry_waiting
+from core.metrics import WEBHOOK_ATTEMPTS
+from core.retry import backoff_seconds, delay, retry_waiting
 from realtime.http_deadline import deadline
 from realtime.models import AttemptTrigger, DeliveryStatus, WebhookDelivery, WebhookDeliveryAttempt
 from realtime.registry import AttemptReport, webhook_source
 from realtime.safe_http import hardened_session
-from realtime.url_safety import WebhookHostUnresolvable, validate_webhook_url
+from realtime.url_safety import UnsafeWebhookUrl, WebhookHostUnresolvable, validate_webhook_url
 
 logger = logging.getLogger("realtime.webhooks")
 
@@ -210,6 +211,7 @@ class _Exchange:
     response_body: str = ""
     error: str | None = None
     retryable: bool = False
+    refused: bool = False  # the SSRF guard refused the URL or the address it resolved to: nothing was sent
 
 
 def _post(delivery: WebhookDelivery, body: bytes, exchange: _Exchange) -> None:
@@ -221,7 +223,10 @@ def _post(delivery: WebhookDelivery, body: bytes, exchange: _Exchange) -> None:
     except WebhookHostUnresolvable as exc:  # DNS can fail for a moment: try again later
         exchange.error, exchange.retryable = exc.message, True
         return
-    except InvalidInput as exc:  # an unsafe URL, or a secret that cannot be used
+    except UnsafeWebhookUrl as exc:  # an unsafe URL: refused by the SSRF guard
+        exchange.error, exchange.refused = exc.message, True
+        return
+    except InvalidInput as exc:  # a secret that cannot be used
         exchange.error = exc.message
         return
     limit = settings.WEBHOOK_TIMEOUT_SECONDS
@@ -247,6 +252,7 @@ def _post(delivery: WebhookDelivery, body: bytes, exchange: _Exchange) -> None:
             else:
                 exchange.error = f"{type(exc).__name__}: {exc}"[:1000]
                 exchange.retryable = not isinstance(exc, (InvalidIPAddress, requests.exceptions.InvalidURL))
+                exchange.refused = isinstance(exc, InvalidIPAddress)  # the guard's check at connect time
         else:
             if expired.is_set() and exchange.code is not None:
                 exchange.error, exchange.retryable = f"Timeout: answer cut at the {limit:g} s deadline", True
@@ -366,6 +372,7 @@ def _record_attempt(
                     delivered=success,
                 ),
             )
+    _count_attempt(status, refused=exchange.refused)
     log = logger.info if success else logger.warning
     log(
         "webhook_delivered" if success else "webhook_delivery_failed",
@@ -379,6 +386,21 @@ def _record_attempt(
         },
     )
     return AttemptResult(status=status, retry_in=retry_in, number=number)
+
+
+def _count_attempt(status: str, *, refused: bool) -> None:
+    """``webhook_attempts_total{outcome}``: success, retry (another attempt is scheduled), refused (the SSRF
+    guard: nothing sent) or failed (for good). A metric never fails an attempt."""
+    if status == DeliveryStatus.SUCCESS:
+        outcome = "success"
+    elif status == DeliveryStatus.PENDING:
+        outcome = "retry"
+    else:
+        outcome = "refused" if refused else "failed"
+    try:
+        WEBHOOK_ATTEMPTS.labels(outcome).inc()
+    except Exception:
+        logger.warning("webhook_metrics_failed", exc_info=True)
 
 
 # --- Operator actions and the sweeper -----------------------------------------------------
@@ -462,5 +484,5 @@ def deliver_webhook(self, delivery_id: int, trigger: str = AttemptTrigger.SCHEDU
     except LockNotAcquired:  # an attempt of this delivery is running: try again shortly
         raise retry_waiting(self, countdown=2) from None
     if result.retry_in is not None and result.number is not None:
-        deliver_webhook.apply_async((delivery_id,), {"attempt": result.number + 1}, countdown=result.retry_in)
+        deliver_webhook.apply_async((delivery_id,), {"attempt": result.number + 1}, countdown=delay(result.retry_in))
     return result.status

@@ -108,6 +108,8 @@ def worker_env(crm_url: str, **overrides: str) -> dict[str, str]:
     }
     for name in ("CELERY_BROKER_URL", "CELERY_RESULT_BACKEND"):
         env.pop(name, None)
+    if settings.CELERY_BROKER_IS_AMQP:  # TEST_BROKER_URL: the workers consume RabbitMQ as this process publishes
+        env["CELERY_BROKER_URL"] = settings.CELERY_BROKER_URL
     env.update(overrides)
     return env
 

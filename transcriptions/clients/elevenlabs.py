@@ -65,6 +65,7 @@ from requests.adapters import HTTPAdapter
 from requests_hardened.ip_filter import InvalidIPAddress
 from urllib3.fields import RequestField
 
+from core.metrics import record_outbound
 from realtime.http_deadline import deadline
 from realtime.safe_http import RedirectRefused, checked_get
 from realtime.url_safety import (
@@ -405,9 +406,14 @@ def _post(request: SttRequest) -> requests.Response:
     body = _MultipartBody(request)
     headers = {"xi-api-key": _api_key(), "Accept": "application/json", "Content-Type": body.content_type}
     failure: ElevenLabsError | None = None
+    status: int | None = None
+    timed_out = False
+    started = time.perf_counter()
     try:
-        return _session().post(url, data=body, headers=headers, timeout=_timeout(), allow_redirects=False)
+        response = _session().post(url, data=body, headers=headers, timeout=_timeout(), allow_redirects=False)
+        status = response.status_code  # (the body is read by now: not streamed)
     except requests.Timeout as exc:
+        timed_out = True
         failure = ElevenLabsTransientError(f"ElevenLabs timeout on POST {STT_PATH}: {type(exc).__name__}")
     except requests.ConnectionError as exc:
         failure = ElevenLabsTransientError(f"ElevenLabs unreachable on POST {STT_PATH}: {type(exc).__name__}")
@@ -415,7 +421,18 @@ def _post(request: SttRequest) -> requests.Response:
         failure = ElevenLabsTransientError(f"ElevenLabs request failed on POST {STT_PATH}: {type(exc).__name__}")
     except (ValueError, UnicodeError) as exc:  # e.g. a header value http.client refuses; its text may echo it
         failure = ElevenLabsPermanentError(f"ElevenLabs request could not be sent: {type(exc).__name__}")
-    raise failure
+    _record_call(started, status=status, timeout=timed_out)  # outside the except blocks, like the raise
+    if failure is not None:
+        raise failure
+    return response
+
+
+def _record_call(started: float, *, status: int | None, timeout: bool = False) -> None:
+    """One POST in the outbound metrics (``stt``; not the recording's download); a metric never fails the call."""
+    try:
+        record_outbound("stt", time.perf_counter() - started, status=status, timeout=timeout)
+    except Exception:
+        logger.warning("elevenlabs_metrics_failed", exc_info=True)
 
 
 def _retry_after(response: requests.Response) -> float | None:
