@@ -14,7 +14,12 @@ Label values are bounded sets (task names, queue names, statuses, services, reas
 
 from __future__ import annotations
 
+import logging
+import time
+
 from prometheus_client import Counter, Histogram
+
+logger = logging.getLogger("core.metrics")
 
 # Durations from a few milliseconds (a CRM page) to tens of minutes (a long transcription, a whole audit).
 _SECONDS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600, 1800, 3600, 7200)
@@ -87,11 +92,15 @@ def outcome_of(status: int | None, *, timeout: bool = False) -> str:
     return "ok"
 
 
-def record_outbound(service: str, seconds: float, *, status: int | None, timeout: bool = False) -> None:
-    """One call to an outside service: its latency and its outcome."""
-    outcome = outcome_of(status, timeout=timeout)
-    OUTBOUND_DURATION.labels(service, outcome).observe(seconds)
-    OUTBOUND_REQUESTS.labels(service, outcome, str(status) if status is not None else "none").inc()
+def record_outbound(service: str, started: float, *, status: int | None, timeout: bool = False) -> None:
+    """One call to an outside service that began at ``started`` (``time.perf_counter()``): its latency and its
+    outcome. A metric never fails the call: an error recording it is logged and dropped."""
+    try:
+        outcome = outcome_of(status, timeout=timeout)
+        OUTBOUND_DURATION.labels(service, outcome).observe(time.perf_counter() - started)
+        OUTBOUND_REQUESTS.labels(service, outcome, str(status) if status is not None else "none").inc()
+    except Exception:
+        logger.warning("outbound_metrics_failed", extra={"service": service}, exc_info=True)
 
 
 # The ``kind`` label of a workflow run, by model (``core.runs.TrackedRun`` subclasses): short and stable.

@@ -363,15 +363,10 @@ def _record_call(started: float, *, status: int | None = None, error: BaseExcept
 
     Per SDK call, not per HTTP attempt: the SDK's own retries (``LLM_MAX_RETRIES``: 408/409/429/5xx, timeouts,
     connection errors) happen inside one call, so a call that succeeded on its second attempt counts once, as
-    ``ok``, with the time of both attempts and the backoff between them. A metric never fails the call."""
+    ``ok``, with the time of both attempts and the backoff between them."""
     if error is not None:
         status = error.status_code if isinstance(error, openai.APIStatusError) else None
-    try:
-        record_outbound(
-            "llm", time.perf_counter() - started, status=status, timeout=isinstance(error, openai.APITimeoutError)
-        )
-    except Exception:
-        logger.warning("llm_metrics_failed", exc_info=True)
+    record_outbound("llm", started, status=status, timeout=isinstance(error, openai.APITimeoutError))
 
 
 def _rejects_json_schema(exc: openai.APIStatusError) -> bool:

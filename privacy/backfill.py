@@ -16,7 +16,7 @@ from django.conf import settings
 from django.db import transaction
 
 from chat.models import ChatMessage
-from privacy.redaction import STORAGE_KINDS, redact_text, redact_words, words_text
+from privacy.redaction import STORAGE_KINDS, redact_text, redact_transcript
 from transcriptions.models import Transcription, TranscriptionStatus
 
 logger = logging.getLogger("privacy.backfill")
@@ -32,14 +32,9 @@ def _transcripts(after: int, size: int, dry_run: bool) -> tuple[int | None, int]
         )
         changed = []
         for row in rows:
-            words = redact_words(row.words, STORAGE_KINDS)
-            if any(a.get("text") != b.get("text") for a, b in zip(words, row.words, strict=False)) or len(words) != len(
-                row.words
-            ):
-                row.words, row.text = words, words_text(words)
-                changed.append(row)
-            elif (text := redact_text(row.text, STORAGE_KINDS)) != row.text:
-                row.text = text
+            redacted = redact_transcript(row.words, row.text, STORAGE_KINDS)
+            if redacted is not None:
+                row.words, row.text = redacted
                 changed.append(row)
         if changed and not dry_run:
             Transcription.objects.bulk_update(changed, ["words", "text"])

@@ -1025,6 +1025,18 @@ def redact_words(words: Sequence[Mapping[str, Any]], kinds: Iterable[Kind | str]
     return out
 
 
+def redact_transcript(
+    words: Sequence[Mapping[str, Any]], text: str, kinds: Iterable[Kind | str] = STORAGE_KINDS
+) -> tuple[list[dict[str, Any]], str] | None:
+    """A stored transcript (its words and text) with ``kinds`` redacted: ``(words, text)``, the text rebuilt
+    from the redacted words when they changed (else the text redacted on its own); None when nothing changed."""
+    redacted = redact_words(words, kinds)
+    if len(redacted) != len(words) or any(a.get("text") != b.get("text") for a, b in zip(redacted, words, strict=True)):
+        return redacted, words_text(redacted)
+    clean = redact_text(text, kinds)
+    return (list(redacted), clean) if clean != text else None
+
+
 def _suffix(text: str) -> str:
     trailing = _TRAILING_PUNCTUATION.search(text)
     return trailing.group() if trailing and trailing.start() > 0 else ""

@@ -78,14 +78,6 @@ def _session() -> requests.Session:
     return session
 
 
-def _record_call(started: float, *, status: int | None, timeout: bool = False) -> None:
-    """One HTTP attempt in the outbound metrics (``crm``); a metric never fails the call."""
-    try:
-        record_outbound("crm", time.perf_counter() - started, status=status, timeout=timeout)
-    except Exception:
-        logger.warning("crm_metrics_failed", exc_info=True)
-
-
 def _get(path: str, params: dict[str, str] | None = None) -> Any:
     url = f"{settings.CRM_BASE_URL.rstrip('/')}{path}"
     headers = {"Accept": "application/json"}
@@ -101,17 +93,17 @@ def _get(path: str, params: dict[str, str] | None = None) -> Any:
             allow_redirects=False,
         )
     except requests.Timeout as exc:
-        _record_call(started, status=None, timeout=True)
+        record_outbound("crm", started, status=None, timeout=True)
         raise CrmTransientError(f"CRM timeout on GET {path}: {type(exc).__name__}") from None
     except requests.ConnectionError as exc:
-        _record_call(started, status=None)
+        record_outbound("crm", started, status=None)
         raise CrmTransientError(f"CRM unreachable on GET {path}: {type(exc).__name__}") from None
     except requests.RequestException as exc:
-        _record_call(started, status=None)
+        record_outbound("crm", started, status=None)
         raise CrmTransientError(f"CRM request failed on GET {path}: {type(exc).__name__}") from None
 
     status = response.status_code
-    _record_call(started, status=status)  # (the body is read by now: not streamed)
+    record_outbound("crm", started, status=status)  # (the body is read by now: not streamed)
     if status >= 500:
         raise CrmTransientError(f"CRM answered {status} on GET {path}: {_error_message(response)}", status=status)
     if status == 404:

@@ -8,9 +8,8 @@ Needs the local RabbitMQ (127.0.0.1:5672, guest/guest; ``.ci/run`` starts it whe
 from __future__ import annotations
 
 import subprocess
-import threading
 import time
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from datetime import date, timedelta
 from pathlib import Path
 
@@ -27,6 +26,7 @@ from fiches.services.jobs import progressive_fetch_request
 from fiches.tasks import reconcile_progressive_jobs
 from tests.workflow.conftest import wait_for
 from tests.workflow.test_audits import COMPLIANT, COMPLIANT_2, run_audit
+from tests.workflow.test_faults import reconciler_beat
 from transcriptions.models import TranscriptionRun
 from transcriptions.services.runs import transcription_request
 from transcriptions.tasks import reconcile_transcription_runs
@@ -84,26 +84,11 @@ def on_rabbitmq():
         reset()
 
 
-@contextmanager
 def reconcilers(every: float | None):
     """Beat's reconcilers every ``every`` seconds (None: never: the work must end without them)."""
-    stop = threading.Event()
-
-    def beat() -> None:
-        while every is not None and not stop.wait(every):
-            for task in (reconcile_progressive_jobs, reconcile_transcription_runs, reconcile_audits):
-                try:
-                    task.delay()
-                except Exception:  # the broker is down: the next beat sends it
-                    pass
-
-    thread = threading.Thread(target=beat, daemon=True)
-    thread.start()
-    try:
-        yield
-    finally:
-        stop.set()
-        thread.join()
+    if every is None:
+        return nullcontext()
+    return reconciler_beat(every, (reconcile_progressive_jobs, reconcile_transcription_runs, reconcile_audits))
 
 
 @pytest.mark.parametrize("reconciler_every", [None, 1.0], ids=["without-reconciler", "with-reconciler"])

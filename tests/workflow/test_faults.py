@@ -140,13 +140,14 @@ def _request(stack: Stack, user, days: list[date], *, refresh: bool = False) -> 
 
 
 @contextmanager
-def reconciler_beat(every: float = 1.0):
-    """What celery beat does in production (every minute; faster here): send the reconciler."""
+def reconciler_beat(every: float = 1.0, tasks: tuple = (reconcile_progressive_jobs,)):
+    """What celery beat does in production (every minute; faster here): send the reconcilers."""
     stop = threading.Event()
 
     def beat():
         while not stop.wait(every):
-            reconcile_progressive_jobs.delay()
+            for task in tasks:
+                task.delay()
 
     thread = threading.Thread(target=beat, daemon=True)
     thread.start()

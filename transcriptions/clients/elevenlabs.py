@@ -421,18 +421,10 @@ def _post(request: SttRequest) -> requests.Response:
         failure = ElevenLabsTransientError(f"ElevenLabs request failed on POST {STT_PATH}: {type(exc).__name__}")
     except (ValueError, UnicodeError) as exc:  # e.g. a header value http.client refuses; its text may echo it
         failure = ElevenLabsPermanentError(f"ElevenLabs request could not be sent: {type(exc).__name__}")
-    _record_call(started, status=status, timeout=timed_out)  # outside the except blocks, like the raise
+    record_outbound("stt", started, status=status, timeout=timed_out)  # outside the except blocks, like the raise
     if failure is not None:
         raise failure
     return response
-
-
-def _record_call(started: float, *, status: int | None, timeout: bool = False) -> None:
-    """One POST in the outbound metrics (``stt``; not the recording's download); a metric never fails the call."""
-    try:
-        record_outbound("stt", time.perf_counter() - started, status=status, timeout=timeout)
-    except Exception:
-        logger.warning("elevenlabs_metrics_failed", exc_info=True)
 
 
 def _retry_after(response: requests.Response) -> float | None:

@@ -406,11 +406,11 @@ def redact_at_ingestion(result: elevenlabs.SttResult) -> elevenlabs.SttResult:
     """The vendor's result with the kinds never stored (``privacy.redaction.STORAGE_KINDS``: card numbers, their
     expiry and security codes, SMS / one-time codes) replaced by placeholders in its words (one placeholder word
     per run, with the run's times) and its text (rebuilt from the redacted words when they changed)."""
-    words = redaction.redact_words(result.words, redaction.STORAGE_KINDS)
-    if len(words) != len(result.words) or any(a["text"] != b["text"] for a, b in zip(words, result.words, strict=True)):
-        return replace(result, words=words, text=redaction.words_text(words))
-    text = redaction.redact_text(result.text, redaction.STORAGE_KINDS)
-    return result if text == result.text else replace(result, text=text)
+    redacted = redaction.redact_transcript(result.words, result.text, redaction.STORAGE_KINDS)
+    if redacted is None:
+        return result
+    words, text = redacted
+    return replace(result, words=words, text=text)
 
 
 def _record_usage(*, run_id: str, call_id: str, seconds: float | None) -> None:
