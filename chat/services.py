@@ -36,6 +36,7 @@ from audits.transcript_tools import MAX_SEARCH_RESULTS, TranscriptTools
 from chat.exceptions import ChatBusy, ChatLlmNotConfigured, ChatSlotsUnavailable, ChatStreamsLimit
 from chat.models import ChatConversation, ChatMessage, MessageRole, MessageStatus
 from chat.selectors import ChatEntity, chat_entity_for_user, history_for_llm
+from core import shutdown
 from core.limits import LimitBusy, Semaphore
 from costs import budgets
 from costs.models import UsagePurpose
@@ -74,6 +75,11 @@ SYSTEM_PROMPT = (
 LLM_UNAVAILABLE = "Le modèle de langage est momentanément indisponible ; réessayez dans un instant."
 LLM_REFUSED = "Le modèle de langage n'a pas pu répondre à cette demande."
 INTERNAL_ERROR = "Une erreur interne a interrompu la réponse."
+SERVER_STOPPING = "Le serveur redémarre : la réponse a été interrompue. Posez la question à nouveau."
+
+
+class _ServerStopping(Exception):
+    """This web process was told to stop CHAT_STOP_SECONDS ago: the answer ends now, before the server kills it."""
 
 # Quotes: passages in « guillemets » or in straight or curly double quotes.
 _QUOTE_RE = re.compile(r"«\s*([^«»]+?)\s*»|\"([^\"\n]+)\"|“([^“”\n]+)”")
@@ -347,6 +353,8 @@ class ChatStream:
                 elif event.usage is not None:
                     tokens = event.usage.total_tokens
                     self._usage = event.usage
+                if shutdown.stop_deadline_passed(settings.CHAT_STOP_SECONDS):
+                    raise _ServerStopping
             self._release()  # the LLM is done: free the slot before gating and storing
             content = "".join(parts)
             gated = gate_quotes(content, self._turns)
@@ -364,6 +372,11 @@ class ChatStream:
                 self._store("".join(parts), MessageStatus.INTERRUPTED)
                 logger.info("chat_answer_interrupted", extra={"conversation_id": self.conversation_id})
             raise
+        except _ServerStopping:
+            self._release()
+            self._store("".join(parts), MessageStatus.INTERRUPTED)
+            logger.info("chat_answer_cut_by_stop", extra={"conversation_id": self.conversation_id})
+            yield sse("error", {"message": SERVER_STOPPING, "code": "server_stopping"})
         except Exception as exc:
             self._release()
             if isinstance(exc, LlmError):

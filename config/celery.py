@@ -23,3 +23,31 @@ def declare_every_queue(**_: Any) -> None:
         channel = connection.default_channel
         for queue in app.amqp.queues.values():
             queue(channel).declare()
+
+
+@signals.celeryd_init.connect
+def check_stop_signal(sender: str | None = None, options: dict[str, Any] | None = None, **_: Any) -> None:
+    """Say how this worker will stop on SIGTERM. A prefork worker started with REMAP_SIGTERM=SIGQUIT (the
+    Procfile's and deploy/'s): the tasks in flight get CELERY_WORKER_SOFT_SHUTDOWN_TIMEOUT seconds, the rest is
+    handed back. A threads worker cannot cancel a task (Celery's cold shutdown fails on it): it must stop warm,
+    finishing its tasks in flight, so REMAP_SIGTERM must not be set for it."""
+    import logging
+
+    chosen = (options or {}).get("pool") or (options or {}).get("pool_cls") or "prefork"
+    pool = chosen.__module__.rsplit(".", 1)[-1] if isinstance(chosen, type) else str(chosen)  # prefork, thread…
+    remapped = os.environ.get("REMAP_SIGTERM") == "SIGQUIT"
+    log = logging.getLogger("config.celery")
+    if remapped and "thread" in pool:
+        log.warning(
+            "worker_stop_misconfigured: REMAP_SIGTERM=SIGQUIT on a threads pool, whose tasks cannot be cancelled: "
+            "unset it for this worker (it then finishes its tasks in flight on SIGTERM)"
+        )
+    log.info(
+        "worker_stop_mode",
+        extra={
+            "worker": sender,
+            "pool": pool,
+            "on_sigterm": "soft shutdown" if remapped else "warm shutdown",
+            "soft_shutdown_timeout": app.conf.worker_soft_shutdown_timeout if remapped else None,
+        },
+    )

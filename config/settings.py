@@ -197,6 +197,12 @@ if not CELERY_TASK_SOFT_TIME_LIMIT < CELERY_TASK_TIME_LIMIT < _LIMIT_CEILING:
         f"CELERY_VISIBILITY_TIMEOUT (got {CELERY_TASK_SOFT_TIME_LIMIT}, {CELERY_TASK_TIME_LIMIT}, "
         f"{_VISIBILITY_TIMEOUT})."
     )
+# A worker told to stop (SIGTERM, with REMAP_SIGTERM=SIGQUIT in its environment as the Procfile and deploy/ set
+# it): Celery's soft shutdown. The tasks in flight get CELERY_WORKER_SOFT_SHUTDOWN_TIMEOUT seconds to finish; then
+# those still running are cancelled and, their messages never acknowledged (late acks), handed back to the broker
+# for another worker (every task is idempotent). Without REMAP_SIGTERM, SIGTERM is a warm shutdown: the worker
+# waits for every task in flight, up to CELERY_TASK_TIME_LIMIT. The orchestrator's grace period must exceed it.
+CELERY_WORKER_SOFT_SHUTDOWN_TIMEOUT = env.float("CELERY_WORKER_SOFT_SHUTDOWN_TIMEOUT", default=60.0)
 
 # --- Auth -------------------------------------------------------------------------------
 AUTH_USER_MODEL = "accounts.User"
@@ -427,6 +433,16 @@ if not 0 <= LLM_AUDIT_RESERVED_SLOTS < LLM_MAX_CONCURRENCY:
     )
 # Answers one user may have streaming at once (each holds an LLM slot).
 CHAT_MAX_STREAMS_PER_USER = env.int("CHAT_MAX_STREAMS_PER_USER", default=2)
+# A web process told to stop (SIGTERM) drains: gunicorn (config/gunicorn.py, same variable) kills what still runs
+# WEB_GRACEFUL_TIMEOUT seconds later; a streamed chat answer ends itself CHAT_STOP_SECONDS after the stop, before
+# that (its partial answer stored as interrupted, the client told to ask again).
+WEB_GRACEFUL_TIMEOUT = env.int("WEB_GRACEFUL_TIMEOUT", default=30)
+CHAT_STOP_SECONDS = env.float("CHAT_STOP_SECONDS", default=max(1.0, WEB_GRACEFUL_TIMEOUT - 5.0))
+if not 0 < CHAT_STOP_SECONDS < WEB_GRACEFUL_TIMEOUT:
+    raise ImproperlyConfigured(
+        f"CHAT_STOP_SECONDS ({CHAT_STOP_SECONDS}) must be above 0 and below WEB_GRACEFUL_TIMEOUT "
+        f"({WEB_GRACEFUL_TIMEOUT}): a chat answer must end before gunicorn kills it."
+    )
 LLM_SEED = env.int("LLM_SEED", default=42)
 # Tool calls a step may make in tools mode (use_rlm) before it must answer.
 AUDIT_TOOLS_MAX_CALLS = env.int("AUDIT_TOOLS_MAX_CALLS", default=8)

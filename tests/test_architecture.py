@@ -49,8 +49,10 @@ SKIPPED_FILES = frozenset({"tests.py", "conftest.py"})
 KERNEL = "core"
 WIRING = "config"
 LEAF = "realtime"
-# config: settings, urls, the Celery app, WSGI/ASGI, the error handler; nothing else.
-WIRING_MODULES = frozenset({"__init__", "settings", "test_settings", "urls", "celery", "wsgi", "asgi", "exceptions"})
+# config: settings, urls, the Celery app, WSGI/ASGI and gunicorn's settings, the error handler; nothing else.
+WIRING_MODULES = frozenset(
+    {"__init__", "settings", "test_settings", "urls", "celery", "wsgi", "asgi", "gunicorn", "exceptions"}
+)
 # The one intra-package cycle allowed: services enqueue their package's tasks, tasks call services.
 ENQUEUE_PAIR = frozenset({"services", "tasks"})
 

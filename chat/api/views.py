@@ -22,7 +22,9 @@ STREAM_DESCRIPTION = (
     "Answers `text/event-stream`: `event: token` `{delta}` as the LLM streams, then `event: citations` "
     "`{citations: [{text, speaker, call_id, start, end}], rejected: [{text, reason}]}` (the answer's quotes "
     "checked against the fiche's calls), then `event: done` `{message_id, tokens}`; `event: error` `{message}` "
-    "when the LLM fails mid-answer. Errors before the stream starts are JSON: 400, 401, 403, 404, 429 "
+    'when the LLM fails mid-answer, or `{message, code: "server_stopping"}` when the server is restarting '
+    "(the partial answer is kept as interrupted: ask again). Errors before the stream starts are JSON: 400, 401, "
+    "403, 404, 429 "
     "(`chat_requests_throttled`: over your CHAT_USER_RATE; `chat_streams_limit`: CHAT_MAX_STREAMS_PER_USER answers "
     "already streaming; `llm_busy`: every LLM slot chats may use is busy; `budget_exhausted`: the daily LLM budget, "
     "global or yours, is reached, until it resets at midnight; all with `Retry-After`), 503 (LLM not configured, or "

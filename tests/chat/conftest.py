@@ -35,18 +35,20 @@ RETRACTATION = "je vous rappelle aussi votre droit de rétractation, vous avez q
 
 
 class Web:
-    """``gunicorn config.wsgi`` with the Procfile's worker class (gthread), one worker, four threads."""
+    """``gunicorn config.wsgi`` with the Procfile's configuration and worker class (gthread), one worker, four
+    threads."""
 
-    def __init__(self, env: dict[str, str]):
+    def __init__(self, env: dict[str, str], name: str = "chat-web"):
         self.env = env
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
-        self.log_path = LOG_DIR / "chat-web.log"
+        self.log_path = LOG_DIR / f"{name}.log"
         self.process: subprocess.Popen | None = None
 
     def start(self) -> Web:
         LOG_DIR.mkdir(exist_ok=True)
-        args = [sys.executable, "-m", "gunicorn", "config.wsgi", "--bind", f"127.0.0.1:{self.port}"]
+        args = [sys.executable, "-m", "gunicorn", "config.wsgi", "-c", "python:config.gunicorn"]
+        args += ["--bind", f"127.0.0.1:{self.port}"]
         args += ["--workers", "1", "--worker-class", "gthread", "--threads", "4", "--timeout", "60"]
         with open(self.log_path, "w") as log:  # the child keeps its own copy of the descriptor
             self.process = subprocess.Popen(
@@ -76,18 +78,22 @@ def llm():
     sim.stop()
 
 
+def web_env(llm: LlmSimulator, **overrides: str) -> dict[str, str]:
+    return worker_env(
+        "http://127.0.0.1:9",  # the CRM is never called: chats read the cache
+        LLM_BASE_URL=f"{llm.url}/v1",
+        LLM_API_KEY=LLM_KEY,
+        LLM_MODEL="sim-judge-1",
+        LLM_MAX_RETRIES="0",
+        LOG_LEVEL="WARNING",
+        **overrides,
+    )
+
+
 @pytest.fixture(scope="module")
 def web(llm, django_db_setup, django_db_blocker):
     with django_db_blocker.unblock():
-        env = worker_env(
-            "http://127.0.0.1:9",  # the CRM is never called: chats read the cache
-            LLM_BASE_URL=f"{llm.url}/v1",
-            LLM_API_KEY=LLM_KEY,
-            LLM_MODEL="sim-judge-1",
-            LLM_MAX_RETRIES="0",
-            LOG_LEVEL="WARNING",
-        )
-        server = Web(env).start()
+        server = Web(web_env(llm)).start()
     yield server
     server.stop()
 

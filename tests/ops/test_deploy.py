@@ -132,15 +132,25 @@ def role(command: list[str]) -> tuple:
     return ("other", *command[:1])
 
 
-def procfile_roles() -> dict[str, tuple]:
-    """The Procfile's production processes (the simulators are for `make run` only)."""
-    roles = {}
+def procfile_commands() -> dict[str, tuple[dict[str, str], list[str]]]:
+    """The Procfile's production processes (the simulators are for `make run` only): the variables a line sets
+    before its command (``NAME=value command ...``), and the command."""
+    commands = {}
     for line in (ROOT / "Procfile").read_text().splitlines():
         if line.strip() and not line.startswith("#"):
             kind, command = line.split(":", 1)
             if "simulator" not in command:
-                roles[kind.strip()] = role(shlex.split(command))
-    return roles
+                tokens = shlex.split(command)
+                variables = {}
+                while tokens and re.fullmatch(r"[A-Z_][A-Z0-9_]*=.*", tokens[0]):
+                    name, value = tokens.pop(0).split("=", 1)
+                    variables[name] = value
+                commands[kind.strip()] = (variables, tokens)
+    return commands
+
+
+def procfile_roles() -> dict[str, tuple]:
+    return {kind: role(command) for kind, (_, command) in procfile_commands().items()}
 
 
 def service_roles() -> dict[str, tuple]:
@@ -183,13 +193,37 @@ def test_exactly_one_beat():
     assert SERVICES[beats[0]].get("scale", 1) == 1
 
 
-def test_workers_have_time_to_finish_their_tasks_on_a_stop():
+def test_workers_stop_within_their_grace_period():
+    """The prefork pool stops soft (REMAP_SIGTERM=SIGQUIT: finish within the soft shutdown timeout or hand back);
+    a threads pool cannot cancel its tasks and stops warm (finishes them: up to the hard time limit)."""
+    for kind, (variables, command) in procfile_commands().items():
+        if role(command)[0] == "worker":
+            soft = role(command)[2] == "prefork"
+            assert (variables.get("REMAP_SIGTERM") == "SIGQUIT") == soft, kind
     for name, service in workers().items():
-        assert "stop_grace_period" in service, name
-        assert seconds(service["stop_grace_period"]) > settings.CELERY_TASK_TIME_LIMIT, name
-    web = SERVICES["web"]
-    graceful = float(option(command_of(web), "--graceful-timeout", default="30"))
-    assert seconds(web["stop_grace_period"]) > graceful
+        soft = role(command_of(service))[2] == "prefork"
+        assert (service["environment"].get("REMAP_SIGTERM") == "SIGQUIT") == soft, name
+        grace = seconds(service["stop_grace_period"])
+        if soft:
+            assert grace >= settings.CELERY_WORKER_SOFT_SHUTDOWN_TIMEOUT + 15, name
+        else:
+            assert grace > settings.CELERY_TASK_TIME_LIMIT, name
+
+
+def test_web_drains_within_its_grace_period():
+    """Every web command reads config/gunicorn.py (graceful timeout, the chat streams' stop hook), and the
+    orchestrator waits longer than gunicorn does; chat streams end before gunicorn kills them."""
+    from config import gunicorn
+
+    dockerfile = (DEPLOY / "Dockerfile").read_text()
+    cmd = json.loads(re.search(r"^CMD (\[.*?\])$", dockerfile.replace("\\\n", ""), re.M | re.S).group(1))
+    for command in (command_of(SERVICES["web"]), procfile_commands()["web"][1], cmd):
+        assert role(command)[0] == "web"
+        assert option(command, "-c", "--config") == "python:config.gunicorn", command
+        assert option(command, "--graceful-timeout") == "", "the graceful timeout is config/gunicorn.py's"
+    assert gunicorn.graceful_timeout == settings.WEB_GRACEFUL_TIMEOUT
+    assert settings.CHAT_STOP_SECONDS < settings.WEB_GRACEFUL_TIMEOUT
+    assert seconds(SERVICES["web"]["stop_grace_period"]) >= settings.WEB_GRACEFUL_TIMEOUT + 5
 
 
 def test_no_service_runs_as_root():

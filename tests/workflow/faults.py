@@ -64,9 +64,27 @@ def _pings(client) -> bool:
         return False
 
 
+def purge_rabbitmq(url: str) -> None:
+    """Empty our queues on the RabbitMQ at ``url``: what an earlier test left there is not this test's."""
+    from django.conf import settings as django_settings
+    from kombu import Connection, Exchange, Queue
+
+    with Connection(url) as connection:
+        for name in django_settings.CELERY_QUEUE_NAMES:
+            queue = Queue(name, Exchange(name, type="topic"), routing_key=name)
+            try:
+                queue(connection.channel()).purge()
+            except connection.channel_errors:
+                pass  # not declared yet
+
+
 @contextmanager
 def celery_on(url: str):
-    """Point this process's Celery app (producer pool and result backend) at ``url``."""
+    """Point this process's Celery app (producer pool and result backend) and ``REDIS_URL`` at the Redis at
+    ``url``. The broker moves there too, unless the suite runs on RabbitMQ (``TEST_BROKER_URL``): then the
+    workers and this process stay on RabbitMQ, emptied first, and only locks, caches and results move."""
+    from django.conf import settings as django_settings
+
     from config.celery import app
 
     def reset():
@@ -75,11 +93,14 @@ def celery_on(url: str):
         if hasattr(app._local, "backend"):
             del app._local.backend
 
+    broker = django_settings.CELERY_BROKER_URL if django_settings.CELERY_BROKER_IS_AMQP else url
+    if broker != url:
+        purge_rabbitmq(broker)
     old = (app.conf.broker_url, app.conf.result_backend)
-    app.conf.broker_url = app.conf.result_backend = url
+    app.conf.broker_url, app.conf.result_backend = broker, url
     reset()
     try:
-        with override_settings(REDIS_URL=url, CELERY_BROKER_URL=url, CELERY_RESULT_BACKEND=url):
+        with override_settings(REDIS_URL=url, CELERY_BROKER_URL=broker, CELERY_RESULT_BACKEND=url):
             yield
     finally:
         app.conf.broker_url, app.conf.result_backend = old

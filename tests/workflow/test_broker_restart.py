@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 from django.conf import settings as django_settings
 from django.test import override_settings
-from kombu import Connection, Exchange, Queue
+from kombu import Exchange, Queue
 
 from audits.models import Audit
 from audits.tasks import reconcile_audits
@@ -25,6 +25,7 @@ from fiches.services.access import fiche_with_details
 from fiches.services.jobs import progressive_fetch_request
 from fiches.tasks import reconcile_progressive_jobs
 from tests.workflow.conftest import wait_for
+from tests.workflow.faults import purge_rabbitmq
 from tests.workflow.test_audits import COMPLIANT, COMPLIANT_2, run_audit
 from tests.workflow.test_faults import reconciler_beat
 from transcriptions.models import TranscriptionRun
@@ -63,12 +64,7 @@ def on_rabbitmq():
 
     names = ("broker_url", "task_queues", "broker_transport_options", "task_default_exchange_type")
     old = {name: app.conf[name] for name in names}
-    with Connection(AMQP) as connection:  # what an earlier run left in the queues is not this test's
-        for queue in quorum_queues():
-            try:
-                queue(connection.channel()).purge()
-            except connection.channel_errors:
-                pass  # not declared yet
+    purge_rabbitmq(AMQP)
     app.conf.update(
         broker_url=AMQP,
         task_queues=quorum_queues(),
