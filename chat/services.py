@@ -81,6 +81,7 @@ SERVER_STOPPING = "Le serveur redémarre : la réponse a été interrompue. Pose
 class _ServerStopping(Exception):
     """This web process was told to stop CHAT_STOP_SECONDS ago: the answer ends now, before the server kills it."""
 
+
 # Quotes: passages in « guillemets » or in straight or curly double quotes.
 _QUOTE_RE = re.compile(r"«\s*([^«»]+?)\s*»|\"([^\"\n]+)\"|“([^“”\n]+)”")
 

@@ -1,7 +1,8 @@
 """What ``/metrics`` reads at scrape time rather than from counters: the broker's queue depth per queue and the
 workflow runs not ended, by kind and state, with the age of the oldest one's last progress (what "stuck" means
-here). One query per run kind (``GROUP BY status`` over the non-terminal rows: the ``status`` indexes), one
-round trip per queue."""
+here; a run waiting for a daily budget to allow it waits as designed, is not stuck, and is left out of it). One
+query per run kind (``GROUP BY status`` over the non-terminal rows: the ``status`` indexes), one round trip per
+queue."""
 
 from __future__ import annotations
 
@@ -10,13 +11,13 @@ from collections.abc import Iterator
 from typing import Any
 
 from django.conf import settings
-from django.db.models import Count, Min
+from django.db.models import Count, Min, Q
 from django.db.models.functions import Coalesce
 from django.utils import timezone
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
-from audits.models import Audit, Evaluation
+from audits.models import Audit, AuditStatus, Evaluation
 from automation.models import AutomationRun
 from core import dispatch
 from core.metrics import run_kind
@@ -26,6 +27,11 @@ from transcriptions.models import TranscriptionRun
 logger = logging.getLogger("ops.collectors")
 
 RUN_MODELS: tuple[Any, ...] = (ProgressiveFetchJob, TranscriptionRun, Audit, AutomationRun, Evaluation)
+# Runs that wait for a budget to allow them (costs.budgets): they make no progress on purpose.
+WAITING_ON_BUDGET: dict[Any, Q] = {
+    Audit: Q(status=AuditStatus.WAITING_BUDGET),
+    TranscriptionRun: Q(waiting_budget_since__isnull=False),
+}
 
 
 class WorkflowCollector(Collector):
@@ -39,7 +45,8 @@ class WorkflowCollector(Collector):
         )
         oldest = GaugeMetricFamily(
             "workflow_run_oldest_active_seconds",
-            "Seconds since the last progress of the run not ended that progressed least recently, by kind.",
+            "Seconds since the last progress of the run not ended that progressed least recently, by kind (runs "
+            "waiting for a budget left out).",
             labels=["kind"],
         )
         now = timezone.now()
@@ -49,7 +56,8 @@ class WorkflowCollector(Collector):
             try:
                 for row in rows.values("status").annotate(n=Count("pk")).order_by():
                     active.add_metric([kind, str(row["status"])], row["n"])
-                stalest = rows.aggregate(at=Min(Coalesce("last_progress_at", "dispatched_at", "created_at")))["at"]
+                moving = rows.exclude(WAITING_ON_BUDGET[model]) if model in WAITING_ON_BUDGET else rows
+                stalest = moving.aggregate(at=Min(Coalesce("last_progress_at", "dispatched_at", "created_at")))["at"]
             except Exception:  # a scrape never fails on one kind
                 logger.exception("workflow_collector_failed", extra={"kind": kind})
                 continue

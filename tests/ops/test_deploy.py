@@ -21,6 +21,7 @@ import sys
 import tomllib
 from pathlib import Path
 
+import promql_parser
 import pytest
 import yaml
 from django.conf import settings
@@ -325,98 +326,57 @@ def exported_series() -> dict[str, set[str]]:
     return series
 
 
-# A light PromQL check (there is no promtool here): balanced brackets, functions and keywords PromQL knows,
-# metric names we export, label matchers naming labels of their metric, grouping labels of the metrics used.
-FUNCTIONS = {
-    *("sum", "min", "max", "avg", "count", "group", "stddev", "stdvar", "topk", "bottomk", "quantile"),
-    *("rate", "irate", "increase", "delta", "deriv", "predict_linear", "histogram_quantile", "changes", "resets"),
-    *("abs", "absent", "ceil", "floor", "round", "clamp", "clamp_min", "clamp_max", "label_replace", "vector"),
-    *("avg_over_time", "min_over_time", "max_over_time", "sum_over_time", "count_over_time", "last_over_time"),
-    *("time", "timestamp", "scalar", "sort", "sort_desc"),
-}
-GROUPING = {"by", "without", "on", "ignoring", "group_left", "group_right"}
-OPERATORS = {"and", "or", "unless", "bool", "offset"}
-MATCH_OPS = {"=", "!=", "=~", "!~"}
-RANGE = re.compile(r"\[(\d+[smhdwy]|\$__rate_interval|\$__interval|\$__range)(:\d+[smhdwy])?\]")
-TOKEN = re.compile(
-    r"""(?P<string>"(?:[^"\\]|\\.)*")|(?P<range>\[[^\]]*\])|(?P<duration>\d+[smhdwy]\b)
-    |(?P<number>\d+(?:\.\d+)?)|(?P<name>[A-Za-z_:][A-Za-z0-9_:]*)|(?P<op>==|!=|=~|!~|>=|<=|[-+*/%^<>=,(){}])
-    |(?P<space>\s+)|(?P<error>.)""",
-    re.VERBOSE,
-)
+# PromQL checked by promql-parser (a port of Prometheus' own parser; there is no promtool here): the expression
+# parses, its functions exist, and beyond what a parser knows, every metric is one we export, every label matcher
+# names a label of its metric, every grouping label (by, without, on, ignoring, group_left/right) is carried by
+# one of the metrics used, and workflow kinds are ours. Grafana's interval variables are set as Grafana would.
+GRAFANA_VARIABLES = {"$__rate_interval": "5m", "$__interval": "1m", "$__range": "1h"}
 
 
 class PromQLError(ValueError):
     pass
 
 
-def tokens_of(expr: str) -> list[tuple[str, str]]:
-    tokens = [(m.lastgroup, m.group()) for m in TOKEN.finditer(expr) if m.lastgroup != "space"]
-    for kind, text in tokens:
-        if kind == "error":
-            raise PromQLError(f"unexpected character {text!r}")
-        if kind == "range" and not RANGE.fullmatch(text):
-            raise PromQLError(f"bad range {text}")
-    return tokens
-
-
 def check_promql(expr: str, series: dict[str, set[str]]) -> None:
-    """Raise PromQLError for what this light check finds wrong in ``expr``."""
-    tokens = tokens_of(expr) + [("end", "")]
-    open_parens, used_labels, grouping_labels = 0, set(), set()
-    i = 0
-    while tokens[i][0] != "end":
-        kind, text = tokens[i]
-        following = tokens[i + 1][1]
-        if kind == "name" and text in GROUPING and following == "(":
-            close = next(j for j in range(i, len(tokens)) if tokens[j][1] == ")")
-            grouping_labels |= {t for k, t in tokens[i + 2 : close] if k == "name"}
-            i = close + 1
-            continue
-        if kind == "name" and text in OPERATORS:
-            pass
-        elif kind == "name" and (following == "(" or following in GROUPING):  # a call, `sum by (x) (...)`
-            if text not in FUNCTIONS:
-                raise PromQLError(f"unknown function {text}")
-        elif kind == "name":
-            if text not in series:
-                raise PromQLError(f"{text} is not a metric we export")
-            used_labels |= series[text]
-            if following == "{":
-                i = check_matchers(tokens, i + 2, text, series[text])
-                continue
-        elif text == "(":
-            open_parens += 1
-        elif text == ")":
-            open_parens -= 1
-            if open_parens < 0:
-                raise PromQLError("unbalanced ')'")
-        elif text in ("{", "}"):
-            raise PromQLError(f"'{text}' outside a selector")
-        i += 1
-    if open_parens:
-        raise PromQLError("unclosed '('")
+    """Raise PromQLError for what is wrong in ``expr``."""
+    for variable, value in GRAFANA_VARIABLES.items():
+        expr = expr.replace(variable, value)
+    try:
+        tree = promql_parser.parse(expr)
+    except ValueError as error:
+        raise PromQLError(str(error)) from error
+    used_labels: set[str] = set()
+    grouping_labels: set[str] = set()
+    problems: list[str] = []
+
+    def visit(node: object) -> None:
+        if isinstance(node, promql_parser.VectorSelector):
+            if node.name not in series:
+                problems.append(f"{node.name} is not a metric we export")
+                return
+            labels = series[node.name]
+            used_labels.update(labels)
+            for matcher in node.matchers.matchers:
+                if matcher.name not in labels:
+                    problems.append(f"{node.name} has no label {matcher.name}")
+                kinds = set(matcher.value.split("|"))  # a workflow's kind: a value, or alternatives (a|b)
+                if node.name.startswith("workflow_") and matcher.name == "kind" and kinds - RUN_KINDS:
+                    problems.append(f"no workflow kind among {sorted(kinds)}")
+        elif isinstance(node, promql_parser.AggregateExpr) and node.modifier is not None:
+            grouping_labels.update(node.modifier.labels)
+        elif isinstance(node, promql_parser.BinaryExpr) and node.modifier is not None:
+            if node.modifier.matching is not None:
+                grouping_labels.update(node.modifier.matching.labels)
+            grouping_labels.update(node.modifier.group_labels or ())
+
+    promql_parser.walk(tree, visit)
+    if problems:
+        raise PromQLError("; ".join(problems))
     if unknown := grouping_labels - used_labels:
         raise PromQLError(f"grouping by labels none of its metrics has: {sorted(unknown)}")
 
 
-def check_matchers(tokens: list[tuple[str, str]], i: int, metric: str, labels: set[str]) -> int:
-    """Check the matchers of ``metric{...}`` from tokens[i]; return the index after the closing brace."""
-    while tokens[i][1] != "}":
-        (label_kind, label), (_, op), (value_kind, value) = tokens[i : i + 3]
-        if label_kind != "name" or op not in MATCH_OPS or value_kind != "string":
-            raise PromQLError(f"bad matcher in {metric}{{...}}")
-        if label not in labels:
-            raise PromQLError(f"{metric} has no label {label}")
-        kinds = set(value.strip('"').split("|"))  # a workflow's kind: a value, or alternatives (a|b)
-        if metric.startswith("workflow_") and label == "kind" and kinds - set(core_metrics.RUN_KINDS.values()):
-            raise PromQLError(f"no workflow kind among {sorted(kinds)}")
-        i += 3
-        if tokens[i][1] == ",":
-            i += 1
-        elif tokens[i][1] != "}":
-            raise PromQLError(f"unclosed {metric}{{")
-    return i + 1
+RUN_KINDS = set(core_metrics.RUN_KINDS.values())
 
 
 @pytest.mark.parametrize(
@@ -430,6 +390,8 @@ def check_matchers(tokens: list[tuple[str, str]], i: int, metric: str, labels: s
         'workflow_runs_active{kind="batch"}',  # no such workflow kind
         "rate(celery_task_retries_total[5 minutes])",  # bad range
         "celery_queue_depth{}}",  # stray brace
+        "sum(celery_queue_depth) by (queue",  # unclosed grouping
+        "rate(celery_queue_depth[5m]) + on (nothing) celery_broker_up",  # matching on a label neither has
     ],
 )
 def test_the_promql_check_finds_mistakes(expr):

@@ -17,8 +17,9 @@ from prometheus_client.parser import text_string_to_metric_families
 from rest_framework.test import APIClient
 
 from core.tasks import apply_outcome
-from fiches.models import ProgressiveFetchJob
+from fiches.models import FicheCache, ProgressiveFetchJob
 from tests.support import queued_tasks
+from transcriptions.models import TranscriptionRun
 
 ROOT = Path(__file__).resolve().parents[2]
 TOKEN = "unit-metrics-token"
@@ -82,6 +83,22 @@ def test_queue_depth_and_runs_by_state_are_read_at_scrape_time(settings, django_
     assert value(families, "workflow_runs_active", "workflow_runs_active", kind="job", status="complete") is None
     oldest = value(families, "workflow_run_oldest_active_seconds", "workflow_run_oldest_active_seconds", kind="job")
     assert oldest is not None and 1190 < oldest < 1300
+
+
+@pytest.mark.django_db
+def test_a_run_waiting_for_its_budget_is_not_the_stalest(settings):
+    """Waiting for the daily budget is waiting as designed: it counts as active, not as stuck."""
+    now = timezone.now()
+    fiche = FicheCache.objects.create(fiche_id="m-1", sales_date=date(2026, 2, 2))
+    waiting = TranscriptionRun.objects.create(fiche=fiche, waiting_budget_since=now - timedelta(hours=3))
+    moving = TranscriptionRun.objects.create(fiche=fiche, status="processing")
+    TranscriptionRun.objects.filter(pk=waiting.pk).update(created_at=now - timedelta(hours=3))
+    TranscriptionRun.objects.filter(pk=moving.pk).update(last_progress_at=now - timedelta(minutes=10))
+    families = scrape(settings)
+    for status in ("pending", "processing"):
+        assert value(families, "workflow_runs_active", "workflow_runs_active", kind="transcription_run", status=status)
+    name = "workflow_run_oldest_active_seconds"
+    assert 590 < value(families, name, name, kind="transcription_run") < 700
 
 
 @pytest.mark.django_db
