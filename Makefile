@@ -68,7 +68,8 @@ run: seed
 test: services
 	$(PY) -m pytest $(PYTEST_ARGS)
 
-# The workflow suites again with RabbitMQ as the broker (quorum queues); the broker-restart test runs in `make test`.
+# The workflow and fault suites again with RabbitMQ as the broker (quorum queues); the broker-restart test runs in
+# `make test` (it stops and starts the RabbitMQ application itself).
 test-rabbitmq: services
 	TEST_BROKER_URL=$${TEST_BROKER_URL:-amqp://guest:guest@127.0.0.1:5672//} $(PY) -m pytest tests/workflow -m workflow --ignore tests/workflow/test_broker_restart.py $(PYTEST_ARGS)
 
