@@ -17,7 +17,7 @@ from httpx_sse import connect_sse
 from chat.models import ChatMessage
 from llm.slots import llm_semaphore
 from tests.chat.conftest import FICHE_ID, Web, bearer, web_env
-from tests.chat.test_api import QUESTION
+from tests.chat.test_api import QUESTION, kinds
 from tests.workflow.conftest import wait_for
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -60,14 +60,6 @@ def refused_after_stop(server: Web) -> None:
         REFUSED.append(True)
 
 
-def names(events: list[tuple[str, dict]]) -> list[str]:
-    collapsed: list[str] = []
-    for name, _ in events:
-        if not collapsed or collapsed[-1] != name or name != "token":
-            collapsed.append(name)
-    return collapsed
-
-
 @pytest.fixture
 def stoppable(llm, sim):
     servers: list[Web] = []
@@ -89,7 +81,7 @@ def test_an_answer_that_ends_in_time_streams_to_its_end_through_a_stop(stoppable
 
     events, stream_ended, exited = stream_then_stop(server, bearer(chatter))
 
-    assert names(events) == ["token", "citations", "done"]
+    assert kinds(events) == ["token", "citations", "done"]
     assert stream_ended < 6 and exited < 10, (stream_ended, exited)
     assert server.process.returncode == 0
     assert REFUSED == [True]
@@ -103,7 +95,7 @@ def test_a_longer_answer_ends_itself_cleanly_before_gunicorn_would_kill_it(stopp
 
     events, stream_ended, exited = stream_then_stop(server, bearer(chatter))
 
-    assert names(events) == ["token", "error"], names(events)
+    assert kinds(events) == ["token", "error"], kinds(events)
     assert events[-1][1]["code"] == "server_stopping" and "redémarre" in events[-1][1]["message"]
     assert 2 <= stream_ended < 5 and exited < 8, (stream_ended, exited)
     assert server.process.returncode == 0  # every connection closed before the graceful timeout

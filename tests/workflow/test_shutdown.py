@@ -42,43 +42,47 @@ def crm_days(stack_: Any) -> Counter:
     return Counter(c["params"]["startDate"] for c in stack_.sim.requests() if c["path"] == SALES)
 
 
-def test_a_stopped_prefork_worker_finishes_its_day_tasks_in_flight(stack, requester):  # noqa: F811
-    first = stack.worker("stop-finish", concurrency=2, CELERY_WORKER_SOFT_SHUTDOWN_TIMEOUT="10", **STOPPING)
-    stack.sim.config.latency_ms = 2000
-    days = [date(2026, 4, 6) + timedelta(days=i) for i in range(4)]
+@pytest.mark.parametrize(
+    ("soft_timeout", "crm_latency_ms", "outcome"),
+    [(10, 2000, "finished"), (1, 6000, "handed back")],
+    ids=["finishes-in-time", "hands-back-past-the-soft-timeout"],
+)
+def test_a_stopped_prefork_worker_finishes_or_hands_back_its_day_tasks(
+    stack,  # noqa: F811
+    requester,  # noqa: F811
+    soft_timeout,
+    crm_latency_ms,
+    outcome,
+):
+    first = stack.worker(
+        f"stop-{soft_timeout}", concurrency=2, CELERY_WORKER_SOFT_SHUTDOWN_TIMEOUT=str(soft_timeout), **STOPPING
+    )
+    stack.sim.config.latency_ms = crm_latency_ms
+    first_day = date(2026, 4, 6) if outcome == "finished" else date(2026, 4, 13)
+    days = [first_day + timedelta(days=i) for i in range(4)]
     job_id = _request(stack, requester, days)
     wait_for(lambda: ProgressiveFetchJob.objects.get(pk=job_id).status == "processing", message="dispatch")
     time.sleep(0.7)  # two day tasks wait on the CRM
 
     elapsed = stop(first)
-    assert elapsed < 10 + 8, f"the worker took {elapsed:.1f}s to stop"
-    assert "Warm shutdown" not in first.log() and "Cold shutdown" in first.log()
-    in_flight = crm_days(stack)
-    assert len(in_flight) == 2  # the two it had started, answered before it left; nothing new was taken
+    assert "Cold shutdown" in first.log() and "Warm shutdown" not in first.log()
+    if outcome == "finished":
+        assert elapsed < soft_timeout + 8, f"the worker took {elapsed:.1f}s to stop"
+        assert len(crm_days(stack)) == 2  # the two it had started, answered before it left; nothing new taken
+    else:
+        assert elapsed < crm_latency_ms / 1000 - 1, f"the worker took {elapsed:.1f}s to stop"  # before the CRM
+        assert ProgressiveFetchJob.objects.get(pk=job_id).dates_already_fetched == []
+    in_flight = set(crm_days(stack)) if outcome == "finished" else None
 
     stack.sim.config.latency_ms = 0
-    stack.worker("stop-finish-next")  # no reconciler: what the first worker did not do is still queued
+    stack.worker(f"stop-{soft_timeout}-next")  # no reconciler: what the first worker left is in the queue
     job = assert_job_ended_once(job_id, pusher=stack.pusher, receiver=stack.receiver, timeout=60)
     assert job.status == "complete" and sorted(job.dates_already_fetched) == days
-    assert set(crm_days(stack).values()) == {1}  # the two in flight were finished, not handed back and redone
-
-
-def test_a_stopped_prefork_worker_hands_back_the_day_tasks_it_cannot_finish(stack, requester):  # noqa: F811
-    first = stack.worker("stop-handback", concurrency=2, CELERY_WORKER_SOFT_SHUTDOWN_TIMEOUT="1", **STOPPING)
-    stack.sim.config.latency_ms = 6000
-    days = [date(2026, 4, 13) + timedelta(days=i) for i in range(4)]
-    job_id = _request(stack, requester, days)
-    wait_for(lambda: ProgressiveFetchJob.objects.get(pk=job_id).status == "processing", message="dispatch")
-    time.sleep(0.7)  # two day tasks wait on the CRM, for seconds more
-
-    elapsed = stop(first)
-    assert elapsed < 5, f"the worker took {elapsed:.1f}s to stop"  # before the CRM answered
-    assert ProgressiveFetchJob.objects.get(pk=job_id).dates_already_fetched == []
-
-    stack.sim.config.latency_ms = 0
-    stack.worker("stop-handback-next")  # no reconciler: the handed-back messages are redelivered
-    job = assert_job_ended_once(job_id, pusher=stack.pusher, receiver=stack.receiver, timeout=60)
-    assert job.status == "complete" and sorted(job.dates_already_fetched) == days
+    calls = crm_days(stack)
+    if in_flight is not None:
+        assert set(calls.values()) == {1}, calls  # the two in flight were finished, not handed back and redone
+    else:
+        assert sorted(calls.values()) == [1, 1, 2, 2], calls  # the two in flight were handed back and redone
 
 
 def test_a_stopped_threads_worker_finishes_its_llm_steps_in_flight_and_leaves_the_rest_queued(
