@@ -50,9 +50,3 @@ def install(signum: int = signal.SIGTERM) -> None:
 
     signal.signal(signum, handler)
     signal.siginterrupt(signum, False)
-
-
-def reset() -> None:
-    """Forget a stop (tests)."""
-    global _stop_requested_at
-    _stop_requested_at = None
