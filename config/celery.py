@@ -1,5 +1,6 @@
 """The Celery application. Its settings are the ``CELERY_*`` names of config/settings.py."""
 
+import logging
 import os
 from typing import Any
 
@@ -31,8 +32,6 @@ def check_stop_signal(sender: str | None = None, options: dict[str, Any] | None 
     Procfile's and deploy/'s): the tasks in flight get CELERY_WORKER_SOFT_SHUTDOWN_TIMEOUT seconds, the rest is
     handed back. A threads worker cannot cancel a task (Celery's cold shutdown fails on it): it must stop warm,
     finishing its tasks in flight, so REMAP_SIGTERM must not be set for it."""
-    import logging
-
     chosen = (options or {}).get("pool") or (options or {}).get("pool_cls") or "prefork"
     pool = chosen.__module__.rsplit(".", 1)[-1] if isinstance(chosen, type) else str(chosen)  # prefork, thread…
     remapped = os.environ.get("REMAP_SIGTERM") == "SIGQUIT"

@@ -25,17 +25,9 @@ def request_stop() -> None:
         _stop_requested_at = time.monotonic()
 
 
-def seconds_since_stop() -> float | None:
-    """Seconds since this process was told to stop; None while it was not."""
-    if _stop_requested_at is None:
-        return None
-    return time.monotonic() - _stop_requested_at
-
-
 def stop_deadline_passed(seconds: float) -> bool:
     """True once this process has been stopping for ``seconds`` or more."""
-    since = seconds_since_stop()
-    return since is not None and since >= seconds
+    return _stop_requested_at is not None and time.monotonic() - _stop_requested_at >= seconds
 
 
 def install(signum: int = signal.SIGTERM) -> None:

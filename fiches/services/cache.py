@@ -496,15 +496,7 @@ def fiche_details_persist(*, envelope: dict, fetched_at: datetime | None = None)
         FicheCacheMailDevis.objects.update_or_create(fiche=row, defaults={"content": fiche["mail_devis"]})
     else:
         FicheCacheMailDevis.objects.filter(fiche=row).delete()
-    with connection.cursor() as cursor:
-        _upsert_recordings(
-            cursor, _dedupe_recordings(_recording_row(row.fiche_id, rec) for rec in fiche.get("recordings") or ())
-        )
-    row.refresh_from_db()
-    touched = {row.sales_date} | ({previous_day} if previous_day else set())
-    transaction.on_commit(lambda: bump_cache_version(touched))
-    logger.info("fiche_details_cached", extra={"fiche_id": row.fiche_id, "recordings": row.recordings_count})
-    return row
+    return _store_recordings(row, fiche, previous_day, "fiche_details_cached")
 
 
 def _erased_details_persist(
@@ -531,6 +523,12 @@ def _erased_details_persist(
         },
     )
     FicheCacheMailDevis.objects.filter(fiche=row).delete()
+    return _store_recordings(row, fiche, previous_day, "fiche_details_cached_erased")
+
+
+def _store_recordings(row: FicheCache, fiche: dict, previous_day: date | None, event: str) -> FicheCache:
+    """The end of ``fiche_details_persist``: the fiche's recordings upserted (numbers and URL kept out for an
+    erased fiche, in SQL), the row re-read (its recordings count), the cache version of the day(s) bumped."""
     with connection.cursor() as cursor:
         _upsert_recordings(
             cursor, _dedupe_recordings(_recording_row(row.fiche_id, rec) for rec in fiche.get("recordings") or ())
@@ -538,5 +536,5 @@ def _erased_details_persist(
     row.refresh_from_db()
     touched = {row.sales_date} | ({previous_day} if previous_day else set())
     transaction.on_commit(lambda: bump_cache_version(touched))
-    logger.info("fiche_details_cached_erased", extra={"fiche_id": row.fiche_id, "recordings": row.recordings_count})
+    logger.info(event, extra={"fiche_id": row.fiche_id, "recordings": row.recordings_count})
     return row
