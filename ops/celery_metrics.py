@@ -17,8 +17,9 @@ logger = logging.getLogger("ops.celery_metrics")
 _started: dict[str, float] = {}  # task id -> perf_counter at prerun (this process's tasks in flight)
 
 
-def _queue(task: Any) -> str:
-    info = getattr(getattr(task, "request", None), "delivery_info", None) or {}
+def _queue(request: Any) -> str:
+    """The queue a task's message came from (its request's delivery info)."""
+    info = getattr(request, "delivery_info", None) or {}
     return str(info.get("routing_key") or info.get("queue") or "unknown")
 
 
@@ -32,7 +33,7 @@ def _postrun(task_id: str | None = None, task: Any = None, state: str | None = N
     if started is None or task is None:
         return
     try:
-        TASK_RUNTIME.labels(task.name, _queue(task), (state or "unknown").lower()).observe(
+        TASK_RUNTIME.labels(task.name, _queue(getattr(task, "request", None)), (state or "unknown").lower()).observe(
             time.perf_counter() - started
         )
     except Exception:  # metrics never break a task
@@ -41,8 +42,7 @@ def _postrun(task_id: str | None = None, task: Any = None, state: str | None = N
 
 def _retry(request: Any = None, sender: Any = None, **_: Any) -> None:
     try:
-        info = getattr(request, "delivery_info", None) or {}
-        TASK_RETRIES.labels(getattr(sender, "name", "unknown"), str(info.get("routing_key") or "unknown")).inc()
+        TASK_RETRIES.labels(getattr(sender, "name", "unknown"), _queue(request)).inc()
     except Exception:
         logger.debug("task_metric_dropped", exc_info=True)
 
@@ -50,7 +50,9 @@ def _retry(request: Any = None, sender: Any = None, **_: Any) -> None:
 def _failure(sender: Any = None, exception: BaseException | None = None, **_: Any) -> None:
     try:
         TASK_FAILURES.labels(
-            getattr(sender, "name", "unknown"), _queue(sender), type(exception).__name__ if exception else "unknown"
+            getattr(sender, "name", "unknown"),
+            _queue(getattr(sender, "request", None)),
+            type(exception).__name__ if exception else "unknown",
         ).inc()
     except Exception:
         logger.debug("task_metric_dropped", exc_info=True)
