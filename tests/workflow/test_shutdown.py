@@ -1,10 +1,11 @@
 """Graceful stops of the worker processes. A Celery worker told to stop (SIGTERM, with ``REMAP_SIGTERM=SIGQUIT``
 as the Procfile and deploy/ start it) stops taking work, lets the tasks in flight finish within
 ``CELERY_WORKER_SOFT_SHUTDOWN_TIMEOUT`` and hands back to the broker those that cannot: another worker then does
-them, with no reconciler's help, and nothing is counted twice. Both pools: prefork (the fetch job's day tasks)
-and threads (an audit's LLM steps). On Redis and, with ``make test-rabbitmq``, on RabbitMQ.
+them, with no reconciler's help, and nothing is counted twice (prefork: the fetch job's day tasks). A threads
+worker (an audit's LLM steps) stops warm instead: its tasks in flight finish, the queued rest waits for the next
+worker. On Redis and, with ``make test-rabbitmq``, on RabbitMQ.
 
-The web side (gunicorn draining a streamed chat answer) is in ``test_web_shutdown.py``."""
+The web side (gunicorn draining a streamed chat answer) is in ``tests/chat/test_shutdown.py``."""
 
 from __future__ import annotations
 
@@ -92,10 +93,10 @@ def test_a_stopped_threads_worker_finishes_its_llm_steps_in_flight_and_leaves_th
     timeout), the queued ones stay for the next worker: every step is asked of the LLM once."""
     crm, stt, llm, pusher, _ = audit_stack
     user = make_user(make_role("stop-aud", fiches=("rw", "ALL"), audits=("rw", "ALL"), transcriptions=("rw", "ALL")))
-    workers = [Worker(env=audit_env(crm, stt, llm, pusher), name="stop-rest", queues=NOT_LLM).start()]
+    env = audit_env(crm, stt, llm, pusher)
+    workers = [Worker(env=env, name="stop-rest", queues=NOT_LLM).start()]
     try:
         llm.config.latency_ms = 3000
-        env = audit_env(crm, stt, llm, pusher)
         first = Worker(env=env, name="stop-llm", queues="llm", pool="threads", concurrency=2).start()
         workers.append(first)
         audit_id = run_audit(user, COMPLIANT)
